@@ -1,0 +1,38 @@
+# Entry points for users and CI. Every target installs what it needs first, so on a fresh
+# Debian/Ubuntu machine with Python 3.11 `make run` and `make test` work from nothing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+CONFIG ?= config.yaml
+
+.PHONY: install postgres test run bench lint clean
+
+# The virtualenv and the package with its dev extras; re-runs only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# PostgreSQL server binaries (Debian's `postgresql` package) for the embedded database
+# and the test fixtures. Skipped when they are already present.
+postgres:
+	@sh scripts/ensure-postgres.sh
+
+install: $(STAMP) postgres
+
+test: install
+	$(BIN)/python -m pytest
+
+run: install
+	$(BIN)/bot --config $(CONFIG) run
+
+bench: install
+	$(BIN)/python -m bench
+
+lint: install
+	$(BIN)/ruff check bot models risk tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,339 @@
+"""The one config schema: every section in one pydantic model, loaded from YAML.
+
+Each package owns the schema of its own section (`risk.config`, `models.config`,
+`models.features.config`, `bot.marketdata.config`); this module composes them, reads the file,
+merges secrets from the environment or a 0600 file, and turns validation failures into one line
+per problem naming the key path and the reason (`risk.max_positions: must be >= 1, got 0`).
+
+Secrets are never read from the config file itself, never printed, and never part of
+`model_dump()` output: they live in `Config.secrets` as `SecretStr`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from bot.marketdata.config import ExchangeConfig, FeedConfig
+from models.config import CostConfig, LabelConfig, TrainConfig
+from models.features.config import FeatureConfig
+from risk.config import RiskConfig
+
+DEFAULT_CONFIG_PATH = "config.yaml"
+ENV_CONFIG = "BOT_CONFIG"
+ENV_API_KEY = "BOT_API_KEY"
+ENV_API_SECRET = "BOT_API_SECRET"
+ENV_DSN = "BOT_DATABASE_DSN"
+
+# The 30 most liquid Binance USDT spot pairs by quote volume at the time of writing (late 2026).
+# Liquidity ranks drift: review this list before trading live. Tests and benchmarks use the
+# historical list in ../shared/data/symbols30.txt instead.
+DEFAULT_SYMBOLS: tuple[str, ...] = (
+    "BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT", "DOGEUSDT", "ADAUSDT", "TRXUSDT",
+    "LINKUSDT", "SUIUSDT", "AVAXUSDT", "LTCUSDT", "PEPEUSDT", "BCHUSDT", "DOTUSDT", "UNIUSDT",
+    "NEARUSDT", "APTUSDT", "ARBUSDT", "OPUSDT", "WLDUSDT", "FETUSDT", "AAVEUSDT", "TONUSDT",
+    "SHIBUSDT", "ENAUSDT", "HBARUSDT", "XLMUSDT", "FILUSDT", "ICPUSDT",
+)  # fmt: skip
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. `problems` holds one human line per problem."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        head = f"invalid config {source}" if source else "invalid config"
+        super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class DatabaseConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dsn: SecretStr = Field(
+        SecretStr(""),
+        description="postgresql://... ; empty = start an embedded private cluster under paths.data_dir",
+    )
+    pool_min: int = Field(1, ge=1)
+    pool_max: int = Field(4, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _pool_order(self) -> DatabaseConfig:
+        if self.pool_max < self.pool_min:
+            raise ValueError(f"pool_max ({self.pool_max}) must be >= pool_min ({self.pool_min})")
+        return self
+
+
+class PathsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path = Path("var")
+    models_dir: Path = Path("var/models")
+    logs_dir: Path = Path("var/logs")
+
+
+class PaperConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    initial_equity: float = Field(10_000.0, gt=0)
+
+
+class LoggingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json_file: str = Field("bot.jsonl", description="structlog JSON lines, under paths.logs_dir")
+    human_file: str = Field("bot.log", description="short Telegram-style lines, under paths.logs_dir")
+    console: bool = True
+
+
+class Secrets(BaseModel):
+    """API credentials. Only ever filled from the environment or a 0600 secrets file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.api_key and self.api_key.get_secret_value()) and bool(
+            self.api_secret and self.api_secret.get_secret_value()
+        )
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["paper", "live"] = "paper"
+    symbols: tuple[str, ...] = Field(DEFAULT_SYMBOLS, min_length=1, max_length=200)
+    exchange: ExchangeConfig = ExchangeConfig()
+    feed: FeedConfig = FeedConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    paths: PathsConfig = PathsConfig()
+    costs: CostConfig = CostConfig()
+    risk: RiskConfig = RiskConfig()
+    features: FeatureConfig = FeatureConfig()
+    labels: LabelConfig = LabelConfig()
+    train: TrainConfig = TrainConfig()
+    paper: PaperConfig = PaperConfig()
+    logging: LoggingConfig = LoggingConfig()
+    secrets: Secrets = Field(default_factory=Secrets, exclude=True)
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols_list(cls, v: Any) -> Any:
+        if v is None:
+            raise ValueError("must list at least 1 symbol")
+        return v
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_format(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out: list[str] = []
+        for s in v:
+            norm = s.replace("/", "").strip().upper()
+            if not norm.isalnum() or len(norm) < 5:
+                raise ValueError(f"{s!r} is not a symbol like BTCUSDT")
+            if norm in out:
+                raise ValueError(f"{norm} is listed twice")
+            out.append(norm)
+        return tuple(out)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        bad = [s for s in self.symbols if not s.endswith(self.exchange.quote)]
+        if bad:
+            raise ValueError(f"symbols {bad} do not end in the quote asset {self.exchange.quote}")
+        return self
+
+    def masked(self) -> dict[str, Any]:
+        """The effective config as plain data with every secret masked (safe to print or log)."""
+        data = self.model_dump(mode="json")
+        data["database"]["dsn"] = mask_dsn(self.database.dsn.get_secret_value())
+        data["secrets"] = {
+            "api_key": _mask(self.secrets.api_key),
+            "api_secret": _mask(self.secrets.api_secret),
+        }
+        return data
+
+
+def _mask(v: SecretStr | None) -> str | None:
+    return None if v is None or not v.get_secret_value() else "********"
+
+
+def mask_dsn(dsn: str) -> str:
+    """Hide the password in a DSN: postgresql://user:pw@host/db -> postgresql://user:***@host/db."""
+    if not dsn:
+        return ""
+    if "@" in dsn and "://" in dsn:
+        scheme, rest = dsn.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        user = cred.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in cred else dsn
+    if "password=" in dsn:
+        return " ".join("password=***" if p.startswith("password=") else p for p in dsn.split())
+    return dsn
+
+
+# --- error formatting -------------------------------------------------------------------
+
+_TYPE_WORDS = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+    "bool_parsing": "true or false", "string_type": "a string", "dict_type": "a mapping",
+    "model_type": "a mapping", "tuple_type": "a list", "list_type": "a list",
+}  # fmt: skip
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for p in loc:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        elif p in ("function-after", "function-before", "function-plain") or "[" in str(p):
+            continue
+        else:
+            parts.append(("." if parts else "") + str(p))
+    return "".join(parts) or "(top level)"
+
+
+def _reason(err: dict[str, Any]) -> str:
+    t, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
+    if t == "missing":
+        return "required key is missing"
+    if t == "extra_forbidden":
+        return "unknown key"
+    if t in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[t]
+        bound = next(iter(ctx.values()))
+        return f"must be {op} {bound}, got {got!r}"
+    if t in _TYPE_WORDS:
+        return f"must be {_TYPE_WORDS[t]}, got {got!r}"
+    if t == "literal_error":
+        return f"must be one of {ctx.get('expected')}, got {got!r}"
+    if t == "too_short":
+        return f"must have at least {ctx.get('min_length')} item(s), got {ctx.get('actual_length')}"
+    if t == "too_long":
+        return f"must have at most {ctx.get('max_length')} item(s), got {ctx.get('actual_length')}"
+    if t == "string_pattern_mismatch":
+        return f"must match {ctx.get('pattern')}, got {got!r}"
+    if t == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return f"{err['msg']}, got {got!r}"
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    return [f"{_loc(e['loc'])}: {_reason(e)}" for e in exc.errors(include_url=False)]
+
+
+# --- loading ----------------------------------------------------------------------------
+
+_SECRET_KEYS = {"api_key", "api_secret", "apikey", "secret", "password"}
+
+
+def _find_inline_secrets(data: Any, path: str = "") -> list[str]:
+    found: list[str] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            p = f"{path}.{k}" if path else str(k)
+            if str(k).lower() in _SECRET_KEYS:
+                found.append(
+                    f"{p}: secrets are not read from the config file; set {ENV_API_KEY}/"
+                    f"{ENV_API_SECRET} or exchange.secrets_file (mode 0600)"
+                )
+            else:
+                found.extend(_find_inline_secrets(v, p))
+    return found
+
+
+def read_secrets_file(path: Path) -> Secrets:
+    """Read `api_key`/`api_secret` from a YAML file that only its owner can read."""
+    try:
+        st = path.stat()
+    except FileNotFoundError as e:
+        raise ConfigError([f"exchange.secrets_file: {path} does not exist"]) from e
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            [f"exchange.secrets_file: {path} is mode {stat.S_IMODE(st.st_mode):04o}; must be 0600 (chmod 600)"]
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError([f"exchange.secrets_file: {path} is not valid YAML ({type(e).__name__})"]) from None
+    if not isinstance(data, dict) or set(data) - {"api_key", "api_secret"}:
+        raise ConfigError(["exchange.secrets_file: must be a mapping with only api_key and api_secret"])
+    return Secrets(
+        api_key=SecretStr(str(data["api_key"])) if data.get("api_key") else None,
+        api_secret=SecretStr(str(data["api_secret"])) if data.get("api_secret") else None,
+    )
+
+
+def resolve_config_path(path: str | os.PathLike[str] | None) -> Path | None:
+    """`--config` wins, then `$BOT_CONFIG`, then ./config.yaml; None if the default is absent."""
+    if path is not None:
+        return Path(path)
+    if os.environ.get(ENV_CONFIG):
+        return Path(os.environ[ENV_CONFIG])
+    p = Path(DEFAULT_CONFIG_PATH)
+    return p if p.exists() else None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Load and validate the config; raise `ConfigError` listing every problem found.
+
+    With no file at all (no --config, no $BOT_CONFIG, no ./config.yaml) the embedded defaults
+    are used: paper mode, embedded database.
+    """
+    env = dict(os.environ) if env is None else env
+    cfg_path = resolve_config_path(path)
+    source = str(cfg_path) if cfg_path else "(embedded defaults)"
+    data: Any = {}
+    if cfg_path is not None:
+        try:
+            text = cfg_path.read_text()
+        except FileNotFoundError:
+            raise ConfigError([f"config file {cfg_path} does not exist"], source) from None
+        except OSError as e:
+            raise ConfigError([f"config file {cfg_path} cannot be read: {e.strerror}"], source) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError([f"(file): not valid YAML{where}: {getattr(e, 'problem', e)}"], source) from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError([f"(top level): must be a mapping of sections, got {type(data).__name__}"], source)
+
+    problems = _find_inline_secrets(data)
+    if env.get(ENV_DSN):
+        data.setdefault("database", {})
+        if isinstance(data["database"], dict):
+            data["database"]["dsn"] = env[ENV_DSN]
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        problems.extend(format_validation_error(e))
+        raise ConfigError(problems, source) from None
+    if problems:
+        raise ConfigError(problems, source)
+
+    secrets = Secrets()
+    if cfg.exchange.secrets_file is not None:
+        secrets = read_secrets_file(cfg.exchange.secrets_file)
+    if env.get(ENV_API_KEY):
+        secrets = secrets.model_copy(update={"api_key": SecretStr(env[ENV_API_KEY])})
+    if env.get(ENV_API_SECRET):
+        secrets = secrets.model_copy(update={"api_secret": SecretStr(env[ENV_API_SECRET])})
+    if cfg.mode == "live" and not secrets.complete:
+        raise ConfigError(
+            [f"mode: live needs API keys ({ENV_API_KEY} and {ENV_API_SECRET}, or exchange.secrets_file); none found"],
+            source,
+        )
+    return cfg.model_copy(update={"secrets": secrets})

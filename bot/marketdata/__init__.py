@@ -1,0 +1,1 @@
+"""Market data: the exchange adapter (ccxt), the exchange simulator, backfill and the live feed."""

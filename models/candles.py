@@ -1,0 +1,120 @@
+"""Columnar 1m candles: the value that crosses every boundary (store -> features -> labels).
+
+`Candles` holds one symbol's bars as parallel numpy arrays, `ts` in UTC epoch milliseconds of
+the candle open. Reading the `../shared/data` CSV format lives here too, because the trainer,
+the evaluator and the feature tools all read it; it is plain file parsing, no network or
+database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MINUTE_MS = 60_000
+FIELDS = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True, slots=True)
+class Candles:
+    """One symbol's candles, ascending by `ts`. Price/volume dtype is float64 or float32."""
+
+    ts: np.ndarray  # int64, epoch ms of the candle open
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.ts)
+        for f in FIELDS:
+            if len(getattr(self, f)) != n:
+                raise ValueError(f"Candles.{f} has {len(getattr(self, f))} rows, ts has {n}")
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def slice(self, start: int, stop: int) -> Candles:
+        return Candles(*(a[start:stop] for a in self.columns()))
+
+    def columns(self) -> tuple[np.ndarray, ...]:
+        return (self.ts, self.open, self.high, self.low, self.close, self.volume)
+
+    def between(self, start_ms: int | None = None, end_ms: int | None = None) -> Candles:
+        """Rows with start_ms <= ts < end_ms (either bound optional)."""
+        lo = 0 if start_ms is None else int(np.searchsorted(self.ts, start_ms, "left"))
+        hi = len(self.ts) if end_ms is None else int(np.searchsorted(self.ts, end_ms, "left"))
+        return self.slice(lo, hi)
+
+    def astype(self, dtype: np.dtype | type) -> Candles:
+        return Candles(self.ts, *(getattr(self, f).astype(dtype, copy=False) for f in FIELDS))
+
+    @staticmethod
+    def empty(dtype: np.dtype | type = np.float64) -> Candles:
+        return Candles(np.empty(0, np.int64), *(np.empty(0, dtype) for _ in FIELDS))
+
+    @staticmethod
+    def concat(parts: Iterable[Candles]) -> Candles:
+        parts = list(parts)
+        if not parts:
+            return Candles.empty()
+        return Candles(*(np.concatenate(cols) for cols in zip(*(p.columns() for p in parts), strict=True)))
+
+
+def read_candles_csv(path: str | Path) -> Candles:
+    """Read one `SYMBOL.csv.gz` (header `ts,open,high,low,close,volume`) into float64 arrays.
+
+    Uses pandas' C parser with round-trip float parsing, so each value equals Python's
+    `float(text)` of the exchange's decimal string exactly.
+    """
+    import pandas as pd  # not on the live hot path; keep `import models.candles` light
+
+    df = pd.read_csv(
+        path,
+        dtype={"ts": np.int64, **{f: np.float64 for f in FIELDS}},
+        float_precision="round_trip",
+        engine="c",
+    )
+    missing = [c for c in ("ts", *FIELDS) if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected ts,open,high,low,close,volume")
+    return Candles(
+        df["ts"].to_numpy(np.int64),
+        *(df[f].to_numpy(np.float64) for f in FIELDS),
+    )
+
+
+def symbol_from_path(path: str | Path) -> str:
+    name = Path(path).name
+    for suffix in (".csv.gz", ".csv"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    raise ValueError(f"{path}: not a SYMBOL.csv or SYMBOL.csv.gz file")
+
+
+def candle_files(directory: str | Path, symbols: Iterable[str] | None = None) -> dict[str, Path]:
+    """Map symbol -> file for the `SYMBOL.csv.gz` (or `.csv`) files of a directory."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise FileNotFoundError(f"candle directory {d} does not exist")
+    found = {symbol_from_path(p): p for p in sorted(d.iterdir()) if p.name.endswith((".csv.gz", ".csv"))}
+    if symbols is None:
+        return found
+    wanted = list(symbols)
+    absent = [s for s in wanted if s not in found]
+    if absent:
+        raise FileNotFoundError(f"no candle file in {d} for {', '.join(absent)}")
+    return {s: found[s] for s in wanted}
+
+
+def find_gaps(ts: np.ndarray) -> list[tuple[int, int]]:
+    """Missing-minute runs as (first_missing_ts, n_missing) for an ascending ts array."""
+    if len(ts) < 2:
+        return []
+    step = np.diff(ts)
+    idx = np.flatnonzero(step > MINUTE_MS)
+    return [(int(ts[i] + MINUTE_MS), int(step[i] // MINUTE_MS - 1)) for i in idx]
