@@ -68,17 +68,14 @@ class Candles:
 def read_candles_csv(path: str | Path) -> Candles:
     """Read one `SYMBOL.csv.gz` (header `ts,open,high,low,close,volume`) into float64 arrays.
 
-    Uses pandas' C parser with round-trip float parsing, so each value equals Python's
-    `float(text)` of the exchange's decimal string exactly.
+    Uses pandas' C parser with exactly-rounded float parsing (the default from pandas 3,
+    `float_precision="round_trip"` before), so each value equals Python's `float(text)` of the
+    exchange's decimal string.
     """
     import pandas as pd  # not on the live hot path; keep `import models.candles` light
 
-    df = pd.read_csv(
-        path,
-        dtype={"ts": np.int64, **{f: np.float64 for f in FIELDS}},
-        float_precision="round_trip",
-        engine="c",
-    )
+    extra = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+    df = pd.read_csv(path, dtype={"ts": np.int64, **{f: np.float64 for f in FIELDS}}, engine="c", **extra)
     missing = [c for c in ("ts", *FIELDS) if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected ts,open,high,low,close,volume")

@@ -15,6 +15,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     check = csub.add_parser("check", help="validate and print the effective config (secrets masked)")
     check.set_defaults(func=_check)
+    tmpl = csub.add_parser("template", help="print the complete default config as commented YAML")
+    tmpl.set_defaults(func=_template)
+
+
+def _template(args: argparse.Namespace) -> int:
+    from bot.config import render_default_yaml
+
+    sys.stdout.write(render_default_yaml())
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """Candle bulk I/O over Postgres's binary COPY protocol, vectorised with numpy.
 
 Writes: one symbol's rows are encoded as a binary COPY stream by a numpy structured array (no
-Python object per row), copied into a per-connection temp staging table, then upserted into
-`candles` in the same transaction. The upsert only touches rows whose values differ, so
+Python object per row). New ranges are COPYed straight into `candles`; ranges that overlap
+stored rows are copied into a per-connection temp staging table, then upserted into `candles`
+in the same transaction. The upsert only touches rows whose values differ, so
 re-importing the same data writes 0 rows; a repaired candle overwrites its old value.
 
 Reads: `COPY (SELECT ...) TO STDOUT (FORMAT binary)` makes the server stream the rows; chunks
@@ -26,13 +27,13 @@ _PG_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _HEADER = _PG_SIGNATURE + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"  # flags, header extension
 _TRAILER = b"\xff\xff"
 
-# One binary COPY tuple of (ts bigint, open, high, low, close, volume float8): a field count,
-# then for each field its byte length and big-endian value. Every field is 8 bytes, NOT NULL.
-_ROW = np.dtype(
-    [("n", ">i2"), ("ts_len", ">i4"), ("ts", ">i8")]
-    + [x for f in FIELDS for x in ((f"{f}_len", ">i4"), (f, ">f8"))]
-)
+# One binary COPY tuple: a field count, then for each field its byte length and big-endian
+# value. Every column is NOT NULL and fixed-width for a given symbol (the symbol text has the
+# same length on every row), so a whole payload is one numpy structured array.
+_VALUE_FIELDS = [x for f in FIELDS for x in ((f"{f}_len", ">i4"), (f, ">f8"))]
+_ROW = np.dtype([("n", ">i2"), ("ts_len", ">i4"), ("ts", ">i8"), *_VALUE_FIELDS])  # read/stage layout
 _ROW_SIZE = _ROW.itemsize  # 74 bytes
+_COLUMNS = ["symbol", "ts", *FIELDS]
 
 _STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS candles_stage (
@@ -72,10 +73,22 @@ class WriteResult:
         return WriteResult(self.inserted + other.inserted, self.updated + other.updated, self.unchanged + other.unchanged)
 
 
-def encode_copy_binary(c: Candles) -> bytes:
-    """Encode candles as a complete binary COPY payload (header, tuples, trailer)."""
-    rows = np.empty(len(c), dtype=_ROW)
-    rows["n"] = 6
+def encode_copy_binary(c: Candles, symbol: str | None = None) -> bytes:
+    """Encode candles as a complete binary COPY payload (header, tuples, trailer).
+
+    Without `symbol` the tuples are (ts, open, high, low, close, volume) for the staging table;
+    with it they are (symbol, ts, ...) for a direct COPY into `candles`.
+    """
+    head: list[tuple[str, str]] = [("n", ">i2")]
+    if symbol is not None:
+        sym = symbol.encode()
+        head += [("sym_len", ">i4"), ("sym", f"S{len(sym)}")]
+    dtype = np.dtype([*head, ("ts_len", ">i4"), ("ts", ">i8"), *_VALUE_FIELDS])
+    rows = np.empty(len(c), dtype=dtype)
+    rows["n"] = 6 if symbol is None else 7
+    if symbol is not None:
+        rows["sym_len"] = len(sym)
+        rows["sym"] = sym
     rows["ts_len"] = 8
     rows["ts"] = c.ts
     for f in FIELDS:
@@ -99,10 +112,28 @@ def dedupe_sorted(c: Candles) -> Candles:
 
 
 async def write_candles(conn: asyncpg.Connection, symbol: str, candles: Candles) -> WriteResult:
-    """Upsert one symbol's candles in one transaction. Idempotent; see module docstring."""
+    """Upsert one symbol's candles in one transaction. Idempotent; see module docstring.
+
+    Fast path: when no stored row of this symbol falls inside the batch's time range (a first
+    import, or the live feed appending), the rows are COPYed straight into `candles`. Otherwise
+    (or if a concurrent writer got there first) they go through the staging upsert.
+    """
     c = dedupe_sorted(candles)
     if len(c) == 0:
         return WriteResult(0, 0, 0)
+    overlap = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM candles WHERE symbol = $1 AND ts BETWEEN $2 AND $3)",
+        symbol, int(c.ts[0]), int(c.ts[-1]),
+    )  # fmt: skip
+    if not overlap:
+        try:
+            async with conn.transaction():
+                await conn.copy_to_table(
+                    "candles", source=_BytesSource(encode_copy_binary(c, symbol)), format="binary", columns=_COLUMNS
+                )
+            return WriteResult(len(c), 0, 0)
+        except asyncpg.UniqueViolationError:
+            pass  # a concurrent writer inserted some of these rows: fall through to the upsert
     payload = encode_copy_binary(c)
     async with conn.transaction():
         await conn.execute(_STAGE_DDL)

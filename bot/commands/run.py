@@ -1,0 +1,35 @@
+"""`bot run`: the daemon (paper mode unless the config says live AND --confirm-live is given)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from bot.commands import load_config_or_exit
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the trading daemon (paper mode by default)")
+    p.add_argument(
+        "--confirm-live",
+        action="store_true",
+        help="required, together with `mode: live` in the config, before any real order can be placed",
+    )
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = load_config_or_exit(args)
+    if cfg.mode == "live" and not args.confirm_live:
+        print(
+            "mode: live needs --confirm-live on the command line too; refusing to start "
+            "(use mode: paper to trade on paper)",
+            file=sys.stderr,
+        )
+        return 2
+    from bot.daemon import run_daemon
+    from bot.logs import setup_from_config
+
+    setup_from_config(cfg)
+    return asyncio.run(run_daemon(cfg))

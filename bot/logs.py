@@ -1,0 +1,173 @@
+"""Logging: structlog events rendered twice — JSON lines for machines, short lines for people.
+
+Every module logs `log.info("event_name", key=value, ...)`. `setup_logging` routes those events
+through the standard library to:
+  - `<logs_dir>/bot.jsonl`: one JSON object per event (timestamp, level, logger, event, keys);
+  - `<logs_dir>/bot.log` and the console: one short line a person can `tail -f` or get pushed,
+    e.g. `06:12:01 BUY SOLUSDT 1.2 @ 98.31  er=+0.21% p=0.64  size=2.1%`. An event supplies
+    that text in its `text` key; otherwise the line is `event key=value ...`.
+
+A redaction step runs before both renderers: keys that look like secrets are masked, and any
+string value that contains a registered secret (API key, DSN password) is masked wherever it
+appears, so a secret cannot leak through an exception message or a URL either.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from collections.abc import Iterable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+_SECRET_KEY_PARTS = ("secret", "password", "api_key", "apikey", "token", "signature", "dsn")
+_registered_secrets: set[str] = set()
+MASK = "********"
+
+
+def register_secret(*values: str | None) -> None:
+    """Mask these literal strings in every log line from now on (ignores short/empty values)."""
+    for v in values:
+        if v and len(v) >= 6:
+            _registered_secrets.add(v)
+
+
+def _mask_value(v: Any) -> Any:
+    if isinstance(v, str) and _registered_secrets:
+        for s in _registered_secrets:
+            if s in v:
+                v = v.replace(s, MASK)
+    return v
+
+
+def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask secret-looking keys and any registered secret value."""
+    for k in list(event.keys()):
+        if any(p in k.lower() for p in _SECRET_KEY_PARTS) and k != "event":
+            event[k] = MASK if event[k] else event[k]
+        else:
+            event[k] = _mask_value(event[k])
+    return event
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    s = str(v)
+    return s if " " not in s else repr(s)
+
+
+class HumanRenderer:
+    """`HH:MM:SS text` or `HH:MM:SS [LEVEL] event k=v ...` — short enough for Telegram."""
+
+    _SKIP = {"timestamp", "level", "logger", "event", "text", "exception", "_record", "_from_structlog"}
+
+    def __call__(self, _logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
+        ts = str(event.get("timestamp", ""))[11:19]
+        level = str(event.get("level", "info"))
+        tag = "" if level == "info" else f"[{level.upper()}] "
+        if event.get("text"):
+            body = str(event["text"])
+        else:
+            kv = " ".join(f"{k}={_fmt(v)}" for k, v in event.items() if k not in self._SKIP)
+            body = f"{event.get('event', '')} {kv}".rstrip()
+        line = f"{ts} {tag}{body}"
+        exc = event.get("exception")
+        return f"{line}\n{exc}" if exc else line
+
+
+_PRE_CHAIN: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    redact,
+]
+
+
+def setup_logging(
+    logs_dir: str | Path | None,
+    *,
+    level: str = "info",
+    json_file: str = "bot.jsonl",
+    human_file: str = "bot.log",
+    console: bool = True,
+    stream: Any = None,
+) -> None:
+    """Configure structlog + stdlib handlers. Safe to call again (replaces handlers)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    root.setLevel(level.upper())
+
+    def handler(h: logging.Handler, renderer: Any) -> logging.Handler:
+        h.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=_PRE_CHAIN,
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    redact,
+                    renderer,
+                ],
+            )
+        )
+        return h
+
+    handlers: list[logging.Handler] = []
+    if logs_dir is not None:
+        d = Path(logs_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        handlers.append(handler(
+            logging.handlers.RotatingFileHandler(d / json_file, maxBytes=50 << 20, backupCount=5),
+            structlog.processors.JSONRenderer(),
+        ))  # fmt: skip
+        handlers.append(handler(
+            logging.handlers.RotatingFileHandler(d / human_file, maxBytes=10 << 20, backupCount=5),
+            HumanRenderer(),
+        ))  # fmt: skip
+    if console:
+        handlers.append(handler(logging.StreamHandler(stream or sys.stderr), HumanRenderer()))
+    for h in handlers:
+        root.addHandler(h)
+    # Chatty libraries: warnings only.
+    for name in ("asyncio", "ccxt", "aiohttp", "apscheduler", "asyncpg"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    structlog.configure(
+        processors=[*_PRE_CHAIN, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def setup_from_config(cfg: Any, *, console: bool | None = None) -> None:
+    """Logging per the config's `logging` and `paths` sections, registering its secrets."""
+    s = cfg.secrets
+    register_secret(
+        s.api_key.get_secret_value() if s.api_key else None,
+        s.api_secret.get_secret_value() if s.api_secret else None,
+        *_dsn_password(cfg.database.dsn.get_secret_value()),
+    )
+    setup_logging(
+        cfg.paths.logs_dir,
+        level=cfg.logging.level,
+        json_file=cfg.logging.json_file,
+        human_file=cfg.logging.human_file,
+        console=cfg.logging.console if console is None else console,
+    )
+
+
+def _dsn_password(dsn: str) -> Iterable[str]:
+    if "://" in dsn and "@" in dsn:
+        cred = dsn.split("://", 1)[1].rsplit("@", 1)[0]
+        if ":" in cred:
+            yield cred.split(":", 1)[1]
+    for part in dsn.split():
+        if part.startswith("password="):
+            yield part.split("=", 1)[1]
