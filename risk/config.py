@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+ResetRule = Literal["next_utc_day", "manual"]
+
 
 class RiskConfig(BaseModel):
     """Sizing rules and hard limits. Fractions are of current equity unless stated."""
@@ -13,17 +15,42 @@ class RiskConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kelly_multiplier: float = Field(0.5, gt=0, le=1, description="0.5 = Half Kelly")
-    max_fraction_per_trade: float = Field(0.10, gt=0, le=1)
+    max_fraction_per_trade: float = Field(
+        0.10, gt=0, le=1, description="cap on the Kelly fraction of equity for one new position"
+    )
     risk_per_trade: float = Field(0.005, gt=0, le=0.1, description="equity lost if the SL barrier is hit")
-    max_positions: int = Field(5, ge=1, le=100)
+    stop_atr_floor: float = Field(
+        1.0,
+        ge=0,
+        description="sizing treats the stop as at least this many ATRs away (a 1m bar can gap "
+        "through a tighter stop); 0 = use the SL barrier as is",
+    )
+    max_positions: int = Field(5, ge=1, le=100, description="open positions at once")
     max_gross_exposure: float = Field(1.0, gt=0, le=1, description="spot only: at most all equity")
-    max_per_symbol: float = Field(0.20, gt=0, le=1)
-    max_orders_per_minute: int = Field(10, ge=1)
-    max_correlation: float = Field(0.80, gt=0, le=1)
+    max_per_symbol: float = Field(0.20, gt=0, le=1, description="notional cap of one position")
+    max_orders_per_minute: int = Field(
+        10, ge=1, description="entries are refused once this many orders were sent in the last 60 s"
+    )
+    max_correlation: float = Field(
+        0.80,
+        gt=0,
+        le=1,
+        description="skip a candidate whose (signed) return correlation with an open position or "
+        "a better candidate taken this bar exceeds this",
+    )
     correlation_window: int = Field(240, ge=10, description="1m bars of returns for the filter")
-    daily_loss_limit: float = Field(0.03, gt=0, le=1)
-    max_drawdown: float = Field(0.15, gt=0, le=1)
-    kill_switch_flatten: bool = False
-    kill_switch_reset: Literal["next_utc_day", "manual"] = "next_utc_day"
-    cooldown_after_stop_minutes: int = Field(30, ge=0)
+    daily_loss_limit: float = Field(
+        0.03, gt=0, le=1, description="kill switch: equity down this much from the UTC day's start"
+    )
+    max_drawdown: float = Field(0.15, gt=0, le=1, description="kill switch: equity down this much from its peak")
+    kill_switch_flatten: bool = Field(False, description="when the kill switch trips, also close open positions")
+    kill_switch_reset: ResetRule = Field(
+        "next_utc_day", description="how a daily-loss trip clears: at the next UTC day, or only by hand"
+    )
+    drawdown_reset: ResetRule = Field(
+        "manual",
+        description="how a max-drawdown trip clears; a drawdown is a deeper failure than a bad day, "
+        "so by default only a human clears it",
+    )
+    cooldown_after_stop_minutes: int = Field(30, ge=0, description="no new entry in a symbol this long after its stop-loss")
     min_probability: float = Field(0.55, ge=0, le=1, description="meta-label gate")
