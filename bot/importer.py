@@ -1,7 +1,7 @@
 """`bot import-candles DIR`: load `SYMBOL.csv.gz` files (the ../shared/data format) into the store.
 
-Parsing (pandas' C reader, in a worker thread) of the next file overlaps the binary-COPY write
-of the current one. Each symbol reports rows read, rows written, duplicates skipped (repeated
+Files are parsed by pandas' C reader in worker threads and written by binary COPY over two
+pooled connections at once. Each symbol reports rows read, rows written, duplicates skipped (repeated
 timestamps in the file plus rows already stored with identical values), rows rejected as
 invalid, and the gaps (missing minutes) in what was read. Re-running writes nothing.
 """
@@ -62,16 +62,20 @@ async def import_directory(
     directory: str | Path,
     symbols: Iterable[str] | None = None,
     on_progress: Callable[[str, int], None] | None = None,
+    concurrency: int = 2,
 ) -> list[ImportReport]:
-    """Import every (or the named) symbol file of `directory`; return one report per symbol."""
+    """Import every (or the named) symbol file of `directory`; return one report per symbol.
+
+    Files are parsed in worker threads and written over `concurrency` pooled connections at
+    once (two COPY streams keep both cores of a small machine busy; more only contend).
+    """
     files = candle_files(directory, symbols)
-    reports: list[ImportReport] = []
-    items = list(files.items())
-    pending = asyncio.create_task(asyncio.to_thread(_load, items[0][1])) if items else None
-    for i, (symbol, _path) in enumerate(items):
-        candles, rows_read, rejected, dup_in_file = await pending
-        pending = asyncio.create_task(asyncio.to_thread(_load, items[i + 1][1])) if i + 1 < len(items) else None
-        result = await store.write_candles(symbol, candles)
+    sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(symbol: str, path: Path) -> ImportReport:
+        async with sem:
+            candles, rows_read, rejected, dup_in_file = await asyncio.to_thread(_load, path)
+            result = await store.write_candles(symbol, candles)
         gaps = find_gaps(candles.ts)
         rep = ImportReport(
             symbol=symbol,
@@ -82,10 +86,11 @@ async def import_directory(
             gaps=len(gaps),
             missing_minutes=sum(n for _, n in gaps),
         )
-        reports.append(rep)
         if rejected:
             log.warning("import_rejected_rows", symbol=symbol, rejected=rejected)
         log.info("import_symbol", **rep.__dict__)
         if on_progress:
             on_progress(symbol, rows_read)
-    return reports
+        return rep
+
+    return list(await asyncio.gather(*(one(s, p) for s, p in files.items())))
