@@ -12,9 +12,9 @@ class ExchangeUrls(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    public: str | None = None
-    private: str | None = None
-    ws: str | None = None
+    public: str | None = Field(None, description="REST base for public endpoints, e.g. http://127.0.0.1:8900/api/v3")
+    private: str | None = Field(None, description="REST base for signed endpoints (usually the same as public)")
+    ws: str | None = Field(None, description="spot websocket base; must contain /stream, e.g. ws://127.0.0.1:8900/stream/ws")
 
 
 class ExchangeConfig(BaseModel):
@@ -27,6 +27,13 @@ class ExchangeConfig(BaseModel):
     secrets_file: Path | None = Field(
         None, description="YAML file with api_key/api_secret; must be mode 0600"
     )
+    rate_limit_ms: int | None = Field(
+        None, ge=0,
+        description="minimum ms between REST requests (ccxt's limiter); null = ccxt's value for the exchange",
+    )  # fmt: skip
+    retry_base_s: float = Field(0.5, gt=0, description="first retry delay after a 429/418/5xx/timeout; doubles per attempt, with jitter")
+    retry_max_s: float = Field(30.0, gt=0, description="cap of the retry delay")
+    retry_attempts: int = Field(8, ge=1, description="attempts per request for one-shot commands (backfill); the live feed retries forever")
 
 
 class FeedConfig(BaseModel):
@@ -37,3 +44,15 @@ class FeedConfig(BaseModel):
     backfill_days: int = Field(7, ge=0)
     rest_poll_interval_s: float = Field(5.0, gt=0)
     reconnect_max_backoff_s: float = Field(60.0, gt=0)
+    reconnect_base_s: float = Field(1.0, gt=0, description="first websocket reconnect delay; doubles per failure up to reconnect_max_backoff_s, with jitter")
+    stall_timeout_s: float = Field(
+        30.0, gt=0,
+        description="websocket silent this long (no kline at all) = stalled: close it, poll REST, reconnect",
+    )  # fmt: skip
+    rest_concurrency: int = Field(4, ge=1, le=32, description="REST gap-fill requests in flight at once")
+    flush_max_rows: int = Field(5_000, ge=1, description="persist early once this many candles are buffered")
+    inbound_buffer: int = Field(50_000, ge=100, description="raw websocket klines buffered before processing; overflow is refetched by REST")
+    minute_timeout_s: float = Field(
+        10.0, gt=0,
+        description="minute assembler: release minute t with NaN rows for symbols still missing after this long",
+    )  # fmt: skip

@@ -1,0 +1,115 @@
+"""`bot backfill [--days N] [--symbols A,B]`: fetch missing history by REST into the store,
+with a progress bar per symbol and overall. Safe to interrupt at any moment (even kill -9):
+rerunning continues from the last stored candle of each symbol."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from bot.commands import load_config_or_exit
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backfill", help="fetch candle history from the exchange into the database (resumable)")
+    p.add_argument("--days", type=float, default=None,
+                   help="how far back to start for symbols with nothing stored (default: feed.backfill_days)")  # fmt: skip
+    p.add_argument("--symbols", default=None, help="comma-separated subset of the configured symbols (default: all)")
+    p.add_argument("--concurrency", type=int, default=3, help="symbols fetched at once (default 3)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = load_config_or_exit(args)
+    from bot.logs import setup_from_config
+
+    setup_from_config(cfg, console=False)
+    symbols = list(cfg.symbols)
+    if args.symbols:
+        wanted = [s.strip().upper().replace("/", "") for s in args.symbols.split(",") if s.strip()]
+        unknown = [s for s in wanted if s not in symbols]
+        if unknown:
+            print(f"--symbols: {', '.join(unknown)} not in the configured symbols", file=sys.stderr)
+            return 2
+        symbols = wanted
+    days = cfg.feed.backfill_days if args.days is None else args.days
+    if days < 0 or args.concurrency < 1:
+        print("--days must be >= 0 and --concurrency >= 1", file=sys.stderr)
+        return 2
+    return asyncio.run(_main(cfg, symbols, days, args.concurrency))
+
+
+class _RichProgress:
+    """One bar per symbol (while it runs) and one overall bar, in minutes of history."""
+
+    def __init__(self, bar, n_symbols: int):  # noqa: ANN001
+        self.bar = bar
+        self.tasks: dict[str, int] = {}
+        self.overall = bar.add_task(f"all {n_symbols} symbols", total=None, rows=0)
+        self.expected = 0
+
+    def start(self, symbol: str, total_minutes: int) -> None:
+        self.tasks[symbol] = self.bar.add_task(symbol, total=max(total_minutes, 1), rows=0)
+        self.expected += total_minutes
+        self.bar.update(self.overall, total=self.expected)
+
+    def advance(self, symbol: str, minutes: int, rows: int) -> None:
+        t = self.tasks[symbol]
+        self.bar.update(t, advance=minutes, rows=self.bar.tasks[t].fields["rows"] + rows)
+        self.bar.update(self.overall, advance=minutes, rows=self.bar.tasks[self.overall].fields["rows"] + rows)
+
+    def done(self, symbol: str, report) -> None:  # noqa: ANN001
+        t = self.tasks.pop(symbol)
+        self.bar.update(t, completed=self.bar.tasks[t].total)
+        self.bar.remove_task(t)
+
+
+async def _main(cfg, symbols: list[str], days: float, concurrency: int) -> int:  # noqa: ANN001
+    import ccxt
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from bot.marketdata.backfill import backfill
+    from bot.marketdata.exchange import build_exchange
+    from bot.marketdata.retry import RetriesExhausted
+    from bot.store.db import open_store
+
+    console = Console(stderr=True)
+    ex = cfg.exchange
+    exchange = build_exchange(cfg)
+    try:
+        async with open_store(cfg, log=lambda m: console.print(m)) as store:
+            with Progress(
+                TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rows]:,} candles"), TimeRemainingColumn(), console=console,
+            ) as bar:  # fmt: skip
+                reports = await backfill(
+                    exchange, store, symbols, days=days, quote=ex.quote, concurrency=concurrency,
+                    retry_base_s=ex.retry_base_s, retry_max_s=ex.retry_max_s, attempts=ex.retry_attempts,
+                    progress=_RichProgress(bar, len(symbols)),
+                )  # fmt: skip
+    except RetriesExhausted as e:
+        console.print(f"[red]backfill stopped: {e}[/red]\nRerun `bot backfill` to continue where it stopped.")
+        return 1
+    except ccxt.BaseError as e:
+        console.print(f"[red]backfill failed: {type(e).__name__}: {e}[/red]")
+        return 1
+    finally:
+        await exchange.close()
+
+    table = Table(title=f"backfill ({days:g} days)")
+    for col in ("symbol", "from", "resumed", "pages", "fetched", "written", "invalid", "gap minutes"):
+        table.add_column(col, justify="left" if col in ("symbol", "from") else "right")
+    import datetime as dt
+
+    for r in reports:
+        start = dt.datetime.fromtimestamp(r.start_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row(r.symbol, start, "yes" if r.resumed else "", str(r.pages), f"{r.fetched:,}", f"{r.written:,}",
+                      str(r.invalid), str(r.exchange_gap_minutes))  # fmt: skip
+    table.add_row("total", "", "", str(sum(r.pages for r in reports)), f"{sum(r.fetched for r in reports):,}",
+                  f"{sum(r.written for r in reports):,}", str(sum(r.invalid for r in reports)),
+                  str(sum(r.exchange_gap_minutes for r in reports)), style="bold")  # fmt: skip
+    Console().print(table)
+    return 0

@@ -1,0 +1,119 @@
+"""The exchange adapter: a ccxt async + websocket ("pro") client built from the config, and
+the mapping between our symbols (BTCUSDT) and ccxt's (BTC/USDT).
+
+`build_exchange(cfg)` is the one place a ccxt client is made, for the daemon, the CLI and the
+tests alike; pointing it at the simulator is a config change (`exchange.urls`), not a code
+path. The client is a thin subclass of `ccxt.pro.binance` whose only change is to hand every
+raw kline event to a callback before ccxt's own handling: ccxt's unified OHLCV arrays drop
+the exchange's "closed" flag (`k.x`), and a `watch_*` call only returns the update that
+resolved it (updates that arrive between two awaits stay in ccxt's cache, unannounced), so
+the feed listens to the events themselves and uses `watch_ohlcv_for_symbols` only to
+subscribe and to learn about connection errors.
+
+Secrets go from `cfg.secrets` to ccxt and nowhere else; they are registered with the log
+redactor so that no log line or exception text can show them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ccxt.pro as ccxtpro
+import structlog
+
+from bot.config import Config
+
+log = structlog.get_logger(__name__)
+
+KlineCallback = Callable[[dict[str, Any]], None]
+
+
+class UnsupportedExchangeError(ValueError):
+    """The configured exchange id has no adapter here."""
+
+
+class BinanceClient(ccxtpro.binance):
+    """`ccxt.pro.binance` that also passes each raw kline event to `on_kline`."""
+
+    on_kline: KlineCallback | None = None
+
+    def handle_ohlcv(self, client: Any, message: dict) -> None:  # ccxt's hook, called per event
+        cb = self.on_kline
+        if cb is not None:
+            try:
+                cb(message)
+            except Exception:  # a consumer bug must not break ccxt's receive loop
+                log.exception("kline_callback_failed")
+        super().handle_ohlcv(client, message)
+
+
+def to_ccxt_symbol(symbol: str, quote: str = "USDT") -> str:
+    """BTCUSDT -> BTC/USDT (our symbols are BASE+QUOTE with no separator)."""
+    if "/" in symbol:
+        return symbol
+    if not symbol.endswith(quote) or len(symbol) <= len(quote):
+        raise ValueError(f"{symbol} does not end in the quote asset {quote}")
+    return f"{symbol[: -len(quote)]}/{quote}"
+
+
+def from_ccxt_symbol(symbol: str) -> str:
+    """BTC/USDT -> BTCUSDT (a settle suffix such as ':USDT' is not ours and is rejected)."""
+    if ":" in symbol:
+        raise ValueError(f"{symbol} is a derivatives market; only spot symbols are used")
+    return symbol.replace("/", "")
+
+
+def exchange_options(cfg: Config) -> dict[str, Any]:
+    """The ccxt constructor config for `cfg` (secrets included: never log the result)."""
+    ex = cfg.exchange
+    conf: dict[str, Any] = {
+        "enableRateLimit": True,
+        "timeout": ex.timeout_ms,
+        "options": {
+            "defaultType": "spot",
+            # Spot only: no futures/margin/currency endpoints at startup (they need other hosts
+            # and keys, and the simulator — like a spot-only key — does not serve them).
+            "fetchMarkets": {"types": ["spot"]},
+            "fetchCurrencies": False,
+            "fetchMargins": False,
+        },
+    }
+    if ex.rate_limit_ms is not None:
+        conf["rateLimit"] = ex.rate_limit_ms
+    s = cfg.secrets
+    if s.api_key is not None and s.api_secret is not None:
+        conf["apiKey"] = s.api_key.get_secret_value()
+        conf["secret"] = s.api_secret.get_secret_value()
+    return conf
+
+
+def build_exchange(cfg: Config, on_kline: KlineCallback | None = None) -> BinanceClient:
+    """A ccxt pro client configured from `cfg.exchange` (+ `cfg.secrets`). Close it with
+    `await client.close()`."""
+    if cfg.exchange.id != "binance":
+        raise UnsupportedExchangeError(
+            f"exchange.id {cfg.exchange.id!r} is not supported; the market-data adapter speaks Binance spot (id: binance)"
+        )
+    from bot.logs import register_secret
+
+    s = cfg.secrets
+    register_secret(s.api_key.get_secret_value() if s.api_key else None,
+                    s.api_secret.get_secret_value() if s.api_secret else None)  # fmt: skip
+    client = BinanceClient(exchange_options(cfg))
+    urls = cfg.exchange.urls
+    api = client.urls["api"]
+    if urls.public:
+        api["public"] = urls.public.rstrip("/")
+    if urls.private:
+        api["private"] = urls.private.rstrip("/")
+    if urls.ws:
+        if "/stream" not in urls.ws:
+            raise ValueError(
+                f"exchange.urls.ws {urls.ws!r} must contain '/stream' (ccxt decides spot vs futures from it)"
+            )
+        api["ws"]["spot"] = api["ws"]["margin"] = urls.ws.rstrip("/")
+    client.on_kline = on_kline
+    log.info("exchange_client", id=cfg.exchange.id, public=api["public"], ws=api["ws"]["spot"],
+             rate_limit_ms=client.rateLimit, signed=bool(s.complete))  # fmt: skip
+    return client
