@@ -94,7 +94,6 @@ class TrainConfig(BaseModel):
     max_train_rows: int = Field(2_000_000, ge=10_000, description="the stride grows until the training rows fit under this")
     warmup_days: float = Field(2.0, ge=0, description="history loaded before --from to warm up features")
     regime_fit_days: float = Field(14.0, gt=0, description="the regime model is fitted on the first N days of the training range")
-    regime_states: int = Field(3, ge=2, le=3)
     optuna_trials: int = Field(0, ge=0)
     er_threshold: float = Field(0.001, description="primary model gate, net return")
     meta_threshold: float = Field(0.55, ge=0, le=1, description="meta probability gate in the simulated trading (live gating: risk.min_probability)")

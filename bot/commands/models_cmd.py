@@ -1,0 +1,133 @@
+"""`bot models list | show VERSION | promote VERSION [--force]`: the model versions in the store.
+
+Promotion is a status change (candidate -> champion, the old champion -> retired), so a
+rollback is promoting the previous version again. A bundle is loaded and validated before it
+can be promoted: a broken bundle never becomes the champion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from bot.commands import load_config_or_exit
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list, inspect and promote model bundles")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    ls = msub.add_parser("list", help="model versions, newest first")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.set_defaults(func=_list)
+    show = msub.add_parser("show", help="one version: store record + bundle manifest summary")
+    show.add_argument("version")
+    show.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    show.set_defaults(func=_show)
+    pr = msub.add_parser("promote", help="make a version the champion")
+    pr.add_argument("version")
+    pr.add_argument("--force", action="store_true", help="promote even a rejected version (failed leakage audit)")
+    pr.set_defaults(func=_promote)
+
+
+def _fmt_pf(m: dict[str, Any] | None) -> str:
+    wf = (m or {}).get("walk_forward") or {}
+    pf = wf.get("profit_factor")
+    ex = wf.get("expectancy")
+    return f"PF {'-' if pf is None else f'{pf:.2f}'} exp {'-' if ex is None else f'{ex * 100:+.3f}%'} n={wf.get('trades', '-')}"
+
+
+def _iso(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    from bot.training import iso
+
+    return iso(ms)
+
+
+async def _with_store(cfg: Any, fn: Any) -> int:
+    from bot.store.db import open_store
+
+    async with open_store(cfg) as store:
+        return await fn(store)
+
+
+def _list(args: argparse.Namespace) -> int:
+    cfg = load_config_or_exit(args)
+    from bot.store.model_versions import list_model_versions
+
+    async def go(store: Any) -> int:
+        rows = await list_model_versions(store.pool, args.limit)
+        if not rows:
+            print("no model versions recorded (train one with `bot train`)")
+            return 0
+        print(f"{'version':<28} {'status':<10} {'created':<17} {'data':<35} walk-forward")
+        for r in rows:
+            data = f"{_iso(r.data_from_ts)} .. {_iso(r.data_to_ts)}"
+            print(f"{r.version:<28} {r.status:<10} {_iso(r.created_ts):<17} {data:<35} {_fmt_pf(r.metrics)}")
+        return 0
+
+    return asyncio.run(_with_store(cfg, go))
+
+
+def _show(args: argparse.Namespace) -> int:
+    cfg = load_config_or_exit(args)
+    from bot.store.model_versions import get_model_version
+    from models.bundle import BundleError, read_manifest
+    from models.reporting import audit_lines, walk_forward_table
+
+    async def go(store: Any) -> int:
+        r = await get_model_version(store.pool, args.version)
+        if r is None:
+            print(f"unknown model version {args.version!r}; see `bot models list`", file=sys.stderr)
+            return 1
+        try:
+            m = read_manifest(r.path)
+        except BundleError as e:
+            print(f"{r.version}: {r.status}; bundle unreadable: {e}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(m, indent=2))
+            return 0
+        print(f"version      {r.version}  ({r.status}{', promoted ' + _iso(r.promoted_ts) if r.promoted_ts else ''})")
+        print(f"path         {r.path}")
+        print(f"code         {m.get('code_version')}")
+        print(f"data         {_iso(m['data_from_ts'])} .. {_iso(m['data_to_ts'])}, {len(m.get('symbols', []))} symbols")
+        print(f"features     {len(m['selected_features'])} of {len(m['feature_names'])} selected")
+        print(f"thresholds   er > {m['thresholds']['er']}, meta p > {m['thresholds']['meta']}; "
+              f"ensemble w_lgb {m['ensemble']['w_lgb']:.2f}")  # fmt: skip
+        if m.get("walk_forward", {}).get("folds"):
+            print("\n" + walk_forward_table(m["walk_forward"]))
+        print("\n" + audit_lines(m.get("audit") or {}))
+        return 0
+
+    return asyncio.run(_with_store(cfg, go))
+
+
+def _promote(args: argparse.Namespace) -> int:
+    cfg = load_config_or_exit(args)
+    from bot.store.model_versions import ModelVersionError, get_model_version, promote
+    from models.bundle import BundleError, load_bundle
+
+    async def go(store: Any) -> int:
+        r = await get_model_version(store.pool, args.version)
+        if r is None:
+            print(f"unknown model version {args.version!r}; see `bot models list`", file=sys.stderr)
+            return 1
+        try:
+            await asyncio.to_thread(load_bundle, r.path)
+        except BundleError as e:
+            print(f"refusing to promote {r.version}: {e}", file=sys.stderr)
+            return 1
+        try:
+            prev = await promote(store.pool, r.version, int(time.time() * 1000), allow_rejected=args.force)
+        except ModelVersionError as e:
+            print(str(e), file=sys.stderr)
+            return 1
+        print(f"{r.version} is now the champion" + (f" (was {prev.version}, now retired)" if prev else ""))
+        return 0
+
+    return asyncio.run(_with_store(cfg, go))
