@@ -127,7 +127,7 @@ class ExchangeSimulator:
         self.account = Account(s.balances, s.fee_rate)
         self._assets = {sym: _split(sym) for sym in book.symbols}
         self._conns: set[_Conn] = set()
-        self._held: dict[str, tuple[int, str]] = {}  # out_of_order: symbol -> (minute, payload)
+        self._held: dict[str, tuple[int, dict[str, Any]]] = {}  # out_of_order: symbol -> (minute, event)
         self.close_sent_at: dict[tuple[str, int], float] = {}
         self._send_order: deque[tuple[str, int]] = deque()
         self.stats = {"rest_requests": 0, "ws_connections": 0, "ws_messages": 0, "close_events": 0}
@@ -599,7 +599,8 @@ class ExchangeSimulator:
             conns = subs.get(symbol)
             if not conns:
                 continue
-            kind = self.faults.take_candle_fault(symbol, m)
+            # A held-back (out_of_order) candle must overtake a normal close: no new fault until it is out.
+            kind = None if symbol in self._held else self.faults.take_candle_fault(symbol, m)
             values = [bf.fmt(x) for x in row.values()]
             ts = m
             if kind == "nan":
@@ -618,7 +619,7 @@ class ExchangeSimulator:
                 self.faults.record("skip", symbol, m, now, "closing event not sent")
                 continue
             if kind == "out_of_order":
-                self._held[symbol] = (m, json.dumps(event, separators=(",", ":")))
+                self._held[symbol] = (m, event)
                 continue
             on_written = None
             if kind is not None:
@@ -629,13 +630,12 @@ class ExchangeSimulator:
             self.stats["close_events"] += 1
             if kind == "duplicate":
                 self._broadcast(conns, symbol, event)
-        # Release held (out_of_order) candles after the next minute's close.
-        for symbol, (hm, payload) in list(self._held.items()):
-            if hm < m:
+            held = self._held.get(symbol)
+            if held is not None and held[0] < m:
+                # The held-back candle follows the next minute's close on the same connections.
                 del self._held[symbol]
-                rec = self._recorder("out_of_order", symbol, hm, "sent after the next minute's close")
-                for c in subs.get(symbol, []):
-                    c.send(payload, rec)
+                rec = self._recorder("out_of_order", symbol, held[0], "sent after the next minute's close")
+                self._broadcast(conns, symbol, held[1], rec)
 
     def _recorder(self, kind: str, symbol: str, m: int, detail: str) -> Callable[[], None]:
         """Record the fault once, when its first frame reaches a socket."""
