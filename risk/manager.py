@@ -108,7 +108,7 @@ class RiskManager:
         nsym = len(self.symbols)
         if n and (idx.min() < 0 or idx.max() >= nsym):
             raise RiskInputError(f"Candidates.symbol_idx must be in [0, {nsym}), got {idx.min()}..{idx.max()}")
-        if n > 1 and np.unique(idx).size != n:
+        if n > 1 and np.bincount(idx, minlength=nsym).max() > 1:
             raise RiskInputError("Candidates list a symbol twice; pass each symbol at most once")
         returns = np.asarray(returns)
         if returns.ndim != 2 or returns.shape[0] != nsym:
@@ -120,44 +120,41 @@ class RiskManager:
         equity = portfolio.equity
         cost = self.round_trip_cost
         er, p, price, tp, sl, atr = cands.er, cands.p, cands.price, cands.tp_frac, cands.sl_frac, cands.atr_frac
-        reason = np.full(n, PENDING, np.int8)
-
-        def fail(mask: np.ndarray | bool, code: Reason) -> None:
-            reason[(reason == PENDING) & mask] = code
-
+        cooldown_until = np.zeros(n, np.int64)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            valid = (
-                np.isfinite(er) & np.isfinite(p) & np.isfinite(price) & np.isfinite(tp) & np.isfinite(sl)
-                & np.isfinite(atr) & (price > 0) & (tp > 0) & (sl > 0) & (atr >= 0) & (p >= 0) & (p <= 1)
-            )  # fmt: skip
+            # NaN compares False, and a sum is finite only if every term is: 2 checks in one
+            valid = (np.isfinite(er + p + price + tp + sl + atr) & (price > 0) & (tp > 0) & (sl > 0)
+                     & (atr >= 0) & (p >= 0) & (p <= 1))  # fmt: skip
             if cands.payoff is not None:
                 valid &= ~np.isinf(cands.payoff)
-            fail(~valid, Reason.INVALID_INPUT)
-            fail(~self.rules.known[idx], Reason.NO_MARKET_RULES)
-            if self.kill_switch.active:
-                fail(True, Reason.KILL_SWITCH)
-            held = {pos.symbol for pos in portfolio.positions}
-            if held and n:
-                fail(np.fromiter((self.symbols[i] in held for i in idx.tolist()), bool, n), Reason.POSITION_OPEN)
-            cooldown_until = np.zeros(n, np.int64)
-            if self.cooldowns and n:
-                self.cooldowns.prune(now_ms)
-                cooldown_until = np.fromiter((self.cooldowns.until(self.symbols[i]) for i in idx.tolist()), np.int64, n)
-                fail(cooldown_until > now_ms, Reason.COOLDOWN)
-            fail(er <= 0, Reason.NON_POSITIVE_ER)
-            fail(p < cfg.min_probability, Reason.LOW_PROBABILITY)
-
             b = payoff_ratio(tp, sl, cost)
             if cands.payoff is not None:
                 b = np.where(np.isfinite(cands.payoff), cands.payoff, b)
             kelly_raw = kelly_fraction(p, b, cfg.kelly_multiplier)
-            fail(~(kelly_raw > 0), Reason.KELLY_NON_POSITIVE)
+
+            # The checks in reverse order of precedence: each overwrites the later ones, so a
+            # candidate keeps the first check it fails (the order documented in `Reason`).
+            reason = np.full(n, PENDING, np.int8)
+            reason[~(kelly_raw > 0)] = Reason.KELLY_NON_POSITIVE
+            reason[p < cfg.min_probability] = Reason.LOW_PROBABILITY
+            reason[er <= 0] = Reason.NON_POSITIVE_ER
+            if self.cooldowns and n:
+                self.cooldowns.prune(now_ms)
+                cooldown_until = np.fromiter((self.cooldowns.until(self.symbols[i]) for i in idx.tolist()), np.int64, n)
+                reason[cooldown_until > now_ms] = Reason.COOLDOWN
+            if portfolio.positions and n:
+                held = {pos.symbol for pos in portfolio.positions}
+                reason[np.fromiter((self.symbols[i] in held for i in idx.tolist()), bool, n)] = Reason.POSITION_OPEN
+            if self.kill_switch.active:
+                reason[:] = Reason.KILL_SWITCH
+            reason[~self.rules.known[idx]] = Reason.NO_MARKET_RULES
+            reason[~valid] = Reason.INVALID_INPUT
 
             caps = np.empty((4, n))
-            caps[0] = np.minimum(kelly_raw, cfg.max_fraction_per_trade) * equity
+            np.multiply(np.minimum(kelly_raw, cfg.max_fraction_per_trade), equity, out=caps[0])
             caps[1] = risk_notional(equity, cfg.risk_per_trade, stop_distance(sl, atr, cfg.stop_atr_floor, cost))
             caps[2] = cfg.max_per_symbol * equity
-            caps[3] = np.minimum(self.rules.max_notional[idx], self.rules.max_qty[idx] * price)
+            np.minimum(self.rules.max_notional[idx], self.rules.max_qty[idx] * price, out=caps[3])
             caps[:, ~valid] = np.nan
 
         qty = np.zeros(n)
