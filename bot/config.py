@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic_core import to_jsonable_python
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from bot.marketdata.config import ExchangeConfig, FeedConfig
@@ -366,11 +367,11 @@ def render_default_yaml() -> str:
 
 
 def _yaml_scalar(v: Any) -> str:
+    """One value as flow-style YAML on one line (models, tuples and paths as plain data)."""
     if isinstance(v, SecretStr):
         v = v.get_secret_value()
-    if isinstance(v, Path):
-        v = str(v)
-    text = yaml.safe_dump(v, default_flow_style=True, width=10_000).strip()
+    v = to_jsonable_python(v)
+    text = yaml.safe_dump(v, default_flow_style=True, width=10_000, sort_keys=False).strip()
     return text[:-4].rstrip() if text.endswith("\n...") else text.removesuffix("...").strip()
 
 
@@ -389,6 +390,9 @@ def _render_model(model_cls: type[BaseModel], value: BaseModel, lines: list[str]
                 lines.append(f"{pad}# {doc[0]}")
             lines.append(f"{pad}{name}:{desc}")
             _render_model(type(v), v, lines, indent + 1)
+        elif isinstance(v, tuple | list) and v and all(isinstance(x, BaseModel) for x in v):
+            lines.append(f"{pad}{name}:{desc}")
+            lines.extend(f"{pad}  - {_yaml_scalar(x)}" for x in v)
         elif name == "symbols":
             lines.append(f"{pad}# The 30 most liquid Binance USDT spot pairs at the time of writing; review before trading live.")
             lines.append(f"{pad}{name}:")
