@@ -46,23 +46,25 @@ class _RichProgress:
     def __init__(self, bar, n_symbols: int):  # noqa: ANN001
         self.bar = bar
         self.tasks: dict[str, int] = {}
+        self.rows: dict[str, int] = {}
+        self.total_rows = 0
         self.overall = bar.add_task(f"all {n_symbols} symbols", total=None, rows=0)
         self.expected = 0
 
     def start(self, symbol: str, total_minutes: int) -> None:
         self.tasks[symbol] = self.bar.add_task(symbol, total=max(total_minutes, 1), rows=0)
+        self.rows[symbol] = 0
         self.expected += total_minutes
         self.bar.update(self.overall, total=self.expected)
 
     def advance(self, symbol: str, minutes: int, rows: int) -> None:
-        t = self.tasks[symbol]
-        self.bar.update(t, advance=minutes, rows=self.bar.tasks[t].fields["rows"] + rows)
-        self.bar.update(self.overall, advance=minutes, rows=self.bar.tasks[self.overall].fields["rows"] + rows)
+        self.rows[symbol] += rows
+        self.total_rows += rows
+        self.bar.update(self.tasks[symbol], advance=minutes, rows=self.rows[symbol])
+        self.bar.update(self.overall, advance=minutes, rows=self.total_rows)
 
     def done(self, symbol: str, report) -> None:  # noqa: ANN001
-        t = self.tasks.pop(symbol)
-        self.bar.update(t, completed=self.bar.tasks[t].total)
-        self.bar.remove_task(t)
+        self.bar.remove_task(self.tasks.pop(symbol))
 
 
 async def _main(cfg, symbols: list[str], days: float, concurrency: int) -> int:  # noqa: ANN001

@@ -51,7 +51,6 @@ class FeedConfig(BaseModel):
     )  # fmt: skip
     rest_concurrency: int = Field(4, ge=1, le=32, description="REST gap-fill requests in flight at once")
     flush_max_rows: int = Field(5_000, ge=1, description="persist early once this many candles are buffered")
-    inbound_buffer: int = Field(50_000, ge=100, description="raw websocket klines buffered before processing; overflow is refetched by REST")
     minute_timeout_s: float = Field(
         10.0, gt=0,
         description="minute assembler: release minute t with NaN rows for symbols still missing after this long",

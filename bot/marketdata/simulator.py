@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+import numpy as np
 import structlog
 from aiohttp import WSMsgType, web
 
@@ -149,6 +150,7 @@ class ExchangeSimulator:
         sock = site._server.sockets[0]  # type: ignore[union-attr]
         bound = sock.getsockname()[1]
         self.base_url = f"http://{host}:{bound}"
+        self._exchange_info_cache = {s: self._symbol_info(s) for s in self.book.symbols}
         self._pump = asyncio.create_task(self._clock_loop(), name="sim-clock")
         log.info("sim_started", url=self.base_url, symbols=len(self.book.symbols), now_ms=self.clock.now_ms(), speed=self.clock.speed)
         return self.base_url
@@ -177,6 +179,10 @@ class ExchangeSimulator:
         """The `exchange.urls` config values that point ccxt at this simulator."""
         ws = self.base_url.replace("http://", "ws://", 1)
         return {"public": f"{self.base_url}/api/v3", "private": f"{self.base_url}/api/v3", "ws": f"{ws}/stream/ws"}
+
+    def subscribed_symbols(self) -> set[str]:
+        """Symbols some live websocket client is subscribed to."""
+        return set(self._subscribed())
 
     def add_faults(self, faults: Iterable[Fault]) -> None:
         self.faults.add(faults)
@@ -257,9 +263,9 @@ class ExchangeSimulator:
 
     def _symbol_info(self, symbol: str) -> dict[str, Any]:
         c = self.book.candles[symbol]
-        sample = slice(0, min(len(c), 5000))
-        price_dec = max((bf.decimals(x) for arr in (c.open, c.high, c.low, c.close) for x in arr[sample]), default=2)
-        qty_dec = max((bf.decimals(x) for x in c.volume[sample]), default=0)
+        n = min(len(c), 5000)
+        price_dec = bf.max_decimals(np.concatenate([c.open[:n], c.high[:n], c.low[:n], c.close[:n]]))
+        qty_dec = bf.max_decimals(c.volume[:n])
         base, quote = self._assets[symbol]
         return bf.symbol_info(symbol, base, quote, bf.fmt(10.0 ** -min(price_dec, 8)), bf.fmt(10.0 ** -min(qty_dec, 8)))
 
@@ -284,8 +290,7 @@ class ExchangeSimulator:
         hi = forming_ts if end is None else min(end, forming_ts)
         rows = self.book.range(symbol, start, hi)
         rows = rows.slice(0, limit) if start is not None else rows.slice(max(0, len(rows) - limit), len(rows))
-        out = [bf.kline_row(int(rows.ts[i]), rows.open[i], rows.high[i], rows.low[i], rows.close[i], rows.volume[i])
-               for i in range(len(rows))]  # fmt: skip
+        out = bf.kline_rows(*rows.columns())
         if len(rows) and int(rows.ts[-1]) == forming_ts:
             row = self.book.get(symbol, forming_ts)
             assert row is not None
