@@ -338,7 +338,13 @@ class Selection:
 
 
 def select_rows(prep: Prepared, window: Window, tcfg: TrainConfig, embargo_ms: int) -> Selection:
-    fit_w, cal_w = calibration_split(window, tcfg.calib_fraction, embargo_ms)
+    """Fit/calibration rows of a window. The calibration part is the last `calib_fraction` of
+    the window's *usable* span (from its first warm training row), not of the raw window: the
+    feature warm-up would otherwise eat the fit part of a short window."""
+    firsts = [int(t.ts[np.searchsorted(t.ts, window.start)]) for t in prep.train.values()
+              if np.searchsorted(t.ts, window.start) < len(t.ts)]  # fmt: skip
+    usable = Window(max(window.start, min(firsts)), window.end) if firsts and min(firsts) < window.end else window
+    fit_w, cal_w = calibration_split(usable, tcfg.calib_fraction, embargo_ms)
     fit: dict[str, np.ndarray] = {}
     cal: dict[str, np.ndarray] = {}
     for sym in prep.symbols:

@@ -1,0 +1,83 @@
+"""The validation trading simulator and its figures, on hand-made signals and trades."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from models.simulate import SymbolResult, Trades, equity_stats, report, take_trades, trade_stats
+from models.splits import DAY_MS, Window
+
+T0 = 1_617_321_600_000
+MIN = 60_000
+
+
+def test_one_position_per_symbol_at_a_time() -> None:
+    n = 25
+    ts = T0 + np.arange(n) * MIN
+    signal = np.zeros(n, bool)
+    signal[[2, 3, 4, 7, 8, 15]] = True
+    exit_offset = np.full(n, 5, np.int32)  # every trade exits 5 rows after its decision row
+    ret = np.linspace(-0.01, 0.01, n).astype(np.float32)
+    hold = np.full(n, 5.0, np.float32)
+    t = take_trades(signal, ts, ret, exit_offset, hold)
+    # 2 -> exits at 7, so 3 and 4 are skipped; 7 may be decided at the exit bar's close -> exits 12;
+    # 8 is skipped; 15 is taken
+    assert t.rows.tolist() == [2, 7, 15]
+    assert t.exit_rows.tolist() == [7, 12, 20]
+    assert t.entry_ts.tolist() == [ts[3], ts[8], ts[16]]  # entered at the next bar's open
+    assert t.exit_ts.tolist() == [ts[7], ts[12], ts[20]]
+    np.testing.assert_allclose(t.ret, ret[[2, 7, 15]])
+
+
+def test_trade_stats_by_hand() -> None:
+    st = trade_stats(np.array([0.02, -0.01, 0.01, -0.005]))
+    assert st["trades"] == 4
+    assert st["win_rate"] == 0.5
+    assert st["profit_factor"] == pytest.approx(0.03 / 0.015)
+    assert st["expectancy"] == pytest.approx(0.015 / 4)
+    assert trade_stats(np.array([0.01]))["profit_factor"] is None  # no loss: PF undefined, not infinite
+    assert trade_stats(np.array([]))["trades"] == 0
+
+
+def test_equity_drawdown_and_daily_sharpe_by_hand() -> None:
+    w = Window(T0, T0 + 4 * DAY_MS)
+    exit_ts = np.array([T0 + 10 * MIN, T0 + DAY_MS + 10 * MIN, T0 + 2 * DAY_MS + 10 * MIN, T0 + 3 * DAY_MS])
+    pnl = np.array([0.10, -0.05, -0.05, 0.02])
+    st = equity_stats(exit_ts, pnl, w)
+    # equity 1 -> 1.10 -> 1.05 -> 1.00 -> 1.02 ; worst drop from the 1.10 peak is 0.10 / 1.10
+    assert st["max_drawdown"] == pytest.approx(0.10 / 1.10)
+    daily = pnl
+    assert st["sharpe_daily"] == pytest.approx(daily.mean() / daily.std(ddof=1) * math.sqrt(365))
+    assert st["days"] == 4
+
+
+def test_report_equal_capital_per_slot_and_exposure() -> None:
+    w = Window(T0, T0 + DAY_MS)
+    a = Trades(np.array([0]), np.array([10]), np.array([T0 + MIN]), np.array([T0 + 10 * MIN]), np.array([0.04]), np.array([10.0]))
+    b = Trades(np.array([0]), np.array([20]), np.array([T0 + MIN]), np.array([T0 + 20 * MIN]), np.array([-0.02]), np.array([20.0]))
+    rep = report([SymbolResult("AAA", a, np.array([0.04, 0.03])), SymbolResult("BBB", b, np.array([-0.02]))], w)
+    o = rep["overall"]
+    assert o["trades"] == 2
+    assert o["portfolio_return"] == pytest.approx((0.04 - 0.02) / 2)  # each slot holds half the capital
+    assert o["exposure"] == pytest.approx(30 / (2 * 1440))
+    assert rep["per_symbol"]["AAA"]["exposure"] == pytest.approx(10 / 1440)
+    assert rep["seed_metric"]["bars"] == 3
+    assert rep["seed_metric"]["profit_factor"] == pytest.approx(0.07 / 0.02)
+
+
+def test_overlapping_seed_metric_counts_the_same_move_many_times() -> None:
+    # one 60-minute up-move: every bar during it "wins" in the seed's overlapping count,
+    # while one slot can hold one trade at a time
+    n = 120
+    ts = T0 + np.arange(n) * MIN
+    ret = np.where(np.arange(n) < 60, 0.01, -0.002).astype(np.float32)
+    exit_offset = np.full(n, 60, np.int32)
+    hold = np.full(n, 60.0, np.float32)
+    signal = np.ones(n, bool)
+    signal[n - 60 :] = False  # labels at the end would run past the window
+    t = take_trades(signal, ts, ret, exit_offset, hold)
+    assert len(t) == 1
+    assert trade_stats(ret[signal])["trades"] == 60
