@@ -98,6 +98,8 @@ def _rolling_corrs(x: np.ndarray, ys: list[np.ndarray], w: int, rows: np.ndarray
     """Rolling correlation of x with each y over w at the given grid rows (NaN where rows < w-1)."""
     outs = [np.full(len(rows), np.nan) for _ in ys]
     ok = np.flatnonzero(rows >= w - 1)
+    if len(ok) == 0:
+        return outs
     xv = sliding_window_view(x, w)
     yvs = [sliding_window_view(y, w) for y in ys]
     for s in range(0, len(ok), _CHUNK):

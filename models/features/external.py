@@ -22,7 +22,7 @@ from models.features.errors import ExternalDataError
 from models.features.spec import DAY_MS
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, eq=False)
 class ExternalDaily:
     names: tuple[str, ...]
     day_ms: np.ndarray  # int64 epoch ms of each day's 00:00 UTC, strictly ascending
