@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--faults", default=None, metavar="FILE",
                    help='JSON list of faults [{"kind": "ws_drop", "at_ms": ..., "symbol": ...}]')  # fmt: skip
     p.add_argument("--timeout-delay", type=float, default=30.0, help="seconds a rest_timeout fault holds the answer")
+    p.add_argument("--ws-queue-size", type=int, default=20_000, help="frames queued per websocket client before it is cut as too slow")
+    p.add_argument("--record-close-times", action="store_true",
+                   help="keep each minute's close time (GET /_sim/close_times) for delay benchmarks")  # fmt: skip
     p.set_defaults(func=_run)
 
 
@@ -111,6 +114,7 @@ async def _serve(args: argparse.Namespace, balances: dict[str, float], start: in
         speed=args.speed, start_ms=start if start is not None else book.first_ms + 8 * DAY_MS,
         update_interval_s=args.update_interval, fee_rate=args.fee, balances=balances,
         api_keys=_keys(args.keys_file), timeout_delay_s=args.timeout_delay,
+        ws_queue_size=args.ws_queue_size, record_close_times=args.record_close_times,
     )  # fmt: skip
     sim = ExchangeSimulator(book, settings, faults)
     await sim.start(args.host, args.port)

@@ -66,7 +66,7 @@ class SimSettings:
     timeout_delay_s: float = 30.0  # how long a rest_timeout fault holds the answer
     retry_after_s: int = 1  # Retry-After header of 429/418 faults
     rest_fault_paths: tuple[str, ...] = ("/api/v3/klines",)
-    record_send_times: bool = False  # keep perf_counter() of each close event (benchmarks)
+    record_close_times: bool = False  # keep time.perf_counter() of each minute's close (benchmarks)
     ws_queue_size: int = 20_000  # per-connection outbound messages before it is dropped as too slow
 
 
@@ -129,8 +129,7 @@ class ExchangeSimulator:
         self._assets = {sym: _split(sym) for sym in book.symbols}
         self._conns: set[_Conn] = set()
         self._held: dict[str, tuple[int, dict[str, Any]]] = {}  # out_of_order: symbol -> (minute, event)
-        self.close_sent_at: dict[tuple[str, int], float] = {}
-        self._send_order: deque[tuple[str, int]] = deque()
+        self.close_times: deque[tuple[str, int, float]] = deque(maxlen=500_000)
         self.stats = {"rest_requests": 0, "ws_connections": 0, "ws_messages": 0, "close_events": 0}
         self._runner: web.AppRunner | None = None
         self._pump: asyncio.Task | None = None
@@ -209,6 +208,7 @@ class ExchangeSimulator:
         r.add_post("/_sim/clock", self._ctl_clock)
         r.add_get("/_sim/faults", self._ctl_faults_get)
         r.add_post("/_sim/faults", self._ctl_faults_post)
+        r.add_get("/_sim/close_times", self._ctl_close_times)
         return app
 
     @web.middleware
@@ -598,6 +598,8 @@ class ExchangeSimulator:
             row = self.book.get(symbol, m)
             if row is None:
                 continue
+            if self.settings.record_close_times:
+                self._note_close(symbol, m)
             if self.account.open_orders(symbol):
                 base, quote = self._assets[symbol]
                 self.account.on_candle(symbol, base, quote, m, row.high, row.low, m + MINUTE_MS)
@@ -629,8 +631,6 @@ class ExchangeSimulator:
             on_written = None
             if kind is not None:
                 on_written = self._recorder(kind, symbol, m, f"t={ts}" if kind == "unaligned" else ",".join(values))
-            elif self.settings.record_send_times:
-                on_written = self._send_timer(symbol, m)
             self._broadcast(conns, symbol, event, on_written)
             self.stats["close_events"] += 1
             if kind == "duplicate":
@@ -654,18 +654,10 @@ class ExchangeSimulator:
 
         return on_written
 
-    def _send_timer(self, symbol: str, m: int) -> Callable[[], None]:
-        def on_written() -> None:
-            if (symbol, m) not in self.close_sent_at:
-                self._note_sent(symbol, m)
-
-        return on_written
-
-    def _note_sent(self, symbol: str, m: int) -> None:
-        self.close_sent_at[(symbol, m)] = time.perf_counter()
-        self._send_order.append((symbol, m))
-        while len(self._send_order) > 200_000:
-            self.close_sent_at.pop(self._send_order.popleft(), None)
+    def _note_close(self, symbol: str, m: int) -> None:
+        """When minute m of `symbol` closed, as time.perf_counter() (CLOCK_MONOTONIC on Linux,
+        comparable across processes): the reference for end-to-end delay measurements."""
+        self.close_times.append((symbol, m, time.perf_counter()))
 
     def _emit_forming(self, m: int, now: int) -> None:
         subs = self._subscribed()
@@ -709,6 +701,9 @@ class ExchangeSimulator:
     async def _ctl_faults_get(self, request: web.Request) -> web.Response:
         return _json({"applied": [a.as_dict() for a in self.faults.applied],
                       "pending": self.faults.pending(), "counts": self.faults.applied_counts()})  # fmt: skip
+
+    async def _ctl_close_times(self, request: web.Request) -> web.Response:
+        return _json([list(x) for x in self.close_times])
 
     async def _ctl_faults_post(self, request: web.Request) -> web.Response:
         try:
