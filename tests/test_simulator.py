@@ -284,3 +284,46 @@ async def test_simulate_exchange_command_serves_ccxt():
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+
+async def test_api_secret_never_reaches_the_logs(book):
+    import logging
+
+    from bot.logs import setup_logging
+
+    sim = await started(book)
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    devnull = open(os.devnull, "w")  # noqa: SIM115
+    setup_logging(None, level="debug", console=True, stream=devnull)
+    keep = Keep()
+    keep.setFormatter(logging.getLogger().handlers[0].formatter)
+    logging.getLogger().addHandler(keep)
+    ex = client_for(sim, secret=SECRET + "x")  # wrong secret: the request fails and is logged
+    try:
+        with pytest.raises(ccxt.AuthenticationError) as err:
+            await ex.fetch_balance()
+        import structlog
+
+        structlog.get_logger("test").warning("auth_failed", error=str(err.value), secret_echo=SECRET + "x", key=KEY)
+    finally:
+        import structlog
+
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+        structlog.reset_defaults()
+        devnull.close()
+        await ex.close()
+        await sim.stop()
+    text = "\n".join(records)
+    assert "exchange_client" in text and "auth_failed" in text
+    assert SECRET not in text and KEY not in text

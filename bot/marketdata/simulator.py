@@ -41,7 +41,14 @@ from aiohttp import WSMsgType, web
 
 from bot.marketdata import binance_format as bf
 from bot.marketdata.faults import Fault, FaultInjector
-from bot.marketdata.matching import Account, OrderRejected, account_json, cancel_json, order_json, trade_json
+from bot.marketdata.matching import (
+    Account,
+    OrderRejected,
+    account_json,
+    cancel_json,
+    order_json,
+    trade_json,
+)
 from bot.marketdata.replay import CandleBook, ReplayClock, forming
 from models.candles import MINUTE_MS
 
