@@ -2,8 +2,10 @@
 
 Used by the trainer, one symbol at a time (memory stays at a few arrays of the symbol's length).
 Follows the rules in `spec` (minute grid, flat fill, completed higher-timeframe bars, warm-up)
-with the kernels of `kernels`, so `online.OnlineFeatureEngine` fed the same candles minute by
-minute gives the same numbers; `tests/test_features_parity.py` proves it on the real data.
+with the kernels of `kernels` (recursions, ranks, extremes: the same doubles as online) and
+their O(n) running-sum forms in `rolling` (volatility, volume z-score, correlation: equal to
+rounding), so `online.OnlineFeatureEngine` fed the same candles minute by minute gives the same
+numbers; `tests/test_features_parity.py` proves it on the real data.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from models.features.errors import MissingReferenceError, RegimeModelError
 from models.features.external import ExternalDaily, check_external
 from models.features.grid import GridBars, TfBars, aggregate, to_grid
 from models.features.regime import RegimeModel
+from models.features.rolling import rolling_corrs, rolling_rms, rolling_zscore
 from models.features.spec import MINUTE_MS, FeatureLayout, timeframe_names, warmup_bars
 
 _CHUNK = 512
@@ -69,7 +72,7 @@ def timeframe_block(b: TfBars, tf: TimeframeFeatures) -> np.ndarray:
         r = K.log_ratio(c, prev_c)
         r2 = r * r
         for n in tf.vol_windows:
-            out[:, j] = rolling(K.rms, [r2], n)
+            out[:, j] = rolling_rms(r2, n)
             j += 1
         atr = K.wilder_series(K.true_range(h, lo, prev_c), tf.atr_period)
         atrf = atr / c
@@ -83,7 +86,7 @@ def timeframe_block(b: TfBars, tf: TimeframeFeatures) -> np.ndarray:
         for s in tf.ema_spans:
             out[:, j] = K.log_ratio(c, K.ema_series(c, s))
             j += 1
-        out[:, j] = rolling(K.zscore_last, [v], tf.volz_window)
+        out[:, j] = rolling_zscore(v, tf.volz_window)
         out[:, j + 1] = K.log_ratio(h, lo)
         out[:, j + 2] = K.close_pos(h, lo, c)
         cw = tf.channel_window
@@ -92,24 +95,6 @@ def timeframe_block(b: TfBars, tf: TimeframeFeatures) -> np.ndarray:
         out[:, j + 4] = np.where(full, rolling(K.bars_since_max, [h], cw), np.nan)
         out[:, j + 5] = np.where(full, rolling(K.bars_since_min, [lo], cw), np.nan)
     return out
-
-
-def _rolling_corrs(x: np.ndarray, ys: list[np.ndarray], w: int, rows: np.ndarray) -> list[np.ndarray]:
-    """Rolling correlation of x with each y over w at the given grid rows (NaN where rows < w-1)."""
-    outs = [np.full(len(rows), np.nan) for _ in ys]
-    ok = np.flatnonzero(rows >= w - 1)
-    if len(ok) == 0:
-        return outs
-    xv = sliding_window_view(x, w)
-    yvs = [sliding_window_view(y, w) for y in ys]
-    for s in range(0, len(ok), _CHUNK):
-        sel = ok[s : s + _CHUNK]
-        p = rows[sel] - (w - 1)
-        dx, ssx = K.deviations(xv[p])
-        for yv, out in zip(yvs, outs, strict=True):
-            dy, ssy = K.deviations(yv[p])
-            out[sel] = K.corr_dev(dx, ssx, dy, ssy)
-    return outs
 
 
 def _returns(g: GridBars) -> np.ndarray:
@@ -178,6 +163,26 @@ def check_regime(regime: RegimeModel | None, cfg: FeatureConfig) -> None:
         raise RegimeModelError(f"regime model was fitted on a different observation {bad}; config wants {want}")
 
 
+_REGIME_CACHE: list[tuple[object, ...]] = []
+
+
+def _regime_probs(
+    regime: RegimeModel, ref0: Candles, t0: int, n: int, cfg: FeatureConfig, obs: Callable[[], np.ndarray]
+) -> np.ndarray:
+    """The regime filter over the grid. It depends only on the regime symbol's candles, so the
+    last result is kept for the next symbol of a training run (same model, same candles object,
+    same grid). The cache holds its keys, so identity comparisons cannot be fooled by reuse."""
+    key = (regime, ref0.close, ref0.ts, t0, n, cfg.regime_minutes, cfg.regime_vol_window)
+    if _REGIME_CACHE:
+        old = _REGIME_CACHE[0]
+        if all(a is b if isinstance(a, (RegimeModel, np.ndarray)) else a == b for a, b in zip(old[:-1], key, strict=True)):
+            return old[-1]  # type: ignore[return-value]
+    probs = regime.filter(obs())
+    probs.flags.writeable = False
+    _REGIME_CACHE[:] = [(*key, probs)]
+    return probs
+
+
 def compute_batch(
     sym: Candles,
     refs: Mapping[str, Candles],
@@ -228,9 +233,10 @@ def compute_batch(
     short, long_ = cfg.corr_windows
     col = layout.cross.start
     with np.errstate(invalid="ignore", divide="ignore"):
-        c_short = _rolling_corrs(r_sym, r_refs, short, rows)
-        c_long = _rolling_corrs(r_sym, r_refs, long_, rows)
-        for cs, cl in zip(c_short, c_long, strict=True):
+        c_short = rolling_corrs(r_sym, r_refs, short)
+        c_long = rolling_corrs(r_sym, r_refs, long_)
+        for cs_all, cl_all in zip(c_short, c_long, strict=True):
+            cs, cl = cs_all[rows], cl_all[rows]
             out[:, col] = cs
             out[:, col + 1] = cl
             out[:, col + 2] = K.corr_break(cs, cl, cfg.corr_break_level)
@@ -240,7 +246,7 @@ def compute_batch(
 
     if regime is not None:
         pos = _regime_positions(t0, n, cfg.regime_minutes)
-        probs = regime.filter(_regime_x(r_refs[0], pos, cfg.regime_vol_window))
+        probs = _regime_probs(regime, ref_c[0], t0, n, cfg, lambda: _regime_x(r_refs[0], pos, cfg.regime_vol_window))
         idx = np.searchsorted(pos, rows, side="right") - 1
         reg = np.broadcast_to(regime.startprob, (n_rows, regime.n_states)).copy()
         ok = idx >= 0

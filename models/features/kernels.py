@@ -129,11 +129,32 @@ def wilder_next(prev, x, n_minus_1: float, n: float):  # noqa: ANN001,ANN201 - f
     return (prev * n_minus_1 + x) / n
 
 
+def _dense_from(x: np.ndarray) -> int | None:
+    """Index of the first non-NaN value if there is no NaN after it (the usual case on the
+    minute grid), else None (the general, NaN-skipping loop is needed)."""
+    bad = np.isnan(x)
+    if bad.all():
+        return None
+    f = int(np.argmax(~bad))
+    return None if bad[f:].any() else f
+
+
 def ema_series(x: np.ndarray, span: int) -> np.ndarray:
     """EMA over a series seeded with its first non-NaN value (pandas `adjust=False`); NaN inputs
     are skipped (the value carries), like the online engine's missing symbols."""
     alpha, decay = ema_coefs(span)
-    out = [np.nan] * len(x)
+    f = _dense_from(x)
+    if f is not None:  # tight loop: same arithmetic, no branches
+        out = np.full(len(x), np.nan)
+        v = float(x[f])
+        res = [v]
+        app = res.append
+        for xi in x[f + 1 :].tolist():
+            v = v * decay + xi * alpha
+            app(v)
+        out[f:] = res
+        return out
+    res = [np.nan] * len(x)
     v = np.nan
     started = False
     for i, xi in enumerate(x.tolist()):
@@ -143,15 +164,31 @@ def ema_series(x: np.ndarray, span: int) -> np.ndarray:
             else:
                 v = xi
                 started = True
-        out[i] = v
-    return np.asarray(out, dtype=np.float64)
+        res[i] = v
+    return np.asarray(res, dtype=np.float64)
 
 
 def wilder_series(x: np.ndarray, n: int) -> np.ndarray:
     """Wilder's smoothing: NaN until n values were seen, then their mean (sequential sum / n),
     then (prev*(n-1) + x)/n. NaN inputs are skipped and not counted."""
     nm1, nf = float(n - 1), float(n)
-    out = [np.nan] * len(x)
+    f = _dense_from(x)
+    if f is not None:  # tight loop: same arithmetic, no branches
+        out = np.full(len(x), np.nan)
+        if len(x) - f < n:
+            return out
+        acc = 0.0
+        for xi in x[f : f + n].tolist():
+            acc = acc + xi
+        v = acc / nf
+        res = [v]
+        app = res.append
+        for xi in x[f + n :].tolist():
+            v = (v * nm1 + xi) / nf
+            app(v)
+        out[f + n - 1 :] = res
+        return out
+    res = [np.nan] * len(x)
     v = np.nan
     acc = 0.0
     k = 0
@@ -165,8 +202,8 @@ def wilder_series(x: np.ndarray, n: int) -> np.ndarray:
                 v = acc / nf
             else:
                 v = (v * nm1 + xi) / nf
-        out[i] = v
-    return np.asarray(out, dtype=np.float64)
+        res[i] = v
+    return np.asarray(res, dtype=np.float64)
 
 
 class OnlineEma:
