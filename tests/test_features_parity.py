@@ -20,7 +20,14 @@ from models.features.batch import compute_batch, fit_regime
 from models.features.config import FeatureConfig
 from models.features.external import ExternalDaily
 from models.features.online import OnlineFeatureEngine
-from models.features.spec import ATR_FRAC, ATR_PERCENTILE, DAY_MS, MINUTE_MS, feature_names, warmup_bars
+from models.features.spec import (
+    ATR_FRAC,
+    ATR_PERCENTILE,
+    DAY_MS,
+    MINUTE_MS,
+    feature_names,
+    warmup_bars,
+)
 from tests.conftest import DATA_DIR, symbols30
 
 pytestmark = pytest.mark.slow

@@ -57,7 +57,7 @@ def _first_valid(a: np.ndarray) -> int:
 
 def timeframe_block(b: TfBars, tf: TimeframeFeatures) -> np.ndarray:
     """Feature block (n_bars, len(timeframe_names(tf))) float64 of one timeframe's bars."""
-    o, h, lo, c, v = b.open, b.high, b.low, b.close, b.volume
+    h, lo, c, v = b.high, b.low, b.close, b.volume
     nb = len(c)
     out = np.empty((nb, len(timeframe_names(tf))))
     idx = np.arange(nb)

@@ -72,6 +72,16 @@ def corr_dev(dx: np.ndarray, ssx: np.ndarray, dy: np.ndarray, ssy: np.ndarray) -
     return np.minimum(np.maximum(c, -1.0), 1.0)
 
 
+def corr_to_rows(dx: np.ndarray, ss: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Correlation of every row's window with the windows of `rows` (e.g. the reference
+    symbols), shape (S, len(rows)), from `deviations`; one matrix product for all pairs."""
+    cov = dx @ dx[rows].T
+    den = np.sqrt(ss[:, None] * ss[rows][None, :])
+    ok = den > 0
+    c = np.where(ok, cov / np.where(ok, den, 1.0), np.nan)
+    return np.minimum(np.maximum(c, -1.0), 1.0)
+
+
 def corr(xw: np.ndarray, yw: np.ndarray) -> np.ndarray:
     """Pearson correlation per row of two window arrays (yw may broadcast, e.g. (1, w))."""
     dx, ssx = deviations(xw)

@@ -148,6 +148,7 @@ class OnlineFeatureEngine:
         self.warmup = warmup_bars(cfg)
         n, f = len(self.symbols), len(self.layout.names)
         self._ref_idx = [self.symbols.index(r) for r in cfg.reference_symbols]
+        self._ref_rows = np.asarray(self._ref_idx, dtype=np.intp)
         self._out64 = np.full((n, f), np.nan)
         self._out32 = np.full((n, f), np.nan, dtype=np.float32)
         self._tfs = [
@@ -284,16 +285,14 @@ class OnlineFeatureEngine:
                     st.push(b.o, b.h, b.lo, b.c, b.v)
                     b.reset()
             short, long_ = cfg.corr_windows
-            col = self.layout.cross.start
+            col = self.layout.cross.start  # per reference: corr short, corr long, break flag
             dxs, sss = K.deviations(self._ret.window(short))
             dxl, ssl = K.deviations(self._ret.window(long_))
-            for ri in self._ref_idx:
-                cs = K.corr_dev(dxs, sss, dxs[ri], sss[ri])
-                cl = K.corr_dev(dxl, ssl, dxl[ri], ssl[ri])
-                out[:, col] = cs
-                out[:, col + 1] = cl
-                out[:, col + 2] = K.corr_break(cs, cl, cfg.corr_break_level)
-                col += 3
+            cs = K.corr_to_rows(dxs, sss, self._ref_rows)
+            cl = K.corr_to_rows(dxl, ssl, self._ref_rows)
+            out[:, col : col + 3 * len(self._ref_rows) : 3] = cs
+            out[:, col + 1 : col + 3 * len(self._ref_rows) : 3] = cl
+            out[:, col + 2 : col + 3 * len(self._ref_rows) : 3] = K.corr_break(cs, cl, cfg.corr_break_level)
             r0 = self._ref_idx[0]
             for k, lag in enumerate(cfg.lead_lags):
                 out[:, self.layout.lead.start + k] = self._ret.last(lag)[r0]
