@@ -225,3 +225,40 @@ async def test_feed_restart_resumes_from_the_store_without_a_hole(db_dsn, book30
         first_after_restart = consumer.candles[s][0].ts
         assert first_after_restart == stored_through[s] + MINUTE_MS, s  # nothing re-delivered, nothing skipped
     await store.close()
+
+
+async def test_a_candle_the_exchange_keeps_serving_bad_is_left_empty_not_invented(db_dsn, book30):
+    """If REST itself keeps answering an invalid candle, the feed gives the minute up after a
+    few tries (logged as unrepairable) instead of blocking the symbol or storing it."""
+    start = APR19_2340
+    bad_ts = start - 3 * MINUTE_MS
+    eth = book30.candles["ETHUSDT"]
+    i = int(np.searchsorted(eth.ts, bad_ts))
+    high = eth.high.copy()
+    high[i] = eth.low[i] / 2  # high < low, on REST and websocket alike
+    from models.candles import Candles
+
+    book = CandleBook({"BTCUSDT": book30.candles["BTCUSDT"], "ETHUSDT": Candles(eth.ts, eth.open, high, eth.low, eth.close, eth.volume)})
+    sim = ExchangeSimulator(book, SimSettings(speed=0, start_ms=start + 30_000, update_interval_s=0.05))
+    await sim.start()
+    store = await Store.connect(db_dsn)
+    feed = CandleFeed(feed_config(sim, ["BTCUSDT", "ETHUSDT"]), store, start_ms=start - 10 * MINUTE_MS)
+    consumer = Consumer(feed)
+    run = asyncio.create_task(feed.run())
+    end = start - MINUTE_MS
+    try:
+        await wait_until(lambda: bool(feed.seqs) and min(feed.released_through().values()) >= end, 30, "catch-up")
+        feed.stop()
+        await asyncio.wait_for(run, 30)
+    finally:
+        feed.stop()
+        consumer.stop()
+        await sim.stop()
+    got = await store.read_candles("ETHUSDT", start - 10 * MINUTE_MS, start, dtype=np.float64)
+    src = book30.range("ETHUSDT", start - 10 * MINUTE_MS, end)
+    assert np.array_equal(got.ts, src.ts[src.ts != bad_ts]) and np.array_equal(got.high, src.high[src.ts != bad_ts])
+    assert [(g.ts, g.minutes) for g in consumer.gaps["ETHUSDT"]] == [(bad_ts, 1)]
+    assert feed.stats["unrepairable"] == 1 and not consumer.gaps["BTCUSDT"]
+    assert feed.issues.by_action[(v.HIGH_LT_LOW, v.UNREPAIRABLE)] == 1
+    await assert_store_equals_source(store, book30, ["BTCUSDT"], start - 10 * MINUTE_MS, end)
+    await store.close()

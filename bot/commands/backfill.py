@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("backfill", help="fetch candle history from the exchange into the database (resumable)")
     p.add_argument("--days", type=float, default=None,
                    help="how far back to start for symbols with nothing stored (default: feed.backfill_days)")  # fmt: skip
-    p.add_argument("--symbols", default=None, help="comma-separated subset of the configured symbols (default: all)")
+    p.add_argument("--symbols", nargs="+", default=None, metavar="SYMBOL",
+                   help="subset of the configured symbols, space- or comma-separated (default: all)")  # fmt: skip
     p.add_argument("--concurrency", type=int, default=3, help="symbols fetched at once (default 3)")
     p.set_defaults(func=_run)
 
@@ -27,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
     setup_from_config(cfg, console=False)
     symbols = list(cfg.symbols)
     if args.symbols:
-        wanted = [s.strip().upper().replace("/", "") for s in args.symbols.split(",") if s.strip()]
+        wanted = [s.strip().upper().replace("/", "") for arg in args.symbols for s in arg.split(",") if s.strip()]
         unknown = [s for s in wanted if s not in symbols]
         if unknown:
             print(f"--symbols: {', '.join(unknown)} not in the configured symbols", file=sys.stderr)
@@ -70,7 +71,13 @@ class _RichProgress:
 async def _main(cfg, symbols: list[str], days: float, concurrency: int) -> int:  # noqa: ANN001
     import ccxt
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
     from rich.table import Table
 
     from bot.marketdata.backfill import backfill

@@ -28,8 +28,9 @@ class ClosedCandle:
 
 @dataclass(frozen=True, slots=True)
 class ExchangeGap:
-    """`minutes` consecutive minutes from `ts` for which the exchange has no candle for
-    `symbol` (confirmed by REST: a later candle exists, none for these minutes)."""
+    """`minutes` consecutive minutes from `ts` for which there is no candle for `symbol`:
+    the exchange has none (confirmed by REST: a later candle exists, none for these minutes),
+    or — rarely — it kept serving an invalid one (logged as unrepairable); never invented."""
 
     symbol: str
     ts: int

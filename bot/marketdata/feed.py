@@ -51,6 +51,7 @@ from models.candles import MINUTE_MS, Candles
 log = structlog.get_logger(__name__)
 
 MAX_OUTBOX = 20_000  # released events not yet taken by the engine; REST catch-up pauses above it
+REST_BAD_LIMIT = 5  # a minute REST keeps answering with an invalid candle is given up after this many answers
 
 
 class CandleFeed:
@@ -95,6 +96,7 @@ class CandleFeed:
         self.last_ws_msg = 0.0
         self.persisted_through: dict[str, int] = {}
         self._live_from = 0
+        self._rest_bad: dict[tuple[str, int], int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -331,7 +333,17 @@ class CandleFeed:
         for i in range(len(c)):
             ts = int(c.ts[i])
             if i in bad:
-                self.issues.report(sym, ts, bad[i], v.DROPPED, "rest", detail="REST answered a bad candle; will ask again")
+                if ts % MINUTE_MS or seq.has(ts) or ts > seq.horizon:
+                    continue
+                n = self._rest_bad[(sym, ts)] = self._rest_bad.get((sym, ts), 0) + 1
+                if n < REST_BAD_LIMIT:
+                    self.issues.report(sym, ts, bad[i], v.DROPPED, "rest", detail=f"REST answered a bad candle ({n}x); will ask again")
+                else:  # the exchange keeps serving it bad: do not block the symbol forever, never store it
+                    del self._rest_bad[(sym, ts)]
+                    self.issues.report(sym, ts, bad[i], v.UNREPAIRABLE, "rest", level="error",
+                                       detail=f"REST answered a bad candle {n} times; minute left empty")  # fmt: skip
+                    seq.mark_gap(ts)
+                    self.stats["unrepairable"] += 1
                 continue
             if ts > seq.horizon:
                 continue  # not known to be closed: may still be forming
@@ -349,7 +361,7 @@ class CandleFeed:
         gaps = 0
         if valid_ts:
             last = max(valid_ts)
-            present = set(valid_ts)
+            present = {int(t) for t in c.ts}  # a bad candle is still a candle: not a gap
             for m in range(start, min(last, end + MINUTE_MS), MINUTE_MS):
                 if m not in present and not seq.has(m) and seq.mark_gap(m):
                     gaps += 1

@@ -65,7 +65,7 @@ class SimSettings:
     """Behaviour knobs of the simulator (CLI flags map onto these)."""
 
     speed: float = 1.0
-    start_ms: int | None = None  # default: the first minute of the data + 1 day
+    start_ms: int | None = None  # default: 8 days into the data (a 7-day backfill then has history)
     update_interval_s: float = 2.0  # wall seconds between in-progress kline updates
     fee_rate: float = 0.001
     balances: dict[str, float] = field(default_factory=lambda: {"USDT": 10_000.0})
@@ -129,7 +129,7 @@ class ExchangeSimulator:
     def __init__(self, book: CandleBook, settings: SimSettings | None = None, faults: Iterable[Fault] = ()):
         self.book = book
         self.settings = s = settings or SimSettings()
-        start = s.start_ms if s.start_ms is not None else book.first_ms + 1440 * MINUTE_MS
+        start = s.start_ms if s.start_ms is not None else book.first_ms + 8 * 1440 * MINUTE_MS
         self.clock = ReplayClock(start, s.speed)
         self.faults = FaultInjector(faults)
         self.account = Account(s.balances, s.fee_rate)

@@ -45,6 +45,7 @@ DROPPED = "dropped"  # dropped; the minute is already known (or will be) from el
 REORDERED = "reordered"  # late but still needed: put in its place
 FILLED = "filled_rest"
 RECORDED = "recorded"
+UNREPAIRABLE = "unrepairable"  # REST kept answering a bad candle: the minute is left empty (never invented)
 
 
 def check_values(ts: int, o: float, h: float, lo: float, c: float, v: float) -> str | None:
