@@ -13,7 +13,8 @@ Kinds:
     neg_volume    the volume is negative
     unaligned     the open time is not on the minute
   connection, at a minute — applied to every open websocket:
-    ws_drop       the TCP connection is cut
+    ws_drop       the TCP connection is closed with no websocket close handshake (abnormal
+                  closure, code 1006 on the client), after the frames already sent
     ws_stall      the connection stays open but goes silent (no data, no pongs) until the client leaves
   REST, armed at a minute — applied to the next kline request(s):
     rest_429      429 Too Many Requests (Binance -1003) with Retry-After

@@ -127,6 +127,7 @@ class CandleFeed:
                     await t
             with contextlib.suppress(Exception):
                 await self.flush()
+            self.exchange.on_kline = None
             if self._own_exchange:
                 with contextlib.suppress(Exception):
                     await self.exchange.close()
@@ -173,7 +174,8 @@ class CandleFeed:
                 if not self.ws_up:
                     self.ws_up = True
                     self.stats["ws_connects"] += 1
-                    log.info("feed_ws_up", symbols=len(pairs), connects=self.stats["ws_connects"])
+                    log.info("feed_ws_up", symbols=len(pairs), connects=self.stats["ws_connects"],
+                             text=f"FEED websocket up ({len(pairs)} symbols)")  # fmt: skip
                 backoff.reset()
                 continue
             except TimeoutError:
@@ -184,7 +186,8 @@ class CandleFeed:
                 raise
             except ccxt.BaseError as e:
                 self.stats["ws_errors"] += 1
-                log.warning("feed_ws_down", error=type(e).__name__, detail=str(e)[:200])
+                log.warning("feed_ws_down", error=type(e).__name__, detail=str(e)[:200],
+                            text=f"FEED websocket down ({type(e).__name__}): REST meanwhile, reconnecting")  # fmt: skip
                 await self._close_ws()
             except Exception as e:  # never die: log and reconnect
                 self.stats["ws_errors"] += 1
@@ -404,7 +407,7 @@ class CandleFeed:
 
     def _gap(self, sym: str, ts: int, n: int) -> ExchangeGap:
         self.stats["exchange_gap_minutes"] += n
-        self.issues.report(sym, ts, v.EXCHANGE_GAP, v.RECORDED, "rest", detail=f"{n} minute(s) the exchange has no candle for")
+        self.issues.report(sym, ts, v.EXCHANGE_GAP, v.RECORDED, "rest", detail=f"{n} minute(s) without a candle")
         return ExchangeGap(sym, ts, n)
 
     async def _deliver_loop(self) -> None:
