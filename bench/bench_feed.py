@@ -163,7 +163,7 @@ async def main() -> None:
     ws_rate = ws_tp["rows"] / ws_tp["elapsed_s"]
     rest_rate = rest_tp["rows"] / rest_tp["elapsed_s"]
     d_ws, d_rest = ws_dl["delays_ms"], rest_dl["delays_ms"]
-    what = f"symbols30 real 1m data (2021-04), 30 symbols, simulator subprocess + ccxt + Postgres"
+    what = "symbols30 real 1m data (2021-04), 30 symbols, simulator subprocess + ccxt + Postgres"
     record([
         figure("feed.throughput_candles_per_s", ws_rate, "candles/s", data=f"{what}, a burst of {tp_min} min x 30 symbols",
                baseline=rest_rate, note="capacity: the clock jumps so the whole window closes at once; time until all is persisted. Baseline: REST polling path (ws down, 0.2 s polls, 1000-candle pages)"),
