@@ -82,7 +82,7 @@ class TrainConfig(BaseModel):
 
     threads: int = Field(0, ge=0, description="worker threads for LightGBM/CatBoost; 0 = all cores but one")
     schedule_cron: str = Field("0 3 * * 6", description="APScheduler cron (UTC) for retraining")
-    history_days: int = Field(42, ge=1)
+    history_days: int = Field(42, ge=1, description="default training range: this many days before the last candle (from a UTC midnight)")
     folds: int = Field(2, ge=0, description="walk-forward folds (0 = fit only, no report)")
     fold_days: float = Field(14.0, gt=0, description="length of each walk-forward validation block")
     embargo_bars: int = Field(60, ge=0, description="gap between a training window and its validation block; must be >= labels.horizon_bars")
@@ -92,12 +92,15 @@ class TrainConfig(BaseModel):
     )  # fmt: skip
     row_stride: int = Field(5, ge=1, description="train on 1 row in N (aligned on the minute of ts): 1m rows with 60-bar labels are highly redundant")
     max_train_rows: int = Field(2_000_000, ge=10_000, description="the stride grows until the training rows fit under this")
-    warmup_days: float = Field(2.0, ge=0, description="history loaded before --from to warm up features")
     regime_fit_days: float = Field(14.0, gt=0, description="the regime model is fitted on the first N days of the training range")
     optuna_trials: int = Field(0, ge=0)
     er_threshold: float = Field(0.001, description="primary model gate, net return")
     meta_threshold: float = Field(0.55, ge=0, le=1, description="meta probability gate in the simulated trading (live gating: risk.min_probability)")
     meta_min_samples: int = Field(300, ge=10, description="fewer primary candidates than this in the calibration split: no meta model (gate open)")
+    meta_candidate_quantile: float = Field(
+        0.95, ge=0, lt=1,
+        description="the meta model also learns from calibration rows whose er is in the top (1 - q) even below er_threshold, so it has enough candidates",
+    )  # fmt: skip
     importance_cum: float = Field(0.999, gt=0, le=1, description="keep the features covering this share of total gain importance")
     seed_metric_threshold: float = Field(0.001, description="the seed's overlapping 'er > x' PF, reported beside the honest simulation")
     audit: bool = Field(True, description="run the leakage audit (permuted labels + feature look-ahead check)")

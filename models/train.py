@@ -29,8 +29,9 @@ Memory is bounded by one symbol plus the binned datasets, never by all symbols' 
      and saved as a quantized pool, then trained from `quantized://` (measured here: a saved
      quantized pool trains in about half the memory of a numpy-fed pool);
    - meta model: LightGBM classifier of `ret_net > 0` on the calibration part's candidates
-     (ensemble er > threshold), from the features plus the primary predictions -- out-of-sample
-     predictions only.
+     (ensemble er > threshold, widened to the top `1 - meta_candidate_quantile` of er when the
+     threshold alone leaves too few rows), from the features plus the primary predictions --
+     out-of-sample predictions only.
 3. `run_training` = walk-forward folds (fit + simulated trading on each validation block),
    the leakage audit, and the final fit on the whole range, which becomes the bundle.
 """
@@ -633,8 +634,13 @@ def fit_window(
     er = pred.w_lgb * sc["er_lgb"] + (1 - pred.w_lgb) * sc["er_cat"]
     sc["er"] = er
 
-    cand = er > tcfg.er_threshold
-    meta_info: dict[str, Any] = {"candidates": int(cand.sum()), "calib_rows": len(er)}
+    # meta candidates: the primary's entries (er > threshold), widened to its top
+    # (1 - meta_candidate_quantile) share when the threshold alone leaves too few to learn from
+    cut = float(np.quantile(er, tcfg.meta_candidate_quantile)) if len(er) else tcfg.er_threshold
+    meta_cut = min(tcfg.er_threshold, cut)
+    cand = er > meta_cut
+    meta_info: dict[str, Any] = {"candidates": int(cand.sum()), "above_er_threshold": int((er > tcfg.er_threshold).sum()),
+                                 "candidate_er_cut": meta_cut, "calib_rows": len(er)}  # fmt: skip
     if cand.sum() >= tcfg.meta_min_samples:
         # the candidates' rows, read again (only they are needed as meta inputs)
         offs = np.cumsum([0] + [len(sel.calib[s]) for s in prep.symbols])
