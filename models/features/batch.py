@@ -22,7 +22,7 @@ from models.features.errors import MissingReferenceError, RegimeModelError
 from models.features.external import ExternalDaily, check_external
 from models.features.grid import GridBars, TfBars, aggregate, to_grid
 from models.features.regime import RegimeModel
-from models.features.rolling import rolling_corrs, rolling_rms, rolling_zscore
+from models.features.rolling import rolling_corrs, rolling_pct_rank, rolling_rms, rolling_zscore
 from models.features.spec import MINUTE_MS, FeatureLayout, timeframe_names, warmup_bars
 
 _CHUNK = 512
@@ -77,7 +77,7 @@ def timeframe_block(b: TfBars, tf: TimeframeFeatures) -> np.ndarray:
         atr = K.wilder_series(K.true_range(h, lo, prev_c), tf.atr_period)
         atrf = atr / c
         out[:, j] = atrf
-        pct = rolling(K.pct_rank_last, [atrf], tf.atr_pct_window)
+        pct = rolling_pct_rank(atrf, tf.atr_pct_window)
         n_atr = count - tf.atr_period + 1  # atr values available including this one
         out[:, j + 1] = np.where(n_atr >= tf.atr_pct_window, pct, np.nan)
         gain, loss = K.gain_loss(c, prev_c)

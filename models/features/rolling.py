@@ -9,12 +9,14 @@ a window of exact zeros (a flat-filled outage, a run of zero-volume minutes) has
 exactly 0, because a cumulative sum does not move when 0 is added, so rv is 0, the volume
 z-score is 0 and the correlation is NaN in both paths.
 
-A window containing NaN (before the series starts) gives NaN, like the kernels.
+A window containing NaN (before the series starts) gives NaN, like the kernels. Percentile
+ranks are counts, computed exactly (`rolling_pct_rank`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 
 class WindowSums:
@@ -76,3 +78,53 @@ def rolling_corrs(x: np.ndarray, ys: list[np.ndarray], w: int) -> list[np.ndarra
             c = np.where(ok, cov / np.where(ok, den, 1.0), np.nan)
         outs.append(np.minimum(np.maximum(c, -1.0), 1.0))
     return outs
+
+
+_RANK_BLOCK = 128
+_RANK_CHUNK = 1024
+
+
+def rolling_pct_rank(a: np.ndarray, w: int) -> np.ndarray:
+    """Batch form of `kernels.pct_rank_last`: 100 * #(a_j <= a_i for j in the last w) / w at
+    each i >= w-1, NaN before. Exact (counts, no rounding), so ranks equal the online ones.
+
+    Direct comparison is O(n * w); here the window is split into the current partial block, the
+    full 64-value blocks before it (counted by binary search in each block sorted once) and a
+    partial head block, which is O(n * (w/64 * log 64 + 128)). NaN inputs count as +inf; rows
+    whose window holds them are for the caller to mask (as online, by a count of values).
+    """
+    n = len(a)
+    out = np.full(n, np.nan)
+    if n < w:
+        return out
+    b = _RANK_BLOCK
+    x = np.where(np.isnan(a), np.inf, a)
+    if w < 4 * b:
+        win = sliding_window_view(x, w)
+        for s in range(0, n - w + 1, _RANK_CHUNK):
+            e = min(s + _RANK_CHUNK, n - w + 1)
+            out[w - 1 + s : w - 1 + e] = np.add.reduce(win[s:e] <= x[w - 1 + s : w - 1 + e, None], axis=1) * (100.0 / w)
+        return out
+    counts = np.zeros(n, dtype=np.int64)
+    # full blocks: block k counts for queries i in [(k+1)b, k*b + w - 1]
+    nblk = n // b
+    blocks = np.sort(x[: nblk * b].reshape(nblk, b), axis=1)
+    for k in range(nblk):
+        q0 = max((k + 1) * b, w - 1)
+        q1 = min(k * b + w - 1, n - 1)
+        if q0 <= q1:
+            counts[q0 : q1 + 1] += np.searchsorted(blocks[k], x[q0 : q1 + 1], side="right")
+    # partial head [s, ceil(s/b)*b) and partial tail [floor(i/b)*b, i], s = i - w + 1
+    win = sliding_window_view(x, b)
+    lanes = np.arange(b)
+    for s0 in range(w - 1, n, _RANK_CHUNK):
+        i = np.arange(s0, min(s0 + _RANK_CHUNK, n))
+        cur = x[i, None]
+        s = i - w + 1
+        head_len = (-s) % b
+        head = (win[s] <= cur) & (lanes < head_len[:, None])
+        tail_len = i % b + 1
+        tail = (win[i - b + 1] <= cur) & (lanes >= b - tail_len[:, None])
+        counts[i] += np.add.reduce(head, axis=1) + np.add.reduce(tail, axis=1)
+    out[w - 1 :] = counts[w - 1 :] * (100.0 / w)
+    return out
