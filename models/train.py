@@ -660,15 +660,14 @@ def fit_window(
         # in-sample for the meta model, so only a diagnostic: how much the gate thins candidates
         p_c = pred.meta.predict(xm, num_threads=tcfg.n_threads)
         del ds, xm, x_c
-        gated_ret = y_cal[cand][p_c > tcfg.meta_threshold]
-        meta_info.update({"trained": True, "base_rate": float(y_c.mean()), "gated_in_sample": int(len(gated_ret))})
+        meta_info.update({"trained": True, "base_rate": float(y_c.mean()),
+                          "passing_gate_in_sample": int((p_c > tcfg.meta_threshold).sum())})  # fmt: skip
     else:
-        gated_ret = y_cal[cand]
         meta_info.update({"trained": False, "reason": f"{int(cand.sum())} candidates < meta_min_samples {tcfg.meta_min_samples}"})
     progress.advance(key, 1)
     cands = y_cal[cand]
     meta_info["calib_candidates_mean_ret"] = float(cands.mean()) if len(cands) else None
-    # win/loss ratio of the primary's candidates on the calibration part (risk's Kelly payoff b)
+    # win/loss ratio of the meta candidates on the calibration part (risk's Kelly payoff b)
     w, lo = cands[cands > 0], cands[cands <= 0]
     payoff = float(w.mean() / -lo.mean()) if len(w) and len(lo) and lo.mean() < 0 else None
     progress.end(key)
