@@ -63,3 +63,23 @@ def test_running_sum_forms_equal_the_window_kernels(n: int, w: int, seed: int, k
     assert (rolling_rms(x2, w)[zero_win] == 0).all()
     assert (rolling_zscore(np.abs(x), w)[zero_win] == 0).all()
     assert np.isnan(rolling_corrs(x, [y], w)[0][zero_win]).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3000), p=st.integers(2, 60), seed=st.integers(0, 2**31 - 1), lead=st.integers(0, 4),
+       holes=st.booleans())  # fmt: skip
+def test_batch_recursions_equal_the_online_step_arithmetic(n: int, p: int, seed: int, lead: int, holes: bool) -> None:
+    """EMA and Wilder over a series (batch: scipy lfilter) == the online step applied bar by bar
+    (numpy, the same prev*decay + x*gain form), bit for bit, NaN skipping included."""
+    rng = np.random.default_rng(seed)
+    x = rng.lognormal(0, 1, size=n)
+    x[: min(lead, n)] = np.nan
+    if holes and n > 3:
+        x[rng.integers(0, n, size=2)] = np.nan
+    ema, wil = K.OnlineEma(1, p), K.OnlineWilder(1, p)
+    e_on, w_on = np.empty(n), np.empty(n)
+    for i in range(n):
+        e_on[i] = ema.step(x[i : i + 1])[0]
+        w_on[i] = wil.step(x[i : i + 1])[0]
+    np.testing.assert_array_equal(K.ema_series(x, p), e_on)
+    np.testing.assert_array_equal(K.wilder_series(x, p), w_on)

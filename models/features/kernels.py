@@ -135,8 +135,31 @@ def ema_next(prev, x, alpha: float, decay: float):  # noqa: ANN001,ANN201 - floa
     return prev * decay + x * alpha
 
 
-def wilder_next(prev, x, n_minus_1: float, n: float):  # noqa: ANN001,ANN201 - float or ndarray
-    return (prev * n_minus_1 + x) / n
+def wilder_coefs(n: int) -> tuple[float, float]:
+    """(1/n, (n-1)/n): Wilder's (prev*(n-1) + x)/n written as prev*decay + x*gain."""
+    return 1.0 / n, (n - 1.0) / n
+
+
+def wilder_next(prev, x, gain: float, decay: float):  # noqa: ANN001,ANN201 - float or ndarray
+    return prev * decay + x * gain
+
+
+def _first_order(x: np.ndarray, y0: float, gain: float, decay: float) -> np.ndarray:
+    """y_k = y_(k-1)*decay + x_k*gain for the values of x, starting after y0 (x has no NaN)."""
+    if len(x) == 0:
+        return np.empty(0)
+    try:
+        from scipy.signal import lfilter  # batch only; the live engine never imports scipy
+    except ImportError:  # pragma: no cover - scipy comes with lightgbm/catboost
+        res = []
+        app = res.append
+        v = y0
+        for xi in x.tolist():
+            v = v * decay + xi * gain
+            app(v)
+        return np.asarray(res, dtype=np.float64)
+    y, _ = lfilter([gain], [1.0, -decay], x, zi=[y0 * decay])
+    return y
 
 
 def _dense_from(x: np.ndarray) -> int | None:
@@ -154,15 +177,10 @@ def ema_series(x: np.ndarray, span: int) -> np.ndarray:
     are skipped (the value carries), like the online engine's missing symbols."""
     alpha, decay = ema_coefs(span)
     f = _dense_from(x)
-    if f is not None:  # tight loop: same arithmetic, no branches
+    if f is not None:
         out = np.full(len(x), np.nan)
-        v = float(x[f])
-        res = [v]
-        app = res.append
-        for xi in x[f + 1 :].tolist():
-            v = v * decay + xi * alpha
-            app(v)
-        out[f:] = res
+        out[f] = x[f]
+        out[f + 1 :] = _first_order(x[f + 1 :], float(x[f]), alpha, decay)
         return out
     res = [np.nan] * len(x)
     v = np.nan
@@ -180,10 +198,11 @@ def ema_series(x: np.ndarray, span: int) -> np.ndarray:
 
 def wilder_series(x: np.ndarray, n: int) -> np.ndarray:
     """Wilder's smoothing: NaN until n values were seen, then their mean (sequential sum / n),
-    then (prev*(n-1) + x)/n. NaN inputs are skipped and not counted."""
-    nm1, nf = float(n - 1), float(n)
+    then prev*(n-1)/n + x/n. NaN inputs are skipped and not counted."""
+    gain, decay = wilder_coefs(n)
+    nf = float(n)
     f = _dense_from(x)
-    if f is not None:  # tight loop: same arithmetic, no branches
+    if f is not None:
         out = np.full(len(x), np.nan)
         if len(x) - f < n:
             return out
@@ -191,12 +210,8 @@ def wilder_series(x: np.ndarray, n: int) -> np.ndarray:
         for xi in x[f : f + n].tolist():
             acc = acc + xi
         v = acc / nf
-        res = [v]
-        app = res.append
-        for xi in x[f + n :].tolist():
-            v = (v * nm1 + xi) / nf
-            app(v)
-        out[f + n - 1 :] = res
+        out[f + n - 1] = v
+        out[f + n :] = _first_order(x[f + n :], v, gain, decay)
         return out
     res = [np.nan] * len(x)
     v = np.nan
@@ -211,13 +226,13 @@ def wilder_series(x: np.ndarray, n: int) -> np.ndarray:
                 acc = acc + xi
                 v = acc / nf
             else:
-                v = (v * nm1 + xi) / nf
+                v = v * decay + xi * gain
         res[i] = v
     return np.asarray(res, dtype=np.float64)
 
 
 class OnlineEma:
-    """EMA state for S series; same arithmetic as `ema_series`."""
+    """EMA state for S series; same arithmetic as `ema_series` (NaN input: value carries)."""
 
     def __init__(self, n: int, span: int):
         self.alpha, self.decay = ema_coefs(span)
@@ -226,7 +241,7 @@ class OnlineEma:
 
     def step(self, x: np.ndarray) -> np.ndarray:
         v = self.value
-        if self._all_started:
+        if self._all_started and not np.isnan(x).any():  # the usual case: one expression
             np.copyto(v, ema_next(v, x, self.alpha, self.decay))
             return v
         has = ~np.isnan(x)
@@ -239,11 +254,13 @@ class OnlineEma:
 
 
 class OnlineWilder:
-    """Wilder smoothing state for S series; same arithmetic and seeding as `wilder_series`."""
+    """Wilder smoothing state for S series; same arithmetic and seeding as `wilder_series`
+    (NaN input: not counted, value carries)."""
 
     def __init__(self, n_series: int, period: int):
         self.n = period
-        self.nm1, self.nf = float(period - 1), float(period)
+        self.nf = float(period)
+        self.gain, self.decay = wilder_coefs(period)
         self.value = np.full(n_series, np.nan)
         self.acc = np.zeros(n_series)
         self.count = np.zeros(n_series, dtype=np.int64)
@@ -251,15 +268,15 @@ class OnlineWilder:
 
     def step(self, x: np.ndarray) -> np.ndarray:
         v = self.value
-        if self._all_running:
-            np.copyto(v, wilder_next(v, x, self.nm1, self.nf))
+        if self._all_running and not np.isnan(x).any():  # the usual case: one expression
+            np.copyto(v, wilder_next(v, x, self.gain, self.decay))
             self.count += 1
             return v
         has = ~np.isnan(x)
         self.count += has
         seeding = has & (self.count <= self.n)
         run = has & (self.count > self.n)
-        np.copyto(v, wilder_next(v, x, self.nm1, self.nf), where=run)
+        np.copyto(v, wilder_next(v, x, self.gain, self.decay), where=run)
         np.add(self.acc, x, out=self.acc, where=seeding)
         seed_now = has & (self.count == self.n)
         np.copyto(v, self.acc / self.nf, where=seed_now)

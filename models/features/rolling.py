@@ -3,11 +3,12 @@
 The online engine evaluates `kernels.rms`, `kernels.zscore_last` and `kernels.corr` on each
 window directly (O(window) per bar, exact two-pass arithmetic). Over a whole history that would
 be O(n * window), so the batch path uses the same formulas rewritten on window sums, taken as
-differences of cumulative sums. The two agree to rounding (about 1e-12 relative on the real
-data; the parity test bounds it at 1e-4) and exactly where it matters for discrete outcomes:
-a window of exact zeros (a flat-filled outage, a run of zero-volume minutes) has window sums of
-exactly 0, because a cumulative sum does not move when 0 is added, so rv is 0, the volume
-z-score is 0 and the correlation is NaN in both paths.
+differences of (block-restarted) cumulative sums; windows shorter than 32 use the kernels
+directly, which is cheap at that length and avoids the one-pass sums' weak spot. The two agree to rounding (about 1e-12
+relative on the real data; the parity test bounds it at 1e-4) and exactly where it matters for
+discrete outcomes: a window of exact zeros (a flat-filled outage, a run of zero-volume minutes)
+has window sums of exactly 0, because a cumulative sum does not move when 0 is added, so rv is 0,
+the volume z-score is 0 and the correlation is NaN in both paths.
 
 A window containing NaN (before the series starts) gives NaN, like the kernels. Percentile
 ranks are counts, computed exactly (`rolling_pct_rank`).
@@ -18,34 +19,74 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from models.features import kernels as K
+
+_RANK_BLOCK = 128
+_RANK_CHUNK = 1024
+
 
 class WindowSums:
-    """Window sums of one or more series over a fixed window length w."""
+    """Window sums of one or more series over a fixed window length w.
+
+    Cumulative sums restart every `block` rows (block >= w, so a window spans at most two
+    blocks): a sum's rounding error then scales with the values near the window, not with the
+    whole history, and a quiet window after a huge spike keeps its precision.
+    """
 
     def __init__(self, w: int, n: int):
         self.w = w
         self.n = n
+        self.block = max(2 * w, 64)
 
     def sum(self, x: np.ndarray) -> np.ndarray:
         """Sum of x over the window ending at each index; NaN if incomplete or holding NaN."""
-        w, n = self.w, self.n
+        w, n, b = self.w, self.n, self.block
         out = np.full(n, np.nan)
         if n < w:
             return out
         bad = np.isnan(x)
-        c = np.empty(n + 1)
-        c[0] = 0.0
-        np.cumsum(np.where(bad, 0.0, x), out=c[1:])
-        s = c[w:] - c[:-w]
+        nblk = -(-n // b)
+        z = np.zeros(nblk * b)
+        z[:n] = np.where(bad, 0.0, x)
+        part = np.cumsum(z.reshape(nblk, b), axis=1)  # restarts at each block
+        flat = part.ravel()
+        i = np.arange(w - 1, n)
+        s = i - w + 1  # first index of the window
+        bi, bs = i // b, s // b
+        # inside one block: P[i] - P[s-1]; across two: (P[end of s's block] - P[s-1]) + P[i]
+        before = np.where(s % b == 0, 0.0, flat[np.maximum(s - 1, 0)])
+        same = bi == bs
+        tot = np.where(same, flat[i] - before, (flat[bs * b + b - 1] - before) + flat[i])
         nb = np.empty(n + 1, dtype=np.int64)
         nb[0] = 0
         np.cumsum(bad, out=nb[1:])
-        out[w - 1 :] = np.where(nb[w:] - nb[:-w] > 0, np.nan, s)
+        out[w - 1 :] = np.where(nb[w:] - nb[:-w] > 0, np.nan, tot)
         return out
+
+
+# Below this window length the direct kernels are cheap, and one-pass sums would be at their
+# least accurate (a window of two nearly equal values next to a spike).
+DIRECT_BELOW = 32
+
+
+def _direct(kernel, arrays: list[np.ndarray], w: int) -> np.ndarray:  # noqa: ANN001
+    """The online kernel on every sliding window (O(n*w); for short windows)."""
+    n = len(arrays[0])
+    out = np.full(n, np.nan)
+    if n < w:
+        return out
+    views = [sliding_window_view(a, w) for a in arrays]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for s in range(0, n - w + 1, _RANK_CHUNK):
+            e = min(s + _RANK_CHUNK, n - w + 1)
+            out[w - 1 + s : w - 1 + e] = kernel(*(v[s:e] for v in views))
+    return out
 
 
 def rolling_rms(r2: np.ndarray, w: int) -> np.ndarray:
     """sqrt(mean of r^2 over the last w values) at each index (batch form of `kernels.rms`)."""
+    if w < DIRECT_BELOW:
+        return _direct(K.rms, [r2], w)
     s = WindowSums(w, len(r2)).sum(r2)
     return np.sqrt(np.maximum(s, 0.0) / w)
 
@@ -53,6 +94,8 @@ def rolling_rms(r2: np.ndarray, w: int) -> np.ndarray:
 def rolling_zscore(v: np.ndarray, w: int) -> np.ndarray:
     """(v - mean) / population std over the last w values; 0 for a constant window
     (batch form of `kernels.zscore_last`)."""
+    if w < DIRECT_BELOW:
+        return _direct(K.zscore_last, [v], w)
     ws = WindowSums(w, len(v))
     m = ws.sum(v) / w
     var = np.maximum(ws.sum(v * v) / w - m * m, 0.0)
@@ -64,6 +107,8 @@ def rolling_zscore(v: np.ndarray, w: int) -> np.ndarray:
 def rolling_corrs(x: np.ndarray, ys: list[np.ndarray], w: int) -> list[np.ndarray]:
     """Pearson correlation of x with each y over the last w values; NaN where either side is
     constant (batch form of `kernels.corr`)."""
+    if w < DIRECT_BELOW:
+        return [_direct(K.corr, [x, y], w) for y in ys]
     ws = WindowSums(w, len(x))
     sx, sxx = ws.sum(x), ws.sum(x * x)
     vx = sxx - sx * sx / w
@@ -78,10 +123,6 @@ def rolling_corrs(x: np.ndarray, ys: list[np.ndarray], w: int) -> list[np.ndarra
             c = np.where(ok, cov / np.where(ok, den, 1.0), np.nan)
         outs.append(np.minimum(np.maximum(c, -1.0), 1.0))
     return outs
-
-
-_RANK_BLOCK = 128
-_RANK_CHUNK = 1024
 
 
 def rolling_pct_rank(a: np.ndarray, w: int) -> np.ndarray:
