@@ -152,7 +152,8 @@ class OnlineFeatureEngine:
         self._out64 = np.full((n, f), np.nan)
         self._out32 = np.full((n, f), np.nan, dtype=np.float32)
         self._tfs = [
-            _TimeframeState(n, tf, self._out64[:, sl]) for tf, sl in zip(cfg.timeframes, layout_tfs(self.layout), strict=True)
+            _TimeframeState(n, tf, self._out64[:, sl])
+            for tf, sl in zip(cfg.timeframes, self.layout.timeframes, strict=True)
         ]
         self._builders = [_BarBuilder(n, tf.minutes) for tf in cfg.timeframes[1:]]
         self._ret = RingBuffer(n, base_returns_capacity(cfg, returns_capacity))
@@ -321,7 +322,3 @@ class OnlineFeatureEngine:
         if not self._warm[self._ref_idx].all():
             self._warm[:] = False
         self._all_warm = bool(self._warm.all())
-
-
-def layout_tfs(layout: FeatureLayout) -> tuple[slice, ...]:
-    return layout.timeframes
