@@ -232,3 +232,29 @@ def test_batch_contract_edge_cases(real: dict[str, Candles]) -> None:
     shuffled = Candles(*(a[::-1] for a in w["ADAUSDT"].columns()))
     with pytest.raises(BarOrderError, match="ascending"):
         compute_batch(shuffled, refs, SMALL)
+
+
+def test_online_state_is_bounded(real: dict[str, Candles], regime) -> None:  # noqa: ANN001
+    """Hours of updates after warm-up allocate nothing that stays: all state is preallocated."""
+    import tracemalloc
+
+    w = window(real)
+    minutes = np.unique(np.concatenate([c.ts for c in w.values()]))
+    eng = OnlineFeatureEngine(SYMS, SMALL, regime=regime)
+    idx = {s: {int(t): i for i, t in enumerate(w[s].ts)} for s in SYMS}
+    all_bars = np.full((len(minutes), len(SYMS), 5), np.nan)
+    for k, s in enumerate(SYMS):
+        for t, i in idx[s].items():
+            all_bars[np.searchsorted(minutes, t), k] = (w[s].open[i], w[s].high[i], w[s].low[i], w[s].close[i], w[s].volume[i])
+    half = len(minutes) // 2
+    for t in range(half):
+        eng.update(int(minutes[t]), all_bars[t])
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    out_id = id(eng.update(int(minutes[half]), all_bars[half]))
+    for t in range(half + 1, len(minutes)):
+        assert id(eng.update(int(minutes[t]), all_bars[t])) == out_id  # the same output buffer
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(minutes) - half > 500
+    assert grown < 16_384, f"{grown} bytes retained over {len(minutes) - half} updates"
