@@ -69,7 +69,7 @@ def perturb_after(c: Candles, t: int, rng: np.random.Generator, drop: bool) -> C
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None, derandomize=False)
+@settings(max_examples=40, deadline=None)
 @given(
     sym=st.sampled_from(SYMBOLS),
     frac=st.floats(0.0, 0.98),
