@@ -50,13 +50,14 @@ class WindowSums:
         z[:n] = np.where(bad, 0.0, x)
         part = np.cumsum(z.reshape(nblk, b), axis=1)  # restarts at each block
         flat = part.ravel()
-        i = np.arange(w - 1, n)
-        s = i - w + 1  # first index of the window
-        bi, bs = i // b, s // b
-        # inside one block: P[i] - P[s-1]; across two: (P[end of s's block] - P[s-1]) + P[i]
-        before = np.where(s % b == 0, 0.0, flat[np.maximum(s - 1, 0)])
-        same = bi == bs
-        tot = np.where(same, flat[i] - before, (flat[bs * b + b - 1] - before) + flat[i])
+        a = flat[w - 1 : n]  # P[i] for i = w-1 .. n-1
+        back = np.concatenate(([0.0], flat[: n - w]))  # P[i-w], 0 before the start
+        ends = np.concatenate(([0.0], part[:-1, -1]))  # P at the end of the previous block
+        prev_end = np.repeat(ends, b)[w - 1 : n]
+        j = np.arange(w - 1, n) % b  # offset of i in its block; the window starts at i-w+1
+        # inside the block: P[i] - P[i-w] (just P[i] if it starts the block);
+        # across two blocks: (P[end of previous block] - P[i-w]) + P[i]
+        tot = np.where(j >= w, a - back, np.where(j == w - 1, a, (prev_end - back) + a))
         nb = np.empty(n + 1, dtype=np.int64)
         nb[0] = 0
         np.cumsum(bad, out=nb[1:])
@@ -159,13 +160,13 @@ def rolling_pct_rank(a: np.ndarray, w: int) -> np.ndarray:
     win = sliding_window_view(x, b)
     lanes = np.arange(b)
     for s0 in range(w - 1, n, _RANK_CHUNK):
-        i = np.arange(s0, min(s0 + _RANK_CHUNK, n))
-        cur = x[i, None]
-        s = i - w + 1
-        head_len = (-s) % b
-        head = (win[s] <= cur) & (lanes < head_len[:, None])
+        e0 = min(s0 + _RANK_CHUNK, n)
+        i = np.arange(s0, e0)
+        cur = x[s0:e0, None]
+        head_len = (w - 1 - i) % b  # (-s) % b with s = i - w + 1
+        head = (win[s0 - w + 1 : e0 - w + 1] <= cur) & (lanes < head_len[:, None])
         tail_len = i % b + 1
-        tail = (win[i - b + 1] <= cur) & (lanes >= b - tail_len[:, None])
-        counts[i] += np.add.reduce(head, axis=1) + np.add.reduce(tail, axis=1)
+        tail = (win[s0 - b + 1 : e0 - b + 1] <= cur) & (lanes >= b - tail_len[:, None])
+        counts[s0:e0] += np.add.reduce(head, axis=1) + np.add.reduce(tail, axis=1)
     out[w - 1 :] = counts[w - 1 :] * (100.0 / w)
     return out
