@@ -9,6 +9,7 @@ invalid, and the gaps (missing minutes) in what was read. Re-running writes noth
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from bot.marketdata.validate import invalid_reasons
 from bot.store.candles import dedupe_sorted
 from bot.store.db import Store
-from models.candles import MINUTE_MS, Candles, candle_files, find_gaps, read_candles_csv
+from models.candles import Candles, candle_files, find_gaps, read_candles_csv
 
 log = structlog.get_logger("bot.importer")
 
@@ -34,27 +36,18 @@ class ImportReport:
     missing_minutes: int
 
 
-def valid_mask(c: Candles) -> np.ndarray:
-    """Rows a candle table can hold: finite positive prices, high >= low, volume >= 0, ts on the minute."""
-    prices = np.stack([c.open, c.high, c.low, c.close])
-    return (
-        np.isfinite(prices).all(axis=0)
-        & (prices > 0).all(axis=0)
-        & (c.high >= c.low)
-        & np.isfinite(c.volume)
-        & (c.volume >= 0)
-        & (c.ts % MINUTE_MS == 0)
-    )
-
-
-def _load(path: Path) -> tuple[Candles, int, int, int]:
-    """Parse, drop invalid rows, de-duplicate: (candles, rows read, rejected, duplicates)."""
+def _load(path: Path) -> tuple[Candles, int, Counter[str], int]:
+    """Parse, drop invalid rows (the feed's own checks), de-duplicate:
+    (candles, rows read, rejected rows by reason, duplicates)."""
     raw = read_candles_csv(path)
-    ok = valid_mask(raw)
-    rejected = int((~ok).sum())
-    c = raw if rejected == 0 else Candles(*(col[ok] for col in raw.columns()))
+    bad = invalid_reasons(raw)
+    c = raw
+    if bad:
+        ok = np.ones(len(raw), dtype=bool)
+        ok[[i for i, _ in bad]] = False
+        c = Candles(*(col[ok] for col in raw.columns()))
     d = dedupe_sorted(c)
-    return d, len(raw), rejected, len(c) - len(d)
+    return d, len(raw), Counter(reason for _, reason in bad), len(c) - len(d)
 
 
 async def import_directory(
@@ -74,7 +67,7 @@ async def import_directory(
 
     async def one(symbol: str, path: Path) -> ImportReport:
         async with sem:
-            candles, rows_read, rejected, dup_in_file = await asyncio.to_thread(_load, path)
+            candles, rows_read, rejected_by, dup_in_file = await asyncio.to_thread(_load, path)
             result = await store.write_candles(symbol, candles)
         gaps = find_gaps(candles.ts)
         rep = ImportReport(
@@ -82,12 +75,12 @@ async def import_directory(
             rows_read=rows_read,
             written=result.written,
             duplicates_skipped=dup_in_file + result.unchanged,
-            rejected=rejected,
+            rejected=sum(rejected_by.values()),
             gaps=len(gaps),
             missing_minutes=sum(n for _, n in gaps),
         )
-        if rejected:
-            log.warning("import_rejected_rows", symbol=symbol, rejected=rejected)
+        for reason, n in rejected_by.items():
+            log.warning("import_rejected_rows", symbol=symbol, reason=reason, rows=n)
         log.info("import_symbol", **rep.__dict__)
         if on_progress:
             on_progress(symbol, rows_read)

@@ -125,3 +125,26 @@ def test_binary_copy_encoding_layout() -> None:
     assert body[:2] == (7).to_bytes(2, "big")
     assert body[2:6] == (2).to_bytes(4, "big") and body[6:8] == b"AB"
     assert body[8:12] == (8).to_bytes(4, "big") and int.from_bytes(body[12:20], "big") == 60_000
+
+
+async def test_import_drops_bad_rows_and_duplicates_with_reasons(store: Store, tmp_path) -> None:
+    import gzip
+
+    rows = [
+        "ts,open,high,low,close,volume",
+        "60000,10,11,9,10.5,1",
+        "120000,10,11,9,nan,1",  # NaN
+        "180000,10,9,11,10,1",  # high < low
+        "240000,10,11,9,10,1",
+        "240000,10,11,9,10,1",  # duplicate
+        "300000,0,11,9,10,1",  # zero price
+        "420000,10,12,9,11,2",  # after a one-minute gap (360000 missing)
+    ]
+    with gzip.open(tmp_path / "XUSDT.csv.gz", "wt") as f:
+        f.write("\n".join(rows) + "\n")
+    (rep,) = await import_directory(store, tmp_path)
+    assert (rep.rows_read, rep.written, rep.rejected, rep.duplicates_skipped) == (7, 3, 3, 1)
+    got = await store.read_candles("XUSDT", dtype=np.float64)
+    assert got.ts.tolist() == [60000, 240000, 420000]
+    # The rejected minutes (120000, 180000, 300000) and the real one (360000) show up as gaps.
+    assert rep.gaps == 2 and rep.missing_minutes == 4
