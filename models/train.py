@@ -182,7 +182,7 @@ def prepare(
     want_train: bool,
     regime: Any = "fit",
     load_from_ms: int | None = None,
-    lookahead_symbols: int = 0,
+    audit_lookahead: bool = False,
     progress: Progress | None = None,
 ) -> Prepared:
     """Stage 1 (see the module docstring). `regime="fit"` fits it on the first
@@ -203,8 +203,13 @@ def prepare(
     costs = Costs.from_config(settings.costs)
     prep = Prepared(list(symbols), list(featureset.names), start_ms, end_ms, stride, regime)
     n_train = n_valid = 0
+    # look-ahead audit on the first reference symbol and the first other one: cross-symbol
+    # features of a reference against itself are degenerate, so check a non-reference too
+    refs_in = [s for s in symbols if s in featureset.references]
+    others = [s for s in symbols if s not in featureset.references]
+    audit_syms = set(refs_in[:1] + others[:1]) if audit_lookahead else set()
     progress.begin("prepare", "features + labels", len(symbols))
-    for k, sym in enumerate(symbols):
+    for sym in symbols:
         c = refs[sym] if sym in refs else source.load(sym, load_from_ms, end_ms)
         if len(c) == 0:
             raise TrainError(f"no candles for {sym} in the requested range; import it first")
@@ -235,7 +240,7 @@ def prepare(
                                         lab.hold[sl].copy(), lab.resolved_ts[sl].copy(), lab.valid[sl].copy(),
                                         usable[sl].copy())  # fmt: skip
             n_valid += hi - lo
-        if k < lookahead_symbols:
+        if sym in audit_syms:
             prep.lookahead[sym] = lookahead_check(featureset, c, refs, regime, usable, settings.labels.horizon_bars)
         del c, x, lab, atr, pct, usable
         progress.advance("prepare")
@@ -843,7 +848,7 @@ def run_training(
         prep = prepare(
             source, symbols, settings, featureset, work_dir, start_ms=start_ms, end_ms=end_ms,
             valid_from_ms=folds[0].valid.start if folds else None, want_train=True,
-            lookahead_symbols=1 if tcfg.audit else 0, progress=progress,
+            audit_lookahead=tcfg.audit, progress=progress,
         )  # fmt: skip
         prep.stats["warmup_days"] = round(featureset.warmup_bars / 1440, 2)
         fold_reports: list[dict[str, Any]] = []
