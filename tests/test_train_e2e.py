@@ -58,9 +58,15 @@ def source() -> Source:
 
 
 @pytest.fixture(scope="module")
-def wf_run(source: Source, tmp_path_factory: pytest.TempPathFactory):
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def wf_run(source: Source, tmp_path_factory: pytest.TempPathFactory, cache_dir: Path):
     work = tmp_path_factory.mktemp("wf") / "rows"
-    return run_training(source, SYMBOLS, small_settings(), start_ms=APR2, end_ms=APR2 + 10 * DAY, work_dir=work)
+    return run_training(source, SYMBOLS, small_settings(), start_ms=APR2, end_ms=APR2 + 10 * DAY, work_dir=work,
+                        cache_dir=cache_dir)  # fmt: skip
 
 
 def test_walk_forward_report_and_clean_audit(wf_run) -> None:
@@ -81,10 +87,15 @@ def test_walk_forward_report_and_clean_audit(wf_run) -> None:
     assert wf_run.stats["train_rows"] > 0 and wf_run.stats["stride"] == 2
 
 
-def test_bundle_trained_on_the_fold_window_reproduces_the_fold(wf_run, source: Source, tmp_path: Path) -> None:
+def test_bundle_trained_on_the_fold_window_reproduces_the_fold(wf_run, source: Source, tmp_path: Path,
+                                                               cache_dir: Path) -> None:  # fmt: skip
     fold = wf_run.walk_forward["folds"][0]
     settings = small_settings(folds=0, audit=False)
-    run = run_training(source, SYMBOLS, settings, start_ms=APR2, end_ms=fold["fold"]["train_end"], work_dir=tmp_path / "w")
+    run = run_training(source, SYMBOLS, settings, start_ms=APR2, end_ms=fold["fold"]["train_end"], work_dir=tmp_path / "w",
+                       cache_dir=cache_dir)  # fmt: skip
+    # same data range, features and settings as the fold: the feature selection comes from the cache
+    assert fold["fit"]["selection"]["cache"] == "miss" and run.fit_info["selection"]["cache"] == "hit"
+    assert run.predictor.features == [f for f in wf_run.feature_names if f in run.predictor.features]
     manifest = {
         "feature_names": run.feature_names, "feature_config": settings.features.model_dump(mode="json"),
         "label_config": settings.labels.model_dump(mode="json"), "cost_config": settings.costs.model_dump(mode="json"),
