@@ -229,10 +229,11 @@ def main() -> None:
 
     data = "synthetic 1m candles, 30 symbols (symbols30.txt names), bench/synthetic.py"
     ours = {d: measure("ours", d, cap_mb=None, timeout_s=OURS_TIME_S) for d in (90, 365)}
-    naive_best = None
+    naive_best = naive_fail = None
     for d in NAIVE_DAYS:
         r = measure("naive", d, cap_mb=NAIVE_CAP_MB, timeout_s=NAIVE_TIME_S)
         if not r["ok"]:
+            naive_fail = r
             break
         naive_best = r
     figs = []
@@ -248,9 +249,9 @@ def main() -> None:
     if naive_best is not None:
         d = naive_best["days"]
         ours_same = ours.get(d) or measure("ours", d, cap_mb=None, timeout_s=OURS_TIME_S)
-        failed = [x for x in NAIVE_DAYS if x > d]
         note = f"largest size the naive pipeline survived: 30 x {d:g} days" + (
-            f" (30 x {failed[0]:g} days: {r['reason']})" if failed and not r["ok"] else "")  # fmt: skip
+            f" (30 x {naive_fail['days']:g} days: {naive_fail['reason']}, at {naive_fail['peak_rss_mb']:,.0f} MB "
+            f"after {naive_fail['wall_s']:.0f} s)" if naive_fail else "")  # fmt: skip
         figs.append(figure("train.naive_peak_rss_mb", naive_best["peak_rss_mb"], "MB", data=f"{data}, {d:g} days",
                            note=note))  # fmt: skip
         figs.append(figure("train.naive_rows", naive_best["rows"], "rows", data=f"{data}, {d:g} days", note=note))
