@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -73,14 +73,27 @@ def _migrate_sync(dsn: str) -> None:
 
 
 @pytest.fixture
-def db_dsn(pg_server: EmbeddedPostgres) -> Iterator[str]:
-    """DSN of a fresh, migrated database for this test only."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    pg_server.create_database(name, template=TEMPLATE_DB)
+def make_db(pg_server: EmbeddedPostgres) -> Iterator[Callable[[], str]]:
+    """Factory of fresh, migrated databases for this test (all dropped after it)."""
+    names: list[str] = []
+
+    def make() -> str:
+        name = "t_" + uuid.uuid4().hex[:12]
+        pg_server.create_database(name, template=TEMPLATE_DB)
+        names.append(name)
+        return pg_server.dsn(name)
+
     try:
-        yield pg_server.dsn(name)
+        yield make
     finally:
-        pg_server.drop_database(name)
+        for name in names:
+            pg_server.drop_database(name)
+
+
+@pytest.fixture
+def db_dsn(make_db: Callable[[], str]) -> str:
+    """DSN of a fresh, migrated database for this test only."""
+    return make_db()
 
 
 @pytest.fixture

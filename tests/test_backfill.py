@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -23,7 +22,7 @@ from bot.marketdata.replay import CandleBook
 from bot.marketdata.simulator import ExchangeSimulator, SimSettings
 from bot.store.db import Store
 from models.candles import MINUTE_MS, Candles
-from tests.conftest import DATA_DIR, TEMPLATE_DB, symbols30
+from tests.conftest import DATA_DIR, symbols30
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86_400_000
@@ -80,13 +79,8 @@ async def table(dsn: str) -> np.ndarray:
 
 
 @pytest.fixture
-def second_dsn(pg_server):  # noqa: ANN001
-    name = "t_" + uuid.uuid4().hex[:12]
-    pg_server.create_database(name, template=TEMPLATE_DB)
-    try:
-        yield pg_server.dsn(name)
-    finally:
-        pg_server.drop_database(name)
+def second_dsn(make_db):  # noqa: ANN001
+    return make_db()
 
 
 @pytest.mark.slow

@@ -55,6 +55,16 @@ async def _with_store(cfg: Any, fn: Any) -> int:
         return await fn(store)
 
 
+async def _find_version(store: Any, version: str) -> Any:
+    """The recorded version, or None after telling the user it is unknown."""
+    from bot.store.model_versions import get_model_version
+
+    r = await get_model_version(store.pool, version)
+    if r is None:
+        print(f"unknown model version {version!r}; see `bot models list`", file=sys.stderr)
+    return r
+
+
 def _list(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
     from bot.store.model_versions import list_model_versions
@@ -75,14 +85,12 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
-    from bot.store.model_versions import get_model_version
     from models.bundle import BundleError, read_manifest
     from models.reporting import audit_lines, walk_forward_table
 
     async def go(store: Any) -> int:
-        r = await get_model_version(store.pool, args.version)
+        r = await _find_version(store, args.version)
         if r is None:
-            print(f"unknown model version {args.version!r}; see `bot models list`", file=sys.stderr)
             return 1
         try:
             m = read_manifest(r.path)
@@ -109,13 +117,12 @@ def _show(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
-    from bot.store.model_versions import ModelVersionError, get_model_version, promote
+    from bot.store.model_versions import ModelVersionError, promote
     from models.bundle import BundleError, load_bundle
 
     async def go(store: Any) -> int:
-        r = await get_model_version(store.pool, args.version)
+        r = await _find_version(store, args.version)
         if r is None:
-            print(f"unknown model version {args.version!r}; see `bot models list`", file=sys.stderr)
             return 1
         try:
             await asyncio.to_thread(load_bundle, r.path)

@@ -19,6 +19,7 @@ import pwd
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +91,7 @@ class EmbeddedPostgres:
     dbname: str = DEFAULT_DB
     port: int = 5432
     fast_unsafe: bool = False
-    log: callable = field(default=lambda msg: None, repr=False)  # type: ignore[valid-type]
+    log: Callable[[str], None] = field(default=lambda msg: None, repr=False)
     started_here: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -145,9 +146,6 @@ class EmbeddedPostgres:
         if self._run_as:
             self.data_dir.mkdir(mode=0o700, exist_ok=True)
             os.chown(self.data_dir, self._pg_user.pw_uid, self._pg_user.pw_gid)
-            for parent in self.data_dir.parents:
-                if str(parent).startswith(("/var/lib/cryptobot", "/tmp", "/var/tmp")) and parent.stat().st_uid == 0:
-                    os.chmod(parent, parent.stat().st_mode | 0o011)
 
     def initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
