@@ -34,7 +34,7 @@ def step_one() -> StepRecords:
                    DecisionRow(T0, "ETHUSDT", "skip", "corr", 0.001, 0.6, None, "v1", {"rho": 0.91}),
                    DecisionRow(T0, "SOLUSDT", "skip", "filled_minute", float("nan"), None, None, "v1")],
         equity=EquityPoint(T0, 10_000.0, 10_000.0, 0.0, 0),
-        state={"cash": 10_000.0, "pending": ["v1-BTCUSDT-%d-entry" % T0], "risk": {"losses": [1.0, float("nan")]}},
+        state={"cash": 10_000.0, "pending": [f"v1-BTCUSDT-{T0}-entry"], "risk": {"losses": [1.0, float("nan")]}},
         model_version="v1",
     )  # fmt: skip
 
