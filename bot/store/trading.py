@@ -89,6 +89,18 @@ def jsonable(o: Any) -> Any:
     return o
 
 
+def _plain(o: Any) -> Any:
+    """json.dumps fallback for the engine state: numpy scalars/arrays, dataclasses, sets."""
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return dataclasses.asdict(o)
+    if isinstance(o, set | frozenset):
+        return sorted(o)
+    tolist = getattr(o, "tolist", None)
+    if tolist is not None:
+        return tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
 def dumps(o: Any) -> str:
     return json.dumps(jsonable(o), separators=(",", ":"), allow_nan=False)
 
@@ -140,12 +152,12 @@ class TradingStore:
                 equity = rec.equity.equity if rec.equity is not None else cash
                 await conn.execute(
                     """INSERT INTO engine_state (mode, last_minute_ts, cash, equity, model_version, state, updated_ts)
-                       VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7)
                        ON CONFLICT (mode) DO UPDATE SET last_minute_ts = EXCLUDED.last_minute_ts,
                            cash = EXCLUDED.cash, equity = EXCLUDED.equity, model_version = EXCLUDED.model_version,
                            state = EXCLUDED.state, updated_ts = EXCLUDED.updated_ts
                        WHERE engine_state.last_minute_ts <= EXCLUDED.last_minute_ts""",
-                    self.mode, rec.ts, cash, equity, rec.model_version, dumps(rec.state), now_ms,
+                    self.mode, rec.ts, cash, equity, rec.model_version, json.dumps(rec.state, default=_plain), now_ms,
                 )  # fmt: skip
 
     async def _orders(self, conn: asyncpg.Connection, orders: Sequence[OrderIntent], now_ms: int) -> None:

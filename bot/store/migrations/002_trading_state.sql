@@ -11,7 +11,7 @@ CREATE TABLE engine_state (
     cash            double precision NOT NULL,
     equity          double precision NOT NULL,
     model_version   text,
-    state           jsonb  NOT NULL,
+    state           text   NOT NULL,  -- JSON with NaN kept (jsonb has none): restores bit for bit
     updated_ts      bigint NOT NULL
 );
 
