@@ -28,6 +28,7 @@ class Store:
     def __init__(self, pool: asyncpg.Pool, dsn: str = ""):
         self.pool = pool
         self.dsn = dsn  # with any password: never log it (`bot.config.mask_dsn`)
+        self.own_cluster = False  # see open_store
 
     @classmethod
     async def connect(cls, dsn: str, *, pool_min: int = 1, pool_max: int = 4) -> Store:
@@ -111,23 +112,25 @@ def embedded_cluster(cfg, log: Callable[[str], None] = lambda m: None) -> Embedd
 
 
 @asynccontextmanager
-async def open_store(cfg, log: Callable[[str], None] = lambda m: None, *, own_cluster: bool = False) -> AsyncIterator[Store]:  # noqa: ANN001
+async def open_store(cfg, log: Callable[[str], None] = lambda m: None) -> AsyncIterator[Store]:  # noqa: ANN001
     """Open the configured database (starting the embedded cluster if no DSN), yield a Store.
 
     Commands leave the embedded cluster as they found it: one that started it stops it on the
-    way out unless another client (e.g. the daemon) is connected. The daemon passes
-    `own_cluster=True`: it owns the cluster it uses (started or found running, e.g. left over
-    after a kill -9) and stops it on exit whoever else is connected.
+    way out unless another client (e.g. the daemon) is connected. The daemon sets
+    `store.own_cluster = True` once it holds the daemon lock: it owns the cluster it uses
+    (started by it or found running, e.g. left over after a kill -9) and stops it on exit
+    whoever else is connected.
     """
     dsn = cfg.database.dsn.get_secret_value()
     embedded = embedded_cluster(cfg, log)
     if embedded is not None:
         dsn = await asyncio.to_thread(embedded.start)
+    store: Store | None = None
 
     async def release() -> None:
         if embedded is None:
             return
-        if own_cluster:
+        if store is not None and store.own_cluster:
             await asyncio.to_thread(embedded.stop)
         elif embedded.started_here:
             await asyncio.to_thread(embedded.stop_if_idle)
@@ -137,7 +140,6 @@ async def open_store(cfg, log: Callable[[str], None] = lambda m: None, *, own_cl
     except BaseException:
         await release()
         raise
-    store.dsn = dsn
     try:
         yield store
     finally:
