@@ -56,8 +56,9 @@ class SymbolsNotListed(Exception):
 
 def describe_network_error(e: BaseException) -> str:
     """A few words for a person: what kind of "cannot reach the exchange" this is."""
-    text = f"{type(e).__name__}: {e}".lower()
-    if any(k in text for k in ("name or service not known", "nodename nor servname", "temporary failure in name resolution",
+    chain = [e, e.__cause__, e.__context__]  # ccxt wraps aiohttp's error, which says what happened
+    text = " ".join(f"{type(x).__name__}: {x}" for x in chain if x is not None).lower()
+    if any(k in text for k in ("dnserror", "name or service not known", "nodename nor servname", "temporary failure in name resolution",
                                 "no address associated", "getaddrinfo")):  # fmt: skip
         return "DNS lookup failed"
     if "connection refused" in text or "connect call failed" in text:
