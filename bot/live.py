@@ -180,7 +180,8 @@ class LiveTrader:
         from bot.engine import Engine
 
         c = self.cfg
-        return Engine(c.symbols, bundle, trading=getattr(c, "trading", None), risk=c.risk,
+        # The same arguments `bot backtest` gives the engine (bot.commands.backtest._replay).
+        return Engine(c.symbols, bundle, trading=c.trading, risk=c.risk, costs=c.costs,
                       initial_equity=c.paper.initial_equity)  # fmt: skip
 
     async def _bundle(self) -> Any:
