@@ -50,8 +50,11 @@ HEARTBEAT_S = 5.0
 UNREACHABLE_REMIND_S = 300.0  # repeat the "unreachable" line this often while it lasts
 
 
-class SymbolsNotListed(Exception):
-    """Configured symbols the exchange does not list."""
+def rss_mb() -> float:
+    """This process's resident memory (MB), for the log and the status row."""
+    import psutil
+
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
 def describe_network_error(e: BaseException) -> str:
@@ -285,13 +288,13 @@ class LiveTrader:
         await self._in_worker(eng.warm_up, history)
         del history
         log.info("warm_up_done", anchor=fmt_ts(anchor), minutes=eng.features.warmup, symbols=len(eng.symbols),
-                 read_s=round(read_s, 2), seconds=round(time.monotonic() - t0, 2),
+                 read_s=round(read_s, 2), seconds=round(time.monotonic() - t0, 2), rss_mb=rss_mb(),
                  text=f"WARM-UP {len(eng.symbols)} symbols x {eng.features.warmup} minutes through {fmt_ts(anchor)} "
                       f"in {time.monotonic() - t0:.1f}s")  # fmt: skip
         if resume.state is not None:
             await self._in_worker(eng.load_state, resume.state)
-            log.info("state_restored", last_minute=fmt_ts(resume.last_minute_ts), cash=round(eng.cash, 2),
-                     positions=len(eng.positions),
+            log.info("state_restored", last_minute=fmt_ts(resume.last_minute_ts), cash=eng.cash,
+                     positions=len(eng.positions), symbols=sorted(eng.positions),
                      text=f"RESTORED at {fmt_short(resume.last_minute_ts)}: cash {eng.cash:,.2f}, "
                           f"{len(eng.positions)} open position(s)")  # fmt: skip
         self.last_minute = anchor
@@ -410,7 +413,8 @@ class LiveTrader:
     def details(self) -> dict[str, Any]:
         eng = self.engine
         d: dict[str, Any] = {"minutes_processed": self.stats.minutes, "orders": self.stats.orders,
-                             "trades_opened": self.stats.opened, "trades_closed": self.stats.closed}  # fmt: skip
+                             "trades_opened": self.stats.opened, "trades_closed": self.stats.closed,
+                             "rss_mb": rss_mb()}  # fmt: skip
         if self.stats.step_ms:
             a = np.asarray(self.stats.step_ms[-1440:])
             d["step_ms_p50"], d["step_ms_p99"] = round(float(np.percentile(a, 50)), 2), round(float(np.percentile(a, 99)), 2)

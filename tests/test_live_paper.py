@@ -213,6 +213,18 @@ async def live_trades(dsn: str) -> list[dict[str, Any]]:
     return [json.loads(r["details"])["trade"] for r in rows]
 
 
+async def daemon_status(dsn: str) -> dict[str, Any]:
+    from bot.store.daemon_lock import read_status
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        st = await read_status(conn)
+    finally:
+        await conn.close()
+    assert st is not None
+    return st
+
+
 def minutes_with_candles(book: CandleBook, start: int, end: int) -> set[int]:
     out: set[int] = set()
     for s in book.symbols:
@@ -233,14 +245,28 @@ async def test_paper_run_gives_the_backtests_trades(db_dsn, book30, bundle_path,
         ready = await d.wait_event("engine_ready")
         assert "WATCH ONLY" not in ready["text"]
         warm = await d.wait_event("warm_up_done")
+        assert warm["symbols"] == 30 and warm["minutes"] >= 7_000
         assert warm["anchor"] == fmt_ts(start - MINUTE_MS)  # steps start at `start`, as the backtest's
         await run_until(sim, end)
         await d.wait_minute(end - MINUTE_MS)
+        for _ in range(100):  # the heartbeat (every 5 s) catches up with the last minute
+            status = await daemon_status(db_dsn)
+            if status["last_minute_ts"] >= end - MINUTE_MS:
+                break
+            await asyncio.sleep(0.2)
+        assert status["running"] and status["pid"] == d.proc.pid and status["last_minute_ts"] >= end - MINUTE_MS
+        assert status["details"]["minutes_processed"] >= 300 and status["details"]["rss_mb"] > 0
+        assert status["watch_only"] is False and status["model_version"] == json.loads(
+            (bundle_path / "manifest.json").read_text())["version"]
         assert await d.terminate() == 0
     finally:
         if d.proc is not None and d.proc.returncode is None:
             d.proc.kill()
         await sim.stop()
+    status = await daemon_status(db_dsn)
+    assert not status["running"] and status["stopped_ts"] is not None
+    assert_books_consistent(await store_books(db_dsn))
+    print(f"warm-up: {warm['seconds']} s ({warm['read_s']} s reading the store), RSS after warm-up {warm['rss_mb']} MB")
     got = [t for t in await live_trades(db_dsn) if int(t["decision_ts"]) < end - horizon]
     want = backtest_trades(cfg, bundle_path, start, end, tmp_path / "bt")
     assert len(want) >= 50, f"only {len(want)} trades: parity over few trades proves little"
@@ -252,3 +278,96 @@ async def test_paper_run_gives_the_backtests_trades(db_dsn, book30, bundle_path,
     finally:
         await conn.close()
     assert eq == sorted(minutes_with_candles(book30, start, end))
+
+
+async def store_books(dsn: str) -> dict[str, Any]:
+    """Cash and positions as the store holds them, and the cash the fills imply."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        st = await conn.fetchrow("SELECT last_minute_ts, cash, state FROM engine_state WHERE mode = 'paper'")
+        open_pos = await conn.fetch("SELECT symbol, qty, entry_price, entry_ts, entry_order_id FROM positions "
+                                    "WHERE mode = 'paper' AND status = 'open' ORDER BY symbol")  # fmt: skip
+        flows = await conn.fetchrow(
+            """SELECT coalesce(sum(CASE WHEN f.side = 'sell' THEN f.qty * f.price ELSE -f.qty * f.price END), 0) AS net,
+                      coalesce(sum(f.fee), 0) AS fees, count(*) AS n
+               FROM fills f JOIN orders o ON o.id = f.order_id WHERE o.mode = 'paper'"""
+        )
+        dup_fills = await conn.fetchval("SELECT count(*) FROM (SELECT order_id FROM fills GROUP BY order_id HAVING count(*) > 1) x")
+        unfilled_old = await conn.fetchval(
+            "SELECT count(*) FROM orders WHERE mode = 'paper' AND status <> 'filled' AND decision_ts < $1", st["last_minute_ts"] - MINUTE_MS)
+        dup_decisions = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM orders GROUP BY symbol, decision_ts, leg HAVING count(*) > 1) x")
+        overlaps = await conn.fetchval(
+            """SELECT count(*) FROM positions a JOIN positions b ON a.symbol = b.symbol AND a.id < b.id AND a.mode = b.mode
+               WHERE b.entry_ts <= coalesce(a.exit_ts, 9e18) AND a.entry_ts <= coalesce(b.exit_ts, 9e18)""")  # fmt: skip
+    finally:
+        await conn.close()
+    state = json.loads(st["state"])
+    return {"last": int(st["last_minute_ts"]), "cash": float(st["cash"]), "state": state,
+            "open": [dict(r) for r in open_pos], "fills_cash": 10_000.0 + float(flows["net"]) - float(flows["fees"]),
+            "fills": int(flows["n"]), "dup_fills": dup_fills, "unfilled_old": unfilled_old,
+            "dup_decisions": dup_decisions, "overlaps": overlaps}  # fmt: skip
+
+
+def assert_books_consistent(b: dict[str, Any]) -> None:
+    assert b["dup_fills"] == 0 and b["dup_decisions"] == 0 and b["overlaps"] == 0, b
+    assert b["unfilled_old"] == 0, b  # every order decided before the last minute was executed (once)
+    assert abs(b["cash"] - b["fills_cash"]) < 1e-6, (b["cash"], b["fills_cash"])  # cash = what the fills say
+    assert b["state"]["cash"] == b["cash"]
+    held = sorted((p["symbol"], p["qty"], p["entry_price"]) for p in b["state"]["positions"])
+    assert held == sorted((p["symbol"], p["qty"], p["entry_price"]) for p in b["open"])
+
+
+async def test_kill_9_mid_run_then_restart_loses_nothing_and_repeats_nothing(db_dsn, book30, bundle_path, tmp_path) -> None:
+    start, end, horizon = window(bundle_path, 6)
+    sim = ExchangeSimulator(book30, SimSettings(speed=0, start_ms=start, update_interval_s=0.5))
+    await sim.start()
+    await promote_bundle(db_dsn, bundle_path)
+    cfg = write_config(tmp_path, db_dsn, sim)
+    d = Daemon(cfg, tmp_path, db_dsn)
+    try:
+        await d.start()
+        await d.wait_event("engine_ready")
+        sim.clock.set(speed=SPEED)
+        # Kill -9 once it has traded for a while and holds at least two positions.
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline, "never held two positions"
+            b = await store_books(db_dsn) if await d.last_minute() is not None else None
+            if b is not None and len(b["open"]) >= 2 and b["last"] >= start + 90 * MINUTE_MS:
+                break
+            await asyncio.sleep(0.1)
+        await d.kill9()
+        killed_at = sim.clock.now_ms()
+        before = await store_books(db_dsn)
+        assert len(before["open"]) >= 2 and before["last"] < end - horizon
+        assert_books_consistent(before)
+        # Restart while the exchange goes on: the minutes missed are caught up by REST.
+        n = len(d.events())
+        await d.start()
+        restored = await d.wait_event("state_restored", after=n)
+        assert restored["cash"] == before["cash"]
+        assert restored["symbols"] == sorted(p["symbol"] for p in before["open"])
+        assert restored["last_minute"] == fmt_ts(before["last"])
+        await run_until(sim, end)
+        await d.wait_minute(end - MINUTE_MS)
+        assert await d.terminate() == 0
+    finally:
+        if d.proc is not None and d.proc.returncode is None:
+            d.proc.kill()
+        await sim.stop()
+    assert killed_at < end
+    after = await store_books(db_dsn)
+    assert_books_consistent(after)
+    # No minute lost or stepped twice across the kill.
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        eq = [r["ts"] for r in await conn.fetch("SELECT ts FROM equity_snapshots WHERE mode = 'paper' AND ts < $1 ORDER BY ts", end)]
+    finally:
+        await conn.close()
+    assert eq == sorted(minutes_with_candles(book30, start, end))
+    # And the trades are still the uninterrupted backtest's.
+    got = [t for t in await live_trades(db_dsn) if int(t["decision_ts"]) < end - horizon]
+    want = backtest_trades(cfg, bundle_path, start, end, tmp_path / "bt")
+    assert len(want) >= 50
+    assert sorted(map(key_of, got)) == sorted(map(key_of, want))
