@@ -246,12 +246,18 @@ class Engine:
         """Warm the online features (`OnlineFeatureEngine.warm_up`) and the return window from
         candles before the first step."""
         self.features.warm_up(history)
+        for s, c in history.items():
+            if s in self.index and len(c):
+                self._last_close[self.index[s]] = float(c.close[-1])
+        self._sync_from_features()
+
+    def _sync_from_features(self) -> None:
+        """Take the return window (and the minute) from the feature engine, which must be at the
+        engine's minute: after a warm-up, or when a restart hands in warmed-up features."""
         w = self.features.returns_window(self._ret.capacity)
         for k in range(w.shape[1]):
             self._ret.push(w[:, k])
-        for s, c in history.items():
-            if s in self.index and len(c):
-                self._prev_c[self.index[s]] = float(c.close[-1])
+        np.copyto(self._prev_c, self._last_close)
         self.last_ts = self.features.last_ts
 
     def _push_returns(self, ts: int, close: np.ndarray) -> None:
@@ -533,7 +539,8 @@ class Engine:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a restart needs besides the features (warmed again from the store):
-        cash, positions with their barriers, orders still pending, risk limits, counters."""
+        cash, positions with their barriers, orders still pending, risk limits, the last marks
+        and reference-fill times, counters. JSON-safe."""
         pend = self.broker.pending() if hasattr(self.broker, "pending") else []
         return {
             "version": STATE_VERSION,
@@ -544,6 +551,8 @@ class Engine:
             "pending": [{"intent": asdict(it), "meta": self._pending_meta.get(it.client_order_id)} for it in pend],
             "risk": self.risk.to_dict(),
             "skips": dict(self.skips),
+            "marks": {s: float(v) for s, v in zip(self.symbols, self._last_close.tolist(), strict=True) if v == v},
+            "reference_last_fill_ts": [int(x) for x in self._ref_last_fill.tolist()],
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -571,13 +580,25 @@ class Engine:
         if isinstance(self.broker, PaperBroker):
             self.broker.restore(pend)
         self.risk.load_dict(state["risk"])
+        for sym, v in (state.get("marks") or {}).items():
+            if sym in self.index:
+                self._last_close[self.index[sym]] = float(v)
+        rl = state.get("reference_last_fill_ts")
+        if rl is not None and len(rl) == len(self._ref_last_fill):
+            self._ref_last_fill[:] = rl
         self.last_ts = state.get("last_ts")
         self.skips = Counter(state.get("skips", {}))
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], symbols: Sequence[str], bundle: Any, **kwargs: Any) -> Engine:
+        """A restarted engine: `load_state(state)`; pass `features` already warmed up to the
+        state's last minute (or call `warm_up` afterwards)."""
         eng = cls(symbols, bundle, **kwargs)
         eng.load_state(state)
+        if kwargs.get("features") is not None and eng.features.last_ts is not None:
+            if eng.features.last_ts != state.get("last_ts"):
+                raise ValueError(f"the features are at {eng.features.last_ts}, the state at {state.get('last_ts')}")
+            eng._sync_from_features()
         return eng
 
 
