@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
     from bot.logs import setup_from_config
 
     setup_from_config(cfg, console=False)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # error lines stay whole (grep-able)
     if not args.walk_forward and not args.model:
         console.print("[red]backtest: --model is required (or use --walk-forward to train the bundles)[/red]")
         return 2
