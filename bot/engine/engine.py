@@ -314,9 +314,11 @@ class Engine:
             raise ValueError("precomputed features need the warm flags of their minute")
         missing = np.isnan(bars).any(axis=1)
         made_up = missing if filled is None else (missing | np.asarray(filled, bool))
-        self._entries(ts, bars, made_up, feats, scores, warm, res)
+        decided = self._entries(ts, bars, made_up, feats, scores, warm, res)
         self.last_ts = ts
         res.equity = self.equity_point(ts)
+        if not decided and self.trading.sizing == "risk":
+            self.risk.update_equity(res.equity.equity, ts)  # the kill switch sees every minute
         self.skips.update(res.skips)
         return res
 
@@ -430,23 +432,27 @@ class Engine:
     # --- entries ---------------------------------------------------------------------------
 
     def _entries(self, ts: int, bars: np.ndarray, made_up: np.ndarray, feats: np.ndarray,
-                 scores: Mapping[str, np.ndarray] | None, warm: np.ndarray, res: StepResult) -> None:  # fmt: skip
+                 scores: Mapping[str, np.ndarray] | None, warm: np.ndarray, res: StepResult) -> bool:  # fmt: skip
+        """Entry candidates of this minute -> order intents. True if the risk manager decided."""
         atr = feats[:, self._atr_col].astype(np.float64)
         pct = feats[:, self._pct_col].astype(np.float64)
         tp_frac, sl_frac, bar_ok = entry_fractions(atr, pct, self._b.labels)
         usable = warm & bar_ok & self._tradable
-        # reference freshness: remember the last minute each reference was made up
+        # reference freshness: remember the last minute each reference was made up (minutes the
+        # clock jumped over, an exchange-wide outage, were made up for every symbol)
+        if self.last_ts is not None and ts - self.last_ts > MINUTE_MS:
+            self._ref_last_fill[:] = ts - MINUTE_MS
         ref_made_up = made_up[self._ref_rows]
         if ref_made_up.any():
             self._ref_last_fill[ref_made_up] = ts
         if not usable.any():
-            return
+            return False
         if scores is None:
             scores = self.score(feats)
         er, p, q05 = scores["er"], scores["p"], scores.get("q05")
         sig = self.rule.mask(er, p, q05) & usable
         if not sig.any():
-            return
+            return False
         cand = np.flatnonzero(sig)
         fresh = ts - self._ref_last_fill.max() >= self.trading.reference_fresh_minutes * MINUTE_MS
         skip: dict[int, str] = {}
@@ -472,7 +478,7 @@ class Engine:
                                              {"reason_kind": "engine"}))  # fmt: skip
         go = np.array([i for i in cand.tolist() if i not in skip], np.int64)
         if not len(go):
-            return
+            return False
         price = bars[go, 3]
         if self.trading.sizing == "equal_slots":
             qty = self.slot_notional / price
@@ -495,6 +501,7 @@ class Engine:
                                        "er": float(er[i]), "p": _f(p[i]) if _f(p[i]) is not None else float("nan"),
                                        "version": self.model_version}  # fmt: skip
         self._submit(intents, res)
+        return self.trading.sizing == "risk"
 
     def _risk_decide(self, ts: int, go: np.ndarray, er: np.ndarray, p: np.ndarray, price: np.ndarray, tp_frac: np.ndarray,
                      sl_frac: np.ndarray, atr: np.ndarray, res: StepResult) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
