@@ -17,8 +17,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import to_jsonable_python
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from bot.marketdata.config import ExchangeConfig, FeedConfig
 from models.config import CostConfig, LabelConfig, TrainConfig

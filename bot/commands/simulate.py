@@ -93,9 +93,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, balances: dict[str, float], start: int | None) -> int:
-    from bot.marketdata.faults import Fault, FaultPlanError
-    from bot.marketdata.replay import CandleBook
-    from bot.marketdata.simulator import ExchangeSimulator, SimSettings
+    from bot.simulator.faults import Fault, FaultPlanError
+    from bot.simulator.replay import CandleBook
+    from bot.simulator.server import ExchangeSimulator, SimSettings
 
     symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None
     try:

@@ -16,7 +16,7 @@ Time: `/api/v3/time` and `serverTime` are the replay clock ("the exchange's now"
 requests are checked against the host's wall clock, because that is what the client signs
 with (ccxt's nonce), and client and simulator share the host.
 
-Faults (`bot.marketdata.faults`) are planned on the replay clock via the constructor, the
+Faults (`bot.simulator.faults`) are planned on the replay clock via the constructor, the
 control API (`POST /_sim/faults`) or `bot simulate-exchange --faults FILE`; what was applied is
 listed by `GET /_sim/faults`. `POST /_sim/clock {"now_ms":..,"speed":..}` moves the clock.
 """
@@ -39,9 +39,9 @@ import numpy as np
 import structlog
 from aiohttp import WSMsgType, web
 
-from bot.marketdata import binance_format as bf
-from bot.marketdata.faults import Fault, FaultInjector
-from bot.marketdata.matching import (
+from bot.simulator import binance_format as bf
+from bot.simulator.faults import Fault, FaultInjector
+from bot.simulator.matching import (
     Account,
     OrderRejected,
     account_json,
@@ -49,7 +49,7 @@ from bot.marketdata.matching import (
     order_json,
     trade_json,
 )
-from bot.marketdata.replay import CandleBook, ReplayClock, forming
+from bot.simulator.replay import CandleBook, ReplayClock, forming
 from models.candles import MINUTE_MS
 
 log = structlog.get_logger(__name__)
