@@ -83,7 +83,7 @@ class SyntheticMarket:
         return Candles(ts[k], open_[k], high[k], low[k], close[k], volume[k])
 
     def load(self, symbol: str, start_ms: int | None, end_ms: int | None) -> Candles:
-        """`models.train.CandleSource`: one symbol, start_ms <= ts < end_ms."""
+        """`models.candles.CandleSource`: one symbol, start_ms <= ts < end_ms."""
         return self.candles(symbol).between(start_ms, end_ms)
 
     @property

@@ -197,7 +197,7 @@ def default_range(source: Any, anchor: str, start_ms: int | None, end_ms: int | 
 class TrainJob:
     """Everything a training process needs; picklable (it crosses the spawn boundary)."""
 
-    settings: dict[str, Any]  # models.train.Settings.to_dict()
+    settings: dict[str, Any]  # models.config.Settings.to_dict()
     symbols: list[str]
     models_dir: str
     start_ms: int | None = None
@@ -212,9 +212,8 @@ class TrainJob:
 
 
 def settings_from(d: dict[str, Any]) -> Any:
-    from models.config import CostConfig, LabelConfig, TrainConfig
+    from models.config import CostConfig, LabelConfig, Settings, TrainConfig
     from models.features.config import FeatureConfig
-    from models.train import Settings
 
     return Settings(
         FeatureConfig.model_validate(d["features"]),

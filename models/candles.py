@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -115,3 +116,11 @@ def find_gaps(ts: np.ndarray) -> list[tuple[int, int]]:
     step = np.diff(ts)
     idx = np.flatnonzero(step > MINUTE_MS)
     return [(int(ts[i] + MINUTE_MS), int(step[i] // MINUTE_MS - 1)) for i in idx]
+
+
+class CandleSource(Protocol):
+    """Where candles come from (a CSV directory, the store, a synthetic generator)."""
+
+    def load(self, symbol: str, start_ms: int | None, end_ms: int | None) -> Candles:
+        """One symbol's candles with start_ms <= ts < end_ms, ascending, float64 prices."""
+        ...

@@ -1,10 +1,15 @@
-"""Config sections owned by `models/`: trading costs, triple-barrier labels and training."""
+"""Config sections owned by `models/`: trading costs, triple-barrier labels and training; and
+`Settings`, the sections the trainer reads (stored in every bundle)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.features.config import FeatureConfig
 
 
 class CostConfig(BaseModel):
@@ -113,3 +118,20 @@ class TrainConfig(BaseModel):
     @property
     def n_threads(self) -> int:
         return self.threads or default_threads()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The config sections the trainer reads (all stored in the bundle)."""
+
+    features: FeatureConfig
+    labels: LabelConfig
+    costs: CostConfig
+    train: TrainConfig
+
+    @staticmethod
+    def default() -> Settings:
+        return Settings(FeatureConfig(), LabelConfig(), CostConfig(), TrainConfig())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k).model_dump(mode="json") for k in ("features", "labels", "costs", "train")}

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from models.bundle import Bundle
-from models.config import CostConfig, LabelConfig, TrainConfig
+from models.candles import CandleSource
+from models.config import CostConfig, LabelConfig, Settings, TrainConfig
 from models.featureset import FeatureSet
+from models.prepare import TrainError, prepare
 from models.progress import Progress
 from models.splits import Window
-from models.train import CandleSource, Settings, TrainError, evaluate_window, prepare
+from models.window_eval import evaluate_window
 
 
 def bundle_settings(bundle: Bundle) -> Settings:

@@ -38,8 +38,8 @@ def _run(args: argparse.Namespace) -> int:
     from bot.logs import setup_from_config
     from bot.training import CsvCandleSource, TrainingSetupError, iso, parse_time
     from models.bundle import BundleError, load_bundle
+    from models.prepare import TrainError
     from models.reporting import evaluation_table, per_symbol_table
-    from models.train import TrainError
 
     setup_from_config(cfg, console=False)
     console = Console(stderr=True)

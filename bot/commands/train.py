@@ -94,7 +94,7 @@ class RichProgress:
 
 
 def _settings(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from models.train import Settings
+    from models.config import Settings
 
     upd: dict[str, Any] = {}
     for arg, key in (("folds", "folds"), ("fold_days", "fold_days"), ("trials", "optuna_trials"), ("stride", "row_stride")):
@@ -125,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
         summary = asyncio.run(_main(cfg, args, job, console))
     except Exception as e:  # noqa: BLE001 - one clear line for known failures, traceback otherwise
         from models.bundle import BundleError
-        from models.train import TrainError
+        from models.prepare import TrainError
 
         if isinstance(e, (TrainError, TrainingSetupError, BundleError, FileNotFoundError)):
             console.print(f"[red]training failed: {e}[/red]")
