@@ -1,10 +1,7 @@
-"""The bot side of training: candle sources, the job the scheduler runs, bundle bookkeeping.
+"""The bot side of training: the job the scheduler runs, and bundle bookkeeping.
 
-`models.train` is pure (no database, no clock); this module gives it what it needs:
-- candle sources: `CsvCandleSource` (a directory in the `../shared/data` format) and
-  `StoreCandleSource` (Postgres, streamed with binary COPY by `bot.store`); the trainer is
-  synchronous and CPU-bound, so the store source runs the asyncpg calls on an event loop in
-  another thread and blocks on them;
+`models.train` does no daemon I/O (no database, no clock); this module gives it what it needs:
+- a candle source from `bot.candle_sources` (a CSV directory or the store);
 - `run_train_job(job)`: the whole training in the current process (prepare, walk-forward,
   audit, final fit), the bundle written atomically under `paths.models_dir` and recorded in
   `model_versions` (status `candidate`, or `rejected` if the leakage audit failed);
@@ -23,98 +20,22 @@ import multiprocessing
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
 import structlog
 
-from models.candles import Candles, candle_files, read_candles_csv
+from bot.candle_sources import CsvCandleSource, StoreCandleSource
 from models.splits import DAY_MS, floor_day
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 
 
 class TrainingSetupError(Exception):
     """The training job cannot start (no data, bad range, unknown symbols)."""
-
-
-# --- candle sources --------------------------------------------------------------------------
-
-
-class CsvCandleSource:
-    """`SYMBOL.csv.gz` files of one directory; each `load` reads one file (nothing cached)."""
-
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-        self.files = candle_files(self.directory)
-
-    def symbols(self) -> list[str]:
-        return sorted(self.files)
-
-    def load(self, symbol: str, start_ms: int | None, end_ms: int | None) -> Candles:
-        path = self.files.get(symbol)
-        if path is None:
-            raise TrainingSetupError(f"no candle file for {symbol} in {self.directory}")
-        return read_candles_csv(path).between(start_ms, end_ms)
-
-    def bounds(self, symbol: str) -> tuple[int, int] | None:
-        """(first ts, last ts) of one symbol's data."""
-        c = self.load(symbol, None, None)
-        return (int(c.ts[0]), int(c.ts[-1])) if len(c) else None
-
-    def close(self) -> None:
-        pass
-
-
-class StoreCandleSource:
-    """Candles from the store; the asyncpg calls run on `loop` (another thread's event loop)."""
-
-    def __init__(self, store: Any, loop: asyncio.AbstractEventLoop, *, owns: threading.Thread | None = None):
-        self.store = store
-        self.loop = loop
-        self._thread = owns
-
-    @classmethod
-    def connect(cls, dsn: str) -> StoreCandleSource:
-        """Open a store on a private event loop thread (for the training subprocess)."""
-        from bot.store.db import Store
-
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="store-loop", daemon=True)
-        thread.start()
-        store = asyncio.run_coroutine_threadsafe(Store.connect(dsn, pool_min=1, pool_max=2), loop).result()
-        return cls(store, loop, owns=thread)
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def load(self, symbol: str, start_ms: int | None, end_ms: int | None) -> Candles:
-        return self._run(self.store.read_candles(symbol, start_ms, end_ms, dtype=np.float64))
-
-    def bounds(self, symbol: str) -> tuple[int, int] | None:
-        async def q() -> Any:
-            return await self.store.pool.fetchrow("SELECT min(ts) AS lo, max(ts) AS hi FROM candles WHERE symbol = $1", symbol)
-
-        r = self._run(q())
-        return None if r is None or r["lo"] is None else (int(r["lo"]), int(r["hi"]))
-
-    def symbols(self) -> list[str]:
-        return sorted(self._run(self.store.candle_stats()))
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._run(self.store.close())
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=10)
-            self.loop.close()
-            self._thread = None
 
 
 # --- helpers -------------------------------------------------------------------------------

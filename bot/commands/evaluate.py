@@ -34,9 +34,10 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
     from rich.console import Console
 
+    from bot.candle_sources import CandleSourceError, CsvCandleSource
     from bot.commands.train import RichProgress, read_symbols
     from bot.logs import setup_from_config
-    from bot.training import CsvCandleSource, TrainingSetupError, iso, parse_time
+    from bot.training import TrainingSetupError, iso, parse_time
     from models.bundle import BundleError, load_bundle
     from models.prepare import TrainError
     from models.reporting import evaluation_table, per_symbol_table
@@ -63,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="evaluate-") as work, RichProgress(console) as progress:
             rep = evaluate_bundle(source, bundle, start_ms=start, end_ms=end, symbols=symbols, load_from_ms=load_from,
                                   work_dir=Path(work) / "rows", progress=progress)  # fmt: skip
-    except (BundleError, TrainError, TrainingSetupError, FileNotFoundError) as e:
+    except (BundleError, TrainError, TrainingSetupError, CandleSourceError, FileNotFoundError) as e:
         console.print(f"[red]evaluate failed: {e}[/red]")
         return 1
     Path(args.out).write_text(json.dumps(rep, indent=2, default=str) + "\n")

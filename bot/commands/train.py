@@ -124,10 +124,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         summary = asyncio.run(_main(cfg, args, job, console))
     except Exception as e:  # noqa: BLE001 - one clear line for known failures, traceback otherwise
+        from bot.candle_sources import CandleSourceError
         from models.bundle import BundleError
         from models.prepare import TrainError
 
-        if isinstance(e, (TrainError, TrainingSetupError, BundleError, FileNotFoundError)):
+        if isinstance(e, (TrainError, TrainingSetupError, CandleSourceError, BundleError, FileNotFoundError)):
             console.print(f"[red]training failed: {e}[/red]")
             return 1
         raise
@@ -149,15 +150,9 @@ def _job(cfg: Any, args: argparse.Namespace, symbols: list[str], start: int | No
 
 
 async def _main(cfg: Any, args: argparse.Namespace, job: Any, console: Any) -> dict[str, Any]:
+    from bot.candle_sources import CsvCandleSource, StoreCandleSource
     from bot.store.db import open_store
-    from bot.training import (
-        CsvCandleSource,
-        StoreCandleSource,
-        config_dsn,
-        record_outcome,
-        train_and_write,
-        train_async,
-    )
+    from bot.training import config_dsn, record_outcome, train_and_write, train_async
 
     need_store = not (args.candles and args.no_record)
     if not need_store:
