@@ -88,7 +88,7 @@ def child_naive(days: float) -> dict:
     from models.featureset import FeatureSet
     from models.labels import triple_barrier
     from models.predictor import meta_matrix
-    from models.splits import DAY_MS
+    from models.timeutil import DAY_MS
 
     syms = symbols30()
     market = SyntheticMarket(syms, days)

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.signal import lfilter
 
-from models.candles import MINUTE_MS, Candles
+from models.candles import Candles
+from models.timeutil import MINUTE_MS
 
 DAY_MIN = 1440
 START_MS = 1_609_459_200_000  # 2021-01-01 00:00 UTC

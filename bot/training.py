@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import datetime as dt
 import multiprocessing
 import shutil
 import subprocess
@@ -28,7 +27,8 @@ from typing import Any
 import structlog
 
 from bot.candle_sources import CsvCandleSource, StoreCandleSource
-from models.splits import DAY_MS, floor_day
+from models.splits import floor_day
+from models.timeutil import DAY_MS, MINUTE_MS, fmt_ts, to_datetime
 
 log = structlog.get_logger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -67,36 +67,6 @@ def optuna_url(dsn: str) -> str:
     raise TrainingSetupError("the optuna study needs a postgresql:// DSN")
 
 
-def parse_time(text: str | None) -> int | None:
-    """'2021-04-30', '2021-04-30T12:00' (UTC) or epoch ms -> epoch ms."""
-    if text is None:
-        return None
-    s = text.strip()
-    if s.isdigit():
-        return int(s)
-    try:
-        t = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        raise TrainingSetupError(f"cannot read time {text!r}: use YYYY-MM-DD, YYYY-MM-DDTHH:MM (UTC) or epoch ms") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return int(t.timestamp() * 1000)
-
-
-def config_dsn(cfg: Any) -> str:
-    """The DSN the store uses: the configured one, else the embedded cluster's."""
-    dsn = cfg.database.dsn.get_secret_value()
-    if dsn:
-        return dsn
-    from bot.store.embedded import EmbeddedPostgres
-
-    return EmbeddedPostgres(Path(cfg.paths.data_dir) / "pgdata").dsn()
-
-
-def iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
-
-
 def default_range(source: Any, anchor: str, start_ms: int | None, end_ms: int | None, history_days: int) -> tuple[int, int]:
     """Fill in a missing end (after the last candle of `anchor`) and start (UTC midnight,
     `history_days` before the end, not before the data)."""
@@ -104,10 +74,10 @@ def default_range(source: Any, anchor: str, start_ms: int | None, end_ms: int | 
     if b is None:
         raise TrainingSetupError(f"no candles for {anchor}; import data first (`bot import-candles DIR`)")
     lo, hi = b
-    end = end_ms if end_ms is not None else hi + 60_000
+    end = end_ms if end_ms is not None else hi + MINUTE_MS
     start = start_ms if start_ms is not None else max(floor_day(lo + DAY_MS - 1), floor_day(end - history_days * DAY_MS))
     if end <= start:
-        raise TrainingSetupError(f"empty range: from {iso(start)} to {iso(end)}")
+        raise TrainingSetupError(f"empty range: from {fmt_ts(start)} to {fmt_ts(end)}")
     return start, end
 
 
@@ -148,19 +118,19 @@ def bundle_manifest(run: Any, *, created_ms: int, code: str) -> dict[str, Any]:
     """The descriptive part of a bundle's manifest (models.bundle adds the rest)."""
     return {
         "created_ts": created_ms,
-        "created": iso(created_ms),
+        "created": fmt_ts(created_ms),
         "code_version": code,
         "symbols": run.symbols,
         "data_from_ts": run.start,
         "data_to_ts": run.end,
-        "data_range": [iso(run.start), iso(run.end)],
+        "data_range": [fmt_ts(run.start), fmt_ts(run.end)],
         "feature_names": run.feature_names,
         "feature_config": run.settings.features.model_dump(mode="json"),
         "external_features": False,
         "label_config": run.settings.labels.model_dump(mode="json"),
         "cost_config": run.settings.costs.model_dump(mode="json"),
         "train_config": run.settings.train.model_dump(mode="json"),
-        "embargo_ms": run.settings.train.embargo_bars * 60_000,
+        "embargo_ms": run.settings.train.embargo_bars * MINUTE_MS,
         "regime": None if run.regime is None else run.regime.to_dict(),
         "params": run.fit_info.get("params"),
         "fit": run.fit_info,
@@ -176,7 +146,7 @@ def new_version(created_ms: int, manifest: dict[str, Any]) -> str:
     import json
 
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return dt.datetime.fromtimestamp(created_ms / 1000, dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + digest
+    return to_datetime(created_ms).strftime("%Y%m%dT%H%M%SZ") + "-" + digest
 
 
 def summary_metrics(run: Any) -> dict[str, Any]:
@@ -227,7 +197,7 @@ def train_and_write(job: TrainJob, source: Any, progress: Any = None) -> TrainOu
         work_root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="train-", dir=work_root))
     t0 = time.monotonic()
-    log.info("train_start", symbols=len(job.symbols), start=iso(start), end=iso(end), source="csv" if job.candles_dir else "store")
+    log.info("train_start", symbols=len(job.symbols), start=fmt_ts(start), end=fmt_ts(end), source="csv" if job.candles_dir else "store")
     try:
         run = run_training(
             source, job.symbols, settings, start_ms=start, end_ms=end, work_dir=scratch / "rows", progress=progress,

@@ -15,7 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
-MINUTE_MS = 60_000
+from models.timeutil import MINUTE_MS
+
 FIELDS = ("open", "high", "low", "close", "volume")
 
 

@@ -50,7 +50,7 @@ from models.predictor import Predictor
 from models.prepare import Prepared, TrainError, prepare
 from models.progress import Progress
 from models.splits import Fold, SplitError, Window, walk_forward
-from models.timeutil import MINUTE_MS, fmt_date
+from models.timeutil import DAY_MS, MINUTE_MS, fmt_date
 from models.window_eval import WindowResult, combine, evaluate_window
 from models.window_rows import row_labels, select_rows
 
@@ -206,7 +206,7 @@ def run_training(
             valid_from_ms=folds[0].valid.start if folds else None, want_train=True,
             audit_lookahead=tcfg.audit, progress=progress,
         )  # fmt: skip
-        prep.stats["warmup_days"] = round(featureset.warmup_bars / 1440, 2)
+        prep.stats["warmup_days"] = round(featureset.warmup_bars * MINUTE_MS / DAY_MS, 2)
         fold_reports: list[dict[str, Any]] = []
         all_res, all_prim = [], []
         last: tuple[Fold, Predictor, WindowResult] | None = None

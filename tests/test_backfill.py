@@ -21,7 +21,8 @@ from bot.simulator.faults import Fault
 from bot.simulator.replay import CandleBook
 from bot.simulator.server import ExchangeSimulator, SimSettings
 from bot.store.db import Store
-from models.candles import MINUTE_MS, Candles
+from models.candles import Candles
+from models.timeutil import MINUTE_MS
 from tests.conftest import DATA_DIR, symbols30
 
 ROOT = Path(__file__).resolve().parents[1]

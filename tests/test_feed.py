@@ -19,7 +19,7 @@ from bot.simulator.faults import ALL_KINDS, BAD_VALUE_KINDS, random_plan
 from bot.simulator.replay import CandleBook
 from bot.simulator.server import ExchangeSimulator, SimSettings
 from bot.store.db import Store
-from models.candles import MINUTE_MS
+from models.timeutil import MINUTE_MS
 from tests.conftest import DATA_DIR, symbols30
 
 pytestmark = pytest.mark.slow

@@ -31,3 +31,11 @@ def test_models_and_risk_never_import_bot() -> None:
 def test_risk_does_not_depend_on_models() -> None:
     offenders = [str(f.relative_to(ROOT)) for f in sorted((ROOT / "risk").rglob("*.py")) if "models" in _imports(f)]
     assert offenders == []
+
+
+def test_risk_time_units_equal_the_time_helper() -> None:
+    """risk keeps its own copy of the units (it may not import models/); they must agree."""
+    import risk.limits
+    from models import timeutil
+
+    assert (risk.limits.MINUTE_MS, risk.limits.DAY_MS) == (timeutil.MINUTE_MS, timeutil.DAY_MS)

@@ -22,7 +22,7 @@ from bot.marketdata.retry import with_retry
 from bot.simulator.faults import Fault
 from bot.simulator.replay import CandleBook
 from bot.simulator.server import ExchangeSimulator, SimSettings
-from models.candles import MINUTE_MS
+from models.timeutil import MINUTE_MS
 from tests.conftest import DATA_DIR, symbols30
 
 KEY, SECRET = "simkey-" + "a" * 57, "simsecret-" + "b" * 54

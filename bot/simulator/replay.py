@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.candles import MINUTE_MS, Candles, candle_files, read_candles_csv
+from models.candles import Candles, candle_files, read_candles_csv
+from models.timeutil import MINUTE_MS
 
 
 class ReplayClock:

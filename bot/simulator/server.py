@@ -50,7 +50,7 @@ from bot.simulator.matching import (
     trade_json,
 )
 from bot.simulator.replay import CandleBook, ReplayClock, forming
-from models.candles import MINUTE_MS
+from models.timeutil import DAY_MS, MINUTE_MS
 
 log = structlog.get_logger(__name__)
 
@@ -129,7 +129,7 @@ class ExchangeSimulator:
     def __init__(self, book: CandleBook, settings: SimSettings | None = None, faults: Iterable[Fault] = ()):
         self.book = book
         self.settings = s = settings or SimSettings()
-        start = s.start_ms if s.start_ms is not None else book.first_ms + 8 * 1440 * MINUTE_MS
+        start = s.start_ms if s.start_ms is not None else book.first_ms + 8 * DAY_MS
         self.clock = ReplayClock(start, s.speed)
         self.faults = FaultInjector(faults)
         self.account = Account(s.balances, s.fee_rate)
