@@ -86,7 +86,6 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     threads: int = Field(0, ge=0, description="worker threads for LightGBM/CatBoost; 0 = all cores but one")
-    schedule_cron: str = Field("0 3 * * 6", description="APScheduler cron (UTC) for retraining")
     history_days: int = Field(42, ge=1, description="default training range: this many days before the last candle (from a UTC midnight)")
     folds: int = Field(2, ge=0, description="walk-forward folds (0 = fit only, no report)")
     fold_days: float = Field(14.0, gt=0, description="length of each walk-forward validation block")
