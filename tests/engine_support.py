@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 from models.candles import Candles, candle_files, read_candles_csv
-from models.config import CatBoostParams, CostConfig, LightGBMParams, TrainConfig
-from models.train import Settings, run_training
+from models.config import CatBoostParams, CostConfig, LightGBMParams, Settings, TrainConfig
+from models.train import run_training
 
 DAY = 86_400_000
 APR2 = 1_617_321_600_000

@@ -69,18 +69,20 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.candles:
-            from bot.training import CsvCandleSource
+            from bot.candle_sources import CsvCandleSource
 
             return _with_source(cfg, args, console, CsvCandleSource(args.candles))
         return _with_store(cfg, args, console)
     except Exception as e:  # noqa: BLE001 - one clear line for the known failures
         from bot.backtest import BacktestError
+        from bot.candle_sources import CandleSourceError
         from bot.training import TrainingSetupError
         from models.bundle import BundleError
+        from models.prepare import TrainError
         from models.timeutil import TimeParseError
-        from models.train import TrainError
 
-        if isinstance(e, (BacktestError, BundleError, TrainError, TrainingSetupError, TimeParseError, FileNotFoundError)):
+        known = (BacktestError, BundleError, CandleSourceError, TrainError, TrainingSetupError, TimeParseError, FileNotFoundError)
+        if isinstance(e, known):
             console.print(f"[red]backtest failed: {e}[/red]")
             return 1
         raise
@@ -89,8 +91,8 @@ def _run(args: argparse.Namespace) -> int:
 def _with_store(cfg: Any, args: argparse.Namespace, console: Any) -> int:
     import asyncio
 
+    from bot.candle_sources import StoreCandleSource
     from bot.store.db import open_store
-    from bot.training import StoreCandleSource
 
     async def main() -> int:
         async with open_store(cfg, log=lambda m: console.print(m)) as store:
@@ -111,7 +113,7 @@ def _find_bundle(cfg: Any, model: str) -> Any:
 
 def _with_source(cfg: Any, args: argparse.Namespace, console: Any, source: Any) -> int:
     from bot.backtest import BacktestError
-    from bot.commands.train import read_symbols
+    from bot.commands import read_symbols
     from models.timeutil import MINUTE_MS, parse_time
 
     start = parse_time(args.start) if args.start else None
@@ -225,10 +227,11 @@ def _walk_forward(cfg: Any, args: argparse.Namespace, console: Any, source: Any,
     import tempfile
 
     from bot.backtest import BacktestError
-    from bot.commands.train import RichProgress, read_symbols
+    from bot.commands import read_symbols
+    from bot.progress_bars import RichProgress
     from bot.training import TrainJob, train_and_write
+    from models.config import Settings
     from models.timeutil import DAY_MS, MINUTE_MS, fmt_span
-    from models.train import Settings
 
     test_days = args.test_days or cfg.train.fold_days
     train_ms, test_ms = int(args.train_days * DAY_MS), int(test_days * DAY_MS)
