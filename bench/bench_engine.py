@@ -50,9 +50,8 @@ def bundle_path(source: Source, syms: list[str]) -> Path:
         return Path(env)
     from bot.training import bundle_manifest, new_version
     from models.bundle import write_bundle
-    from models.config import TrainConfig
-    from models.config import Settings
-from models.train import run_training
+    from models.config import Settings, TrainConfig
+    from models.train import run_training
 
     cache = ROOT / "var" / "bench" / "engine-bundle"
     found = sorted(p for p in cache.glob("*/manifest.json"))
