@@ -17,9 +17,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import to_jsonable_python
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from bot.dashboard.config import DashboardConfig
 from bot.marketdata.config import ExchangeConfig, FeedConfig
 from models.config import CostConfig, LabelConfig, TrainConfig
 from models.features.config import FeatureConfig
@@ -123,6 +132,7 @@ class Config(BaseModel):
     train: TrainConfig = TrainConfig()
     paper: PaperConfig = PaperConfig()
     logging: LoggingConfig = LoggingConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
 
     @field_validator("symbols", mode="before")

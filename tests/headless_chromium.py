@@ -17,14 +17,16 @@ import pytest
 WIDTH = 1280
 
 # Injected by tests only (the pages themselves carry no script for this): after load, write the
-# bounding box of the element with id `target` and whether its image decoded into the DOM.
+# bounding box of each target element, and its decoded image width if it is an <img>, into the DOM.
 PROBE = """<script>
 window.addEventListener('load', () => {
-  const el = document.getElementById('%s');
-  if (!el) { document.body.setAttribute('data-probe', 'missing'); return; }
-  const r = el.getBoundingClientRect();
-  const nat = el.naturalWidth === undefined ? -1 : el.naturalWidth;
-  document.body.setAttribute('data-probe', [r.left, r.top, r.width, r.height, nat].join(','));
+  for (const id of %s) {
+    const el = document.getElementById(id);
+    if (!el) { document.body.setAttribute('data-probe-' + id, 'missing'); continue; }
+    const r = el.getBoundingClientRect();
+    const nat = el.naturalWidth === undefined ? -1 : el.naturalWidth;
+    document.body.setAttribute('data-probe-' + id, [r.left, r.top, r.width, r.height, nat].join(','));
+  }
 });
 </script>"""
 
@@ -65,21 +67,27 @@ def screenshot(url: str, out: Path, height: int, *, budget_ms: int | None = None
     return np.asarray(img[..., :3], dtype=np.float64)
 
 
-def with_probe(html_path: Path, target: str, out_path: Path) -> Path:
-    """A copy of the page with the bounding-box probe of element `target` injected."""
-    text = html_path.read_text(encoding="utf-8")
+def inject_probe(text: str, targets: list[str]) -> str:
+    """The page's HTML with the bounding-box probe of the `targets` element ids injected."""
+    import json
+
     assert "</body>" in text
-    out_path.write_text(text.replace("</body>", PROBE % target + "</body>", 1), encoding="utf-8")
+    return text.replace("</body>", PROBE % json.dumps(targets) + "</body>", 1)
+
+
+def with_probe(html_path: Path, target: str, out_path: Path) -> Path:
+    """A copy of the page file with the probe of element `target` injected."""
+    out_path.write_text(inject_probe(html_path.read_text(encoding="utf-8"), [target]), encoding="utf-8")
     return out_path
 
 
-def probe_box(dom: str) -> tuple[int, int, int, int, int]:
-    """(left, top, width, height, naturalWidth) the probe wrote into the DOM dump."""
+def probe_box(dom: str, target: str) -> tuple[int, int, int, int, int]:
+    """(left, top, width, height, naturalWidth) of `target` as the probe wrote it into the DOM dump."""
     import re
 
-    m = re.search(r'data-probe="([^"]*)"', dom)
+    m = re.search(rf'data-probe-{re.escape(target)}="([^"]*)"', dom)
     assert m, "the probe did not run (page load never finished?)"
-    assert m.group(1) != "missing", "element not on the page"
+    assert m.group(1) != "missing", f"element #{target} not on the page"
     left, top, w, h, nat = (float(x) for x in m.group(1).split(","))
     return int(left), int(top), int(w), int(h), int(nat)
 

@@ -226,7 +226,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert "BTCUSDT" in dom and "low probability" in dom and "v-test" in dom
     assert "2021-04-02 00:00 .. 2021-04-30 00:00 UTC" in dom  # the training window, as dates
 
-    left, top, w, h, natural = probe_box(dom)
+    left, top, w, h, natural = probe_box(dom, "equity-chart")
     assert natural > 800, "the embedded PNG did not decode"
     assert w > 900 and h > 400 and top + h <= height, (left, top, w, h)
     px = screenshot(probed.as_uri(), tmp_path / "shot.png", height)
