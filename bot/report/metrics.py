@@ -383,6 +383,11 @@ def compute_metrics(
     per_symbol = {s: symbol_block(t.take(t.symbol == s), window, initial) for s in symbols}
     skip_counts = {str(k): int(v) for k, v in sorted(skips.items(), key=lambda kv: (-int(kv[1]), str(kv[0])))}
     return {
+        "bases": {
+            "overall.trades": BASIS_TRADES, "overall.portfolio": BASIS_PORTFOLIO,
+            "per_symbol": f"{BASIS_TRADES}; drawdown and Sharpe of {BASIS_SYMBOL_DD}", "per_week": BASIS_WEEK,
+            "benchmark": "BTC buy-and-hold of the initial equity over the window, no costs",
+        },
         "window": None if window is None else {
             "from_ts": window[0], "to_ts": window[1], "from": fmt_ts(window[0]), "to": fmt_ts(window[1]),
             "days": (window[1] - window[0]) / DAY_MS,
