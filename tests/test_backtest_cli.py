@@ -33,9 +33,10 @@ def test_backtest_cli_writes_the_report_and_refuses_in_sample(engine_bundle, tmp
     text = capsys.readouterr().out
     assert "trades, PF" in text and "symbol-bars/s" in text
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics
     rows = (out / "trades.csv").read_text().splitlines()
     assert len(rows) >= 50 + 1
+    assert metrics["overall"]["trades"]["trades"] == len(rows) - 1 and metrics["meta"]["in_sample"] is False
+    assert (out / "equity.png").stat().st_size > 1000 and "<html" in (out / "report.html").read_text()
 
     # a window inside the training data is refused, and allowed (and labelled) on request
     t0 = fmt_ts(trained_to - 86_400_000).replace(" ", "T")
@@ -45,8 +46,8 @@ def test_backtest_cli_writes_the_report_and_refuses_in_sample(engine_bundle, tmp
     assert main(args) == 1
     assert "overlaps the bundle's training data" in capsys.readouterr().err
     assert main([*args, "--allow-in-sample"]) == 0
-    meta_files = list((tmp_path / "in").glob("metrics.json"))
-    assert meta_files and "in-sample" in meta_files[0].read_text()
+    assert json.loads((tmp_path / "in" / "metrics.json").read_text())["meta"]["in_sample"] is True
+    assert "(in-sample)" in (tmp_path / "in" / "report.html").read_text()
 
 
 def test_backtest_cli_says_watch_only_with_the_default_floor(engine_bundle, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001

@@ -182,7 +182,7 @@ def _write(out: Path, res: Any, bundle: Any, *, in_sample: bool, title: str | No
 
     m = bundle.manifest
     meta = {
-        "title": title or (f"Backtest {'(in-sample) ' if in_sample else ''}of model {bundle.version}, {fmt_span(res.start, res.end)}"),
+        "title": title or f"Backtest of model {bundle.version}, {fmt_span(res.start, res.end)}",  # the report adds "(in-sample)"
         "in_sample": in_sample,
         "bundle_version": bundle.version,
         "trained_from_ts": int(m["data_from_ts"]),
@@ -194,8 +194,6 @@ def _write(out: Path, res: Any, bundle: Any, *, in_sample: bool, title: str | No
         "fee_rate": res.meta["fee_rate"],
         "slippage_bps": res.meta["slippage_bps"],
     }  # fmt: skip
-    if in_sample:
-        meta["title"] = meta["title"] if "in-sample" in meta["title"] else meta["title"] + " (in-sample)"
     return write_backtest_report(out, res, meta)
 
 
@@ -210,9 +208,15 @@ def write_backtest_report(out: Path, res: Any, meta: dict[str, Any]) -> dict[str
                         skips=dict(res.skips), meta=meta)  # fmt: skip
 
 
+def _pf(metrics: dict[str, Any]) -> float | None:
+    """The overall profit factor from the report's metrics (bot.report's layout, or the minimal one)."""
+    o = metrics.get("overall") or {}
+    block = o.get("trades") if isinstance(o.get("trades"), dict) else o
+    return block.get("profit_factor")
+
+
 def _print(console: Any, res: Any, metrics: dict[str, Any], out: Path) -> None:
-    o = metrics.get("overall", metrics) if isinstance(metrics, dict) else {}
-    pf = o.get("profit_factor")
+    pf = _pf(metrics)
     sys.stdout.write(
         f"\n{res.status_line}\n"
         f"{len(res.trades)} trades, PF {'-' if pf is None else f'{pf:.3f}'}, final equity {res.equity[-1]:,.2f} "
@@ -263,9 +267,8 @@ def _walk_forward(cfg: Any, args: argparse.Namespace, console: Any, source: Any,
         equity = float(res.equity[-1])
         all_trades.extend(res.trades)
         results.append(res)
-        o = metrics.get("overall", metrics)
         fold_rows.append({"fold": k, "train": [a, b], "test": [c, d], "bundle": bundle.version, "trades": len(res.trades),
-                          "profit_factor": o.get("profit_factor"), "final_equity": equity, "watch_only": res.watch_reason})  # fmt: skip
+                          "profit_factor": _pf(metrics), "final_equity": equity, "watch_only": res.watch_reason})  # fmt: skip
     total = _combine(results)
     meta = {"title": f"Walk-forward backtest, {len(folds)} folds, {fmt_span(folds[0][2], folds[-1][3])}", "in_sample": False,
             "bundle_version": "walk-forward", "trained_from_ts": folds[0][0], "trained_to_ts": folds[-1][1],
@@ -273,13 +276,13 @@ def _walk_forward(cfg: Any, args: argparse.Namespace, console: Any, source: Any,
             "fee_rate": cfg.costs.fee_rate, "slippage_bps": cfg.costs.slippage_bps}  # fmt: skip
     metrics = write_backtest_report(out, total, meta)
     (out / "folds.json").write_text(json.dumps({"folds": fold_rows, "total": {"trades": len(all_trades),
-                                    "profit_factor": metrics.get("overall", metrics).get("profit_factor"),
+                                    "profit_factor": _pf(metrics),
                                     "final_equity": equity}}, indent=2, default=str) + "\n")  # fmt: skip
     for r in fold_rows:
         pf = r["profit_factor"]
         sys.stdout.write(f"fold {r['fold']}: {r['trades']} trades, PF {'-' if pf is None else f'{pf:.3f}'}, "
                          f"equity {r['final_equity']:,.2f}{' (watch only)' if r['watch_only'] else ''}\n")  # fmt: skip
-    pf = metrics.get("overall", metrics).get("profit_factor")
+    pf = _pf(metrics)
     sys.stdout.write(f"total: {len(all_trades)} trades, PF {'-' if pf is None else f'{pf:.3f}'}, final equity {equity:,.2f}\n"
                      f"report: {out}/report.html\n")  # fmt: skip
     return 0
