@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.yaml
 
-.PHONY: install postgres test run bench lint clean
+.PHONY: install postgres chromium test run bench lint clean
 
 # The virtualenv and the package with its dev extras; re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -20,9 +20,14 @@ $(STAMP): pyproject.toml
 postgres:
 	@sh scripts/ensure-postgres.sh
 
+# Headless Chromium (Debian's `chromium` package): the report and dashboard tests render
+# their pages in it and look at a screenshot. Skipped when it is already present.
+chromium:
+	@sh scripts/ensure-chromium.sh
+
 install: $(STAMP) postgres
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest
 
 run: install

@@ -210,8 +210,8 @@ class LiveTrader:
     async def _train_first(self) -> Any:
         """Backfill the training history and train the first bundle in a spawned process."""
         from bot.store.model_versions import get_model_version, promote
-        from bot.training import TrainJob, code_version, config_dsn, train_async
-        from models.train import Settings
+        from bot.training import TrainJob, code_version, train_async
+        from models.config import Settings
 
         cfg = self.cfg
         days = cfg.train.history_days + 1
@@ -222,7 +222,7 @@ class LiveTrader:
         data_dir = cfg.paths.data_dir
         job = TrainJob(
             settings=Settings(cfg.features, cfg.labels, cfg.costs, cfg.train).to_dict(), symbols=list(cfg.symbols),
-            models_dir=str(cfg.paths.models_dir), dsn=config_dsn(cfg), cache_dir=str(data_dir / "cache"),
+            models_dir=str(cfg.paths.models_dir), dsn=self.store.dsn, cache_dir=str(data_dir / "cache"),
             work_root=str(data_dir / "train-work"), code_version=code_version(),
         )  # fmt: skip
         task = asyncio.ensure_future(train_async(job))

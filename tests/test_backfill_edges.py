@@ -16,8 +16,8 @@ import yaml
 from bot.config import Config
 from bot.marketdata.backfill import backfill
 from bot.marketdata.exchange import build_exchange, unlisted_symbols
-from bot.marketdata.replay import CandleBook
-from bot.marketdata.simulator import ExchangeSimulator, SimSettings
+from bot.simulator.replay import CandleBook
+from bot.simulator.server import ExchangeSimulator, SimSettings
 from bot.store.db import Store
 from models.candles import Candles
 from tests.conftest import DATA_DIR

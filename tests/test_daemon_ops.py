@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.marketdata.replay import CandleBook
-from bot.marketdata.simulator import ExchangeSimulator, SimSettings
+from bot.simulator.replay import CandleBook
+from bot.simulator.server import ExchangeSimulator, SimSettings
 from tests.conftest import DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]

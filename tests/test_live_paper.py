@@ -23,8 +23,8 @@ import asyncpg
 import pytest
 import yaml
 
-from bot.marketdata.replay import CandleBook
-from bot.marketdata.simulator import ExchangeSimulator, SimSettings
+from bot.simulator.replay import CandleBook
+from bot.simulator.server import ExchangeSimulator, SimSettings
 from models.config import CostConfig
 from models.timeutil import HOUR_MS, MINUTE_MS, fmt_ts
 from tests.conftest import DATA_DIR, symbols30

@@ -12,11 +12,12 @@ files is the outside view of the parity test.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time
 from pathlib import Path
+
+from models.timeutil import parse_time
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,20 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--external", metavar="FILE.csv", help="external daily series (default: features.external_daily_file)")
     d.set_defaults(func=_dump)
-
-
-def parse_time(text: str) -> int:
-    """Epoch ms from an integer string or an ISO date/time (naive = UTC)."""
-    s = text.strip()
-    if s.lstrip("-").isdigit():
-        return int(s)
-    try:
-        t = dt.datetime.fromisoformat(s)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither epoch ms nor an ISO date/time like 2021-04-24T00:00") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return int(t.timestamp() * 1000)
 
 
 def _dump(args: argparse.Namespace) -> int:
@@ -89,7 +76,8 @@ def _run(args: argparse.Namespace, cfg, symbols: list[str], start: int, end: int
     from models.features.external import external_from_config, load_external_daily
     from models.features.online import OnlineFeatureEngine
     from models.features.regime import RegimeModel
-    from models.features.spec import MINUTE_MS, feature_names, warmup_bars
+    from models.features.spec import feature_names, warmup_bars
+    from models.timeutil import MINUTE_MS
 
     t_start = time.perf_counter()
     refs = list(cfg.reference_symbols)
@@ -120,19 +108,13 @@ def _run(args: argparse.Namespace, cfg, symbols: list[str], start: int, end: int
             keep = c.ts >= start
             parts.append(_frame(s, c.ts[keep], x[keep], names))
     else:
+        # the backtest's own minute loop
+        from bot.backtest import minute_matrix, online_feature_rows
+
         eng = OnlineFeatureEngine(engine_syms, cfg, regime=regime, external=external)
         eng.warm_up({s: c.between(None, start) for s, c in data.items()})
-        live = {s: c.between(start, end) for s, c in data.items()}
-        minutes = np.unique(np.concatenate([c.ts for c in live.values()]))
-        n, k = len(minutes), len(symbols)
-        bars = np.full((n, len(engine_syms), 5), np.nan)
-        for i, s in enumerate(engine_syms):
-            c = live[s]
-            pos = np.searchsorted(minutes, c.ts)
-            bars[pos, i] = np.column_stack([c.open, c.high, c.low, c.close, c.volume])
-        feats = np.full((n, k, len(names)), np.nan, dtype=np.float32)
-        for t in range(n):
-            feats[t] = eng.update(int(minutes[t]), bars[t])[:k]
+        minutes, bars = minute_matrix(data, engine_syms, start, end)
+        feats = online_feature_rows(eng, minutes, bars)
         for i, s in enumerate(symbols):
             real = ~np.isnan(bars[:, i, 3])
             parts.append(_frame(s, minutes[real], feats[real, i], names))

@@ -3,6 +3,8 @@
 `open_store(cfg)` is the one way in: with `database.dsn` empty it first starts (or reuses) the
 embedded private cluster under `paths.data_dir/pgdata`, and stops it on exit only if it started
 it. Every command and the daemon use this, so a crash-restart goes through the same path.
+`Store.dsn` is the DSN it opened (the configured one, else the embedded cluster's): whatever
+needs the same database in another process (the training job) takes it from there.
 """
 
 from __future__ import annotations
