@@ -251,10 +251,19 @@ class LiveTrader:
         ex = self.cfg.exchange
         backoff = Backoff(ex.retry_base_s, max(ex.retry_max_s, ex.retry_base_s))
         while not self.stop.is_set():
+            task = asyncio.ensure_future(backfill(self._exchange, self.store, list(symbols), days=days, quote=ex.quote,
+                                                  retry_base_s=ex.retry_base_s, retry_max_s=ex.retry_max_s,
+                                                  attempts=ex.retry_attempts))  # fmt: skip
+            stopper = asyncio.ensure_future(self.stop.wait())
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not task.done():  # stop requested: what is written stays (backfill resumes next time)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                return False
             try:
-                reps = await backfill(self._exchange, self.store, list(symbols), days=days, quote=ex.quote,
-                                      retry_base_s=ex.retry_base_s, retry_max_s=ex.retry_max_s,
-                                      attempts=ex.retry_attempts)  # fmt: skip
+                reps = task.result()
                 written = sum(r.written for r in reps)
                 if written:
                     log.info("backfill_done", candles=written, text=f"BACKFILL {written:,} candles for {len(reps)} symbols")

@@ -240,3 +240,23 @@ def test_second_daemon_refused_naming_the_first_and_db_commands_respect_it(home:
         if third.poll() is None:
             third.kill()
     assert "state:  stopped" in bot(cfg, "db", "status").stdout
+
+
+def test_symbols_the_exchange_does_not_list_stop_the_start_naming_them(home: Path) -> None:
+    port = free_port()
+    cfg = write_config(home, "127.0.0.1", port, ["BTCUSDT", "NOPEUSDT", "ETHUSDT", "ZZZUSDT"])
+    book = CandleBook.from_directory(DATA_DIR, ["BTCUSDT", "ETHUSDT"])
+    sim = ExchangeSimulator(book, SimSettings(speed=0, start_ms=APR21_0000))
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    asyncio.run_coroutine_threadsafe(sim.start(port=port), loop).result(30)
+    try:
+        res = subprocess.run([sys.executable, "-m", "bot", "--config", str(cfg), "run", "--no-train"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    finally:
+        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+    assert res.returncode == 2, res.stderr
+    assert "symbols not listed by the exchange: NOPEUSDT, ZZZUSDT; remove them" in res.stderr, res.stderr
+    assert "STOPPED (exit 2)" in res.stderr
+    assert not (home / "var" / "pgdata" / "postmaster.pid").exists()  # the daemon's cluster is stopped

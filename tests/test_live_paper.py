@@ -75,7 +75,7 @@ def window(bundle: Path, hours: float) -> tuple[int, int, int]:
     return start, start + int(hours * HOUR_MS), int(m["label_config"]["horizon_bars"]) * MINUTE_MS
 
 
-def write_config(home: Path, dsn: str, sim: ExchangeSimulator | None) -> Path:
+def write_config(home: Path, dsn: str, sim: ExchangeSimulator | None, *, floor: bool = False) -> Path:
     urls = sim.urls if sim is not None else {}
     cfg = home / "config.yaml"
     cfg.write_text(yaml.safe_dump({
@@ -83,7 +83,8 @@ def write_config(home: Path, dsn: str, sim: ExchangeSimulator | None) -> Path:
         "database": {"dsn": dsn},
         "exchange": {"urls": urls, "rate_limit_ms": 0, "timeout_ms": 5000, "retry_base_s": 0.1, "retry_max_s": 1.0},
         "feed": {"backfill_days": 0, "rest_poll_interval_s": 0.5, "flush_interval_s": 0.2, "stall_timeout_s": 5.0},
-        "trading": {"min_validation_pf": 0.0, "min_validation_trades": 0},  # no validated edge needed: a test
+        # no validated edge needed: a test (unless `floor`: the defaults)
+        "trading": {} if floor else {"min_validation_pf": 0.0, "min_validation_trades": 0},
         "risk": {"cooldown_after_stop_minutes": 0},
         "paths": {"data_dir": str(home / "var"), "models_dir": str(home / "var" / "models"), "logs_dir": str(home / "logs")},
         "logging": {"console": False},
@@ -371,3 +372,32 @@ async def test_kill_9_mid_run_then_restart_loses_nothing_and_repeats_nothing(db_
     want = backtest_trades(cfg, bundle_path, start, end, tmp_path / "bt")
     assert len(want) >= 50
     assert sorted(map(key_of, got)) == sorted(map(key_of, want))
+
+
+async def test_watch_only_is_said_at_start_and_in_the_status_row(db_dsn, book30, bundle_path, tmp_path) -> None:
+    """With the default no-edge floor the small bundle does not qualify: it watches only."""
+    start, end, _ = window(bundle_path, 1)
+    sim = ExchangeSimulator(book30, SimSettings(speed=0, start_ms=start, update_interval_s=0.5))
+    await sim.start()
+    version = await promote_bundle(db_dsn, bundle_path)
+    d = Daemon(write_config(tmp_path, db_dsn, sim, floor=True), tmp_path, db_dsn)
+    try:
+        await d.start()
+        watch = await d.wait_event("watch_only")
+        assert watch["text"].startswith(f"WATCH ONLY: model {version} has no validated edge"), watch["text"]
+        await run_until(sim, end)
+        await d.wait_minute(end - MINUTE_MS)
+        status = await daemon_status(db_dsn)
+        assert status["running"] and status["watch_only"] is True and status["watch_reason"] == watch["reason"]
+        assert await d.terminate() == 0
+    finally:
+        if d.proc is not None and d.proc.returncode is None:
+            d.proc.kill()
+        await sim.stop()
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM orders") == 0
+        skipped = await conn.fetchval("SELECT count(*) FROM decisions WHERE action = 'skip' AND reason = 'watch_only'")
+    finally:
+        await conn.close()
+    assert skipped > 0  # it still decides, and records why it did not enter
