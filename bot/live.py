@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import multiprocessing
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,15 @@ def describe_network_error(e: BaseException) -> str:
     if "network is unreachable" in text or "no route to host" in text:
         return "no network"
     return type(e).__name__
+
+
+def _train_entry(cfg: Config, job: Any) -> dict[str, Any]:
+    """In the spawned training process: log to the daemon's files (progress lines), train."""
+    from bot.logs import setup_from_config
+    from bot.training import _job_entry
+
+    setup_from_config(cfg, console=False)
+    return _job_entry(job)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
@@ -209,8 +219,7 @@ class LiveTrader:
 
     async def _train_first(self) -> Any:
         """Backfill the training history and train the first bundle in a spawned process."""
-        from bot.store.model_versions import get_model_version, promote
-        from bot.training import TrainJob, code_version, train_async
+        from bot.training import TrainJob, code_version
         from models.config import Settings
 
         cfg = self.cfg
@@ -225,15 +234,31 @@ class LiveTrader:
             models_dir=str(cfg.paths.models_dir), dsn=self.store.dsn, cache_dir=str(data_dir / "cache"),
             work_root=str(data_dir / "train-work"), code_version=code_version(),
         )  # fmt: skip
-        task = asyncio.ensure_future(train_async(job))
+        ctx = multiprocessing.get_context("spawn")  # not fork: LightGBM's OpenMP hangs in a forked child
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+        task = asyncio.get_running_loop().run_in_executor(pool, _train_entry, cfg, job)
+        try:
+            return await self._await_training(task, pool)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _await_training(self, task: Any, pool: Any) -> Any:
+        from bot.store.model_versions import get_model_version, promote
+
         stopper = asyncio.ensure_future(self.stop.wait())
         done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         if task not in done:
             log.warning("train_first_abandoned", text="TRAIN abandoned: stop requested")
-            task.cancel()
+            for p in list(getattr(pool, "_processes", {}).values()):  # do not wait for a long fit
+                p.terminate()
             return None
-        summary = task.result()
+        try:
+            summary = task.result()
+        except Exception as e:  # noqa: BLE001 - a failed training must not end the daemon
+            log.error("train_first_failed", error=type(e).__name__, detail=str(e)[:500],
+                      text=f"TRAIN first model failed ({type(e).__name__}: {str(e)[:200]}); collecting candles only")  # fmt: skip
+            return None
         if summary.get("status") != "candidate":
             log.error("train_first_rejected", version=summary.get("version"), status=summary.get("status"),
                       text=f"TRAIN first model {summary.get('version')} is {summary.get('status')}: not used")  # fmt: skip

@@ -401,3 +401,51 @@ async def test_watch_only_is_said_at_start_and_in_the_status_row(db_dsn, book30,
     finally:
         await conn.close()
     assert skipped > 0  # it still decides, and records why it did not enter
+
+
+async def test_no_model_the_daemon_backfills_trains_promotes_and_runs(db_dsn, book30, tmp_path) -> None:
+    """A fresh store: `bot run` says there is no model, backfills the training history, trains
+    the first bundle in a spawned process (its progress lines in the daemon's log), promotes it
+    and starts the engine with it."""
+    from tests.engine_support import APR2, SYMBOLS
+
+    now = APR2 + 12 * 86_400_000
+    sim = ExchangeSimulator(CandleBook({s: book30.candles[s] for s in SYMBOLS}), SimSettings(speed=0, start_ms=now))
+    await sim.start()
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "symbols": SYMBOLS, "database": {"dsn": db_dsn},
+        "exchange": {"urls": sim.urls, "rate_limit_ms": 0, "retry_base_s": 0.1, "retry_max_s": 1.0},
+        "feed": {"backfill_days": 0},
+        "train": {"history_days": 9, "threads": 1, "folds": 1, "fold_days": 2, "regime_fit_days": 3, "row_stride": 3,
+                  "meta_min_samples": 30, "er_threshold": -0.002, "seed_metric_threshold": -0.002, "audit": False,
+                  "meta_threshold": 0.45, "lightgbm": {"num_boost_round": 40, "min_data_in_leaf": 50},
+                  "catboost": {"iterations": 25, "max_rows": 2000}},
+        "paths": {"data_dir": str(tmp_path / "var"), "models_dir": str(tmp_path / "var" / "models"),
+                  "logs_dir": str(tmp_path / "logs")},
+        "logging": {"console": False},
+    }))  # fmt: skip
+    d = Daemon(cfg, tmp_path, db_dsn)
+    try:
+        await d.start()
+        await d.wait_event("no_model")
+        await d.wait_event("train_first_start")
+        done = await d.wait_event("train_first_done", timeout=400)
+        loaded = await d.wait_event("model_loaded")
+        assert loaded["version"] == done["version"]
+        await d.wait_event("engine_ready")
+        assert await d.terminate() == 0
+    finally:
+        if d.proc is not None and d.proc.returncode is None:
+            d.proc.kill()
+        await sim.stop()
+    names = [e["event"] for e in d.events()]
+    assert "train_prepared" in names  # the spawned trainer's own progress, in the daemon's log
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        champ = await conn.fetchrow("SELECT version, path FROM model_versions WHERE status = 'champion'")
+        days = await conn.fetchval("SELECT (max(ts) - min(ts)) / 86400000.0 FROM candles WHERE symbol = 'BTCUSDT'")
+    finally:
+        await conn.close()
+    assert champ["version"] == done["version"] and Path(champ["path"]).is_dir()
+    assert days >= 9.9  # the training history was backfilled by REST
