@@ -119,6 +119,29 @@ async def reach_exchange(exchange: Any, cfg: Config, stop: asyncio.Event) -> boo
     return False
 
 
+class LoopLag:
+    """How late the event loop wakes up (what a blocking call would show): max since the last
+    `take()` and over the whole run, in ms."""
+
+    PERIOD_S = 0.05
+
+    def __init__(self) -> None:
+        self.window_max = 0.0
+        self.run_max = 0.0
+
+    async def run(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(self.PERIOD_S)
+            late = (time.perf_counter() - t - self.PERIOD_S) * 1000
+            self.window_max = max(self.window_max, late)
+            self.run_max = max(self.run_max, late)
+
+    def take(self) -> float:
+        v, self.window_max = self.window_max, 0.0
+        return round(v, 1)
+
+
 @dataclass
 class LoopStats:
     minutes: int = 0
@@ -145,6 +168,7 @@ class LiveTrader:
         self.stats = LoopStats()
         self.feed: Any = None
         self._exchange: Any = None
+        self.lag = LoopLag()
 
     async def _in_worker(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
@@ -153,9 +177,11 @@ class LiveTrader:
 
     async def run(self) -> int:
         self._exchange = build_exchange(self.cfg)
+        lag = asyncio.create_task(self.lag.run(), name="loop-lag")
         try:
             return await self._run()
         finally:
+            lag.cancel()
             self.worker.shutdown(wait=True)
             with contextlib.suppress(Exception):
                 await self._exchange.close()
@@ -213,7 +239,7 @@ class LiveTrader:
         t0 = time.monotonic()
         bundle = await self._in_worker(load_bundle, mv.path)
         self.model_version = mv.version
-        log.info("model_loaded", version=mv.version, seconds=round(time.monotonic() - t0, 2),
+        log.info("model_loaded", version=mv.version, seconds=round(time.monotonic() - t0, 2), rss_mb=rss_mb(),
                  text=f"MODEL {mv.version} loaded ({time.monotonic() - t0:.1f}s)")  # fmt: skip
         return bundle
 
@@ -323,6 +349,7 @@ class LiveTrader:
         del history
         log.info("warm_up_done", anchor=fmt_ts(anchor), minutes=eng.features.warmup, symbols=len(eng.symbols),
                  read_s=round(read_s, 2), seconds=round(time.monotonic() - t0, 2), rss_mb=rss_mb(),
+                 loop_lag_max_ms=self.lag.take(),
                  text=f"WARM-UP {len(eng.symbols)} symbols x {eng.features.warmup} minutes through {fmt_ts(anchor)} "
                       f"in {time.monotonic() - t0:.1f}s")  # fmt: skip
         if resume.state is not None:
@@ -448,7 +475,8 @@ class LiveTrader:
         eng = self.engine
         d: dict[str, Any] = {"minutes_processed": self.stats.minutes, "orders": self.stats.orders,
                              "trades_opened": self.stats.opened, "trades_closed": self.stats.closed,
-                             "rss_mb": rss_mb()}  # fmt: skip
+                             "rss_mb": rss_mb(), "loop_lag_max_ms": self.lag.take(),
+                             "loop_lag_run_max_ms": round(self.lag.run_max, 1)}  # fmt: skip
         if self.stats.step_ms:
             a = np.asarray(self.stats.step_ms[-1440:])
             d["step_ms_p50"], d["step_ms_p99"] = round(float(np.percentile(a, 50)), 2), round(float(np.percentile(a, 99)), 2)

@@ -267,7 +267,12 @@ async def test_paper_run_gives_the_backtests_trades(db_dsn, book30, bundle_path,
     status = await daemon_status(db_dsn)
     assert not status["running"] and status["stopped_ts"] is not None
     assert_books_consistent(await store_books(db_dsn))
-    print(f"warm-up: {warm['seconds']} s ({warm['read_s']} s reading the store), RSS after warm-up {warm['rss_mb']} MB")
+    loaded = next(e for e in d.events() if e["event"] == "model_loaded")
+    print(f"warm-up: {warm['seconds']} s ({warm['read_s']} s reading the store), RSS after loading the bundle "
+          f"{loaded['rss_mb']} MB, after warm-up {warm['rss_mb']} MB; event-loop lag max during warm-up "
+          f"{warm['loop_lag_max_ms']} ms, over the run {status['details']['loop_lag_run_max_ms']} ms, in the last "
+          f"heartbeat window while streaming {status['details']['loop_lag_max_ms']} ms; "
+          f"step p50/p99 {status['details'].get('step_ms_p50')}/{status['details'].get('step_ms_p99')} ms")
     got = [t for t in await live_trades(db_dsn) if int(t["decision_ts"]) < end - horizon]
     want = backtest_trades(cfg, bundle_path, start, end, tmp_path / "bt")
     assert len(want) >= 50, f"only {len(want)} trades: parity over few trades proves little"
