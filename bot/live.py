@@ -40,7 +40,7 @@ import structlog
 
 from bot.config import Config
 from bot.marketdata.exchange import build_exchange, unlisted_symbols
-from bot.marketdata.retry import Backoff
+from bot.marketdata.retry import Backoff, describe_network_error, reachability
 from bot.store import daemon_lock as status
 from bot.store.trading import StepRecords, TradingStore
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
@@ -48,7 +48,6 @@ from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
 log = structlog.get_logger("bot.live")
 
 HEARTBEAT_S = 5.0
-UNREACHABLE_REMIND_S = 300.0  # repeat the "unreachable" line this often while it lasts
 
 
 def rss_mb() -> float:
@@ -56,22 +55,6 @@ def rss_mb() -> float:
     import psutil
 
     return round(psutil.Process().memory_info().rss / 2**20, 1)
-
-
-def describe_network_error(e: BaseException) -> str:
-    """A few words for a person: what kind of "cannot reach the exchange" this is."""
-    chain = [e, e.__cause__, e.__context__]  # ccxt wraps aiohttp's error, which says what happened
-    text = " ".join(f"{type(x).__name__}: {x}" for x in chain if x is not None).lower()
-    if any(k in text for k in ("dnserror", "name or service not known", "nodename nor servname", "temporary failure in name resolution",
-                                "no address associated", "getaddrinfo")):  # fmt: skip
-        return "DNS lookup failed"
-    if "connection refused" in text or "connect call failed" in text:
-        return "connection refused"
-    if "timed out" in text or "timeout" in text or isinstance(e, ccxt.RequestTimeout):
-        return "timed out"
-    if "network is unreachable" in text or "no route to host" in text:
-        return "no network"
-    return type(e).__name__
 
 
 def _train_entry(cfg: Config, job: Any) -> dict[str, Any]:
@@ -92,29 +75,19 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
 
 async def reach_exchange(exchange: Any, cfg: Config, stop: asyncio.Event) -> bool:
     """`load_markets` until it works (True) or the daemon is stopped (False). Network errors
-    are said once in one line (and again every few minutes while they last), never raised."""
+    are said once in one line (`retry.reachability`), never raised."""
     backoff = Backoff(cfg.exchange.retry_base_s, max(cfg.exchange.retry_max_s, cfg.exchange.retry_base_s))
-    down_since: float | None = None
-    said = 0.0
     url = exchange.urls["api"]["public"]
     while not stop.is_set():
         try:
             await exchange.load_markets(reload=True)
         except ccxt.OperationFailed as e:  # NetworkError family: retry forever
-            now = time.monotonic()
-            why = describe_network_error(e)
-            if down_since is None or now - said >= UNREACHABLE_REMIND_S:
-                since = "" if down_since is None else f" for {now - down_since:.0f}s"
-                log.warning("exchange_unreachable", reason=why, url=url, error=type(e).__name__,
-                            text=f"EXCHANGE unreachable{since} ({why}, {url}): retrying with backoff, nothing traded meanwhile")  # fmt: skip
-                said = now
-                down_since = down_since or now
+            if not reachability.failed(e, url):
+                log.warning("exchange_retry", what="load_markets", error=type(e).__name__)
             if await _sleep_or_stop(stop, backoff.next()):
                 return False
             continue
-        if down_since is not None:
-            log.info("exchange_reachable", down_s=round(time.monotonic() - down_since, 1),
-                     text=f"EXCHANGE reachable again after {time.monotonic() - down_since:.0f}s")  # fmt: skip
+        reachability.ok()
         return True
     return False
 
@@ -321,8 +294,9 @@ class LiveTrader:
                 return True
             except (RetriesExhausted, ccxt.OperationFailed) as e:
                 err = getattr(e, "last", e)
-                log.warning("backfill_retry", reason=describe_network_error(err),
-                            text=f"BACKFILL interrupted ({describe_network_error(err)}): retrying")  # fmt: skip
+                why = describe_network_error(err) or type(err).__name__
+                (log.debug if reachability.down else log.warning)(
+                    "backfill_retry", reason=why, text=f"BACKFILL interrupted ({why}): retrying")
                 if await _sleep_or_stop(self.stop, backoff.next()):
                     return False
         return False

@@ -167,6 +167,22 @@ def test_exchange_unreachable_said_once_watchdog_fed_and_recovers(home: Path) ->
         asyncio.run_coroutine_threadsafe(sim.start(port=port), loop).result(30)
         lines.wait_for("EXCHANGE reachable again")
         lines.wait_for("WATCH ONLY: no model")
+        lines.wait_for("FEED websocket up")
+        # The exchange goes away mid-run (the simulator stops), then comes back.
+        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(30)
+        deadline = time.monotonic() + 30
+        while lines.count("EXCHANGE unreachable") < 2:
+            assert time.monotonic() < deadline, "\n".join(lines.lines)
+            time.sleep(0.1)
+        time.sleep(3.0)
+        assert proc.poll() is None and lines.count("EXCHANGE unreachable") == 2  # one line per outage
+        assert lines.count("exchange_retry") == 0 and lines.count("feed_poll_failed") == 0, lines.lines  # no flood
+        sim = ExchangeSimulator(book, SimSettings(speed=60, start_ms=APR21_0000 + 5 * 60_000, update_interval_s=0.2))
+        asyncio.run_coroutine_threadsafe(sim.start(port=port), loop).result(30)
+        deadline = time.monotonic() + 60
+        while lines.count("EXCHANGE reachable again") < 2:
+            assert time.monotonic() < deadline, "\n".join(lines.lines)
+            time.sleep(0.1)
         assert stop(proc, lines) == 0, "\n".join(lines.lines)
         assert "STOPPING=1" in [m for _, m in notify.messages]
         assert lines.count("STOPPED cleanly") == 1
