@@ -26,12 +26,25 @@ from bot.store.db import open_store
 log = structlog.get_logger("bot.daemon")
 
 EXIT_ALREADY_RUNNING = 3
+EXIT_LOCK_LOST = 4
+LOCK_CHECK_S = 10.0
 
 
 async def _watchdog(interval: float) -> None:
     while True:
         sdnotify.notify("WATCHDOG=1")
         await asyncio.sleep(interval)
+
+
+async def _guard_lock(lock: daemon_lock.DaemonLock, stop: asyncio.Event, lost: list[bool]) -> None:
+    """The lock lives as long as its connection: if that drops (database restarted), another
+    daemon could start, so this one stops (and systemd starts it again, through the lock)."""
+    while not stop.is_set():
+        await asyncio.sleep(LOCK_CHECK_S)
+        if not await lock.alive():
+            log.error("daemon_lock_lost", text="LOCK lost (the database connection holding it dropped): stopping")
+            lost.append(True)
+            stop.set()
 
 
 async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train: bool = False) -> int:
@@ -69,7 +82,14 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
                 log.info("daemon_up", db=where, schema=version, startup_s=round(time.monotonic() - t0, 2),
                          text=f"UP {cfg.mode} mode, db {where} (schema v{version}), {time.monotonic() - t0:.1f}s")  # fmt: skip
                 sdnotify.notify("READY=1")
-                rc = await LiveTrader(cfg, store, stop, no_train=no_train).run()
+                lost: list[bool] = []
+                guard = asyncio.create_task(_guard_lock(lock, stop, lost), name="lock-guard")
+                try:
+                    rc = await LiveTrader(cfg, store, stop, no_train=no_train).run()
+                finally:
+                    guard.cancel()
+                if lost and rc == 0:
+                    rc = EXIT_LOCK_LOST
                 sdnotify.notify("STOPPING=1")
                 log.info("daemon_stopping", text="STOPPING")
             finally:

@@ -157,7 +157,7 @@ class LiveTrader:
             lag.cancel()
             self.worker.shutdown(wait=True)
             with contextlib.suppress(Exception):
-                await self._exchange.close()
+                await asyncio.wait_for(self._exchange.close(), 10)
 
     async def _run(self) -> int:
         cfg = self.cfg
