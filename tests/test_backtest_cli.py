@@ -60,3 +60,34 @@ def test_backtest_cli_says_watch_only_with_the_default_floor(engine_bundle, tmp_
     cap = capsys.readouterr()
     assert "has no validated edge: PF 0.97 < 1.05, watching only" in cap.err + cap.out
     assert "0 trades" in cap.out
+
+
+def test_walk_forward_trains_each_window_and_tests_the_next(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = shared_data_or_skip()
+    cfg = {
+        "symbols": ["BTCUSDT", "ETHUSDT", "SOLUSDT", "ADAUSDT"],
+        "paths": {"data_dir": str(tmp_path / "var"), "models_dir": str(tmp_path / "models"), "logs_dir": str(tmp_path / "logs")},
+        "costs": {"fee_rate": 0.0, "slippage_bps": 0.0},
+        "risk": {"cooldown_after_stop_minutes": 0},
+        "trading": {"min_validation_pf": 0.0, "min_validation_trades": 0},
+        "train": {"threads": 1, "folds": 1, "fold_days": 2, "regime_fit_days": 3, "row_stride": 3, "meta_min_samples": 30,
+                  "er_threshold": -0.002, "meta_threshold": 0.45, "audit": False,
+                  "lightgbm": {"num_boost_round": 30, "min_data_in_leaf": 50}, "catboost": {"iterations": 20, "max_rows": 2000}},
+    }  # fmt: skip
+    p = tmp_path / "config.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "wf"
+    rc = main(["--config", str(p), "backtest", "--walk-forward", "--candles", str(data), "--from", "2021-04-02",
+               "--to", "2021-04-16", "--train-days", "9", "--test-days", "2.5", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    folds = json.loads((out / "folds.json").read_text())
+    assert [f["fold"] for f in folds["folds"]] == [0, 1]
+    f0, f1 = folds["folds"]
+    assert f0["bundle"] != f1["bundle"] and f1["train"][1] == f0["train"][1] + int(2.5 * 86_400_000)
+    assert f0["test"][0] == f0["train"][1] + 3_600_000  # the embargo after each training window
+    assert folds["total"]["trades"] == f0["trades"] + f1["trades"] >= 20
+    assert folds["total"]["final_equity"] == f1["final_equity"]
+    total = json.loads((out / "metrics.json").read_text())
+    assert total["overall"]["trades"]["trades"] == folds["total"]["trades"]
+    assert (out / "fold0" / "report.html").exists() and (out / "fold1" / "report.html").exists()
+    assert "total:" in capsys.readouterr().out

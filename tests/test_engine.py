@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from bot.backtest import load_window, minute_matrix, run_backtest
+from bot.backtest import load_window, minute_matrix, online_feature_rows, run_backtest
 from bot.engine import Engine, PaperBroker, TradingConfig, client_order_id, validated_edge
 from bot.engine.records import OrderIntent
 from models.config import CostConfig
@@ -247,3 +247,21 @@ def test_order_ids_are_deterministic_and_the_paper_broker_is_idempotent() -> Non
     late = OrderIntent("x2", "DOGEUSDT", "buy", "entry", 1.0, 0, 0.3, "signal")
     broker.submit([late])
     assert broker.poll(2 * MINUTE_MS, bars, {"DOGEUSDT": 0}).cancelled == [("x2", "no_next_bar")]
+
+
+def test_er_gated_scoring_equals_full_scoring_on_the_rows_that_pass(engine_bundle, day_data) -> None:  # noqa: ANN001
+    start, end, data = day_data
+    eng = Engine(SYMBOLS, engine_bundle)
+    eng.warm_up({s: c.between(None, start) for s, c in data.items()})
+    minutes, bars = minute_matrix(data, eng.symbols, start, start + 4 * HOUR_MS)
+    feats = online_feature_rows(eng.features, minutes, bars).reshape(-1, len(eng.features.names))
+    x = np.ascontiguousarray(feats[:, engine_bundle.column_index(eng.features.names)])
+    full = engine_bundle.predictor.predict(x)
+    thr = float(np.quantile(full["er"], 0.8))
+    gated = engine_bundle.predictor.predict(x, er_gate=thr)
+    keep = full["er"] > thr
+    assert 0.1 < keep.mean() < 0.3
+    for k in ("er", "er_lgb", "er_cat"):
+        assert np.array_equal(gated[k], full[k])
+    for k in ("q05", "e_mae", "e_hold", "p"):
+        assert np.array_equal(gated[k][keep], full[k][keep]) and np.isnan(gated[k][~keep]).all()

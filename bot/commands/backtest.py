@@ -302,7 +302,8 @@ def _combine(results: list[Any]) -> Any:
     return dataclasses.replace(
         first, trades=[t for r in results for t in r.trades], equity_ts=np.concatenate([r.equity_ts for r in results]),
         equity=np.concatenate([r.equity for r in results]), cash=np.concatenate([r.cash for r in results]),
-        exposure=np.concatenate([r.exposure for r in results]), skips=skips, decisions=[],
+        exposure=np.concatenate([r.exposure for r in results]),
+        open_positions=np.concatenate([r.open_positions for r in results]), skips=skips, decisions=[],
         orders=sum(r.orders for r in results), minutes=sum(r.minutes for r in results), end=results[-1].end,
         seconds=sum(r.seconds for r in results), fees=sum(r.fees for r in results),
         benchmark=None if any(r.benchmark is None for r in results) else (

@@ -276,8 +276,11 @@ class Engine:
         np.copyto(self._prev_c, close, where=real)
 
     def score(self, feats: np.ndarray) -> dict[str, np.ndarray]:
-        """One scoring call for a block of feature rows (any number of rows, full columns)."""
-        return self._b.predictor.predict(np.ascontiguousarray(feats[:, self._b.cols], dtype=np.float32))
+        """One scoring call for a block of feature rows (any number of rows, full columns). Rows
+        whose er cannot pass the entry rule get NaN for the other scores (`Predictor.predict`'s
+        er gate): they never become candidates, and scoring them fully would cost 3x more."""
+        x = np.ascontiguousarray(feats[:, self._b.cols], dtype=np.float32)
+        return self._b.predictor.predict(x, er_gate=self.rule.er_threshold)
 
     def step(
         self,
