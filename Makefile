@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.yaml
 
-.PHONY: install postgres test run bench lint clean
+.PHONY: install postgres test test-fast run bench lint clean
 
 # The virtualenv and the package with its dev extras; re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -24,6 +24,11 @@ install: $(STAMP) postgres
 
 test: install
 	$(BIN)/python -m pytest
+
+# Everything but the tests marked `slow` (training runs, 30-symbol replays, long property
+# searches): under a minute of test time on the 2-core development machine when it is quiet.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
 
 run: install
 	$(BIN)/bot --config $(CONFIG) run

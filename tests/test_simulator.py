@@ -258,6 +258,7 @@ async def test_ws_drop_and_stall_reach_the_client(book):
         await sim.stop()
 
 
+@pytest.mark.slow
 async def test_simulate_exchange_command_serves_ccxt():
     data = DATA_DIR
     if not data.is_dir():
