@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -241,6 +241,13 @@ class ReferenceInputs:
     regime_vol_window: int
     external_days: list[tuple[str, float]]
     external_max_age_days: int
+    memo: dict[object, object] = field(default_factory=dict)  # hand-built bars, regime filter
+
+    def once(self, key: object, make):  # noqa: ANN001,ANN201
+        """`make()` the first time `key` is asked for; the same result afterwards."""
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
 
 
 def _log_returns(c: Candles) -> pd.Series:
@@ -265,7 +272,7 @@ def reference_column(name: str, inp: ReferenceInputs) -> np.ndarray:
         if minutes == 1:
             bars = {k: getattr(inp.sym, k).tolist() for k in ("open", "high", "low", "close", "volume")}
             return timeframe_reference(bars, shape, rest)
-        ends, bars = aggregate_by_hand(inp.sym, minutes)
+        ends, bars = inp.once(("bars", minutes), lambda: aggregate_by_hand(inp.sym, minutes))
         return on_minute_rows(timeframe_reference(bars, shape, rest), ends, n)
     if m := re.fullmatch(r"xc_([a-z0-9]+)_(\d+)", name):
         ref = _log_returns(_ref_candles(inp, m[1]))
@@ -276,8 +283,9 @@ def reference_column(name: str, inp: ReferenceInputs) -> np.ndarray:
         return _log_returns(_ref_candles(inp, m[1])).shift(int(m[2])).to_numpy()
     if m := re.fullmatch(r"regime_p(\d+)", name):
         rg = inp.regime
-        probs = ref_regime_probs(inp.refs[inp.regime_symbol], rg.means, rg.variances, rg.transmat, rg.startprob, inp.regime_minutes,
-                                 inp.regime_vol_window)  # fmt: skip
+        probs = inp.once("regime", lambda: ref_regime_probs(
+            inp.refs[inp.regime_symbol], rg.means, rg.variances, rg.transmat, rg.startprob, inp.regime_minutes,
+            inp.regime_vol_window))  # fmt: skip
         return probs[:, int(m[1])]
     if m := re.fullmatch(r"ext_([a-z0-9_]+)", name):
         return ref_external(inp.sym.ts, inp.external_days, inp.external_max_age_days)
