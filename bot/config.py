@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import to_jsonable_python
 
+from bot.dashboard.config import DashboardConfig
 from bot.marketdata.config import ExchangeConfig, FeedConfig
 from models.config import CostConfig, LabelConfig, TrainConfig
 from models.features.config import FeatureConfig
@@ -144,6 +145,7 @@ class Config(BaseModel):
     train: TrainConfig = TrainConfig()
     paper: PaperConfig = PaperConfig()
     logging: LoggingConfig = LoggingConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
 
     @field_validator("symbols", mode="before")
