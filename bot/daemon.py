@@ -47,6 +47,20 @@ async def _guard_lock(lock: daemon_lock.DaemonLock, stop: asyncio.Event, lost: l
             stop.set()
 
 
+async def _start_dashboard(cfg: Config, store: object, trader: object) -> object | None:
+    """The local page and /metrics (`bot.dashboard`), fed by the trader's `DaemonMetrics`."""
+    if not cfg.dashboard.enabled:
+        return None
+    from bot.dashboard.metrics import DaemonMetrics
+    from bot.dashboard.server import start_dashboard
+    from bot.dashboard.state import DashboardState
+
+    trader.metrics = DaemonMetrics()  # type: ignore[attr-defined]
+    state = DashboardState(db=store, mode=cfg.mode, symbols=cfg.symbols, metrics=trader.metrics,  # type: ignore[attr-defined]
+                           live=trader.details)  # type: ignore[attr-defined]  # fmt: skip
+    return await start_dashboard(state, cfg)
+
+
 async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train: bool = False) -> int:
     """Run until `stop` is set or SIGINT/SIGTERM arrives. Returns the process exit status."""
     from bot.live import LiveTrader
@@ -84,10 +98,14 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
                 sdnotify.notify("READY=1")
                 lost: list[bool] = []
                 guard = asyncio.create_task(_guard_lock(lock, stop, lost), name="lock-guard")
+                trader = LiveTrader(cfg, store, stop, no_train=no_train)
+                dashboard = await _start_dashboard(cfg, store, trader)
                 try:
-                    rc = await LiveTrader(cfg, store, stop, no_train=no_train).run()
+                    rc = await trader.run()
                 finally:
                     guard.cancel()
+                    if dashboard is not None:
+                        await dashboard.cleanup()
                 if lost and rc == 0:
                     rc = EXIT_LOCK_LOST
                 sdnotify.notify("STOPPING=1")

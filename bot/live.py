@@ -142,6 +142,7 @@ class LiveTrader:
         self.feed: Any = None
         self._exchange: Any = None
         self.lag = LoopLag()
+        self.metrics: Any = None  # bot.dashboard.metrics.DaemonMetrics, when the dashboard is on
 
     async def _in_worker(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
@@ -336,6 +337,8 @@ class LiveTrader:
         watch = eng.watch_reason
         await status.write_heartbeat(self.store.pool, last_minute_ts=anchor, model_version=self.model_version,
                                      watch_only=watch is not None, watch_reason=watch)  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.model_in_use(self.model_version, watch_only=watch is not None)
         if watch:
             log.warning("watch_only", reason=watch, text=f"WATCH ONLY: {watch}")
         log.info("engine_ready", text=f"ENGINE {eng.status_line()}")
@@ -399,6 +402,17 @@ class LiveTrader:
         st.step_ms.append((time.perf_counter() - t0) * 1000)
         if len(st.step_ms) > 10_000:
             del st.step_ms[:5_000]
+        m = self.metrics
+        if m is not None:
+            m.step_done(len(eng.symbols), time.perf_counter() - t0)
+            if rec.equity is not None:
+                e = rec.equity
+                m.account(equity=e.equity, cash=e.cash, gross_exposure=e.gross_exposure, open_positions=e.open_positions)
+            for o in rec.orders:
+                m.order_sent(o.side)
+            for t in rec.closed:
+                m.trade_closed(t.exit_reason)
+            m.skipped(getattr(res, "skips", {}) or {})
         for p in rec.opened:
             log.info("trade_open", symbol=p.symbol, qty=p.qty, price=p.entry_price, ts=p.entry_ts, er=p.er, p=p.p,
                      mode=self.mode,

@@ -57,6 +57,7 @@ def write_config(home: Path, host: str, port: int, symbols: list[str]) -> Path:
                               "ws": f"ws://{host}:{port}/stream/ws"},
                      "rate_limit_ms": 0, "timeout_ms": 2000, "retry_base_s": 0.1, "retry_max_s": 0.5},
         "feed": {"backfill_days": 0, "rest_poll_interval_s": 0.5, "flush_interval_s": 0.2},
+        "dashboard": {"enabled": False},
     }))  # fmt: skip
     return cfg
 

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -75,7 +76,8 @@ def window(bundle: Path, hours: float) -> tuple[int, int, int]:
     return start, start + int(hours * HOUR_MS), int(m["label_config"]["horizon_bars"]) * MINUTE_MS
 
 
-def write_config(home: Path, dsn: str, sim: ExchangeSimulator | None, *, floor: bool = False) -> Path:
+def write_config(home: Path, dsn: str, sim: ExchangeSimulator | None, *, floor: bool = False,
+                 dashboard_port: int | None = None) -> Path:
     urls = sim.urls if sim is not None else {}
     cfg = home / "config.yaml"
     cfg.write_text(yaml.safe_dump({
@@ -88,6 +90,7 @@ def write_config(home: Path, dsn: str, sim: ExchangeSimulator | None, *, floor: 
         "risk": {"cooldown_after_stop_minutes": 0},
         "paths": {"data_dir": str(home / "var"), "models_dir": str(home / "var" / "models"), "logs_dir": str(home / "logs")},
         "logging": {"console": False},
+        "dashboard": {"enabled": dashboard_port is not None, "port": dashboard_port or 8787},
     }))  # fmt: skip
     return cfg
 
@@ -214,6 +217,22 @@ async def live_trades(dsn: str) -> list[dict[str, Any]]:
     return [json.loads(r["details"])["trade"] for r in rows]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def http_get(url: str) -> str:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(url) as r:
+        assert r.status == 200
+        return await r.text()
+
+
 async def daemon_status(dsn: str) -> dict[str, Any]:
     from bot.store.daemon_lock import read_status
 
@@ -239,7 +258,8 @@ async def test_paper_run_gives_the_backtests_trades(db_dsn, book30, bundle_path,
     sim = ExchangeSimulator(book30, SimSettings(speed=0, start_ms=start, update_interval_s=0.5))
     await sim.start()
     await promote_bundle(db_dsn, bundle_path)
-    cfg = write_config(tmp_path, db_dsn, sim)
+    port = free_port()
+    cfg = write_config(tmp_path, db_dsn, sim, dashboard_port=port)
     d = Daemon(cfg, tmp_path, db_dsn)
     try:
         await d.start()
@@ -257,6 +277,9 @@ async def test_paper_run_gives_the_backtests_trades(db_dsn, book30, bundle_path,
             await asyncio.sleep(0.2)
         assert status["running"] and status["pid"] == d.proc.pid and status["last_minute_ts"] >= end - MINUTE_MS
         assert status["details"]["minutes_processed"] >= 300 and status["details"]["rss_mb"] > 0
+        metrics = await http_get(f"http://127.0.0.1:{port}/metrics")  # the dashboard's figures, fed by the loop
+        steps = float(re.search(r"^bot_steps_total (\S+)$", metrics, re.M).group(1))
+        assert steps >= 300, metrics[:2000]
         assert status["watch_only"] is False and status["model_version"] == json.loads(
             (bundle_path / "manifest.json").read_text())["version"]
         assert await d.terminate() == 0
