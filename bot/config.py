@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import to_jsonable_python
 
+from bot.brokers.config import LiveConfig
 from bot.dashboard.config import DashboardConfig
 from bot.engine.config import TradingConfig
 from bot.marketdata.config import ExchangeConfig, FeedConfig
@@ -146,6 +147,7 @@ class Config(BaseModel):
     train: TrainConfig = TrainConfig()
     paper: PaperConfig = PaperConfig()
     trading: TradingConfig = TradingConfig()
+    live: LiveConfig = LiveConfig()
     logging: LoggingConfig = LoggingConfig()
     dashboard: DashboardConfig = DashboardConfig()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
