@@ -61,7 +61,8 @@ async def _start_dashboard(cfg: Config, store: object, trader: object) -> object
     return await start_dashboard(state, cfg)
 
 
-async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train: bool = False) -> int:
+async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train: bool = False,
+                     confirm_live: bool = False) -> int:  # fmt: skip
     """Run until `stop` is set or SIGINT/SIGTERM arrives. Returns the process exit status."""
     from bot.live import LiveTrader
 
@@ -98,7 +99,7 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
                 sdnotify.notify("READY=1")
                 lost: list[bool] = []
                 guard = asyncio.create_task(_guard_lock(lock, stop, lost), name="lock-guard")
-                trader = LiveTrader(cfg, store, stop, no_train=no_train)
+                trader = LiveTrader(cfg, store, stop, no_train=no_train, confirm_live=confirm_live)
                 dashboard = await _start_dashboard(cfg, store, trader)
                 try:
                     rc = await trader.run()

@@ -20,6 +20,12 @@
 A stop request ends the loop after the minute in flight is persisted (no new entries are made
 after it), then the feed flushes its candles and closes.
 
+Live mode (`mode: live` and `confirm_live`, i.e. `bot run --confirm-live`): the engine's broker
+is `bot.brokers.live.LiveBroker` instead of the paper broker (see `LiveHooks` below: the only
+live-specific code of this loop); its orders and fills are written by the broker itself, before
+and after they are sent, so the step records carry none; entries wait for a reconciliation
+with the exchange at start and every `live.reconcile_interval_s` (`bot.brokers.reconcile`).
+
 Nothing CPU-heavy runs on the event loop: bundle loading, warm-up and each step run in a
 single worker thread (so steps stay strictly ordered), training in a spawned process.
 """
@@ -127,7 +133,10 @@ class LoopStats:
 class LiveTrader:
     """See the module docstring. One per daemon process."""
 
-    def __init__(self, cfg: Config, store: Any, stop: asyncio.Event, *, no_train: bool = False):
+    def __init__(self, cfg: Config, store: Any, stop: asyncio.Event, *, no_train: bool = False,
+                 confirm_live: bool = False):  # fmt: skip
+        if cfg.mode == "live" and not confirm_live:
+            raise RuntimeError("mode: live needs the command-line confirmation (--confirm-live)")
         self.cfg = cfg
         self.store = store
         self.stop = stop
@@ -143,6 +152,7 @@ class LiveTrader:
         self._exchange: Any = None
         self.lag = LoopLag()
         self.metrics: Any = None  # bot.dashboard.metrics.DaemonMetrics, when the dashboard is on
+        self.live: Any = None  # LiveHooks in live mode
 
     async def _in_worker(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
@@ -175,6 +185,12 @@ class LiveTrader:
             return 0
         if bundle is None:
             return await self._collect_only()
+        if self.mode == "live":
+            from bot.live_hooks import LiveHooks
+
+            self.live = LiveHooks(cfg, self.store, self._exchange, self.stop)
+            if not await self.live.setup():
+                return 2
         self.engine = await self._in_worker(self._build_engine, bundle)
         eng = self.engine
         missing = unlisted_symbols(self._exchange, eng.symbols, cfg.exchange.quote)
@@ -186,13 +202,19 @@ class LiveTrader:
         anchor = await self._prepare_history(eng.symbols, eng.features.warmup, resume.last_minute_ts)
         if anchor is None:
             return 0
+        if self.live is not None:
+            await self.live.load_orders(anchor)
         await self._warm_and_restore(anchor, resume)
+        if self.live is not None:
+            await self.live.reconcile(eng, self._in_worker)
         return await self._stream(anchor)
 
     def _build_engine(self, bundle: Any) -> Any:
         from bot.engine import Engine
 
         c = self.cfg
+        if self.live is not None:
+            return self.live.build_engine(bundle)
         # The same arguments `bot backtest` gives the engine (bot.commands.backtest._replay).
         return Engine(c.symbols, bundle, trading=c.trading, risk=c.risk, costs=c.costs,
                       initial_equity=c.paper.initial_equity)  # fmt: skip
@@ -358,6 +380,7 @@ class LiveTrader:
         asm = MinuteAssembler(eng.symbols, timeout_s=self.cfg.feed.minute_timeout_s)
         feed_task = asyncio.create_task(feed.run(), name="feed")
         hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        poller = asyncio.create_task(self.live.poll_loop(), name="order-poll") if self.live is not None else None
         minutes = asm.minutes(feed.queue)
         try:
             while not self.stop.is_set():
@@ -375,8 +398,14 @@ class LiveTrader:
                 ts, bars = nxt.result()
                 if ts <= (self.last_minute or -1):
                     continue
+                if self.live is not None and self.live.reconcile_due():
+                    await self.live.reconcile(eng, self._in_worker)
                 await self._step(ts, bars)
         finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
             await minutes.aclose()
             feed.stop()
             with contextlib.suppress(Exception):
@@ -392,6 +421,8 @@ class LiveTrader:
         t0 = time.perf_counter()
         res, state = await self._in_worker(self._step_sync, ts, bars)
         rec = StepRecords.from_step(ts, res, state=state, model_version=self.model_version)
+        if self.live is not None:
+            rec.fills = ()  # the live broker wrote the exchange's own trades (fees as reported) already
         await self.trading.write_step(rec, now_ms=status.now_ms())
         self.last_minute = ts
         st = self.stats

@@ -84,6 +84,7 @@ class Tracked:
     trades: dict[str, Trade] = field(default_factory=dict)
     reason: str | None = None  # why it ended without a fill
     outcome_ready: bool = False
+    busy: bool = False  # being sent or looked up: the poller leaves it alone
 
 
 class LiveExecutor:
@@ -132,7 +133,11 @@ class LiveExecutor:
                     return
                 attempt = t.attempt + 1
             else:
-                await self.resolve(t)
+                t.busy = True
+                try:
+                    await self.resolve(t)
+                finally:
+                    t.busy = False
                 return
         else:
             attempt = 1
@@ -147,10 +152,14 @@ class LiveExecutor:
             await self.store.insert_new(it, t.xcid, max(it.qty, 1e-12), attempt, now_ms())
             await self._final(t, "rejected", t.reason)
             return
-        if not await self.store.insert_new(it, t.xcid, qty, attempt, now_ms()):
-            await self.resolve(t)  # the id is already in the store: it may be on the exchange
-            return
-        await self._send(t, qty)
+        t.busy = True
+        try:
+            if not await self.store.insert_new(it, t.xcid, qty, attempt, now_ms()):
+                await self.resolve(t)  # the id is already in the store: it may be on the exchange
+                return
+            await self._send(t, qty)
+        finally:
+            t.busy = False
 
     async def _qty(self, it: OrderIntent, attempt: int) -> float:
         """The quantity rounded down to the lot step (a later attempt of an exit sells at most
@@ -228,7 +237,7 @@ class LiveExecutor:
     async def poll_open(self) -> None:
         """Look up every order still open or unanswered (fills, delayed fills, cancellations)."""
         for t in list(self.tracked.values()):
-            if t.outcome_ready or t.status in FINAL:
+            if t.outcome_ready or t.status in FINAL or t.busy:
                 continue
             if t.status in ("new", "submitted"):
                 await self.resolve(t, deadline_s=0)

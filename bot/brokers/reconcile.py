@@ -65,7 +65,7 @@ async def reconcile(ex: LiveExecutor, *, cash: float, positions: Mapping[str, fl
             t = ex._from_stored(it, so)
             ex.tracked[so.engine_id] = t
         for t in ex.unfinished():
-            if t.status in ("new", "submitted"):
+            if t.status in ("new", "submitted") and not t.busy:
                 await ex.resolve(t, deadline_s=0)
         await ex.poll_open()
         # 2. open orders on the exchange
