@@ -386,7 +386,13 @@ class LiveTrader:
             while not self.stop.is_set():
                 nxt = asyncio.ensure_future(anext(minutes))
                 stopper = asyncio.ensure_future(self.stop.wait())
-                done, _ = await asyncio.wait({nxt, stopper, feed_task}, return_when=asyncio.FIRST_COMPLETED)
+                while True:
+                    done, _ = await asyncio.wait({nxt, stopper, feed_task}, return_when=asyncio.FIRST_COMPLETED,
+                                                 timeout=self.live.idle_timeout() if self.live is not None else None)  # fmt: skip
+                    if done or self.live is None:
+                        break
+                    if self.live.reconcile_due():  # live: no minute for a while, reconcile anyway
+                        await self.live.reconcile(eng, self._in_worker)
                 stopper.cancel()
                 if nxt not in done:
                     nxt.cancel()

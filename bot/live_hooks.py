@@ -80,7 +80,11 @@ class LiveHooks:
         return eng
 
     async def load_orders(self, anchor: int) -> None:
-        await self.executor.load(since_ts=anchor - DAY_MS)
+        await self.executor.load(since_ts=anchor - DAY_MS, anchor=anchor)
+
+    def idle_timeout(self) -> float:
+        """How long the loop may wait for a minute before it reconciles anyway."""
+        return self.cfg.live.reconcile_interval_s
 
     def reconcile_due(self) -> bool:
         return time.monotonic() - self.last_reconcile >= self.cfg.live.reconcile_interval_s
@@ -90,7 +94,7 @@ class LiveHooks:
         positions = {s: p.qty for s, p in eng.positions.items()}
         steps = {s: r.qty_step for s, r in self.rules.items()}
         rec = await reconcile(self.executor, cash=eng.cash, positions=positions, symbols=list(self.cfg.symbols),
-                              qty_steps=steps)  # fmt: skip
+                              qty_steps=steps, engine_ts=eng.last_ts)  # fmt: skip
         self.reconciliations += 1
         self.mismatches += len(rec.mismatches)
         await in_worker(self._apply, eng, rec)

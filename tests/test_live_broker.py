@@ -240,6 +240,7 @@ async def test_reconciliation_adopts_ours_leaves_foreign_alone_and_repairs_drift
         # one real position: bought 0.02 BTC (fee in BTC)
         await ex.place(intent(qty=0.02))
         held = float((await ex.ex.fetch_balance())["total"]["BTC"])
+        ex.outbox.clear()  # the engine booked that fill
         # drift: 250 USDT leave the account outside the bot
         async with aiohttp.ClientSession() as s, s.post(f"{sim.base_url}/_sim/balances", json={"USDT": -250.0}) as r:
             assert r.status == 200
@@ -250,8 +251,8 @@ async def test_reconciliation_adopts_ours_leaves_foreign_alone_and_repairs_drift
         kinds = {m.kind: m for m in rec.mismatches}
         assert kinds["foreign_open_order"].exchange == "web_manual_1"
         assert kinds["adopted_open_order"].exchange == ours
-        # the adopted order is in flight: balances wait for the next round (entries stay blocked)
-        assert not rec.complete and rec.cash is None
+        # the adopted order is in flight: balances wait for the next round
+        assert rec.complete and rec.deferred and rec.cash is None and not rec.positions
         open_now = {o["clientOrderId"] for o in await sim_orders(sim.base_url) if o["status"] == "NEW"}
         assert open_now == {"web_manual_1", ours}  # nothing cancelled
         stored = await rows(db_dsn, "SELECT client_order_id, status FROM orders WHERE client_order_id = $1", ours)
@@ -259,7 +260,7 @@ async def test_reconciliation_adopts_ours_leaves_foreign_alone_and_repairs_drift
         await ex.ex.cancel_order(None, "ETH/USDT", {"origClientOrderId": ours})  # ours ends (cancelled)
         rec = await reconcile(ex, cash=cash_store, positions={"BTCUSDT": held + 0.001}, symbols=SYMBOLS,
                               qty_steps={s: 1e-5 for s in SYMBOLS})  # fmt: skip
-        assert rec.complete
+        assert rec.complete and not rec.deferred
         kinds = {m.kind: m for m in rec.mismatches}
         assert kinds["cash"].store == pytest.approx(cash_store) and rec.cash == pytest.approx(cash_store - 250.0)
         assert kinds["position"].exchange == pytest.approx(held) and rec.positions == {"BTCUSDT": pytest.approx(held)}

@@ -85,6 +85,7 @@ class Tracked:
     reason: str | None = None  # why it ended without a fill
     outcome_ready: bool = False
     busy: bool = False  # being sent or looked up: the poller leaves it alone
+    adopted: bool = False  # found on the exchange by reconciliation: no engine waits for its outcome
 
 
 class LiveExecutor:
@@ -98,13 +99,18 @@ class LiveExecutor:
         self.tracked: dict[str, Tracked] = {}  # engine id -> order
         self.known: dict[str, StoredOrder] = {}  # engine id -> its latest stored attempt (from the store at start)
         self.outbox: deque[tuple[str, Fill | None, str | None]] = deque()  # (engine id, fill, cancel reason)
+        self.anchor: int | None = None
         self.counts: dict[str, int] = {"sent": 0, "lookups": 0, "retries": 0, "rejected": 0, "not_placed": 0,
                                        "adopted": 0}  # fmt: skip
 
     # -- start ---------------------------------------------------------------------------------
 
-    async def load(self, since_ts: int) -> None:
-        """The store's orders (recent ones and every unfinished one): ids that exist are never sent again."""
+    async def load(self, since_ts: int, anchor: int | None = None) -> None:
+        """The store's orders (recent ones and every unfinished one): ids that exist are never sent
+        again. `anchor`: the last minute of the restored engine state; orders decided after it
+        were sent by a process that died before it persisted that minute: the restarted engine
+        decides them again and gets their outcome (`unclaimed`)."""
+        self.anchor = anchor
         for o in await self.store.load(since_ts=since_ts):
             prev = self.known.get(o.engine_id)
             if prev is None or int(o.reason.get("attempt", 1)) >= int(prev.reason.get("attempt", 1)):
@@ -120,6 +126,12 @@ class LiveExecutor:
         eid = it.client_order_id
         if eid in self.tracked:
             t = self.tracked[eid]
+            if t.adopted:  # found by reconciliation, now claimed by the engine: it hears the outcome
+                t.adopted = False
+                if t.outcome_ready:
+                    t.outcome_ready = False
+                    self._finish(t)
+                return
             if not (t.outcome_ready and t.executed <= 0 and t.intent.leg == "exit"):
                 return  # in flight or done: the engine hears about it once
             attempt = t.attempt + 1  # an exit that was definitely not placed: a new attempt
@@ -204,6 +216,8 @@ class LiveExecutor:
                 self.counts["rejected"] += 1
                 await self._final(t, "rejected", code)
                 return
+            log.info("order_sent", client_order_id=t.xcid, symbol=it.symbol, side=it.side, qty=qty,
+                     status=(o.get("info") or {}).get("status"))  # fmt: skip
             await self._apply(t, o.get("info") or {})
             return
 
@@ -294,6 +308,10 @@ class LiveExecutor:
         it = t.intent
         trades = list(t.trades.values())
         qty = sum(x.qty for x in trades)
+        log.info("order_final", client_order_id=t.xcid, symbol=it.symbol, side=it.side, status=t.status, filled=qty,
+                 reason=t.reason, trades=len(trades))  # fmt: skip
+        if t.adopted:
+            return
         if qty <= 0:
             self.outbox.append((it.client_order_id, None, t.reason or f"order_{t.status}"))
             return
@@ -319,6 +337,12 @@ class LiveExecutor:
 
     def unfinished(self) -> list[Tracked]:
         return [t for t in self.tracked.values() if not t.outcome_ready]
+
+    def unclaimed(self) -> list[StoredOrder]:
+        """Orders sent for minutes after the restored state that the engine has not asked about again."""
+        if self.anchor is None:
+            return []
+        return [o for o in self.known.values() if o.decision_ts > self.anchor]
 
 
 class LiveBroker:

@@ -11,9 +11,14 @@ The rules (each mismatch is logged with both sides and the rule applied):
    cash. A position the exchange holds less of than the store (beyond one lot step) is cut to
    what the exchange holds (to nothing when it holds nothing). Base assets the exchange holds
    beyond the bot's positions are reported and left alone (they may be the user's).
-Balances and positions are only compared when no order of ours is in flight (its fill would
-show on one side before the other); otherwise the reconciliation is "pending" and entries stay
-blocked until one completes.
+Balances and positions are only compared when no outcome is in flight: no order of ours
+unfinished, none finished and not yet booked by the engine, and, after a restart, none sent for
+a minute after the restored state that the re-stepping engine has not decided again yet (its
+fill would show on the exchange before the engine books it); until then that part is
+*deferred* (said in the log, entries go on: blocking them would change the re-stepped
+decisions). Such an order the engine has stepped past without deciding it again is an
+*orphan*: reported, and its holding falls under rule 3. A reconciliation that cannot ask the
+exchange is *pending*, and the engine does not enter until one completes.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import structlog
 from bot.brokers.live import OUR_ID, LiveExecutor, Tracked, engine_client_id, now_ms
 from bot.brokers.orders import FROM_EXCHANGE
 from bot.engine.records import OrderIntent
+from models.timeutil import MINUTE_MS
 
 log = structlog.get_logger("bot.brokers.reconcile")
 
@@ -51,10 +57,11 @@ class Reconciliation:
     cash: float | None = None  # the engine's cash from now on (None: unchanged)
     positions: dict[str, float] = field(default_factory=dict)  # symbol -> qty to set (0: drop the position)
     reason: str = ""
+    deferred: bool = False  # orders were answered, balances not compared (outcomes in flight)
 
 
 async def reconcile(ex: LiveExecutor, *, cash: float, positions: Mapping[str, float], symbols: Sequence[str],
-                    qty_steps: Mapping[str, float]) -> Reconciliation:  # fmt: skip
+                    qty_steps: Mapping[str, float], engine_ts: int | None = None) -> Reconciliation:  # fmt: skip
     """One reconciliation (see the module docstring); returns what to apply to the engine."""
     out = Reconciliation(False)
     try:
@@ -82,9 +89,19 @@ async def reconcile(ex: LiveExecutor, *, cash: float, positions: Mapping[str, fl
                 out.mismatches.append(Mismatch("adopted_open_order", sym, None, cid, "ours by its id: adopted and followed"))
             else:
                 out.mismatches.append(Mismatch("foreign_open_order", sym, None, cid, "not ours: left alone"))
-        in_flight = [t.xcid for t in ex.unfinished()]
+        in_flight = [t.xcid for t in ex.unfinished()] + [eid for eid, _, _ in list(ex.outbox)]
+        for so in ex.unclaimed():
+            if engine_ts is None or so.decision_ts + MINUTE_MS >= engine_ts:
+                in_flight.append(so.client_order_id)
+            else:  # the engine stepped past its minute without deciding it again
+                ex.known.pop(so.engine_id, None)
+                out.mismatches.append(Mismatch("orphan_order", so.symbol, None, so.client_order_id,
+                                               "sent before a crash, not decided again after it: its holding is "
+                                               "checked by the balance rule"))  # fmt: skip
         if in_flight:
-            out.reason = f"{len(in_flight)} order(s) in flight: {', '.join(in_flight[:5])}"
+            out.complete = True
+            out.deferred = True
+            out.reason = f"{len(in_flight)} order outcome(s) in flight: {', '.join(in_flight[:5])}"
             return _logged(out)
         # 3. balances and positions
         bal = await ex.ex.fetch_balance()
@@ -121,6 +138,7 @@ async def _adopt(ex: LiveExecutor, cid: str, symbol: str, info: Mapping[str, Any
     it = OrderIntent(eid, symbol, side, "entry" if eid.startswith("E-") else "exit", qty, 0, float("nan"), "adopted")  # type: ignore[arg-type]
     t = Tracked(it, 1 if "." not in cid else int(cid.rsplit(".", 1)[1]), cid, status, str(info.get("orderId")))
     t.sent_ms = now_ms()
+    t.adopted = True
     ex.tracked[eid] = t
     ex.counts["adopted"] += 1
 
@@ -129,7 +147,10 @@ def _logged(r: Reconciliation) -> Reconciliation:
     for m in r.mismatches:
         log.warning("reconcile_mismatch", kind=m.kind, symbol=m.symbol, store=m.store, exchange=m.exchange, rule=m.rule,
                     text=f"RECONCILE {m.kind} {m.symbol or ''}: store {m.store} vs exchange {m.exchange}; {m.rule}")  # fmt: skip
-    if r.complete:
+    if r.deferred:
+        log.info("reconcile_deferred", reason=r.reason, mismatches=len(r.mismatches),
+                 text=f"RECONCILE orders checked; balances deferred ({r.reason})")  # fmt: skip
+    elif r.complete:
         log.info("reconcile_done", mismatches=len(r.mismatches),
                  text=f"RECONCILE done: {len(r.mismatches)} mismatch(es)")  # fmt: skip
     else:

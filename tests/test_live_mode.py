@@ -1,0 +1,219 @@
+"""`bot run --confirm-live` with `mode: live` against the exchange simulator (30 symbols, real
+candles, fast clock, a real bundle that trades with the no-edge floor lowered in the test's own
+config), through real ccxt on the simulator's signed endpoints:
+- with order faults injected (lost answers, partial and delayed fills, rejections, 429/418/5xx)
+  and `kill -9` restarts at random points: no decision ever becomes two orders, the positions
+  equal the exchange's balances after the final reconciliation, nothing crashes but the kills;
+- the API key and secret (recognisable fakes) appear in no log file, no table, no stderr;
+- with no order faults, the same minutes give the same trades in paper and in live mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import yaml
+
+from bot.simulator.faults import Fault
+from bot.simulator.server import ExchangeSimulator, SimSettings
+from models.timeutil import MINUTE_MS
+from tests.conftest import symbols30
+from tests.test_live_paper import (  # noqa: F401 - fixtures
+    ROOT,
+    Daemon,
+    book30,
+    bundle_path,
+    promote_bundle,
+    run_until,
+    window,
+)
+
+pytestmark = pytest.mark.slow
+FAKE_KEY = "FAKEKEY9live9test" + "K" * 47
+FAKE_SECRET = "FAKESECRET9live9test" + "S" * 44
+ORDER_FAULTS = ("order_lost_response", "order_partial", "order_delayed", "order_reject_balance", "order_reject_filter",
+                "order_429", "order_418", "order_5xx")  # fmt: skip
+
+
+def write_config(home: Path, dsn: str, sim: ExchangeSimulator, mode: str, *, sizing: str = "risk") -> Path:
+    cfg = home / "config.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "mode": mode,
+        "symbols": symbols30(),
+        "database": {"dsn": dsn},
+        "exchange": {"urls": sim.urls, "rate_limit_ms": 0, "timeout_ms": 1500, "retry_base_s": 0.1, "retry_max_s": 1.0},
+        "feed": {"backfill_days": 0, "rest_poll_interval_s": 0.5, "flush_interval_s": 0.2, "stall_timeout_s": 5.0},
+        "trading": {"min_validation_pf": 0.0, "min_validation_trades": 0, "sizing": sizing},
+        "risk": {"cooldown_after_stop_minutes": 0},
+        "costs": {"fee_rate": 0.001, "slippage_bps": 0.0},
+        "paper": {"initial_equity": 10_000.0},
+        "live": {"reconcile_interval_s": 3.0, "fill_poll_interval_s": 0.3, "recv_window_ms": 1000, "retry_base_s": 0.05,
+                 "retry_max_s": 0.2, "submit_timeout_s": 20.0},
+        "paths": {"data_dir": str(home / "var"), "models_dir": str(home / "var" / "models"), "logs_dir": str(home / "logs")},
+        "logging": {"console": False},
+        "dashboard": {"enabled": False},
+    }))  # fmt: skip
+    return cfg
+
+
+class LiveDaemon(Daemon):
+    """`bot run --confirm-live` with the fake keys in its environment."""
+
+    def __init__(self, cfg: Path, home: Path, dsn: str, mode: str):
+        super().__init__(cfg, home, dsn)
+        self.mode = mode
+
+    async def start(self) -> None:
+        args = ["run", "--confirm-live"] if self.mode == "live" else ["run"]
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "--config", str(self.cfg), *args, cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL, stderr=open(self.home / "stderr.txt", "ab"),  # noqa: SIM115
+            env={**os.environ, "BOT_API_KEY": FAKE_KEY, "BOT_API_SECRET": FAKE_SECRET},
+        )  # fmt: skip
+
+    async def last_minute(self) -> int | None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            return await conn.fetchval("SELECT last_minute_ts FROM engine_state WHERE mode = $1", self.mode)
+        finally:
+            await conn.close()
+
+
+def sim_for(book: Any, start: int, **kw: Any) -> ExchangeSimulator:
+    return ExchangeSimulator(book, SimSettings(speed=0, start_ms=start, update_interval_s=0.5, timeout_delay_s=3.0,
+                                                 api_keys={FAKE_KEY: FAKE_SECRET}, balances={"USDT": 10_000.0},
+                                                 **kw))  # fmt: skip
+
+
+def duplicates(orders: list[dict[str, Any]]) -> int:
+    """Decisions (engine ids: the client id without its attempt suffix) placed more than once."""
+    per = Counter(o["clientOrderId"].split(".", 1)[0] for o in orders)
+    return sum(n - 1 for n in per.values() if n > 1)
+
+
+async def position_mismatches(dsn: str, sim: ExchangeSimulator, mode: str = "live") -> list[tuple[str, float, float]]:
+    """Symbols whose store position differs from the exchange's balance by more than 1 USDT of
+    value (dust of fee rounding stays below it)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        st = json.loads(await conn.fetchval("SELECT state FROM engine_state WHERE mode = $1", mode))
+    finally:
+        await conn.close()
+    held = {p["symbol"]: float(p["qty"]) for p in st["positions"]}
+    out = []
+    for sym in symbols30():
+        base = sym[:-4]
+        ex = float(sim.account.free.get(base, 0.0)) + float(sim.account.locked.get(base, 0.0))
+        px = sim._last_price(sym, sim.clock.now_ms()) or 0.0
+        if abs(ex - held.get(sym, 0.0)) * px > 1.0:
+            out.append((sym, held.get(sym, 0.0), ex))
+    return out
+
+
+async def all_table_text(dsn: str) -> str:
+    """Every row of every table, as text (what a database dump would show)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        tables = [r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        parts = []
+        for t in tables:
+            parts.extend(r["x"] for r in await conn.fetch(f'SELECT t::text AS x FROM "{t}" t'))
+        return "\n".join(parts)
+    finally:
+        await conn.close()
+
+
+def assert_no_secret(home: Path, *texts: str) -> int:
+    files = [p for p in home.rglob("*") if p.is_file() and (p.suffix in (".jsonl", ".log", ".txt") or "logs" in p.parts)]
+    assert any(p.name == "bot.jsonl" for p in files)
+    for p in files:
+        body = p.read_text(errors="replace")
+        assert FAKE_KEY not in body and FAKE_SECRET not in body, p
+        assert FAKE_KEY[:24] not in body and FAKE_SECRET[:24] not in body, p
+    for t in texts:
+        assert FAKE_KEY not in t and FAKE_SECRET not in t
+    return len(files)
+
+
+async def test_live_run_with_order_faults_and_kill_9_restarts(db_dsn, book30, bundle_path, tmp_path) -> None:  # noqa: F811
+    start, end, _ = window(bundle_path, 5)
+    rng = random.Random(11)
+    minutes = list(range(start + 10 * MINUTE_MS, end - 60 * MINUTE_MS, MINUTE_MS))
+    plan = [Fault(ORDER_FAULTS[k % len(ORDER_FAULTS)], rng.choice(minutes) + rng.randrange(1_000, 59_000)) for k in range(64)]
+    sim = sim_for(book30, start)
+    sim.add_faults(plan)
+    await sim.start()
+    await promote_bundle(db_dsn, bundle_path)
+    cfg = write_config(tmp_path, db_dsn, sim, "live")
+    d = LiveDaemon(cfg, tmp_path, db_dsn, "live")
+    kills = crashes = 0
+    try:
+        await d.start()
+        await d.wait_event("engine_ready")
+        await d.wait_event("reconcile_done")
+        sim.clock.set(speed=300)
+        while kills < 5:
+            await asyncio.sleep(rng.uniform(2.0, 7.0))
+            if d.proc.returncode is not None:
+                crashes += 1
+            await d.kill9()
+            kills += 1
+            n = len(d.events())
+            await d.start()
+            await d.wait_event("engine_ready", after=n)
+        await run_until(sim, end)
+        await d.wait_minute(end - MINUTE_MS, timeout=300)
+        await run_until(sim, end + 3 * MINUTE_MS)  # delayed fills of the last minutes, booked by the steps after
+        n = len(d.events())
+        deadline = time.monotonic() + 60  # the final reconciliation (every 3 s) with every order finished
+        final = None
+        while time.monotonic() < deadline:
+            done = [e for e in d.events()[n:] if e["event"] == "reconcile_done"]
+            if done:
+                final = done[-1]
+                break
+            await asyncio.sleep(0.3)
+        assert final is not None, "no complete reconciliation at the end"
+        if d.proc.returncode is not None:
+            crashes += 1
+        assert await d.terminate() == 0
+    finally:
+        if d.proc is not None and d.proc.returncode is None:
+            d.proc.kill()
+        await sim.stop()
+    orders = [o for o in sim.account.orders.values()]
+    placed = [{"clientOrderId": o.client_order_id} for o in orders]
+    applied = {k: v for k, v in sim.faults.applied_counts().items() if k.startswith("order_")}
+    dups = duplicates(placed)
+    mism = await position_mismatches(db_dsn, sim)
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        closed = await conn.fetchval("SELECT count(*) FROM positions WHERE mode = 'live' AND status = 'closed'")
+        rejected = await conn.fetch("SELECT reason, count(*) AS n FROM decisions WHERE mode = 'live' AND reason LIKE 'rejected_%' "
+                                    "OR reason = 'order_not_placed' GROUP BY reason")  # fmt: skip
+        by_status = dict(await conn.fetch("SELECT status, count(*) FROM orders WHERE mode = 'live' GROUP BY status"))
+    finally:
+        await conn.close()
+    tracebacks = (tmp_path / "stderr.txt").read_text().count("Traceback")
+    print(f"\nLIVE RUN: {len(orders)} orders on the exchange, {sum(applied.values())} order faults applied {applied}, "
+          f"{kills} kill -9 restarts, {crashes} crashes, {tracebacks} tracebacks, {dups} duplicate orders, "
+          f"{len(mism)} position mismatches {mism}, {closed} closed trades, orders in the store by status {by_status}, "
+          f"rejections in the decision log {dict((r['reason'], r['n']) for r in rejected)}, "
+          f"final reconciliation: {final['mismatches']} mismatch(es) reported")  # fmt: skip
+    assert sum(applied.values()) >= 50
+    assert kills == 5 and crashes == 0 and tracebacks == 0
+    assert dups == 0
+    assert mism == []
+    assert closed >= 20
+    assert rejected  # rejection reasons reached the decision log
+    assert_no_secret(tmp_path, await all_table_text(db_dsn))
