@@ -89,7 +89,15 @@ async def reconcile(ex: LiveExecutor, *, cash: float, positions: Mapping[str, fl
                 out.mismatches.append(Mismatch("adopted_open_order", sym, None, cid, "ours by its id: adopted and followed"))
             else:
                 out.mismatches.append(Mismatch("foreign_open_order", sym, None, cid, "not ours: left alone"))
-        in_flight = [t.xcid for t in ex.unfinished()] + [eid for eid, _, _ in list(ex.outbox)]
+        in_flight = [t.xcid for t in ex.unfinished()]
+        # outcomes final on the exchange that the engine books at its next step: expected on our side
+        cash_adj, pos_adj = 0.0, dict.fromkeys(symbols, 0.0)
+        for _, f, _ in list(ex.outbox):
+            if f is None:
+                continue
+            sign = 1.0 if f.side == "buy" else -1.0
+            cash_adj -= sign * f.qty * f.price + f.fee
+            pos_adj[f.symbol] = pos_adj.get(f.symbol, 0.0) + sign * f.qty
         for so in ex.unclaimed():
             if engine_ts is None or so.decision_ts + MINUTE_MS >= engine_ts:
                 in_flight.append(so.client_order_id)
@@ -110,9 +118,11 @@ async def reconcile(ex: LiveExecutor, *, cash: float, positions: Mapping[str, fl
         return _logged(out)
     total = bal.get("total") or {}
     q = float(total.get(ex.quote) or 0.0)
+    cash = cash + cash_adj
+    positions = {s: float(positions.get(s, 0.0)) + pos_adj.get(s, 0.0) for s in symbols}
     if abs(q - cash) > CASH_TOLERANCE:
         out.mismatches.append(Mismatch("cash", None, round(cash, 8), q, "the exchange is the truth: cash set to its balance"))
-        out.cash = q
+        out.cash = q - cash_adj  # the engine's cash before it books the fills in flight
     for sym in symbols:
         base = sym[: -len(ex.quote)]
         held = float(total.get(base) or 0.0)
@@ -121,7 +131,8 @@ async def reconcile(ex: LiveExecutor, *, cash: float, positions: Mapping[str, fl
         if held + tol < mine_qty:
             out.mismatches.append(Mismatch("position", sym, mine_qty, held,
                                            "the exchange is the truth: position cut to its balance"))  # fmt: skip
-            out.positions[sym] = held if held > tol else 0.0
+            want = held - pos_adj.get(sym, 0.0)
+            out.positions[sym] = want if want > tol else 0.0
         elif held > mine_qty + tol and not math.isclose(held, mine_qty):
             out.mismatches.append(Mismatch("unmanaged_holding", sym, mine_qty, held,
                                            "more on the exchange than the bot holds: left alone"))  # fmt: skip
