@@ -85,7 +85,8 @@ class Tracked:
     reason: str | None = None  # why it ended without a fill
     outcome_ready: bool = False
     busy: bool = False  # being sent or looked up: the poller leaves it alone
-    adopted: bool = False  # found on the exchange by reconciliation: no engine waits for its outcome
+    adopted: bool = False  # found by reconciliation (exchange or store): no engine waits for its outcome yet
+    orphan: bool = False  # adopted, and the engine stepped past its minute without asking for it
 
 
 class LiveExecutor:
@@ -338,11 +339,23 @@ class LiveExecutor:
     def unfinished(self) -> list[Tracked]:
         return [t for t in self.tracked.values() if not t.outcome_ready]
 
-    def unclaimed(self) -> list[StoredOrder]:
-        """Orders sent for minutes after the restored state that the engine has not asked about again."""
+    def unclaimed(self) -> list[tuple[str, str, str, int]]:
+        """Orders sent for minutes after the restored state that the engine has not asked about
+        again: (engine id, client order id, symbol, decision minute)."""
         if self.anchor is None:
             return []
-        return [o for o in self.known.values() if o.decision_ts > self.anchor]
+        a = self.anchor
+        out = [(o.engine_id, o.client_order_id, o.symbol, o.decision_ts) for o in self.known.values() if o.decision_ts > a]
+        out += [(eid, t.xcid, t.intent.symbol, t.intent.decision_ts) for eid, t in self.tracked.items()
+                if t.adopted and not t.orphan and t.intent.decision_ts > a]  # fmt: skip
+        return out
+
+    def orphaned(self, engine_id: str) -> None:
+        """The engine stepped past this order's minute without asking for it."""
+        self.known.pop(engine_id, None)
+        t = self.tracked.get(engine_id)
+        if t is not None:
+            t.orphan = True
 
 
 class LiveBroker:

@@ -70,6 +70,7 @@ async def reconcile(ex: LiveExecutor, *, cash: float, positions: Mapping[str, fl
             it = OrderIntent(so.engine_id, so.symbol, so.side, so.leg, so.qty, so.decision_ts, float("nan"), "restart")  # type: ignore[arg-type]
             ex.known.pop(so.engine_id, None)
             t = ex._from_stored(it, so)
+            t.adopted = True  # its outcome goes to the engine only if the engine asks for it again
             ex.tracked[so.engine_id] = t
         for t in ex.unfinished():
             if t.status in ("new", "submitted") and not t.busy:
@@ -98,12 +99,12 @@ async def reconcile(ex: LiveExecutor, *, cash: float, positions: Mapping[str, fl
             sign = 1.0 if f.side == "buy" else -1.0
             cash_adj -= sign * f.qty * f.price + f.fee
             pos_adj[f.symbol] = pos_adj.get(f.symbol, 0.0) + sign * f.qty
-        for so in ex.unclaimed():
-            if engine_ts is None or so.decision_ts + MINUTE_MS >= engine_ts:
-                in_flight.append(so.client_order_id)
+        for eid, xcid, symbol, decision_ts in ex.unclaimed():
+            if engine_ts is None or decision_ts + MINUTE_MS >= engine_ts:
+                in_flight.append(xcid)
             else:  # the engine stepped past its minute without deciding it again
-                ex.known.pop(so.engine_id, None)
-                out.mismatches.append(Mismatch("orphan_order", so.symbol, None, so.client_order_id,
+                ex.orphaned(eid)
+                out.mismatches.append(Mismatch("orphan_order", symbol, None, xcid,
                                                "sent before a crash, not decided again after it: its holding is "
                                                "checked by the balance rule"))  # fmt: skip
         if in_flight:
