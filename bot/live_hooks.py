@@ -98,7 +98,23 @@ class LiveHooks:
         self.reconciliations += 1
         self.mismatches += len(rec.mismatches)
         await in_worker(self._apply, eng, rec)
+        if rec.positions:
+            await self._store_positions(rec.positions)
         return rec
+
+    async def _store_positions(self, cut: dict[str, float]) -> None:
+        """The rule's cuts in the positions table too (a dropped position is closed there with
+        exit_reason 'reconciled'), so that the table keeps one open row per held symbol."""
+        now = int(time.time() * 1000)
+        async with self.executor.store.pool.acquire() as conn, conn.transaction():
+            for sym, qty in cut.items():
+                if qty > 0:
+                    await conn.execute("UPDATE positions SET qty = $2 WHERE mode = 'live' AND symbol = $1 AND status = 'open'",
+                                       sym, float(qty))  # fmt: skip
+                else:
+                    await conn.execute(
+                        """UPDATE positions SET status = 'closed', exit_reason = 'reconciled', exit_ts = $2
+                           WHERE mode = 'live' AND symbol = $1 AND status = 'open'""", sym, now)  # fmt: skip
 
     @staticmethod
     def _apply(eng: Any, rec: Reconciliation) -> None:

@@ -394,7 +394,11 @@ class LiveBroker:
                     keep.append(item)
                     continue
                 if eid not in self._interest:
-                    continue  # not something this engine is waiting for (it was booked before a restart)
+                    # not asked for by this engine (yet): after a restart it may decide it again
+                    t = self.ex.tracked.get(eid)
+                    if t is not None:
+                        t.adopted = True
+                    continue
                 self._interest.discard(eid)
                 if fill is not None:
                     up.fills.append(fill)
