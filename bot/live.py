@@ -143,6 +143,7 @@ class LiveTrader:
         self._exchange: Any = None
         self.lag = LoopLag()
         self.metrics: Any = None  # bot.dashboard.metrics.DaemonMetrics, when the dashboard is on
+        self.retrainer: Any = None  # bot.retrain.Retrainer, while streaming
 
     async def _in_worker(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
@@ -359,6 +360,14 @@ class LiveTrader:
         feed_task = asyncio.create_task(feed.run(), name="feed")
         hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         minutes = asm.minutes(feed.queue)
+        # --- retraining (bot.retrain) and hot-swap (bot.hotswap) ---
+        from bot.hotswap import ChampionFollower
+        from bot.retrain import Retrainer
+
+        follower = ChampionFollower(self)
+        self.retrainer = Retrainer(self)
+        self.retrainer.start()
+        # ---
         try:
             while not self.stop.is_set():
                 nxt = asyncio.ensure_future(anext(minutes))
@@ -376,7 +385,9 @@ class LiveTrader:
                 if ts <= (self.last_minute or -1):
                     continue
                 await self._step(ts, bars)
+                await follower.check()  # between two minutes: a new champion is swapped in here
         finally:
+            await self.retrainer.stop()  # kills a training process still running
             await minutes.aclose()
             feed.stop()
             with contextlib.suppress(Exception):
@@ -473,6 +484,8 @@ class LiveTrader:
             d.update(equity=round(e.equity, 2), cash=round(e.cash, 2), open_positions=e.open_positions)
         if self.feed is not None:
             d["feed_ws_up"] = bool(self.feed.ws_up)
+        if self.retrainer is not None:
+            d.update(self.retrainer.details())
         return d
 
     async def _heartbeat(self) -> None:

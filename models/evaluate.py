@@ -10,6 +10,7 @@ fold with that training window reports.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ def evaluate_bundle(
     work_dir: Path,
     progress: Progress | None = None,
     with_trades: bool = False,
+    costs: CostConfig | None = None,
 ) -> dict[str, Any]:
     """Simulated trading of `bundle` on [start_ms, end_ms).
 
