@@ -56,7 +56,7 @@ from typing import Any
 
 import structlog
 
-from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
+from models.timeutil import MINUTE_MS, fmt_short, fmt_ts
 
 log = structlog.get_logger("bot.retrain")
 
@@ -133,14 +133,6 @@ def spec_from_config(cfg: Any, dsn: str, end_ms: int, champion_path: str | None)
     )  # fmt: skip
 
 
-def history_days_needed(cfg: Any) -> float:
-    """Days of candles a retrain reads: training history + judging window + feature warm-up."""
-    from models.featureset import FeatureSet
-
-    warm = FeatureSet(cfg.features).warmup_bars * MINUTE_MS / DAY_MS
-    return cfg.train.history_days + cfg.daemon.retrain_eval_days + warm + 1
-
-
 # --- in the training process ---------------------------------------------------------------
 
 
@@ -202,6 +194,8 @@ def run_retrain(spec: RetrainSpec) -> dict[str, Any]:
     train_end, w0, w1 = holdout_window(spec.end_ms, spec.eval_days, embargo)
     job.end_ms = train_end
     source = StoreCandleSource.connect(spec.dsn or "")
+    if spec.work_root:
+        Path(spec.work_root).mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="judge-", dir=spec.work_root))
     try:
         out = train_and_write(job, source, LogProgress())
@@ -411,9 +405,8 @@ class Retrainer:
     async def _run(self) -> None:
         tr = self.trader
         try:
-            if not await tr._backfill(tr.cfg.symbols, history_days_needed(self.cfg)):
-                return
-            end = (tr.last_minute or 0) + MINUTE_MS  # data up to the last closed (and processed) minute
+            # the store's candles (kept current by the feed) up to the last closed, processed minute
+            end = (tr.last_minute or 0) + MINUTE_MS
 
             def started(pid: int) -> None:
                 self.child_pid = pid
