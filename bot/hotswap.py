@@ -18,6 +18,7 @@ not used: said once in the log, the current bundle keeps trading.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from typing import Any
 
@@ -32,14 +33,19 @@ log = structlog.get_logger("bot.hotswap")
 class ChampionFollower:
     """Per daemon: `check()` between minutes (see the module docstring)."""
 
+    RECENT = 240  # minutes of the loop's own bars kept to bring rebuilt features up to the engine's minute
+
     def __init__(self, trader: Any):
         self.trader = trader
         self.refused: set[str] = set()  # versions already found unusable: not retried each minute
+        self.recent: collections.deque[tuple[int, np.ndarray]] = collections.deque(maxlen=self.RECENT)
 
-    async def check(self) -> bool:
-        """Swap to the store's champion if it changed; True if a swap happened."""
+    async def check(self, ts: int, bars: np.ndarray) -> bool:
+        """After the step of minute `ts` (its bars): swap to the store's champion if it
+        changed; True if a swap happened."""
         from bot.store.model_versions import champion_version, get_model_version
 
+        self.recent.append((int(ts), np.array(bars, dtype=np.float64, copy=True)))
         tr = self.trader
         if tr.engine is None:
             return False
@@ -54,6 +60,9 @@ class ChampionFollower:
             bundle = await self._load(mv.path)
             features = await self._features_for(bundle)
             await tr._in_worker(self._swap, bundle, features)
+        except _NotCaughtUp as e:  # the store lags the loop: try again after the next minute
+            log.info("model_swap_deferred", version=v, reason=str(e))
+            return False
         except Exception as e:  # noqa: BLE001 - a bad bundle never stops the running one
             self.refused.add(v)
             log.error("model_swap_refused", version=v, error=f"{type(e).__name__}: {str(e)[:300]}",
@@ -63,7 +72,7 @@ class ChampionFollower:
         old, tr.model_version = tr.model_version, v
         eng = tr.engine
         watch = eng.watch_reason
-        log.info("model_swapped", version=v, previous=old, after_minute=fmt_short(tr.last_minute),
+        log.info("model_swapped", version=v, previous=old, after_minute=fmt_short(tr.last_minute), after_minute_ts=tr.last_minute,
                  features_rebuilt=features is not None, seconds=round(time.monotonic() - t0, 2),
                  text=f"MODEL {old} -> {v} from the minute after {fmt_short(tr.last_minute)} "
                       f"({'features rebuilt' if features is not None else 'features kept'}, no restart)")  # fmt: skip
@@ -100,11 +109,27 @@ class ChampionFollower:
         last = tr.last_minute
         lo = last - (new.warmup + 1) * MINUTE_MS
         history = {s: await tr.store.read_candles(s, lo, last + MINUTE_MS, dtype=np.float64) for s in eng.symbols}
-        await tr._in_worker(new.warm_up, history)  # off the loop, ordered with the steps
+        recent = list(self.recent)
+
+        def warm() -> None:  # off the loop, in the engine's worker (ordered with the steps)
+            new.warm_up(history)
+            # the feed writes candles to the store a little after the loop steps them: the last
+            # minutes come from the bars the loop itself stepped
+            for t, b in recent:
+                if new.last_ts is None or t > new.last_ts:
+                    new.update(t, b)
+            if new.last_ts != eng.features.last_ts:
+                raise _NotCaughtUp(f"rebuilt features reach {new.last_ts}, the engine is at {eng.features.last_ts}")
+
+        await tr._in_worker(warm)
         return new
 
     def _swap(self, bundle: Any, features: Any) -> None:
         eng = self.trader.engine
         if features is not None and features.last_ts != eng.features.last_ts:
-            raise ValueError("the rebuilt features are not at the engine's minute")
+            raise _NotCaughtUp("the rebuilt features are not at the engine's minute")
         eng.swap_bundle(bundle, features=features)
+
+
+class _NotCaughtUp(Exception):
+    """Rebuilt features could not reach the engine's minute yet (transient)."""

@@ -17,8 +17,12 @@
 5. stream: the feed (from the anchor + 1 minute, REST catch-up first) -> `MinuteAssembler` ->
    `engine.step` in a worker thread -> records persisted in one transaction per minute -> log
    lines; the equity point each minute; the `daemon_status` heartbeat.
+While streaming, the retrain schedule runs beside the loop (`bot.retrain.Retrainer`: training
+in a spawned, niced, memory- and time-limited process), and between two minutes the loop
+follows the store's champion (`bot.hotswap`): a promoted bundle scores the next minute.
 A stop request ends the loop after the minute in flight is persisted (no new entries are made
-after it), then the feed flushes its candles and closes.
+after it), then the feed flushes its candles and closes (a training process still running is
+killed).
 
 Nothing CPU-heavy runs on the event loop: bundle loading, warm-up and each step run in a
 single worker thread (so steps stay strictly ordered), training in a spawned process.
@@ -385,7 +389,7 @@ class LiveTrader:
                 if ts <= (self.last_minute or -1):
                     continue
                 await self._step(ts, bars)
-                await follower.check()  # between two minutes: a new champion is swapped in here
+                await follower.check(ts, bars)  # between two minutes: a new champion is swapped in here
         finally:
             await self.retrainer.stop()  # kills a training process still running
             await minutes.aclose()

@@ -14,6 +14,7 @@ real LightGBM/CatBoost on a small config.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -68,6 +69,22 @@ async def import_history(dsn: str, book: CandleBook, until: int) -> None:
         await store.close()
 
 
+def done_path(d: Daemon, version: str) -> str:
+    return next(e["path"] for e in d.events() if e["event"] == "train_done" and e["version"] == version)
+
+
+async def record_only(dsn: str, path: Path) -> None:
+    from bot.store.model_versions import record_model_version
+
+    m = json.loads((path / "manifest.json").read_text())
+    conn = await asyncpg.connect(dsn)
+    try:
+        await record_model_version(conn, version=m["version"], path=str(path), created_ts=m["created_ts"],
+                                   data_from_ts=m["data_from_ts"], data_to_ts=m["data_to_ts"], metrics={})  # fmt: skip
+    finally:
+        await conn.close()
+
+
 async def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -114,7 +131,8 @@ async def test_retrain_in_a_running_daemon_promotes_and_hot_swaps_then_survives_
         assert "RETRAIN" in done["text"] and "PROMOTED" in done["text"] and done["reason"]
         new = done["version"]
         swapped = await d.wait_event("model_swapped", after=n, timeout=120)
-        assert swapped["version"] == new and swapped["previous"] == champion and swapped["features_rebuilt"] is False
+        # each training fits its own regime model, which the online features use: rebuilt (off the loop)
+        assert swapped["version"] == new and swapped["previous"] == champion and swapped["features_rebuilt"] is True
         await d.wait_minute((await d.last_minute()) + 3 * MINUTE_MS)
 
         # 2. a second retrain, its training process killed with SIGKILL
@@ -134,6 +152,28 @@ async def test_retrain_in_a_running_daemon_promotes_and_hot_swaps_then_survives_
             await asyncio.sleep(0.2)
         assert st["details"]["retrain_last"]["ok"] is False and "SIGKILL" in st["details"]["retrain_last"]["reason"]
         assert st["details"]["retrain_next_run"] and st["model_version"] == new
+
+        # 3. by hand, from another shell: a bundle with the same features (feature buffers kept),
+        #    then `bot models rollback`; both hot-swapped without a restart
+        same_dir = tmp_path / "same-features"
+        shutil.copytree(Path(done_path(d, new)), same_dir)
+        m = json.loads((same_dir / "manifest.json").read_text())
+        m["version"] = same = new + "-copy"
+        (same_dir / "manifest.json").write_text(json.dumps(m))
+        await record_only(db_dsn, same_dir)
+        n = len(d.events())
+        cli = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", "--config", str(cfg), "models", "promote",
+                                                       same], cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        by_hand = await d.wait_event("model_swapped", after=n, timeout=120)
+        assert by_hand["version"] == same and by_hand["features_rebuilt"] is False
+        n = len(d.events())
+        cli = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", "--config", str(cfg), "models", "rollback"],
+                                      cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        back = await d.wait_event("model_swapped", after=n, timeout=120)
+        assert back["version"] == new and back["previous"] == same and back["features_rebuilt"] is False
+        await d.wait_minute((await d.last_minute()) + 3 * MINUTE_MS)
         end = await d.last_minute()
         sim.clock.set(speed=0)
         assert await d.terminate() == 0
@@ -151,14 +191,12 @@ async def test_retrain_in_a_running_daemon_promotes_and_hot_swaps_then_survives_
         by_ts.setdefault(int(r["ts"]), set()).add(r["model_version"])
     assert all(len(v) == 1 for v in by_ts.values()), "a minute scored by two versions"
     versions = [next(iter(by_ts[t])) for t in sorted(by_ts)]
-    assert versions[0] == champion and versions[-1] == new
-    switch = versions.index(new)
-    assert set(versions[:switch]) == {champion} and set(versions[switch:]) == {new}  # one switch, never back
-    # the first minute scored by the new version is the one right after the swap's minute
-    from models.timeutil import fmt_short
-
-    first_new = sorted(by_ts)[switch]
-    assert fmt_short(first_new - MINUTE_MS) == swapped["after_minute"]
+    runs = [v for i, v in enumerate(versions) if i == 0 or versions[i - 1] != v]
+    assert runs == [champion, new, same, new], runs  # retrain, promote by hand, rollback; nothing else
+    # each swap takes effect at the first minute after the one the daemon logged it after
+    tss = sorted(by_ts)
+    firsts = [tss[i] for i in range(1, len(tss)) if versions[i] != versions[i - 1]]
+    assert firsts == [min(t for t in tss if t > e["after_minute_ts"]) for e in (swapped, by_hand, back)]
     # no lost minute: every minute with candles was stepped (equity recorded), across both retrains
     eq = [int(r["ts"]) for r in await fetch(db_dsn, "SELECT ts FROM equity_snapshots WHERE mode = 'paper' ORDER BY ts")]
     assert eq == sorted(minutes_with_candles(book, start, end + MINUTE_MS))
