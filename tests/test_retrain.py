@@ -148,12 +148,14 @@ def test_a_challenger_trained_on_shuffled_labels_is_rejected(engine_source, engi
     shuffled = load_bundle(train_bundle(engine_source, tmp_path / "shuffled"))
     monkeypatch.undo()
     window = (TRAIN_END + HOUR_MS, TRAIN_END + 3 * DAY_MS)
-    v = judge(engine_source, shuffled, engine_bundle, window, Margins(min_pf_gain=0.0, min_trades=20), costs=COSTS,
-              embargo_ms=HOUR_MS, work_dir=tmp_path / "judge")  # fmt: skip
+    # the production margins (daemon.promote_*): the small zero-cost test bundle has little edge
+    # (PF ~1.04 on this window), so a shuffled model lands near it and the margin decides
+    v = judge(engine_source, shuffled, engine_bundle, window, Margins(), costs=COSTS, embargo_ms=HOUR_MS,
+              work_dir=tmp_path / "judge")  # fmt: skip
     print("shuffled challenger:", v.reason, v.challenger, v.champion)
     assert not v.promote, v
+    assert v.challenger is not None and v.champion is not None and v.challenger.trades >= 30, v  # judged, not degenerate
+    assert v.challenger.pf() < v.champion.pf() + 0.05, v
     control = judge(engine_source, engine_bundle, None, window, Margins(min_trades=20, floor_pf=0.0), costs=COSTS,
                     embargo_ms=HOUR_MS, work_dir=tmp_path / "control")  # fmt: skip
     assert control.promote and control.challenger.trades >= 20, control
-    if v.challenger is not None and v.champion is not None:  # judged on scores, not rejected as degenerate
-        assert v.challenger.pf() < v.champion.pf() or (v.challenger.expectancy or 0) < (v.champion.expectancy or 0)
