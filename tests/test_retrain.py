@@ -159,3 +159,53 @@ def test_a_challenger_trained_on_shuffled_labels_is_rejected(engine_source, engi
     control = judge(engine_source, engine_bundle, None, window, Margins(min_trades=20, floor_pf=0.0), costs=COSTS,
                     embargo_ms=HOUR_MS, work_dir=tmp_path / "control")  # fmt: skip
     assert control.promote and control.challenger.trades >= 20, control
+
+
+async def test_a_training_child_over_its_time_limit_is_killed_and_reported(tmp_path) -> None:
+    from bot.config import load_config
+    from bot.retrain import run_retrain_in_child, spec_from_config
+
+    cfg = load_config(write_cfg(tmp_path, "postgresql://nobody@/nowhere?host=/nonexistent"))
+    spec = spec_from_config(cfg, "postgresql://nobody@/nowhere?host=/nonexistent", 1_620_000_000_000, None)
+    pids: list[int] = []
+    res = await run_retrain_in_child(cfg, spec, timeout_s=0.5, on_start=pids.append)
+    assert not res.ok and "time limit" in res.error and "killed" in res.error, res.error
+    import psutil
+
+    assert pids and not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE
+
+
+async def test_the_schedule_is_the_configured_cron_in_utc_coalesced_with_grace(tmp_path) -> None:
+    """The next run is the cron's next fire time (UTC), visible in the status details; missed
+    runs coalesce; a retrain in flight makes another trigger a no-op."""
+    import asyncio
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    from bot.config import load_config
+    from bot.retrain import Retrainer
+    from models.timeutil import fmt_ts
+
+    cfg = load_config(write_cfg(tmp_path, "", retrain_cron="30 4 * * 2", retrain_misfire_grace_s=900))
+    r = Retrainer(SimpleNamespace(cfg=cfg))
+    r.start()
+    try:
+        job = r.scheduler.get_job("retrain")
+        assert job.coalesce is True and job.misfire_grace_time == 900 and job.max_instances == 1
+        want = CronTrigger.from_crontab("30 4 * * 2", timezone=dt.UTC).get_next_fire_time(None, dt.datetime.now(dt.UTC))
+        assert r.next_run() == int(want.timestamp() * 1000)
+        assert r.details()["retrain_next_run"] == fmt_ts(r.next_run()) and fmt_ts(r.next_run()).endswith("04:30")
+        block = asyncio.Event()
+
+        async def slow() -> None:
+            await block.wait()
+
+        r._run = slow  # a retrain in flight
+        assert r.run_now() is True and r.running
+        assert r.run_now() is False  # one training process at most
+        block.set()
+        await r.task
+    finally:
+        await r.stop()

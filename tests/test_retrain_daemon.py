@@ -152,6 +152,10 @@ async def test_retrain_in_a_running_daemon_promotes_and_hot_swaps_then_survives_
             await asyncio.sleep(0.2)
         assert st["details"]["retrain_last"]["ok"] is False and "SIGKILL" in st["details"]["retrain_last"]["reason"]
         assert st["details"]["retrain_next_run"] and st["model_version"] == new
+        cli = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", "--config", str(cfg), "db", "status"],
+                                      cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+        line = next(x for x in cli.stdout.splitlines() if "retrain:" in x)
+        assert f"next {sched['next_run']} UTC" in line and "FAILED" in line and "SIGKILL" in line, cli.stdout
 
         # 3. by hand, from another shell: a bundle with the same features (feature buffers kept),
         #    then `bot models rollback`; both hot-swapped without a restart
