@@ -6,8 +6,10 @@
 Setup: an embedded Postgres (bot.store.embedded, the small-machine settings, durability on as
 in production) holding the real 1m candles of the 30 symbols of ../shared/data/symbols30.txt
 for `DAYS` days; this process plays the daemon: an asyncio loop that measures its own lag
-(a 20 ms sleep, how late it wakes up) and does a store round trip every second, as the live
-loop's heartbeat does. On it, the same retrain (`bot.retrain`: train the challenger on the
+(a 20 ms sleep, how late it wakes up), does a store round trip every second (the heartbeat)
+and runs the real engine on the 30 symbols (a bundle from a first, unmeasured retrain; features
+warmed from the store) stepping one stored minute every 0.5 s in a worker thread, as
+`bot.live` does. On it, the same retrain (now judged against that bundle as the champion) (`bot.retrain`: train the challenger on the
 store's candles with the last `EVAL_DAYS` held out, then score it on them) runs twice:
 1. in a spawned child, as the daemon does (`run_retrain_in_child`: nice 10, RLIMIT_AS,
    `daemon.retrain_threads`=1) -- `retrain.loop_lag_p99_ms`;
@@ -103,13 +105,53 @@ class Sampler:
             await asyncio.sleep(1.0)
 
 
-async def measure(pool: Any, pg_dir: Path, work: Any) -> dict[str, float]:
+class Trading:
+    """The daemon's own work: the engine (a real bundle, 30 symbols, warmed from the store)
+    stepping one stored minute every 0.5 s in a worker thread, as `bot.live` does."""
+
+    def __init__(self, engine: Any, minutes: np.ndarray, bars: np.ndarray):
+        import concurrent.futures
+
+        self.engine, self.minutes, self.bars, self.i = engine, minutes, bars, 0
+        self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set() and self.i < len(self.minutes):
+            await loop.run_in_executor(self.worker, self.engine.step, int(self.minutes[self.i]), self.bars[self.i])
+            self.i += 1
+            await asyncio.sleep(0.5)
+
+
+async def build_trading(store: Any, cfg: Any, bundle_path: str, warm_to: int, end: int) -> Trading:
+    from bot.engine import Engine
+    from models.bundle import load_bundle
+
+    bundle = await asyncio.to_thread(load_bundle, bundle_path)
+    c = cfg
+    eng = Engine(c.symbols, bundle, trading=c.trading.model_copy(update={"min_validation_pf": 0.0,
+                 "min_validation_trades": 0}), risk=c.risk, costs=c.costs, initial_equity=10_000.0)  # fmt: skip
+    lo = warm_to - (eng.features.warmup + 1) * 60_000
+    hist = {s: await store.read_candles(s, lo, warm_to, dtype=np.float64) for s in eng.symbols}
+    await asyncio.to_thread(eng.warm_up, hist)
+    minutes = np.arange(warm_to, end, 60_000, dtype=np.int64)
+    bars = np.full((len(minutes), len(eng.symbols), 5), np.nan)
+    for k, s in enumerate(eng.symbols):
+        cs = await store.read_candles(s, warm_to, end, dtype=np.float64)
+        pos = (cs.ts - warm_to) // 60_000
+        for j, col in enumerate((cs.open, cs.high, cs.low, cs.close, cs.volume)):
+            bars[pos, k, j] = col
+    return Trading(eng, minutes, bars)
+
+
+async def measure(pool: Any, pg_dir: Path, work: Any, trading: Trading) -> dict[str, float]:
     s = Sampler(pg_dir)
     base_self = s.me.memory_info().rss / 2**20
     base_tree = s.rss_tree()
     stop = asyncio.Event()
+    i0 = trading.i
     tasks = [asyncio.create_task(s.lag(stop)), asyncio.create_task(s.memory(stop)),
-             asyncio.create_task(Sampler.heartbeat(pool, stop))]  # fmt: skip
+             asyncio.create_task(Sampler.heartbeat(pool, stop)), asyncio.create_task(trading.run(stop))]  # fmt: skip
     t0 = time.monotonic()
     try:
         out = await work()
@@ -120,7 +162,7 @@ async def measure(pool: Any, pg_dir: Path, work: Any) -> dict[str, float]:
     return {"seconds": time.monotonic() - t0, "lag_p50": float(np.percentile(lags, 50)),
             "lag_p99": float(np.percentile(lags, 99)), "lag_max": float(lags.max()), "samples": len(lags),
             "self_before": base_self, "self_peak": max(s.self_rss), "tree_before": base_tree,
-            "tree_peak": max(s.tree_rss), "result": out}  # fmt: skip
+            "tree_peak": max(s.tree_rss), "steps": trading.i - i0, "result": out}  # fmt: skip
 
 
 async def main_async(symbols: list[str], quick: bool) -> list[Any]:
@@ -162,9 +204,15 @@ async def main_async(symbols: list[str], quick: bool) -> list[Any]:
             spec.models_dir = str(home / "var" / "models-thread")
             return await asyncio.to_thread(run_retrain, spec)
 
-        child = await measure(store.pool, pg.data_dir, in_child)
+        # the daemon's own bundle: a first retrain (not measured), then the engine trading on it
+        first = await in_child()
+        spec.champion_path = first.path
+        trading = await build_trading(store, cfg, first.path, end - EVAL_DAYS * DAY_MS, end)
+        print(f"engine ready: {len(trading.engine.symbols)} symbols, RSS {psutil.Process().memory_info().rss / 2**20:.0f} MB",
+              flush=True)  # fmt: skip
+        child = await measure(store.pool, pg.data_dir, in_child, trading)
         print({k: v for k, v in child.items() if k != "result"}, flush=True)
-        thread = await measure(store.pool, pg.data_dir, in_thread)
+        thread = await measure(store.pool, pg.data_dir, in_thread, trading)
         print({k: v for k, v in thread.items() if k != "result"}, flush=True)
         load1 = os.getloadavg()
         await store.close()
@@ -174,7 +222,8 @@ async def main_async(symbols: list[str], quick: bool) -> list[Any]:
     pgs = ", ".join(f"{k}={SMALL_MACHINE_SETTINGS[k]}" for k in ("shared_buffers", "work_mem", "max_connections"))
     what = (f"real 1m candles, {len(symbols)} symbols x {DAYS} days of ../shared/data in an embedded Postgres ({pgs}); "
             f"retrain = train on {history} days (1 fold + final fit, no audit/Optuna, 1 thread) + judge on {EVAL_DAYS} days")  # fmt: skip
-    note = (f"child {child['seconds']:.0f} s, thread {thread['seconds']:.0f} s; loop lag max child {child['lag_max']:.0f} ms "
+    note = (f"child {child['seconds']:.0f} s, thread {thread['seconds']:.0f} s; engine steps meanwhile "
+            f"{child['steps']} / {thread['steps']}; loop lag max child {child['lag_max']:.0f} ms "
             f"/ thread {thread['lag_max']:.0f} ms; load average before {load0[0]:.1f}, after {load1[0]:.1f} "
             "(other helpers' tests on the same 2 cores)")  # fmt: skip
     if quick:
