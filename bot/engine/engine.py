@@ -302,11 +302,19 @@ class Engine:
         ts = int(ts_ms)
         res = StepResult(ts)
         bars = np.asarray(bars, dtype=np.float64)
+        missing = np.isnan(bars).any(axis=1)
+        made_up = missing if filled is None else (missing | np.asarray(filled, bool))
+        # nothing trades on a made-up row: the broker and the exit rule see it as no candle,
+        # exactly as the label treats a missing minute
+        real = bars
+        if filled is not None and made_up.any():
+            real = bars.copy()
+            real[made_up] = np.nan
         # 1. the broker: entries decided last minute fill at this minute's open
-        self._apply_broker(self.broker.poll(ts, bars, self.index), res)
+        self._apply_broker(self.broker.poll(ts, real, self.index), res)
         # 2. exits of open positions on this bar, before any entry
-        self._check_exits(ts, bars, res)
-        close = bars[:, 3]
+        self._check_exits(ts, real, res)
+        close = real[:, 3]
         np.copyto(self._last_close, close, where=~np.isnan(close))
         self._push_returns(ts, close)
         # 3. features, one scoring call, entries
@@ -315,8 +323,6 @@ class Engine:
             warm = self.features.warm
         elif warm is None:
             raise ValueError("precomputed features need the warm flags of their minute")
-        missing = np.isnan(bars).any(axis=1)
-        made_up = missing if filled is None else (missing | np.asarray(filled, bool))
         decided = self._entries(ts, bars, made_up, feats, scores, warm, res)
         self.last_ts = ts
         res.equity = self.equity_point(ts)
