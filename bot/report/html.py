@@ -294,6 +294,11 @@ def render_html(metrics: Mapping[str, Any], trades: Sequence[ClosedTrade], meta:
             "trade figures are undefined and shown as –.</div>"
         )
     img = base64.b64encode(png).decode("ascii")
+    caption = ("Portfolio equity marked to market each step (blue) against BTC bought and held with the same initial "
+               "equity (amber); below, the drawdown from the running peak. Times are UTC."
+               if metrics.get("benchmark") else
+               "Portfolio equity marked to market each step; below, the drawdown from the running peak "
+               "(no BTC prices were given for a buy-and-hold reference). Times are UTC.")  # fmt: skip
     notes = metrics["overall"]["portfolio"].get("notes", {})
     defs = "".join(f"<dt>{esc(k.replace('_', ' '))}</dt><dd>{esc(v)}</dd>" for k, v in notes.items())
     defs += (f"<dt>trade figures</dt><dd>{esc(metrics['overall']['trades']['basis'])}</dd>"
@@ -311,8 +316,7 @@ def render_html(metrics: Mapping[str, Any], trades: Sequence[ClosedTrade], meta:
 {summary_cards(metrics)}
 <section id="equity"><h2>Equity and drawdown</h2>
 <figure><img id="equity-chart" alt="equity and drawdown of the portfolio, with BTC buy-and-hold" src="data:image/png;base64,{img}">
-<figcaption>Portfolio equity marked to market each step (blue) against BTC bought and held with the same
-initial equity (amber); below, the drawdown from the running peak. Times are UTC.</figcaption></figure></section>
+<figcaption>{caption}</figcaption></figure></section>
 <div class="grid2">
 <section id="about"><h2>This run</h2>{about_table(metrics, meta)}</section>
 <section id="skips"><h2>Skipped entries, by reason</h2>
