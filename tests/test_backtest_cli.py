@@ -14,6 +14,9 @@ from models.timeutil import fmt_ts
 from tests.conftest import shared_data_or_skip
 
 
+pytestmark = pytest.mark.slow  # real bundle + real candles; part of make test
+
+
 def _config(tmp_path: Path, **trading: object) -> str:
     cfg = {"paths": {"data_dir": str(tmp_path / "var"), "models_dir": str(tmp_path / "models"), "logs_dir": str(tmp_path / "logs")},
            "risk": {"cooldown_after_stop_minutes": 0}, "trading": trading}  # fmt: skip

@@ -25,6 +25,8 @@ from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS
 from risk.config import RiskConfig
 from tests.engine_support import SYMBOLS
 
+pytestmark = pytest.mark.slow  # real bundle + real candles; part of make test
+
 FLOOR_OFF = TradingConfig(min_validation_pf=0, min_validation_trades=0)
 # the trainer's simulation: a fixed 1/N per symbol, no correlation filter, no position limit,
 # and the one probability gate at the bundle's own meta threshold
