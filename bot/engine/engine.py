@@ -572,7 +572,8 @@ class Engine:
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        """Restore `state_dict()` output (positions keep their barriers)."""
+        """Restore `state_dict()` output (positions keep their barriers). May be called before or
+        after `warm_up`; the warm-up's newer closes and minute win over the saved ones."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"engine state version {state.get('version')!r} is not {STATE_VERSION}")
         self.cash = float(state["cash"])
@@ -596,13 +597,16 @@ class Engine:
         if isinstance(self.broker, PaperBroker):
             self.broker.restore(pend)
         self.risk.load_dict(state["risk"])
+        # marks and the clock: what a warm-up already brought is newer than the saved state
         for sym, v in (state.get("marks") or {}).items():
-            if sym in self.index:
+            if sym in self.index and np.isnan(self._last_close[self.index[sym]]):
                 self._last_close[self.index[sym]] = float(v)
         rl = state.get("reference_last_fill_ts")
         if rl is not None and len(rl) == len(self._ref_last_fill):
-            self._ref_last_fill[:] = rl
-        self.last_ts = state.get("last_ts")
+            np.maximum(self._ref_last_fill, np.asarray(rl, np.int64), out=self._ref_last_fill)
+        saved = state.get("last_ts")
+        if self.last_ts is None or (saved is not None and saved > self.last_ts):
+            self.last_ts = saved
         self.skips = Counter(state.get("skips", {}))
 
     @classmethod
