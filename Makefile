@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.yaml
 
-.PHONY: install postgres chromium test run bench lint clean
+.PHONY: install postgres chromium test test-fast run bench lint clean
 
 # The virtualenv and the package with its dev extras; re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -29,6 +29,11 @@ install: $(STAMP) postgres
 
 test: install chromium
 	$(BIN)/python -m pytest
+
+# Everything but the tests marked `slow` (training runs, 30-symbol replays, long property
+# searches): under a minute of test time on the 2-core development machine when it is quiet.
+test-fast: install chromium
+	$(BIN)/python -m pytest -m "not slow"
 
 run: install
 	$(BIN)/bot --config $(CONFIG) run
