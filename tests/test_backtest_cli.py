@@ -13,7 +13,6 @@ from bot.cli import main
 from models.timeutil import fmt_ts
 from tests.conftest import shared_data_or_skip
 
-
 pytestmark = pytest.mark.slow  # real bundle + real candles; part of make test
 
 
