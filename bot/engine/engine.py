@@ -302,11 +302,19 @@ class Engine:
         ts = int(ts_ms)
         res = StepResult(ts)
         bars = np.asarray(bars, dtype=np.float64)
+        missing = np.isnan(bars).any(axis=1)
+        made_up = missing if filled is None else (missing | np.asarray(filled, bool))
+        # nothing trades on a made-up row: the broker and the exit rule see it as no candle,
+        # exactly as the label treats a missing minute
+        real = bars
+        if filled is not None and made_up.any():
+            real = bars.copy()
+            real[made_up] = np.nan
         # 1. the broker: entries decided last minute fill at this minute's open
-        self._apply_broker(self.broker.poll(ts, bars, self.index), res)
+        self._apply_broker(self.broker.poll(ts, real, self.index), res)
         # 2. exits of open positions on this bar, before any entry
-        self._check_exits(ts, bars, res)
-        close = bars[:, 3]
+        self._check_exits(ts, real, res)
+        close = real[:, 3]
         np.copyto(self._last_close, close, where=~np.isnan(close))
         self._push_returns(ts, close)
         # 3. features, one scoring call, entries
@@ -315,8 +323,6 @@ class Engine:
             warm = self.features.warm
         elif warm is None:
             raise ValueError("precomputed features need the warm flags of their minute")
-        missing = np.isnan(bars).any(axis=1)
-        made_up = missing if filled is None else (missing | np.asarray(filled, bool))
         decided = self._entries(ts, bars, made_up, feats, scores, warm, res)
         self.last_ts = ts
         res.equity = self.equity_point(ts)
@@ -566,7 +572,8 @@ class Engine:
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        """Restore `state_dict()` output (positions keep their barriers)."""
+        """Restore `state_dict()` output (positions keep their barriers). May be called before or
+        after `warm_up`; the warm-up's newer closes and minute win over the saved ones."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"engine state version {state.get('version')!r} is not {STATE_VERSION}")
         self.cash = float(state["cash"])
@@ -590,13 +597,16 @@ class Engine:
         if isinstance(self.broker, PaperBroker):
             self.broker.restore(pend)
         self.risk.load_dict(state["risk"])
+        # marks and the clock: what a warm-up already brought is newer than the saved state
         for sym, v in (state.get("marks") or {}).items():
-            if sym in self.index:
+            if sym in self.index and np.isnan(self._last_close[self.index[sym]]):
                 self._last_close[self.index[sym]] = float(v)
         rl = state.get("reference_last_fill_ts")
         if rl is not None and len(rl) == len(self._ref_last_fill):
-            self._ref_last_fill[:] = rl
-        self.last_ts = state.get("last_ts")
+            np.maximum(self._ref_last_fill, np.asarray(rl, np.int64), out=self._ref_last_fill)
+        saved = state.get("last_ts")
+        if self.last_ts is None or (saved is not None and saved > self.last_ts):
+            self.last_ts = saved
         self.skips = Counter(state.get("skips", {}))
 
     @classmethod
