@@ -53,9 +53,12 @@ def evaluate_bundle(
 
     start_ms defaults to the end of the bundle's training range plus the embargo (the first
     minute it may be judged on). load_from_ms: where feature warm-up data starts (None = just
-    the warm-up the features need before start_ms).
+    the warm-up the features need before start_ms). costs: judge with these costs instead of
+    the bundle's own (champion/challenger compares two bundles under the same costs).
     """
     settings = bundle_settings(bundle)
+    if costs is not None:
+        settings = dataclasses.replace(settings, costs=costs)
     m = bundle.manifest
     if start_ms is None:
         start_ms = int(m["data_to_ts"]) + int(m.get("embargo_ms", settings.train.embargo_bars * MINUTE_MS))
