@@ -159,6 +159,13 @@ def test_a_challenger_trained_on_shuffled_labels_is_rejected(engine_source, engi
     control = judge(engine_source, engine_bundle, None, window, Margins(min_trades=20, floor_pf=0.0), costs=COSTS,
                     embargo_ms=HOUR_MS, work_dir=tmp_path / "control")  # fmt: skip
     assert control.promote and control.challenger.trades >= 20, control
+    # both are judged under the costs given, not each bundle's own (this one was trained at zero cost)
+    from models.champion import score_bundle
+    from models.config import CostConfig
+
+    costly = score_bundle(engine_source, engine_bundle, window, costs=CostConfig(fee_rate=0.001, slippage_bps=5.0),
+                          symbols=None, work_dir=tmp_path / "costly")  # fmt: skip
+    assert costly.trades == v.champion.trades and costly.expectancy < v.champion.expectancy - 0.001
 
 
 async def test_a_training_child_over_its_time_limit_is_killed_and_reported(tmp_path) -> None:
