@@ -95,6 +95,18 @@ async def test_models_promote_refuses_a_degenerate_bundle_unless_forced_and_roll
     rb = [e for e in events(tmp_path) if e["event"] == "model_rollback"]
     assert rb and rb[-1]["version"] == good and rb[-1]["previous"] == m["version"]
 
+    # a rejected version shows why in `bot models list`
+    from bot.store.model_versions import set_status
+
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        await set_status(conn, m["version"], "rejected", reason="PF 0.91 not better than the champion's 1.02 by 0.05")
+    finally:
+        await conn.close()
+    r = bot(cfg, "models", "list")
+    row = next(x for x in r.stdout.splitlines() if x.startswith(m["version"]))
+    assert "rejected" in row and "[PF 0.91 not better than the champion's 1.02 by 0.05]" in row, r.stdout
+
 
 async def test_a_training_child_over_its_memory_limit_is_reported_and_the_champion_stays(db_dsn, engine_bundle,
                                                                                          tmp_path) -> None:  # fmt: skip
