@@ -57,6 +57,12 @@ class Costs:
         out = gross * ((1.0 - self.slippage) * (1.0 - self.fee_rate) / ((1.0 + self.slippage) * (1.0 + self.fee_rate))) - 1.0
         return float(out) if np.ndim(out) == 0 else out
 
+    def gross_return(self, net: float | np.ndarray) -> float | np.ndarray:
+        """The price return (exit/entry - 1) behind a net return priced by `net_return`."""
+        factor = (1.0 - self.slippage) * (1.0 - self.fee_rate) / ((1.0 + self.slippage) * (1.0 + self.fee_rate))
+        out = (1.0 + np.asarray(net, dtype=np.float64)) / factor - 1.0
+        return float(out) if np.ndim(out) == 0 else out
+
     def pnl(self, qty: float, entry_price: float, exit_price: float) -> float:
         """Quote-currency profit of buying `qty` at `entry_price` and selling at `exit_price`, all costs in."""
         cost = qty * self.buy_fill(entry_price)
