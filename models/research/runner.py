@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import multiprocessing
+import os
 import shutil
 import tempfile
 import time
@@ -172,6 +173,8 @@ def run_variant(setup: Setup, grid: Grid, v: TrainVariant, *, progress: Progress
         folds = _train_inner(setup, settings, symbols, split, src, progress)
         for p, fs in zip(paths, folds, strict=True):
             fs.save(p)
+        with open(Path(setup.cache_dir) / "research" / "trained.log", "a") as fh:  # one line per training, for audits/tests
+            fh.write(f"{key} {v.id} {os.getpid()} {time.time():.0f}\n")
         (cdir / "variant.json").write_text(json.dumps({"variant": v.key, "settings": settings.to_dict(), "symbols": symbols,
                                                        "split": split.to_dict()}, default=str))  # fmt: skip
     else:
@@ -232,9 +235,15 @@ def open_study(storage: str | None, name: str, grid: Grid, *, create: bool = Tru
     sampler = optuna.samplers.GridSampler(space, seed=0)
     store: Any = None
     if storage:
-        store = optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=60,
-                                           grace_period=180,
-                                           failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))  # fmt: skip
+        import warnings
+
+        with warnings.catch_warnings():
+            # heartbeats (a crashed worker's trial is marked failed and retried) are "experimental" in optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            store = optuna.storages.RDBStorage(
+                storage, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=60, grace_period=180,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )  # fmt: skip
     if create:
         return optuna.create_study(study_name=name, storage=store, sampler=sampler, direction="maximize", load_if_exists=True)
     return optuna.load_study(study_name=name, storage=store, sampler=sampler)
