@@ -42,6 +42,7 @@ def evaluate_bundle(
     load_from_ms: int | None = None,
     work_dir: Path,
     progress: Progress | None = None,
+    with_trades: bool = False,
 ) -> dict[str, Any]:
     """Simulated trading of `bundle` on [start_ms, end_ms).
 
@@ -66,6 +67,12 @@ def evaluate_bundle(
     )  # fmt: skip
     res = evaluate_window(prep, bundle.predictor, Window(start_ms, end_ms), settings, progress=progress)
     rep = res.report
+    if with_trades:  # the decision is the bar before the entry
+        rep["trades"] = [
+            {"symbol": r.symbol, "decision_ts": e - 60_000, "entry_ts": e, "exit_ts": x, "ret": ret}
+            for r in res.results
+            for e, x, ret in zip(r.trades.entry_ts.tolist(), r.trades.exit_ts.tolist(), r.trades.ret.tolist(), strict=True)
+        ]
     rep["bundle"] = {"version": bundle.version, "trained_from_ts": trained[0], "trained_to_ts": trained[1]}
     rep["overlaps_training"] = start_ms < trained[1] + settings.labels.horizon_bars * 60_000 and end_ms > trained[0]
     return rep

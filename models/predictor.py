@@ -61,10 +61,9 @@ class Predictor:
 
     def signal(self, scores: dict[str, np.ndarray], *, use_meta: bool = True) -> np.ndarray:
         """Entry wanted: er above its threshold and (with a meta model) p above its threshold."""
-        sig = scores["er"] > self.er_threshold
-        if use_meta and self.meta is not None:
-            sig &= scores["p"] > self.meta_threshold
-        return sig
+        from models.rules import EntryRule
+
+        return EntryRule.from_predictor(self, use_meta=use_meta).mask(scores["er"], scores.get("p"))
 
 
 def meta_matrix(x: np.ndarray, scores: dict[str, np.ndarray]) -> np.ndarray:

@@ -25,7 +25,13 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _main(cfg, args: argparse.Namespace) -> int:  # noqa: ANN001
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
     from rich.table import Table
 
     from bot.importer import import_directory
