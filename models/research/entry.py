@@ -1,9 +1,10 @@
 """Entry-rule levers judged on cached scores: when a trained model's score becomes a trade.
 
-`EntryRule` holds the levers the research compares; its defaults are today's rule (every
-minute, er > train.er_threshold, meta gate at train.meta_threshold, no rank, any regime), and
-with them `simulate` reproduces `models.train.evaluate_window` trade for trade (tested). The
-levers:
+`EntryRule` here is the *grid spec* of the levers (what a grid YAML names); `to_rule` turns it
+into the one entry rule, `models.rules.EntryRule`, which the trainer's simulation and the
+engine share -- there is no second rule. Its defaults are today's rule (every minute, er >
+train.er_threshold, meta gate at train.meta_threshold, no rank, any regime), and with them
+`simulate` reproduces `models.train.evaluate_window` trade for trade (tested). The levers:
 - `cadence_minutes`: decide only at the close of bars that end a 15m / 1h period (fewer,
   non-overlapping decisions instead of 60 near-duplicates an hour);
 - `cost_multiple`: er (a net return) must exceed k x the round-trip cost, a threshold that
@@ -25,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.candles import MINUTE_MS
 from models.research.scores import FoldScores
+from models.rules import EntryRule as Rule
+from models.rules import top_k_mask as _top_k_by_minute
 from models.simulate import SymbolResult, report, take_trades
 
 
@@ -44,20 +47,22 @@ class EntryRule(BaseModel):
         return " ".join(f"{k}={v}" for k, v in d.items()) or "default rule"
 
 
-def signal_mask(fs: FoldScores, rule: EntryRule, *, er_threshold: float, meta_threshold: float, round_trip: float) -> np.ndarray:
-    """Rows where `rule` wants to enter (before the one-position-per-symbol slot)."""
-    thr = er_threshold if rule.er_threshold is None else rule.er_threshold
-    if rule.cost_multiple is not None:
-        thr = max(thr, rule.cost_multiple * round_trip) if rule.er_threshold is not None else rule.cost_multiple * round_trip
-    with np.errstate(invalid="ignore"):
-        sig = fs.ok & (fs.er > thr)
-        if rule.use_meta and fs.has_meta:
-            mthr = meta_threshold if rule.meta_threshold is None else rule.meta_threshold
-            sig &= fs.p > mthr
-    if rule.cadence_minutes > 1:
-        sig &= ((fs.ts // MINUTE_MS) + 1) % rule.cadence_minutes == 0
-    if rule.regime_states is not None:
-        sig &= np.isin(fs.regime, np.asarray(rule.regime_states, dtype=np.int8))
+    def to_rule(self, *, er_threshold: float, meta_threshold: float, round_trip: float, has_meta: bool) -> Rule:
+        """The one entry rule (`models.rules.EntryRule`) these levers stand for."""
+        thr = er_threshold if self.er_threshold is None else self.er_threshold
+        p_thr = (meta_threshold if self.meta_threshold is None else self.meta_threshold) if (self.use_meta and has_meta) else None
+        rule = Rule(float(thr), p_thr).with_levers(cadence_minutes=self.cadence_minutes, top_k=self.top_k,
+                                                   regime_states=None if self.regime_states is None else tuple(self.regime_states))  # fmt: skip
+        if self.cost_multiple is not None:
+            k_rule = rule.with_cost_multiple(self.cost_multiple, round_trip)
+            rule = k_rule if self.er_threshold is None else rule.with_cost_multiple(max(thr / round_trip, self.cost_multiple), round_trip)
+        return rule
+
+
+def signal_mask(fs: FoldScores, levers: EntryRule, *, er_threshold: float, meta_threshold: float, round_trip: float) -> np.ndarray:
+    """Rows where the rule wants to enter (before the one-position-per-symbol slot)."""
+    rule = levers.to_rule(er_threshold=er_threshold, meta_threshold=meta_threshold, round_trip=round_trip, has_meta=fs.has_meta)
+    sig = fs.ok & rule.mask(fs.er, fs.p, ts=fs.ts, regime=fs.regime)
     if rule.top_k is not None:
         sig &= top_k_mask(fs, rule.top_k)
     return sig
@@ -65,19 +70,7 @@ def signal_mask(fs: FoldScores, rule: EntryRule, *, er_threshold: float, meta_th
 
 def top_k_mask(fs: FoldScores, k: int) -> np.ndarray:
     """Rows whose er is among the k highest of the symbols scored (and labelled) at that minute."""
-    out = np.zeros(len(fs.ts), dtype=bool)
-    cand = np.flatnonzero(fs.ok & np.isfinite(fs.er))
-    if len(cand) == 0:
-        return out
-    minute = fs.ts[cand] // MINUTE_MS
-    # sort by minute, then er descending; the rank within a minute is the position in its run
-    order = np.lexsort((-fs.er[cand].astype(np.float64), minute))
-    m_sorted = minute[order]
-    starts = np.flatnonzero(np.r_[True, m_sorted[1:] != m_sorted[:-1]])
-    run_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    rank = np.arange(len(order)) - run_start
-    out[cand[order[rank < k]]] = True
-    return out
+    return _top_k_by_minute(fs.ts // MINUTE_MS, fs.er, fs.ok, k)
 
 
 def simulate(fs: FoldScores, rule: EntryRule, *, er_threshold: float, meta_threshold: float, round_trip: float) -> dict[str, Any]:
