@@ -65,6 +65,11 @@ def test_small_grid_end_to_end_and_cached_rerun(data_dir: Path, tmp_path: Path, 
     assert rep["chosen"] is not None and out is not None and out["trained"]
     assert out["window"][0] >= INNER_END and out["window"][1] == END
     assert out["deflated_sharpe"]["n_trials"] == 8 and out["audit"]["enabled"] and "passed" in out["audit"]
+    assert out["maker_entry"]["trades"] == out["figures"]["trades"]
+    if out["figures"]["trades"]:
+        assert out["maker_entry"]["expectancy"] > out["figures"]["expectancy"]  # 2 bp less entry cost, same trades
+    ref = rep["reference"]  # today's configuration (horizon 60, default rule) on the same outer block
+    assert ref is not None or rep["chosen"]["rule_label"] == "default rule"
     text = markdown(rep)
     assert "configurations tried: 8" in text and "(chosen)" in text
 

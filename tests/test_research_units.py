@@ -128,3 +128,15 @@ def test_fold_scores_subset_and_roundtrip(tmp_path) -> None:  # noqa: ANN001
     fs.save(tmp_path / "x.npz")
     back = FoldScores.load(tmp_path / "x.npz")
     assert back.symbols == fs.symbols and back.window == fs.window and np.array_equal(back.er, fs.er, equal_nan=True)
+
+
+def test_maker_entry_costs_reprice_consistently() -> None:
+    taker = Costs()
+    maker = taker.maker_entry()
+    assert maker.round_trip == pytest.approx(taker.round_trip - 0.0002, abs=1e-5)  # the entry's 2 bp slippage saved
+    net = np.array([-0.01, 0.0, 0.02])
+    again = taker.reprice(net, maker)
+    assert np.allclose(again, maker.net_return(1.0, 1.0 + taker.gross_return(net)))
+    assert np.all(again > net)
+    # pnl and net_return agree for the asymmetric model too
+    assert maker.pnl(2.0, 100.0, 103.0) / (2.0 * maker.buy_fill(100.0) * 1.001) == pytest.approx(maker.net_return(100.0, 103.0))

@@ -381,10 +381,13 @@ def run_outer(setup: Setup, grid: Grid, chosen: dict[str, Any], trial_sharpes: l
     rep = simulate(fs, rule, er_threshold=settings.train.er_threshold, meta_threshold=settings.train.meta_threshold,
                    round_trip=costs.round_trip)  # fmt: skip
     fig = rule_figures(rep)
+    maker_fs = FoldScores(**{**fs.__dict__, "ret": np.asarray(costs.reprice(fs.ret, costs.maker_entry()), dtype=np.float32)})
+    maker = rule_figures(simulate(maker_fs, rule, er_threshold=settings.train.er_threshold,
+                                  meta_threshold=settings.train.meta_threshold, round_trip=costs.round_trip))  # fmt: skip
     dsr = deflated_sharpe(rep["trade_returns"], n_trials=grid.n_configurations, trial_sharpes=np.array(
         [s for s in trial_sharpes if s is not None], dtype=np.float64))  # fmt: skip
     return {"variant": chosen["variant"], "rule": chosen["rule_label"], "window": [outer.start, outer.end],
-            "figures": fig, "per_symbol": rep["per_symbol"], "diagnostics": signal_diagnostics(fs, costs),
+            "figures": fig, "maker_entry": maker, "per_symbol": rep["per_symbol"], "diagnostics": signal_diagnostics(fs, costs),
             "deflated_sharpe": dsr, "audit": audit_res, "trained": trained,
             "expectancy_t": _t_of_mean(rep["trade_returns"])}  # fmt: skip
 
@@ -440,7 +443,7 @@ def study_name(grid: Grid, setup: Setup) -> str:
 
 
 def research(setup: Setup, grid: Grid, *, storage: str | None, name: str, workers: int = 1, outer: bool = True,
-             audit: bool = True, progress: Progress | None = None) -> dict[str, Any]:  # fmt: skip
+             audit: bool = True, reference: bool = True, progress: Progress | None = None) -> dict[str, Any]:  # fmt: skip
     """Run (or resume) the study, choose on the inner folds, judge the choice on the outer block."""
     progress = progress or Progress()
     t0 = time.monotonic()
@@ -461,6 +464,12 @@ def research(setup: Setup, grid: Grid, *, storage: str | None, name: str, worker
     if chosen is not None and outer:
         progress.message(f"chosen on the inner folds: {chosen['variant']} / {chosen['rule_label']}; fitting it for the outer block")
         out_res = run_outer(setup, grid, chosen, [r["inner"].get("sharpe_trade") for r in rows], progress=progress, audit=audit)
+    ref_res = None
+    if outer and reference and not missing:
+        ref = reference_row(rows, grid, setup)
+        if ref is not None and (chosen is None or ref is not chosen):
+            progress.message(f"today's configuration for reference: {ref['variant']} / {ref['rule_label']}")
+            ref_res = run_outer(setup, grid, ref, [r["inner"].get("sharpe_trade") for r in rows], progress=progress, audit=False)
     first = results[0]["split"] if results else None
     meta = {"grid": grid.name, "study": name, "variants": len(grid.train), "rules": len(grid.rules),
             "configurations": grid.n_configurations, "completed_variants": len(results), "missing_variants": missing,
@@ -468,4 +477,15 @@ def research(setup: Setup, grid: Grid, *, storage: str | None, name: str, worker
             "data": [setup.data_start, setup.data_end], "inner": first["inner"] if first else [setup.data_start, setup.data_start],
             "universes": {k: len(v) for k, v in setup.universes.items()}, "seconds": round(time.monotonic() - t0, 1),
             "trained_here": sum(1 for r in results if r.get("trained"))}  # fmt: skip
-    return {"meta": meta, "results": results, "rows": rows, "chosen": chosen, "outer": out_res}
+    return {"meta": meta, "results": results, "rows": rows, "chosen": chosen, "outer": out_res, "reference": ref_res}
+
+
+def reference_row(rows: list[dict[str, Any]], grid: Grid, setup: Setup) -> dict[str, Any] | None:
+    """Today's configuration if the grid has it: the variant with the base settings, the default rule."""
+    default_rule = EntryRule().model_dump()
+    for v in grid.train:
+        if _settings(setup, grid.base, v).to_dict() == _settings(setup, grid.base, TrainVariant({}, None)).to_dict() and v.universe is None:
+            for r in rows:
+                if r["variant_id"] == v.id and r["rule"] == default_rule:
+                    return r
+    return None

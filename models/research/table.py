@@ -81,6 +81,9 @@ def outer_section(outer: dict[str, Any] | None) -> str:
         f"Signal on the outer block: IC pooled {_f(dg.get('ic_pooled'), 3)}, daily {_t(dg.get('ic_pooled_daily'), 't')}; "
         f"cross-sectional {_t(dg.get('ic_cross_sectional_daily'), 't')}.",
         "",
+        f"Same trades with a maker entry (limit buy at the next open, assumed always filled there; 0.1 % maker fee, no "
+        f"entry slippage): PF {_f(outer['maker_entry']['profit_factor'])}, expectancy {_p(outer['maker_entry']['expectancy'])}.",
+        "",
     ]
     if a.get("enabled"):
         perm = a.get("permuted") or {}
@@ -89,6 +92,15 @@ def outer_section(outer: dict[str, Any] | None) -> str:
                      f"(permuted-label model at the same signal rate: {top.get('trades', '-')} trades, PF {_f(top.get('profit_factor'))}; "
                      f"look-ahead columns: {a.get('lookahead_columns') or 'none'}).")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def reference_section(ref: dict[str, Any] | None) -> str:
+    if ref is None:
+        return ""
+    f = ref["figures"]
+    return (f"For reference (not chosen, not part of the choice): today's configuration ({ref['variant']}, {ref['rule']}) "
+            f"on the same outer block: {f['trades']} trades, PF {_f(f['profit_factor'])}, expectancy {_p(f['expectancy'])} "
+            f"(t {_f(ref.get('expectancy_t'), 1)}), signal rate {f['signal_rate']:.4f}.\n")  # fmt: skip
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -104,6 +116,7 @@ def markdown(report: dict[str, Any]) -> str:
         "## Choice and outer block",
         "",
         outer_section(report.get("outer")),
+        reference_section(report.get("reference")),
         "## Every configuration (inner folds only)",
         "",
         configurations_table(report["rows"], report.get("chosen"), m["metric"]),
