@@ -16,7 +16,14 @@ from models.costs import Costs
 from models.features.batch import compute_batch
 from models.features.config import FeatureConfig
 from models.features.spec import ATR_FRAC, ATR_PERCENTILE, feature_names
-from models.labels import EXIT_GAP_TIMEOUT, EXIT_NONE, EXIT_SL, EXIT_TIMEOUT, EXIT_TP, triple_barrier
+from models.labels import (
+    EXIT_GAP_TIMEOUT,
+    EXIT_NONE,
+    EXIT_SL,
+    EXIT_TIMEOUT,
+    EXIT_TP,
+    triple_barrier,
+)
 from models.rules import EntryRule, barrier_prices, check_exits, entry_fractions
 from models.timeutil import MINUTE_MS
 from tests.conftest import shared_data_or_skip
