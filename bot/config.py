@@ -86,6 +86,18 @@ class PathsConfig(BaseModel):
     logs_dir: Path = Path("var/logs")
 
 
+class DaemonConfig(BaseModel):
+    """The running daemon's own schedule; how a model is trained is the `train` section.
+
+    The retrain time is a property of the daemon (when it starts a training job), not of the
+    training (which `bot train` by hand uses too), so it lives here rather than in `train`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retrain_cron: str = Field("0 3 * * 6", description="APScheduler cron (UTC) for retraining")
+
+
 class PaperConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -125,6 +137,7 @@ class Config(BaseModel):
     feed: FeedConfig = FeedConfig()
     database: DatabaseConfig = DatabaseConfig()
     paths: PathsConfig = PathsConfig()
+    daemon: DaemonConfig = DaemonConfig()
     costs: CostConfig = CostConfig()
     risk: RiskConfig = RiskConfig()
     features: FeatureConfig = FeatureConfig()

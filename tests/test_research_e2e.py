@@ -123,7 +123,7 @@ def test_choice_cannot_see_the_outer_block(data_dir: Path, tmp_path: Path) -> No
 
 
 def test_default_rule_reproduces_the_trainer_simulation(data_dir: Path, tmp_path: Path) -> None:
-    from bot.training import CsvCandleSource
+    from bot.candle_sources import CsvCandleSource
     from models.config import TrainConfig
     from models.featureset import FeatureSet
     from models.research.scores import fold_scores

@@ -76,7 +76,7 @@ def reference_gaps(source: Any, refs: list[str], start: int, end: int, min_minut
 
 def choose_symbols(arg: str | None, bundle_symbols: list[str], present: set[str], directory: str) -> tuple[list[str], list[str]]:
     """(symbols to evaluate, notices). Every missing symbol is named at once."""
-    from bot.commands.train import read_symbols
+    from bot.commands import read_symbols
     from bot.training import TrainingSetupError
 
     if arg:
@@ -124,15 +124,16 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
     from rich.console import Console
 
-    from bot.commands.train import RichProgress
+    from bot.candle_sources import CandleSourceError, CsvCandleSource
     from bot.logs import setup_from_config
-    from bot.training import CsvCandleSource, TrainingSetupError
+    from bot.progress_bars import RichProgress
+    from bot.training import TrainingSetupError
     from models.bundle import BundleError, load_bundle
     from models.evaluate import evaluate_bundle
     from models.featureset import FeatureSet
+    from models.prepare import TrainError
     from models.simulate import trade_stats
     from models.timeutil import TimeParseError, fmt_date, fmt_ts, parse_time
-    from models.train import TrainError
 
     setup_from_config(cfg, console=False)
     console = Console(stderr=True)
@@ -182,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
             _split_by_gaps(rep, gaps, trade_stats)
             rep["expectancy_interval"] = expectancy_interval(np.array([t["ret"] for t in rep["trades"]]))
             runs.append(rep)
-    except (BundleError, TrainError, TrainingSetupError, TimeParseError, FileNotFoundError) as e:
+    except (BundleError, TrainError, TrainingSetupError, CandleSourceError, TimeParseError, FileNotFoundError) as e:
         console.print(f"[red]evaluate failed: {e}[/red]")
         return 1
     pooled = _pooled(runs, trade_stats) if len(runs) > 1 else None

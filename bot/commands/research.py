@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _universe(text: str, source_symbols: list[str]) -> list[str]:
-    from bot.commands.train import read_symbols
+    from bot.commands import read_symbols
 
     if text == "all":
         return list(source_symbols)
@@ -54,8 +54,9 @@ def _universe(text: str, source_symbols: list[str]) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
+    from bot.candle_sources import CandleSourceError, CsvCandleSource
     from bot.logs import setup_from_config
-    from bot.training import CsvCandleSource, TrainingSetupError
+    from bot.training import TrainingSetupError
     from models.research.grid import GridError, load_grid
     from models.research.runner import Setup, study_name
     from models.splits import DAY_MS, floor_day
@@ -83,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
             raise TrainingSetupError(f"no candles for {anchor} in {args.candles}")
         start = parse_time(args.start) if args.start else floor_day(b[0] + DAY_MS - 1)
         end = parse_time(args.end) if args.end else b[1] + 60_000
-    except (GridError, TrainingSetupError, TimeParseError, OSError) as e:
+    except (GridError, TrainingSetupError, CandleSourceError, TimeParseError, OSError) as e:
         print(f"research: {e}", file=sys.stderr)
         return 2
     data_dir = Path(cfg.paths.data_dir)
@@ -118,10 +119,10 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _with_store(cfg: Any, setup: Any, grid: Any, name: str, args: argparse.Namespace) -> dict[str, Any]:
     from bot.store.db import open_store
-    from bot.training import config_dsn, optuna_url
+    from bot.training import optuna_url
 
-    async with open_store(cfg, log=lambda m: print(m, file=sys.stderr)):
-        url = optuna_url(config_dsn(cfg))
+    async with open_store(cfg, log=lambda m: print(m, file=sys.stderr)) as store:
+        url = optuna_url(store.dsn)
         return await asyncio.to_thread(_research, setup, grid, url, name, args)
 
 
