@@ -19,6 +19,7 @@ A grid YAML has two product spaces:
       train.row_stride: 5
     selection:
       min_trades: 100      # a configuration with fewer inner trades cannot be chosen
+      min_fold_trades: 30  # ... nor one with fewer in any single inner fold
 
 Training keys are dotted paths into the `features` / `labels` / `costs` / `train` sections; the
 entry-rule keys are the fields of `models.research.entry.EntryRule`. Whatever universe a variant
@@ -52,6 +53,7 @@ class Selection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_trades: int = Field(100, ge=1, description="fewest trades over the inner folds for a configuration to be chosen")
+    min_fold_trades: int = Field(0, ge=0, description="fewest trades in *each* inner fold (a choice must trade in every period)")
     metric: str = Field("sharpe_trade", description="inner figure that chooses: sharpe_trade (mean/sd of trade returns) or expectancy")
 
 

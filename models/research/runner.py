@@ -222,7 +222,8 @@ def _csv_source(candles_dir: str, end_limit: int | None) -> Any:
 
 
 def _objective_value(res: dict[str, Any], grid: Grid) -> float:
-    vals = [r["inner"].get(grid.selection.metric) for r in res["rules"] if r["inner"]["trades"] >= grid.selection.min_trades]
+    vals = [r["inner"].get(grid.selection.metric) for r in res["rules"] if r["inner"]["trades"] >= grid.selection.min_trades
+            and all(f["trades"] >= grid.selection.min_fold_trades for f in r["folds"])]  # fmt: skip
     vals = [v for v in vals if v is not None and math.isfinite(v)]
     return max(vals) if vals else -1.0
 
@@ -347,7 +348,8 @@ def choose(rows: list[dict[str, Any]], grid: Grid) -> dict[str, Any] | None:
     """The configuration with the best inner figure among those with enough inner trades
     (ties: more trades). Only inner figures are read here."""
     metric = grid.selection.metric
-    ok = [r for r in rows if r["inner"]["trades"] >= grid.selection.min_trades and r["inner"].get(metric) is not None]
+    ok = [r for r in rows if r["inner"]["trades"] >= grid.selection.min_trades and r["inner"].get(metric) is not None
+          and all(f["trades"] >= grid.selection.min_fold_trades for f in r["folds"])]  # fmt: skip
     if not ok:
         return None
     return max(ok, key=lambda r: (r["inner"][metric], r["inner"]["trades"]))
@@ -473,7 +475,8 @@ def research(setup: Setup, grid: Grid, *, storage: str | None, name: str, worker
     first = results[0]["split"] if results else None
     meta = {"grid": grid.name, "study": name, "variants": len(grid.train), "rules": len(grid.rules),
             "configurations": grid.n_configurations, "completed_variants": len(results), "missing_variants": missing,
-            "metric": grid.selection.metric, "min_trades": grid.selection.min_trades, "outer_days": setup.outer_days,
+            "metric": grid.selection.metric, "min_trades": grid.selection.min_trades,
+            "min_fold_trades": grid.selection.min_fold_trades, "outer_days": setup.outer_days,
             "data": [setup.data_start, setup.data_end], "inner": first["inner"] if first else [setup.data_start, setup.data_start],
             "universes": {k: len(v) for k, v in setup.universes.items()}, "seconds": round(time.monotonic() - t0, 1),
             "trained_here": sum(1 for r in results if r.get("trained"))}  # fmt: skip

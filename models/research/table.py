@@ -111,7 +111,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Data: {fmt_ts(m['data'][0])} .. {fmt_ts(m['data'][1])} UTC, inner range {fmt_ts(m['inner'][0])} .. "
         f"{fmt_ts(m['inner'][1])}, outer block = the last {m['outer_days']:g} days. "
         f"Trained variants: {m['variants']}; entry rules per variant: {m['rules']}; "
-        f"**configurations tried: {m['configurations']}**. Chosen by inner `{m['metric']}` with >= {m['min_trades']} inner trades.",
+        f"**configurations tried: {m['configurations']}**. Chosen by inner `{m['metric']}` (pooled inner trades) among those with "
+        f">= {m['min_trades']} inner trades and >= {m.get('min_fold_trades', 0)} in each inner fold.",
         "",
         "## Choice and outer block",
         "",
