@@ -31,7 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--symbols", help="the default universe: comma-separated or @FILE (default: config symbols)")
     p.add_argument("--universe", action="append", default=[], metavar="NAME=SYMBOLS",
                    help="a named universe for the grid's `universe` key: comma list, @FILE or 'all' (every file in DIR)")  # fmt: skip
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes on this machine (default 1; 0 = run no trials, only report what the study holds)")  # fmt: skip
+    p.add_argument("--allow-partial", action="store_true",
+                   help="choose among the finished variants even if some are not (the count of configurations tried says so)")  # fmt: skip
     p.add_argument("--study", help="Optuna study name (default: grid name + digest of the data and settings)")
     p.add_argument("--dsn", help="Postgres DSN of the study (default: the store's; 'memory' = no database, one worker)")
     p.add_argument("--from", dest="start", metavar="T0", help="data start (default: first UTC midnight of the data)")
@@ -146,7 +149,7 @@ def _research(setup: Any, grid: Any, storage: str | None, name: str, args: argpa
     from models.research.runner import research
 
     return research(setup, grid, storage=storage, name=name, workers=args.workers, outer=not args.no_outer,
-                    audit=not args.no_audit, progress=_Messages())  # type: ignore[arg-type]  # fmt: skip
+                    audit=not args.no_audit, allow_partial=args.allow_partial, progress=_Messages())  # type: ignore[arg-type]  # fmt: skip
 
 
 def _write(rep: dict[str, Any], args: argparse.Namespace, name: str, data_dir: Path) -> None:

@@ -356,7 +356,7 @@ def choose(rows: list[dict[str, Any]], grid: Grid) -> dict[str, Any] | None:
 
 
 def run_outer(setup: Setup, grid: Grid, chosen: dict[str, Any], trial_sharpes: list[float | None], *,
-              progress: Progress | None = None, audit: bool = True) -> dict[str, Any]:  # fmt: skip
+              progress: Progress | None = None, audit: bool = True, n_trials: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Fit the chosen variant on the whole inner range; judge its rule once on the outer block."""
     v = next(t for t in grid.train if t.id == chosen["variant_id"])
     rule = EntryRule.model_validate(chosen["rule"])
@@ -386,7 +386,7 @@ def run_outer(setup: Setup, grid: Grid, chosen: dict[str, Any], trial_sharpes: l
     maker_fs = FoldScores(**{**fs.__dict__, "ret": np.asarray(costs.reprice(fs.ret, costs.maker_entry()), dtype=np.float32)})
     maker = rule_figures(simulate(maker_fs, rule, er_threshold=settings.train.er_threshold,
                                   meta_threshold=settings.train.meta_threshold, round_trip=costs.round_trip))  # fmt: skip
-    dsr = deflated_sharpe(rep["trade_returns"], n_trials=grid.n_configurations, trial_sharpes=np.array(
+    dsr = deflated_sharpe(rep["trade_returns"], n_trials=n_trials or grid.n_configurations, trial_sharpes=np.array(
         [s for s in trial_sharpes if s is not None], dtype=np.float64))  # fmt: skip
     return {"variant": chosen["variant"], "rule": chosen["rule_label"], "window": [outer.start, outer.end],
             "figures": fig, "maker_entry": maker, "per_symbol": rep["per_symbol"], "diagnostics": signal_diagnostics(fs, costs),
@@ -445,7 +445,8 @@ def study_name(grid: Grid, setup: Setup) -> str:
 
 
 def research(setup: Setup, grid: Grid, *, storage: str | None, name: str, workers: int = 1, outer: bool = True,
-             audit: bool = True, reference: bool = True, progress: Progress | None = None) -> dict[str, Any]:  # fmt: skip
+             audit: bool = True, reference: bool = True, allow_partial: bool = False,
+             progress: Progress | None = None) -> dict[str, Any]:  # fmt: skip
     """Run (or resume) the study, choose on the inner folds, judge the choice on the outer block."""
     progress = progress or Progress()
     t0 = time.monotonic()
@@ -457,24 +458,30 @@ def research(setup: Setup, grid: Grid, *, storage: str | None, name: str, worker
         study.optimize(_objective(setup, grid, study, progress), n_trials=len(grid.train), gc_after_trial=True)
         results = collect(None, name, grid, study=study)
     else:
-        run_workers(setup, grid, storage, name, workers, progress)
+        if workers > 0:  # 0: only collect what the study holds (other workers may still be running)
+            run_workers(setup, grid, storage, name, workers, progress)
         results = collect(storage, name, grid)
     missing = len(grid.train) - len(results)
     rows = configurations(results)
-    chosen = choose(rows, grid) if not missing else None
+    if missing:
+        progress.message(f"{missing} of {len(grid.train)} trained variants are not finished in study {name}"
+                         + ("; choosing among the finished ones" if allow_partial else "; not choosing (re-run to resume)"))  # fmt: skip
+    chosen = choose(rows, grid) if (not missing or allow_partial) else None
     out_res = None
     if chosen is not None and outer:
         progress.message(f"chosen on the inner folds: {chosen['variant']} / {chosen['rule_label']}; fitting it for the outer block")
-        out_res = run_outer(setup, grid, chosen, [r["inner"].get("sharpe_trade") for r in rows], progress=progress, audit=audit)
+        out_res = run_outer(setup, grid, chosen, [r["inner"].get("sharpe_trade") for r in rows], progress=progress, audit=audit,
+                            n_trials=len(rows))  # fmt: skip
     ref_res = None
-    if outer and reference and not missing:
+    if outer and reference and chosen is not None:
         ref = reference_row(rows, grid, setup)
         if ref is not None and (chosen is None or ref is not chosen):
             progress.message(f"today's configuration for reference: {ref['variant']} / {ref['rule_label']}")
-            ref_res = run_outer(setup, grid, ref, [r["inner"].get("sharpe_trade") for r in rows], progress=progress, audit=False)
+            ref_res = run_outer(setup, grid, ref, [r["inner"].get("sharpe_trade") for r in rows], progress=progress, audit=False,
+                                n_trials=len(rows))  # fmt: skip
     first = results[0]["split"] if results else None
     meta = {"grid": grid.name, "study": name, "variants": len(grid.train), "rules": len(grid.rules),
-            "configurations": grid.n_configurations, "completed_variants": len(results), "missing_variants": missing,
+            "configurations": len(rows), "configurations_in_grid": grid.n_configurations, "completed_variants": len(results), "missing_variants": missing,
             "metric": grid.selection.metric, "min_trades": grid.selection.min_trades,
             "min_fold_trades": grid.selection.min_fold_trades, "outer_days": setup.outer_days,
             "data": [setup.data_start, setup.data_end], "inner": first["inner"] if first else [setup.data_start, setup.data_start],

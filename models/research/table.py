@@ -103,6 +103,12 @@ def reference_section(ref: dict[str, Any] | None) -> str:
             f"(t {_f(ref.get('expectancy_t'), 1)}), signal rate {f['signal_rate']:.4f}.\n")  # fmt: skip
 
 
+def _partial(m: dict[str, Any]) -> str:
+    if m.get("missing_variants"):
+        return f" (of {m.get('configurations_in_grid')} in the grid: {m['missing_variants']} trained variants unfinished)"
+    return ""
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["meta"]
     parts = [
@@ -111,7 +117,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Data: {fmt_ts(m['data'][0])} .. {fmt_ts(m['data'][1])} UTC, inner range {fmt_ts(m['inner'][0])} .. "
         f"{fmt_ts(m['inner'][1])}, outer block = the last {m['outer_days']:g} days. "
         f"Trained variants: {m['variants']}; entry rules per variant: {m['rules']}; "
-        f"**configurations tried: {m['configurations']}**. Chosen by inner `{m['metric']}` (pooled inner trades) among those with "
+        f"**configurations tried: {m['configurations']}**{_partial(m)}. Chosen by inner `{m['metric']}` (pooled inner trades) among those with "
         f">= {m['min_trades']} inner trades and >= {m.get('min_fold_trades', 0)} in each inner fold.",
         "",
         "## Choice and outer block",
