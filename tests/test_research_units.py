@@ -140,3 +140,28 @@ def test_maker_entry_costs_reprice_consistently() -> None:
     assert np.all(again > net)
     # pnl and net_return agree for the asymmetric model too
     assert maker.pnl(2.0, 100.0, 103.0) / (2.0 * maker.buy_fill(100.0) * 1.001) == pytest.approx(maker.net_return(100.0, 103.0))
+
+
+def test_the_one_entry_rule_carries_the_levers() -> None:
+    from models.rules import EntryRule as Rule
+    from models.rules import on_cadence
+
+    base = Rule(0.001, 0.55)
+    assert base.cadence_minutes == 1 and base.top_k is None and base.regime_states is None  # today's rule
+    er = np.array([0.002, 0.002, 0.0005, 0.003])
+    p = np.array([0.6, 0.6, 0.9, 0.5])
+    ts = T0 + np.array([14, 15, 29, 59]) * 60_000
+    assert base.mask(er, p).tolist() == [True, True, False, False]
+    lev = base.with_levers(cadence_minutes=15, regime_states=(0, 1))
+    with pytest.raises(ValueError, match="cadence"):
+        lev.mask(er, p)
+    assert lev.mask(er, p, ts=ts, regime=np.array([0, 0, 0, 0])).tolist() == [True, False, False, False]
+    assert lev.mask(er, p, ts=ts, regime=np.array([2, 0, 0, 0])).tolist() == [False, False, False, False]
+    assert on_cadence(ts, 60).tolist() == [False, False, False, True]
+    k = base.with_cost_multiple(2.0, 0.0024)
+    assert k.er_threshold == pytest.approx(0.0048) and k.p_threshold == 0.55
+    assert "on 15m closes" in lev.describe() and "regime in [0, 1]" in lev.describe()
+    # the research levers build exactly this rule
+    r = EntryRule(cadence_minutes=15, cost_multiple=2.0, use_meta=False).to_rule(
+        er_threshold=0.001, meta_threshold=0.55, round_trip=0.0024, has_meta=True)
+    assert r == Rule(0.0048, None, None, 15, None, None)
