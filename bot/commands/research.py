@@ -163,5 +163,5 @@ def _write(rep: dict[str, Any], args: argparse.Namespace, name: str, data_dir: P
     base.with_suffix(".json").write_text(json.dumps(rep, indent=1, default=_json_default) + "\n")
     m = rep["meta"]
     sys.stdout.write(md.split("## Every configuration")[0])
-    sys.stdout.write(f"configurations tried: {m['configurations']}; variants trained in this run: {m['trained_here']}; "
+    sys.stdout.write(f"configurations tried: {m['configurations']}; variants whose trial trained (not from cache): {m['trained_here']}; "
                      f"wall {m['wall_seconds']:.0f} s\nreport: {base.with_suffix('.md')} and .json\n")  # fmt: skip

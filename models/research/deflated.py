@@ -8,7 +8,8 @@ expect from N unskilled trials with the observed spread of Sharpe ratios:
     DSR = Z((SR - SR0) x sqrt(T - 1) / sqrt(1 - skew x SR + (kurt - 1) / 4 x SR^2))
 
 SR, skew and kurt (non-excess) are of the chosen strategy's returns over T observations; V is
-the variance of the Sharpe ratios of all N trials. Here the observations are trades (per-trade
+the variance of the Sharpe ratios across the trials (here: of the configurations with enough
+trades to be chosen; N counts every configuration tried). Here the observations are trades (per-trade
 Sharpe: mean / sd of net trade returns), which are what the research compares.
 """
 

@@ -344,12 +344,23 @@ def configurations(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def eligible(r: dict[str, Any], grid: Grid) -> bool:
+    """Enough inner trades, overall and in every fold, to be chosen."""
+    return r["inner"]["trades"] >= grid.selection.min_trades and all(f["trades"] >= grid.selection.min_fold_trades for f in r["folds"])
+
+
+def eligible_sharpes(rows: list[dict[str, Any]], grid: Grid) -> list[float | None]:
+    """Per-trade Sharpe ratios of the configurations that could have been chosen: the spread the
+    deflated Sharpe needs (a Sharpe over 3 trades is noise and would inflate it); N stays the
+    number of all configurations tried."""
+    return [r["inner"].get("sharpe_trade") for r in rows if eligible(r, grid)]
+
+
 def choose(rows: list[dict[str, Any]], grid: Grid) -> dict[str, Any] | None:
     """The configuration with the best inner figure among those with enough inner trades
     (ties: more trades). Only inner figures are read here."""
     metric = grid.selection.metric
-    ok = [r for r in rows if r["inner"]["trades"] >= grid.selection.min_trades and r["inner"].get(metric) is not None
-          and all(f["trades"] >= grid.selection.min_fold_trades for f in r["folds"])]  # fmt: skip
+    ok = [r for r in rows if eligible(r, grid) and r["inner"].get(metric) is not None]
     if not ok:
         return None
     return max(ok, key=lambda r: (r["inner"][metric], r["inner"]["trades"]))
@@ -391,7 +402,15 @@ def run_outer(setup: Setup, grid: Grid, chosen: dict[str, Any], trial_sharpes: l
     return {"variant": chosen["variant"], "rule": chosen["rule_label"], "window": [outer.start, outer.end],
             "figures": fig, "maker_entry": maker, "per_symbol": rep["per_symbol"], "diagnostics": signal_diagnostics(fs, costs),
             "deflated_sharpe": dsr, "audit": audit_res, "trained": trained,
-            "expectancy_t": _t_of_mean(rep["trade_returns"])}  # fmt: skip
+            "expectancy_t": _t_of_mean(rep["trade_returns"]), "score_quantiles": _score_quantiles(fs)}  # fmt: skip
+
+
+def _score_quantiles(fs: FoldScores) -> dict[str, float | None]:
+    """Where the block's predicted er lies (does the threshold ever bite?)."""
+    er = fs.er[fs.ok & np.isfinite(fs.er)].astype(np.float64)
+    if not len(er):
+        return {"q50": None, "q99": None, "max": None}
+    return {"q50": float(np.quantile(er, 0.5)), "q99": float(np.quantile(er, 0.99)), "max": float(er.max())}
 
 
 def _t_of_mean(ret: np.ndarray) -> float | None:
@@ -470,14 +489,14 @@ def research(setup: Setup, grid: Grid, *, storage: str | None, name: str, worker
     out_res = None
     if chosen is not None and outer:
         progress.message(f"chosen on the inner folds: {chosen['variant']} / {chosen['rule_label']}; fitting it for the outer block")
-        out_res = run_outer(setup, grid, chosen, [r["inner"].get("sharpe_trade") for r in rows], progress=progress, audit=audit,
+        out_res = run_outer(setup, grid, chosen, eligible_sharpes(rows, grid), progress=progress, audit=audit,
                             n_trials=len(rows))  # fmt: skip
     ref_res = None
     if outer and reference and chosen is not None:
         ref = reference_row(rows, grid, setup)
         if ref is not None and (chosen is None or ref is not chosen):
             progress.message(f"today's configuration for reference: {ref['variant']} / {ref['rule_label']}")
-            ref_res = run_outer(setup, grid, ref, [r["inner"].get("sharpe_trade") for r in rows], progress=progress, audit=False,
+            ref_res = run_outer(setup, grid, ref, eligible_sharpes(rows, grid), progress=progress, audit=False,
                                 n_trials=len(rows))  # fmt: skip
     first = results[0]["split"] if results else None
     meta = {"grid": grid.name, "study": name, "variants": len(grid.train), "rules": len(grid.rules),
@@ -487,6 +506,9 @@ def research(setup: Setup, grid: Grid, *, storage: str | None, name: str, worker
             "data": [setup.data_start, setup.data_end], "inner": first["inner"] if first else [setup.data_start, setup.data_start],
             "universes": {k: len(v) for k, v in setup.universes.items()}, "seconds": round(time.monotonic() - t0, 1),
             "trained_here": sum(1 for r in results if r.get("trained"))}  # fmt: skip
+    for r in rows:
+        r["eligible"] = eligible(r, grid)
+    meta["eligible_configurations"] = sum(1 for r in rows if r["eligible"])
     return {"meta": meta, "results": results, "rows": rows, "chosen": chosen, "outer": out_res, "reference": ref_res}
 
 

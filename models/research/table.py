@@ -46,12 +46,13 @@ def diagnostics_table(results: list[dict[str, Any]]) -> str:
 def configurations_table(rows: list[dict[str, Any]], chosen: dict[str, Any] | None, metric: str) -> str:
     lines = ["| variant | entry rule | inner trades | PF | expectancy | win % | Sharpe/trade | per fold: trades, PF, expectancy, signal rate |",
              "|---|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
-    def key(r: dict[str, Any]) -> float:
+    def key(r: dict[str, Any]) -> tuple[bool, float]:
         v = r["inner"].get(metric)
-        return -1e9 if v is None else v
+        return (bool(r.get("eligible", True)), -1e9 if v is None else v)
+
     for r in sorted(rows, key=key, reverse=True):
         i = r["inner"]
-        mark = " **(chosen)**" if chosen is not None and r is chosen else ""
+        mark = " **(chosen)**" if chosen is not None and r is chosen else ("" if r.get("eligible", True) else " (too few trades)")
         folds = "; ".join(f"{f['trades']}, {_f(f['profit_factor'])}, {_p(f['expectancy'])}, {f['signal_rate']:.4f}" for f in r["folds"])
         win = "-" if i.get("win_rate") is None else f"{i['win_rate'] * 100:.1f}"
         lines.append(f"| {r['variant']} | {r['rule_label']}{mark} | {i['trades']} | {_f(i['profit_factor'])} | "
@@ -78,6 +79,7 @@ def outer_section(outer: dict[str, Any] | None) -> str:
         f"{_p(f.get('max_drawdown'), 2)} | {f['signal_rate']:.4f} | {_f(f.get('sharpe_trade'), 3)} | "
         f"{_f(d.get('dsr'), 3)} (N={d['n_trials']}, SR0 {_f(d.get('sr0'), 3)}) |",
         "",
+        _no_trade(outer),
         f"Signal on the outer block: IC pooled {_f(dg.get('ic_pooled'), 3)}, daily {_t(dg.get('ic_pooled_daily'), 't')}; "
         f"cross-sectional {_t(dg.get('ic_cross_sectional_daily'), 't')}.",
         "",
@@ -92,6 +94,15 @@ def outer_section(outer: dict[str, Any] | None) -> str:
                      f"(permuted-label model at the same signal rate: {top.get('trades', '-')} trades, PF {_f(top.get('profit_factor'))}; "
                      f"look-ahead columns: {a.get('lookahead_columns') or 'none'}).")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _no_trade(outer: dict[str, Any]) -> str:
+    if outer["figures"]["trades"]:
+        return ""
+    q = outer.get("score_quantiles") or {}
+    return (f"**The chosen configuration took no trade on the outer block**: its predicted er there has median "
+            f"{_p(q.get('q50'), 4)}, 99th percentile {_p(q.get('q99'), 4)} and maximum {_p(q.get('max'), 4)}, below its "
+            f"entry threshold; the level its scores reached on the inner folds did not carry over.\n")
 
 
 def reference_section(ref: dict[str, Any] | None) -> str:
@@ -125,6 +136,9 @@ def markdown(report: dict[str, Any]) -> str:
         outer_section(report.get("outer")),
         reference_section(report.get("reference")),
         "## Every configuration (inner folds only)",
+        "",
+        f"{m.get('eligible_configurations', '-')} of {m['configurations']} configurations had enough inner trades to be chosen; "
+        "they come first, by the choosing figure.",
         "",
         configurations_table(report["rows"], report.get("chosen"), m["metric"]),
         "",
