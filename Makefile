@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.yaml
 
-.PHONY: install postgres test run bench lint clean
+.PHONY: install postgres chromium test test-fast run bench lint clean
 
 # The virtualenv and the package with its dev extras; re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -20,10 +20,20 @@ $(STAMP): pyproject.toml
 postgres:
 	@sh scripts/ensure-postgres.sh
 
+# Headless Chromium (Debian's `chromium` package): the report and dashboard tests render
+# their pages in it and look at a screenshot. Skipped when it is already present.
+chromium:
+	@sh scripts/ensure-chromium.sh
+
 install: $(STAMP) postgres
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest
+
+# Everything but the tests marked `slow` (training runs, 30-symbol replays, long property
+# searches): under a minute of test time on the 2-core development machine when it is quiet.
+test-fast: install chromium
+	$(BIN)/python -m pytest -m "not slow"
 
 run: install
 	$(BIN)/bot --config $(CONFIG) run

@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import to_jsonable_python
 
+from bot.dashboard.config import DashboardConfig
 from bot.engine.config import TradingConfig
 from bot.marketdata.config import ExchangeConfig, FeedConfig
 from models.config import CostConfig, LabelConfig, TrainConfig
@@ -146,6 +147,7 @@ class Config(BaseModel):
     paper: PaperConfig = PaperConfig()
     trading: TradingConfig = TradingConfig()
     logging: LoggingConfig = LoggingConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
 
     @field_validator("symbols", mode="before")
