@@ -18,6 +18,8 @@ from models.candles import candle_files, read_candles_csv
 from models.timeutil import parse_time
 from tests.conftest import shared_data_or_skip
 
+pytestmark = pytest.mark.slow  # real training runs
+
 SYMS = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "XRPUSDT"]
 
 

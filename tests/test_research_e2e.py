@@ -27,6 +27,8 @@ from models.research.table import markdown
 from models.timeutil import parse_time
 from models.train import Settings
 
+pytestmark = pytest.mark.slow  # real training runs
+
 SYMS = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "XRPUSDT"]
 START, END = parse_time("2021-04-02"), parse_time("2021-04-26")
 INNER_END = parse_time("2021-04-22")
