@@ -258,8 +258,12 @@ def _objective(setup: Setup, grid: Grid, study: Any, progress: Progress | None) 
     def objective(trial: Any) -> float:
         vid = trial.suggest_categorical("variant", list(by_id))
         mine = trial.number
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE)):
-            if t.number < mine and t.params.get("variant", t.system_attrs.get("grid_id")) == vid:
+        live = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE))
+        my_grid = next((t.system_attrs.get("grid_id") for t in live if t.number == mine), None)
+        for t in live:
+            # the grid point is in the trial's system attrs before its objective runs; params come later
+            same = t.params.get("variant") == vid or (my_grid is not None and t.system_attrs.get("grid_id") == my_grid)
+            if t.number < mine and same:
                 raise optuna.TrialPruned(f"variant {vid} already taken by trial {t.number}")
         res = run_variant(setup, grid, by_id[vid], progress=progress)
         trial.set_user_attr("result", json.loads(json.dumps(res, default=_json_default)))
@@ -283,13 +287,10 @@ def _json_default(o: Any) -> Any:
 
 def worker(setup: Setup, grid: Grid, storage: str | None, name: str, progress: Progress | None = None) -> int:
     """Run trials until every grid point is taken; returns the number of trials this worker ran."""
-    import optuna
-
     study = open_study(storage, name, grid)
-    before = len(study.trials)
-    study.optimize(_objective(setup, grid, study, progress), n_trials=len(grid.train), gc_after_trial=True,
-                   catch=())  # fmt: skip
-    return len(study.get_trials(deepcopy=False)) - before if optuna else 0
+    before = len(study.get_trials(deepcopy=False))
+    study.optimize(_objective(setup, grid, study, progress), n_trials=len(grid.train), gc_after_trial=True)
+    return len(study.get_trials(deepcopy=False)) - before
 
 
 def _worker_entry(setup: Setup, grid: Grid, storage: str | None, name: str) -> int:
