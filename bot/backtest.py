@@ -90,6 +90,7 @@ class BacktestResult:
     equity: np.ndarray
     cash: np.ndarray
     exposure: np.ndarray
+    open_positions: np.ndarray
     skips: Counter
     decisions: list[DecisionRow]
     orders: int
@@ -109,8 +110,8 @@ class BacktestResult:
         return self.minutes * len(self.symbols)
 
     def equity_points(self) -> list[EquityPoint]:
-        return [EquityPoint(int(t), float(e), float(c), float(g), 0)
-                for t, e, c, g in zip(self.equity_ts, self.equity, self.cash, self.exposure, strict=True)]  # fmt: skip
+        return [EquityPoint(int(t), float(e), float(c), float(g), int(n)) for t, e, c, g, n
+                in zip(self.equity_ts, self.equity, self.cash, self.exposure, self.open_positions, strict=True)]  # fmt: skip
 
 
 def load_window(source: Any, symbols: Sequence[str], start: int, end: int, warmup_bars: int) -> dict[str, Candles]:
@@ -158,6 +159,7 @@ def run_backtest(
     eq = np.empty(n)
     cash = np.empty(n)
     gross = np.empty(n)
+    held = np.zeros(n, np.int32)
     trades: list[ClosedTrade] = []
     decisions: list[DecisionRow] = []
     orders = 0
@@ -182,7 +184,7 @@ def run_backtest(
             else:
                 res = eng.step(int(minutes[t]), bars[t])
             e = res.equity
-            eq[t], cash[t], gross[t] = e.equity, e.cash, e.gross_exposure
+            eq[t], cash[t], gross[t], held[t] = e.equity, e.cash, e.gross_exposure, e.open_positions
             if res.closed:
                 trades.extend(res.closed)
             if res.orders:
@@ -198,14 +200,14 @@ def run_backtest(
         trades.extend(res.closed)
         orders += len(res.orders)
         fees += sum(f.fee for f in res.fills)
-        eq[-1], cash[-1], gross[-1] = res.equity.equity, res.equity.cash, res.equity.gross_exposure
+        eq[-1], cash[-1], gross[-1], held[-1] = res.equity.equity, res.equity.cash, res.equity.gross_exposure, 0
     bench = None
     ref = eng.features.cfg.reference_symbols[0]
     if ref in data:
         c = data[ref].between(start, end)
         bench = (c.ts.copy(), c.close.copy())
     return BacktestResult(
-        trades=trades, equity_ts=minutes, equity=eq, cash=cash, exposure=gross, skips=Counter(eng.skips),
+        trades=trades, equity_ts=minutes, equity=eq, cash=cash, exposure=gross, open_positions=held, skips=Counter(eng.skips),
         decisions=decisions, orders=orders, minutes=n, symbols=list(eng.trade_symbols), start=start, end=end,
         seconds=time.perf_counter() - t0, watch_reason=eng.watch_reason, status_line=eng.status_line(), fees=fees,
         benchmark=bench,

@@ -31,7 +31,7 @@ def bundle_settings(bundle: Bundle) -> Settings:
         bundle.feature_config(),
         LabelConfig.model_validate(m["label_config"]),
         CostConfig.model_validate(m["cost_config"]),
-        TrainConfig.model_validate(m["train_config"]),
+        TrainConfig.from_bundle(m["train_config"]),
     )
 
 

@@ -63,24 +63,26 @@ def _run(args: argparse.Namespace) -> int:
     from bot.logs import setup_from_config
 
     setup_from_config(cfg, console=False)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # error lines stay whole (grep-able)
     if not args.walk_forward and not args.model:
         console.print("[red]backtest: --model is required (or use --walk-forward to train the bundles)[/red]")
         return 2
     try:
         if args.candles:
-            from bot.training import CsvCandleSource
+            from bot.candle_sources import CsvCandleSource
 
             return _with_source(cfg, args, console, CsvCandleSource(args.candles))
         return _with_store(cfg, args, console)
     except Exception as e:  # noqa: BLE001 - one clear line for the known failures
         from bot.backtest import BacktestError
+        from bot.candle_sources import CandleSourceError
         from bot.training import TrainingSetupError
         from models.bundle import BundleError
+        from models.prepare import TrainError
         from models.timeutil import TimeParseError
-        from models.train import TrainError
 
-        if isinstance(e, (BacktestError, BundleError, TrainError, TrainingSetupError, TimeParseError, FileNotFoundError)):
+        known = (BacktestError, BundleError, CandleSourceError, TrainError, TrainingSetupError, TimeParseError, FileNotFoundError)
+        if isinstance(e, known):
             console.print(f"[red]backtest failed: {e}[/red]")
             return 1
         raise
@@ -89,8 +91,8 @@ def _run(args: argparse.Namespace) -> int:
 def _with_store(cfg: Any, args: argparse.Namespace, console: Any) -> int:
     import asyncio
 
+    from bot.candle_sources import StoreCandleSource
     from bot.store.db import open_store
-    from bot.training import StoreCandleSource
 
     async def main() -> int:
         async with open_store(cfg, log=lambda m: console.print(m)) as store:
@@ -111,7 +113,7 @@ def _find_bundle(cfg: Any, model: str) -> Any:
 
 def _with_source(cfg: Any, args: argparse.Namespace, console: Any, source: Any) -> int:
     from bot.backtest import BacktestError
-    from bot.commands.train import read_symbols
+    from bot.commands import read_symbols
     from models.timeutil import MINUTE_MS, parse_time
 
     start = parse_time(args.start) if args.start else None
@@ -180,7 +182,7 @@ def _write(out: Path, res: Any, bundle: Any, *, in_sample: bool, title: str | No
 
     m = bundle.manifest
     meta = {
-        "title": title or (f"Backtest {'(in-sample) ' if in_sample else ''}of model {bundle.version}, {fmt_span(res.start, res.end)}"),
+        "title": title or f"Backtest of model {bundle.version}, {fmt_span(res.start, res.end)}",  # the report adds "(in-sample)"
         "in_sample": in_sample,
         "bundle_version": bundle.version,
         "trained_from_ts": int(m["data_from_ts"]),
@@ -192,8 +194,6 @@ def _write(out: Path, res: Any, bundle: Any, *, in_sample: bool, title: str | No
         "fee_rate": res.meta["fee_rate"],
         "slippage_bps": res.meta["slippage_bps"],
     }  # fmt: skip
-    if in_sample:
-        meta["title"] = meta["title"] if "in-sample" in meta["title"] else meta["title"] + " (in-sample)"
     return write_backtest_report(out, res, meta)
 
 
@@ -208,9 +208,15 @@ def write_backtest_report(out: Path, res: Any, meta: dict[str, Any]) -> dict[str
                         skips=dict(res.skips), meta=meta)  # fmt: skip
 
 
+def _pf(metrics: dict[str, Any]) -> float | None:
+    """The overall profit factor from the report's metrics (bot.report's layout, or the minimal one)."""
+    o = metrics.get("overall") or {}
+    block = o.get("trades") if isinstance(o.get("trades"), dict) else o
+    return block.get("profit_factor")
+
+
 def _print(console: Any, res: Any, metrics: dict[str, Any], out: Path) -> None:
-    o = metrics.get("overall", metrics) if isinstance(metrics, dict) else {}
-    pf = o.get("profit_factor")
+    pf = _pf(metrics)
     sys.stdout.write(
         f"\n{res.status_line}\n"
         f"{len(res.trades)} trades, PF {'-' if pf is None else f'{pf:.3f}'}, final equity {res.equity[-1]:,.2f} "
@@ -225,10 +231,11 @@ def _walk_forward(cfg: Any, args: argparse.Namespace, console: Any, source: Any,
     import tempfile
 
     from bot.backtest import BacktestError
-    from bot.commands.train import RichProgress, read_symbols
+    from bot.commands import read_symbols
+    from bot.progress_bars import RichProgress
     from bot.training import TrainJob, train_and_write
+    from models.config import Settings
     from models.timeutil import DAY_MS, MINUTE_MS, fmt_span
-    from models.train import Settings
 
     test_days = args.test_days or cfg.train.fold_days
     train_ms, test_ms = int(args.train_days * DAY_MS), int(test_days * DAY_MS)
@@ -260,9 +267,8 @@ def _walk_forward(cfg: Any, args: argparse.Namespace, console: Any, source: Any,
         equity = float(res.equity[-1])
         all_trades.extend(res.trades)
         results.append(res)
-        o = metrics.get("overall", metrics)
         fold_rows.append({"fold": k, "train": [a, b], "test": [c, d], "bundle": bundle.version, "trades": len(res.trades),
-                          "profit_factor": o.get("profit_factor"), "final_equity": equity, "watch_only": res.watch_reason})  # fmt: skip
+                          "profit_factor": _pf(metrics), "final_equity": equity, "watch_only": res.watch_reason})  # fmt: skip
     total = _combine(results)
     meta = {"title": f"Walk-forward backtest, {len(folds)} folds, {fmt_span(folds[0][2], folds[-1][3])}", "in_sample": False,
             "bundle_version": "walk-forward", "trained_from_ts": folds[0][0], "trained_to_ts": folds[-1][1],
@@ -270,13 +276,13 @@ def _walk_forward(cfg: Any, args: argparse.Namespace, console: Any, source: Any,
             "fee_rate": cfg.costs.fee_rate, "slippage_bps": cfg.costs.slippage_bps}  # fmt: skip
     metrics = write_backtest_report(out, total, meta)
     (out / "folds.json").write_text(json.dumps({"folds": fold_rows, "total": {"trades": len(all_trades),
-                                    "profit_factor": metrics.get("overall", metrics).get("profit_factor"),
+                                    "profit_factor": _pf(metrics),
                                     "final_equity": equity}}, indent=2, default=str) + "\n")  # fmt: skip
     for r in fold_rows:
         pf = r["profit_factor"]
         sys.stdout.write(f"fold {r['fold']}: {r['trades']} trades, PF {'-' if pf is None else f'{pf:.3f}'}, "
                          f"equity {r['final_equity']:,.2f}{' (watch only)' if r['watch_only'] else ''}\n")  # fmt: skip
-    pf = metrics.get("overall", metrics).get("profit_factor")
+    pf = _pf(metrics)
     sys.stdout.write(f"total: {len(all_trades)} trades, PF {'-' if pf is None else f'{pf:.3f}'}, final equity {equity:,.2f}\n"
                      f"report: {out}/report.html\n")  # fmt: skip
     return 0
@@ -296,7 +302,8 @@ def _combine(results: list[Any]) -> Any:
     return dataclasses.replace(
         first, trades=[t for r in results for t in r.trades], equity_ts=np.concatenate([r.equity_ts for r in results]),
         equity=np.concatenate([r.equity for r in results]), cash=np.concatenate([r.cash for r in results]),
-        exposure=np.concatenate([r.exposure for r in results]), skips=skips, decisions=[],
+        exposure=np.concatenate([r.exposure for r in results]),
+        open_positions=np.concatenate([r.open_positions for r in results]), skips=skips, decisions=[],
         orders=sum(r.orders for r in results), minutes=sum(r.minutes for r in results), end=results[-1].end,
         seconds=sum(r.seconds for r in results), fees=sum(r.fees for r in results),
         benchmark=None if any(r.benchmark is None for r in results) else (

@@ -246,12 +246,18 @@ class Engine:
         """Warm the online features (`OnlineFeatureEngine.warm_up`) and the return window from
         candles before the first step."""
         self.features.warm_up(history)
+        for s, c in history.items():
+            if s in self.index and len(c):
+                self._last_close[self.index[s]] = float(c.close[-1])
+        self._sync_from_features()
+
+    def _sync_from_features(self) -> None:
+        """Take the return window (and the minute) from the feature engine, which must be at the
+        engine's minute: after a warm-up, or when a restart hands in warmed-up features."""
         w = self.features.returns_window(self._ret.capacity)
         for k in range(w.shape[1]):
             self._ret.push(w[:, k])
-        for s, c in history.items():
-            if s in self.index and len(c):
-                self._prev_c[self.index[s]] = float(c.close[-1])
+        np.copyto(self._prev_c, self._last_close)
         self.last_ts = self.features.last_ts
 
     def _push_returns(self, ts: int, close: np.ndarray) -> None:
@@ -270,8 +276,11 @@ class Engine:
         np.copyto(self._prev_c, close, where=real)
 
     def score(self, feats: np.ndarray) -> dict[str, np.ndarray]:
-        """One scoring call for a block of feature rows (any number of rows, full columns)."""
-        return self._b.predictor.predict(np.ascontiguousarray(feats[:, self._b.cols], dtype=np.float32))
+        """One scoring call for a block of feature rows (any number of rows, full columns). Rows
+        whose er cannot pass the entry rule get NaN for the other scores (`Predictor.predict`'s
+        er gate): they never become candidates, and scoring them fully would cost 3x more."""
+        x = np.ascontiguousarray(feats[:, self._b.cols], dtype=np.float32)
+        return self._b.predictor.predict(x, er_gate=self.rule.er_threshold)
 
     def step(
         self,
@@ -293,11 +302,19 @@ class Engine:
         ts = int(ts_ms)
         res = StepResult(ts)
         bars = np.asarray(bars, dtype=np.float64)
+        missing = np.isnan(bars).any(axis=1)
+        made_up = missing if filled is None else (missing | np.asarray(filled, bool))
+        # nothing trades on a made-up row: the broker and the exit rule see it as no candle,
+        # exactly as the label treats a missing minute
+        real = bars
+        if filled is not None and made_up.any():
+            real = bars.copy()
+            real[made_up] = np.nan
         # 1. the broker: entries decided last minute fill at this minute's open
-        self._apply_broker(self.broker.poll(ts, bars, self.index), res)
+        self._apply_broker(self.broker.poll(ts, real, self.index), res)
         # 2. exits of open positions on this bar, before any entry
-        self._check_exits(ts, bars, res)
-        close = bars[:, 3]
+        self._check_exits(ts, real, res)
+        close = real[:, 3]
         np.copyto(self._last_close, close, where=~np.isnan(close))
         self._push_returns(ts, close)
         # 3. features, one scoring call, entries
@@ -306,11 +323,11 @@ class Engine:
             warm = self.features.warm
         elif warm is None:
             raise ValueError("precomputed features need the warm flags of their minute")
-        missing = np.isnan(bars).any(axis=1)
-        made_up = missing if filled is None else (missing | np.asarray(filled, bool))
-        self._entries(ts, bars, made_up, feats, scores, warm, res)
+        decided = self._entries(ts, bars, made_up, feats, scores, warm, res)
         self.last_ts = ts
         res.equity = self.equity_point(ts)
+        if not decided and self.trading.sizing == "risk":
+            self.risk.update_equity(res.equity.equity, ts)  # the kill switch sees every minute
         self.skips.update(res.skips)
         return res
 
@@ -424,23 +441,27 @@ class Engine:
     # --- entries ---------------------------------------------------------------------------
 
     def _entries(self, ts: int, bars: np.ndarray, made_up: np.ndarray, feats: np.ndarray,
-                 scores: Mapping[str, np.ndarray] | None, warm: np.ndarray, res: StepResult) -> None:  # fmt: skip
+                 scores: Mapping[str, np.ndarray] | None, warm: np.ndarray, res: StepResult) -> bool:  # fmt: skip
+        """Entry candidates of this minute -> order intents. True if the risk manager decided."""
         atr = feats[:, self._atr_col].astype(np.float64)
         pct = feats[:, self._pct_col].astype(np.float64)
         tp_frac, sl_frac, bar_ok = entry_fractions(atr, pct, self._b.labels)
         usable = warm & bar_ok & self._tradable
-        # reference freshness: remember the last minute each reference was made up
+        # reference freshness: remember the last minute each reference was made up (minutes the
+        # clock jumped over, an exchange-wide outage, were made up for every symbol)
+        if self.last_ts is not None and ts - self.last_ts > MINUTE_MS:
+            self._ref_last_fill[:] = ts - MINUTE_MS
         ref_made_up = made_up[self._ref_rows]
         if ref_made_up.any():
             self._ref_last_fill[ref_made_up] = ts
         if not usable.any():
-            return
+            return False
         if scores is None:
             scores = self.score(feats)
         er, p, q05 = scores["er"], scores["p"], scores.get("q05")
         sig = self.rule.mask(er, p, q05) & usable
         if not sig.any():
-            return
+            return False
         cand = np.flatnonzero(sig)
         fresh = ts - self._ref_last_fill.max() >= self.trading.reference_fresh_minutes * MINUTE_MS
         skip: dict[int, str] = {}
@@ -466,7 +487,7 @@ class Engine:
                                              {"reason_kind": "engine"}))  # fmt: skip
         go = np.array([i for i in cand.tolist() if i not in skip], np.int64)
         if not len(go):
-            return
+            return False
         price = bars[go, 3]
         if self.trading.sizing == "equal_slots":
             qty = self.slot_notional / price
@@ -489,6 +510,7 @@ class Engine:
                                        "er": float(er[i]), "p": _f(p[i]) if _f(p[i]) is not None else float("nan"),
                                        "version": self.model_version}  # fmt: skip
         self._submit(intents, res)
+        return self.trading.sizing == "risk"
 
     def _risk_decide(self, ts: int, go: np.ndarray, er: np.ndarray, p: np.ndarray, price: np.ndarray, tp_frac: np.ndarray,
                      sl_frac: np.ndarray, atr: np.ndarray, res: StepResult) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -533,7 +555,8 @@ class Engine:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a restart needs besides the features (warmed again from the store):
-        cash, positions with their barriers, orders still pending, risk limits, counters."""
+        cash, positions with their barriers, orders still pending, risk limits, the last marks
+        and reference-fill times, counters. JSON-safe."""
         pend = self.broker.pending() if hasattr(self.broker, "pending") else []
         return {
             "version": STATE_VERSION,
@@ -544,10 +567,13 @@ class Engine:
             "pending": [{"intent": asdict(it), "meta": self._pending_meta.get(it.client_order_id)} for it in pend],
             "risk": self.risk.to_dict(),
             "skips": dict(self.skips),
+            "marks": {s: float(v) for s, v in zip(self.symbols, self._last_close.tolist(), strict=True) if v == v},
+            "reference_last_fill_ts": [int(x) for x in self._ref_last_fill.tolist()],
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        """Restore `state_dict()` output (positions keep their barriers)."""
+        """Restore `state_dict()` output (positions keep their barriers). May be called before or
+        after `warm_up`; the warm-up's newer closes and minute win over the saved ones."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"engine state version {state.get('version')!r} is not {STATE_VERSION}")
         self.cash = float(state["cash"])
@@ -571,13 +597,28 @@ class Engine:
         if isinstance(self.broker, PaperBroker):
             self.broker.restore(pend)
         self.risk.load_dict(state["risk"])
-        self.last_ts = state.get("last_ts")
+        # marks and the clock: what a warm-up already brought is newer than the saved state
+        for sym, v in (state.get("marks") or {}).items():
+            if sym in self.index and np.isnan(self._last_close[self.index[sym]]):
+                self._last_close[self.index[sym]] = float(v)
+        rl = state.get("reference_last_fill_ts")
+        if rl is not None and len(rl) == len(self._ref_last_fill):
+            np.maximum(self._ref_last_fill, np.asarray(rl, np.int64), out=self._ref_last_fill)
+        saved = state.get("last_ts")
+        if self.last_ts is None or (saved is not None and saved > self.last_ts):
+            self.last_ts = saved
         self.skips = Counter(state.get("skips", {}))
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], symbols: Sequence[str], bundle: Any, **kwargs: Any) -> Engine:
+        """A restarted engine: `load_state(state)`; pass `features` already warmed up to the
+        state's last minute (or call `warm_up` afterwards)."""
         eng = cls(symbols, bundle, **kwargs)
         eng.load_state(state)
+        if kwargs.get("features") is not None and eng.features.last_ts is not None:
+            if eng.features.last_ts != state.get("last_ts"):
+                raise ValueError(f"the features are at {eng.features.last_ts}, the state at {state.get('last_ts')}")
+            eng._sync_from_features()
         return eng
 
 
