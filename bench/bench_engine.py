@@ -80,7 +80,7 @@ def main() -> None:
     source = Source(data_dir, syms)
     bundle = load_bundle(bundle_path(source, syms), threads=1)
     trading = TradingConfig(min_validation_pf=0.0, min_validation_trades=0)  # trade, so risk + broker run too
-    data_desc = "symbols30, real 1m Binance 2021"
+    data_desc = f"symbols30, real 1m Binance 2021; bundle {bundle.version} (default model settings, trained on the first 4 weeks)"
 
     # --- per-minute decision latency ---------------------------------------------------------
     t_live = TRAIN_END + 3_600_000

@@ -17,8 +17,12 @@
 5. stream: the feed (from the anchor + 1 minute, REST catch-up first) -> `MinuteAssembler` ->
    `engine.step` in a worker thread -> records persisted in one transaction per minute -> log
    lines; the equity point each minute; the `daemon_status` heartbeat.
+While streaming, the retrain schedule runs beside the loop (`bot.retrain.Retrainer`: training
+in a spawned, niced, memory- and time-limited process), and between two minutes the loop
+follows the store's champion (`bot.hotswap`): a promoted bundle scores the next minute.
 A stop request ends the loop after the minute in flight is persisted (no new entries are made
-after it), then the feed flushes its candles and closes.
+after it), then the feed flushes its candles and closes (a training process still running is
+killed).
 
 Live mode (`mode: live` and `confirm_live`, i.e. `bot run --confirm-live`): the engine's broker
 is `bot.brokers.live.LiveBroker` instead of the paper broker (see `LiveHooks` below: the only
@@ -153,6 +157,7 @@ class LiveTrader:
         self.lag = LoopLag()
         self.metrics: Any = None  # bot.dashboard.metrics.DaemonMetrics, when the dashboard is on
         self.live: Any = None  # LiveHooks in live mode
+        self.retrainer: Any = None  # bot.retrain.Retrainer, while streaming
 
     async def _in_worker(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
@@ -382,6 +387,14 @@ class LiveTrader:
         hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         poller = asyncio.create_task(self.live.poll_loop(), name="order-poll") if self.live is not None else None
         minutes = asm.minutes(feed.queue)
+        # --- retraining (bot.retrain) and hot-swap (bot.hotswap) ---
+        from bot.hotswap import ChampionFollower
+        from bot.retrain import Retrainer
+
+        follower = ChampionFollower(self)
+        self.retrainer = Retrainer(self)
+        self.retrainer.start()
+        # ---
         try:
             while not self.stop.is_set():
                 nxt = asyncio.ensure_future(anext(minutes))
@@ -407,11 +420,13 @@ class LiveTrader:
                 if self.live is not None and self.live.reconcile_due():
                     await self.live.reconcile(eng, self._in_worker)
                 await self._step(ts, bars)
+                await follower.check(ts, bars)  # between two minutes: a new champion is swapped in here
         finally:
             if poller is not None:
                 poller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
+            await self.retrainer.stop()  # kills a training process still running
             await minutes.aclose()
             feed.stop()
             with contextlib.suppress(Exception):
@@ -510,6 +525,8 @@ class LiveTrader:
             d.update(equity=round(e.equity, 2), cash=round(e.cash, 2), open_positions=e.open_positions)
         if self.feed is not None:
             d["feed_ws_up"] = bool(self.feed.ws_up)
+        if self.retrainer is not None:
+            d.update(self.retrainer.details())
         return d
 
     async def _heartbeat(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -36,6 +36,11 @@ class LabelConfig(BaseModel):
     mid_vol_sl: float = Field(0.8, gt=0, description="SL multiple of base_k_tp in between")
     low_vol_tp: float = Field(0.8, gt=0, description="TP multiple of base_k_tp when ATR pct < low_vol_pct")
     low_vol_sl: float = Field(0.6, gt=0, description="SL multiple of base_k_tp when ATR pct < low_vol_pct")
+    target: Literal["absolute", "cross_sectional"] = Field(
+        "absolute",
+        description="what the return models learn: the trade's own net return, or its net return minus the mean of all "
+        "symbols' at the same minute (ranking across symbols); simulated trades always earn the absolute return",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _pct_order(self) -> LabelConfig:
@@ -113,6 +118,15 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     lightgbm: LightGBMParams = LightGBMParams()
     catboost: CatBoostParams = CatBoostParams()
+
+    #: Keys older bundles recorded in their train config that moved elsewhere (the retrain cron
+    #: became `daemon.retrain_cron`); dropped when such a bundle is read, so it stays usable.
+    RETIRED_KEYS: ClassVar[tuple[str, ...]] = ("schedule_cron",)
+
+    @classmethod
+    def from_bundle(cls, data: dict[str, Any]) -> TrainConfig:
+        """The train config a bundle recorded, without keys that no longer belong here."""
+        return cls.model_validate({k: v for k, v in data.items() if k not in cls.RETIRED_KEYS})
 
     @property
     def n_threads(self) -> int:

@@ -13,6 +13,8 @@ from bot.cli import main
 from models.timeutil import fmt_ts
 from tests.conftest import shared_data_or_skip
 
+pytestmark = pytest.mark.slow  # real bundle + real candles; part of make test
+
 
 def _config(tmp_path: Path, **trading: object) -> str:
     cfg = {"paths": {"data_dir": str(tmp_path / "var"), "models_dir": str(tmp_path / "models"), "logs_dir": str(tmp_path / "logs")},
@@ -91,3 +93,25 @@ def test_walk_forward_trains_each_window_and_tests_the_next(tmp_path: Path, caps
     assert total["overall"]["trades"]["trades"] == folds["total"]["trades"]
     assert (out / "fold0" / "report.html").exists() and (out / "fold1" / "report.html").exists()
     assert "total:" in capsys.readouterr().out
+
+
+def test_backtest_from_the_store_equals_the_csv_directory(engine_bundle, tmp_path: Path, db_dsn: str) -> None:  # noqa: ANN001
+    data = shared_data_or_skip()
+    cfg = {
+        "database": {"dsn": db_dsn},
+        "paths": {"data_dir": str(tmp_path / "var"), "models_dir": str(tmp_path / "models"), "logs_dir": str(tmp_path / "logs")},
+        "logging": {"console": False},
+        "risk": {"cooldown_after_stop_minutes": 0},
+        "trading": {"min_validation_pf": 0.0, "min_validation_trades": 0},
+    }  # fmt: skip
+    p = tmp_path / "config.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    c = ["--config", str(p)]
+    assert main([*c, "import-candles", str(data), "--symbols", "BTCUSDT,ETHUSDT,SOLUSDT,ADAUSDT,XRPUSDT"]) == 0
+    t1 = fmt_ts(engine_bundle.data_range[1] + 86_400_000).replace(" ", "T")
+    common = ["backtest", "--model", str(engine_bundle.path), "--to", t1]
+    assert main([*c, *common, "--out", str(tmp_path / "store")]) == 0
+    assert main([*c, *common, "--candles", str(data), "--out", str(tmp_path / "csv")]) == 0
+    a = (tmp_path / "store" / "trades.csv").read_text()
+    b = (tmp_path / "csv" / "trades.csv").read_text()
+    assert len(a.splitlines()) >= 50 + 1 and a == b

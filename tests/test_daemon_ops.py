@@ -26,6 +26,7 @@ from bot.simulator.replay import CandleBook
 from bot.simulator.server import ExchangeSimulator, SimSettings
 from tests.conftest import DATA_DIR
 
+pytestmark = pytest.mark.slow  # real processes, each with its own embedded cluster (15-40 s a test)
 ROOT = Path(__file__).resolve().parents[1]
 APR21_0000 = 1618963200000
 

@@ -25,6 +25,8 @@ from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS
 from risk.config import RiskConfig
 from tests.engine_support import SYMBOLS
 
+pytestmark = pytest.mark.slow  # real bundle + real candles; part of make test
+
 FLOOR_OFF = TradingConfig(min_validation_pf=0, min_validation_trades=0)
 # the trainer's simulation: a fixed 1/N per symbol, no correlation filter, no position limit,
 # and the one probability gate at the bundle's own meta threshold
@@ -265,3 +267,27 @@ def test_er_gated_scoring_equals_full_scoring_on_the_rows_that_pass(engine_bundl
         assert np.array_equal(gated[k], full[k])
     for k in ("q05", "e_mae", "e_hold", "p"):
         assert np.array_equal(gated[k][keep], full[k][keep]) and np.isnan(gated[k][~keep]).all()
+
+
+def test_a_made_up_row_fills_no_order_and_triggers_no_exit(engine_bundle, day_data) -> None:  # noqa: ANN001
+    start, end, data = day_data
+    eng = Engine(SYMBOLS, engine_bundle, trading=FLOOR_OFF, risk=RISK, costs=PAPER)
+    eng.warm_up({s: c.between(None, start) for s, c in data.items()})
+    minutes, bars = minute_matrix(data, eng.symbols, start, end)
+    t = 0
+    while not (eng.broker.pending() and eng.positions):
+        eng.step(int(minutes[t]), bars[t])
+        t += 1
+    pend = {it.symbol for it in eng.broker.pending()}
+    held = dict(eng.positions)
+    fake = bars[t].copy()
+    filled = np.zeros(len(eng.symbols), bool)
+    for s in pend | set(held):  # the feed made these rows up: flat at a price that hits every barrier
+        i = eng.index[s]
+        filled[i] = True
+        fake[i, :4] = held[s].sl_price * 0.5 if s in held else fake[i, 3]
+        fake[i, 4] = 0.0
+    res = eng.step(int(minutes[t]), fake, filled)
+    assert {cid for cid, why in res.cancelled if why == "no_next_bar"} and not res.opened
+    assert not res.closed and set(eng.positions) == set(held)
+    assert not [d for d in res.decisions if d.action == "enter" and filled[eng.index[d.symbol]]]

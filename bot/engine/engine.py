@@ -26,6 +26,7 @@ from models.rules import (
     barrier_prices,
     check_exits,
     entry_fractions,
+    top_k_mask,
 )
 from models.timeutil import MINUTE_MS
 from risk.config import RiskConfig
@@ -163,6 +164,7 @@ class Engine:
         self.initial_equity = float(initial_equity)
         self.cash = float(initial_equity)
         self._tradable = np.zeros(s_n, bool)
+        self._zero_minute = np.zeros(s_n, np.int64)  # top_k ranks one minute's cross-section
         self._tradable[: len(self.trade_symbols)] = True
         self._ref_rows = np.array([self.index[r] for r in refs], np.intp)
         self._ref_last_fill = np.full(len(refs), -(10**15), np.int64)
@@ -201,8 +203,14 @@ class Engine:
     # --- bundle ---------------------------------------------------------------------------
 
     def _configure_rule(self) -> None:
-        self.rule = EntryRule.for_trading(self._b.predictor, min_probability=self.risk_cfg.min_probability,
-                                          q05_threshold=self.trading.min_q05)  # fmt: skip
+        t = self.trading
+        rule = EntryRule.for_trading(self._b.predictor, min_probability=self.risk_cfg.min_probability,
+                                     q05_threshold=t.min_q05)  # fmt: skip
+        rule = rule.with_levers(cadence_minutes=t.entry_cadence_minutes, top_k=t.entry_top_k,
+                                regime_states=None if t.entry_regime_states is None else tuple(t.entry_regime_states))  # fmt: skip
+        if t.entry_cost_multiple is not None:
+            rule = rule.with_cost_multiple(t.entry_cost_multiple, self.costs.round_trip)
+        self.rule = rule
         self.edge = validated_edge(self._b.manifest, self.trading)
         if self.trading.watch_only:
             self.watch_reason: str | None = "watch-only by configuration (trading.watch_only)"
@@ -306,11 +314,19 @@ class Engine:
         ts = int(ts_ms)
         res = StepResult(ts)
         bars = np.asarray(bars, dtype=np.float64)
+        missing = np.isnan(bars).any(axis=1)
+        made_up = missing if filled is None else (missing | np.asarray(filled, bool))
+        # nothing trades on a made-up row: the broker and the exit rule see it as no candle,
+        # exactly as the label treats a missing minute
+        real = bars
+        if filled is not None and made_up.any():
+            real = bars.copy()
+            real[made_up] = np.nan
         # 1. the broker: entries decided last minute fill at this minute's open
-        self._apply_broker(self.broker.poll(ts, bars, self.index), res)
+        self._apply_broker(self.broker.poll(ts, real, self.index), res)
         # 2. exits of open positions on this bar, before any entry
-        self._check_exits(ts, bars, res)
-        close = bars[:, 3]
+        self._check_exits(ts, real, res)
+        close = real[:, 3]
         np.copyto(self._last_close, close, where=~np.isnan(close))
         self._push_returns(ts, close)
         # 3. features, one scoring call, entries
@@ -319,8 +335,6 @@ class Engine:
             warm = self.features.warm
         elif warm is None:
             raise ValueError("precomputed features need the warm flags of their minute")
-        missing = np.isnan(bars).any(axis=1)
-        made_up = missing if filled is None else (missing | np.asarray(filled, bool))
         decided = self._entries(ts, bars, made_up, feats, scores, warm, res)
         self.last_ts = ts
         res.equity = self.equity_point(ts)
@@ -438,6 +452,16 @@ class Engine:
 
     # --- entries ---------------------------------------------------------------------------
 
+    def _rule_mask(self, ts: int, er: np.ndarray, p: np.ndarray, q05: np.ndarray | None) -> np.ndarray:
+        """The one entry rule on this minute's cross-section (with its cadence / regime levers)."""
+        rule = self.rule
+        if rule.cadence_minutes == 1 and rule.regime_states is None:
+            return rule.mask(er, p, q05)
+        n = len(er)
+        probs = self.features.regime_probs
+        regime = -1 if probs is None or not np.isfinite(probs).all() else int(np.argmax(probs))
+        return rule.mask(er, p, q05, ts=np.full(n, ts, np.int64), regime=np.full(n, regime, np.int64))
+
     def _entries(self, ts: int, bars: np.ndarray, made_up: np.ndarray, feats: np.ndarray,
                  scores: Mapping[str, np.ndarray] | None, warm: np.ndarray, res: StepResult) -> bool:  # fmt: skip
         """Entry candidates of this minute -> order intents. True if the risk manager decided."""
@@ -457,7 +481,9 @@ class Engine:
         if scores is None:
             scores = self.score(feats)
         er, p, q05 = scores["er"], scores["p"], scores.get("q05")
-        sig = self.rule.mask(er, p, q05) & usable
+        sig = self._rule_mask(ts, er, p, q05) & usable
+        if self.rule.top_k is not None:
+            sig &= top_k_mask(self._zero_minute, er, usable, self.rule.top_k)
         if not sig.any():
             return False
         cand = np.flatnonzero(sig)
@@ -572,7 +598,8 @@ class Engine:
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        """Restore `state_dict()` output (positions keep their barriers)."""
+        """Restore `state_dict()` output (positions keep their barriers). May be called before or
+        after `warm_up`; the warm-up's newer closes and minute win over the saved ones."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"engine state version {state.get('version')!r} is not {STATE_VERSION}")
         self.cash = float(state["cash"])
@@ -597,13 +624,16 @@ class Engine:
         if restore is not None:  # paper: resume them; live: report what became of them
             restore(pend)
         self.risk.load_dict(state["risk"])
+        # marks and the clock: what a warm-up already brought is newer than the saved state
         for sym, v in (state.get("marks") or {}).items():
-            if sym in self.index:
+            if sym in self.index and np.isnan(self._last_close[self.index[sym]]):
                 self._last_close[self.index[sym]] = float(v)
         rl = state.get("reference_last_fill_ts")
         if rl is not None and len(rl) == len(self._ref_last_fill):
-            self._ref_last_fill[:] = rl
-        self.last_ts = state.get("last_ts")
+            np.maximum(self._ref_last_fill, np.asarray(rl, np.int64), out=self._ref_last_fill)
+        saved = state.get("last_ts")
+        if self.last_ts is None or (saved is not None and saved > self.last_ts):
+            self.last_ts = saved
         self.skips = Counter(state.get("skips", {}))
 
     @classmethod
