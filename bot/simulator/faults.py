@@ -48,7 +48,8 @@ CONNECTION_KINDS = ("ws_drop", "ws_stall")
 REST_KINDS = ("rest_429", "rest_418", "rest_5xx", "rest_timeout")
 ORDER_KINDS = ("order_lost_response", "order_partial", "order_delayed", "order_reject_balance", "order_reject_filter",
                "order_429", "order_418", "order_5xx")  # fmt: skip
-ALL_KINDS = CANDLE_KINDS + CONNECTION_KINDS + REST_KINDS + ORDER_KINDS
+FEED_KINDS = CANDLE_KINDS + CONNECTION_KINDS + REST_KINDS  # what a market-data client experiences
+ALL_KINDS = FEED_KINDS + ORDER_KINDS
 
 
 class FaultPlanError(ValueError):
