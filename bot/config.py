@@ -90,6 +90,8 @@ class LoggingConfig(BaseModel):
     json_file: str = Field("bot.jsonl", description="structlog JSON lines, under paths.logs_dir")
     human_file: str = Field("bot.log", description="short Telegram-style lines, under paths.logs_dir")
     console: bool = True
+    max_mb: int = Field(20, ge=1, le=1024, description="rotate each log file at this size (MB)")
+    backups: int = Field(5, ge=1, le=100, description="rotated files kept per log (bot.log.1 .. bot.log.N)")
 
 
 class Secrets(BaseModel):
