@@ -78,6 +78,26 @@ def human_line(event: Mapping[str, Any], *, with_exception: bool = True) -> str:
     return f"{line}\n{exc}" if (exc and with_exception) else line
 
 
+def _formatter(renderer: Any) -> logging.Formatter:
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_PRE_CHAIN,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+    )
+
+
+def add_human_handler(h: logging.Handler) -> logging.Handler:
+    """Attach `h` to the root logger rendering the short human lines (e.g. the Telegram push);
+    `logging.getLogger().removeHandler(h)` detaches it."""
+    h.setFormatter(_formatter(HumanRenderer()))
+    logging.getLogger().addHandler(h)
+    return h
+
+
 _PRE_CHAIN: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -107,17 +127,7 @@ def setup_logging(
     root.setLevel(level.upper())
 
     def handler(h: logging.Handler, renderer: Any) -> logging.Handler:
-        h.setFormatter(
-            structlog.stdlib.ProcessorFormatter(
-                foreign_pre_chain=_PRE_CHAIN,
-                processors=[
-                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info,
-                    redact,
-                    renderer,
-                ],
-            )
-        )
+        h.setFormatter(_formatter(renderer))
         return h
 
     handlers: list[logging.Handler] = []
@@ -138,7 +148,8 @@ def setup_logging(
     for h in handlers:
         root.addHandler(h)
     # Chatty libraries: warnings only.
-    for name in ("asyncio", "ccxt", "aiohttp", "apscheduler", "asyncpg"):
+    # httpx logs every request URL at info, and a Telegram URL holds the bot token.
+    for name in ("asyncio", "ccxt", "aiohttp", "apscheduler", "asyncpg", "httpx", "httpcore", "telegram"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
     structlog.configure(
@@ -155,6 +166,7 @@ def setup_from_config(cfg: Any, *, console: bool | None = None) -> None:
     register_secret(
         s.api_key.get_secret_value() if s.api_key else None,
         s.api_secret.get_secret_value() if s.api_secret else None,
+        s.telegram_token.get_secret_value() if s.telegram_token else None,
         *_dsn_password(cfg.database.dsn.get_secret_value()),
     )
     setup_logging(
