@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.yaml
 
-.PHONY: install postgres test run bench lint clean
+.PHONY: install postgres systemd-analyze test run bench lint clean install-service uninstall-service
 
 # The virtualenv and the package with its dev extras; re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -20,7 +20,20 @@ $(STAMP): pyproject.toml
 postgres:
 	@sh scripts/ensure-postgres.sh
 
-install: $(STAMP) postgres
+# systemd-analyze (Debian's `systemd` package) for the unit-file test. Skipped when present.
+systemd-analyze:
+	@sh scripts/ensure-systemd-analyze.sh
+
+install: $(STAMP) postgres systemd-analyze
+
+# The systemd service (as root): user, code in $(PREFIX), venv, unit enabled. See scripts/.
+PREFIX ?= /opt/cryptobot
+install-service:
+	PREFIX=$(PREFIX) sh scripts/install-service.sh
+
+# Stops, disables and removes it; keeps data, secrets and the user unless PURGE=1.
+uninstall-service:
+	PREFIX=$(PREFIX) sh scripts/uninstall-service.sh
 
 test: install
 	$(BIN)/python -m pytest
