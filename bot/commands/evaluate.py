@@ -32,17 +32,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
-    from rich.console import Console
-
     from bot.commands.train import RichProgress, read_symbols
     from bot.logs import setup_from_config
+    from bot.terminal import console as wide_console
     from bot.training import CsvCandleSource, TrainingSetupError, iso, parse_time
     from models.bundle import BundleError, load_bundle
     from models.reporting import evaluation_table, per_symbol_table
     from models.train import TrainError
 
     setup_from_config(cfg, console=False)
-    console = Console(stderr=True)
+    console = wide_console(stderr=True)
     path = Path(args.model)
     if not path.exists() and (Path(cfg.paths.models_dir) / args.model).exists():
         path = Path(cfg.paths.models_dir) / args.model
