@@ -28,7 +28,8 @@ from models.features.batch import compute_batch, fit_regime
 from models.features.config import FeatureConfig
 from models.features.online import OnlineFeatureEngine
 from models.features.regime import RegimeModel
-from models.features.spec import MINUTE_MS, feature_names, tf_prefix, warmup_bars
+from models.features.spec import feature_names, tf_prefix, warmup_bars
+from models.timeutil import MINUTE_MS
 
 T_LIVE = 1619395200000  # 2021-04-26 00:00 UTC
 LIVE_MINUTES = 2 * 1440

@@ -48,8 +48,7 @@ NAIVE_DAYS = (14, 30, 90)
 
 
 def _settings(stride: int | None = None):  # noqa: ANN202
-    from models.config import TrainConfig
-    from models.train import Settings
+    from models.config import Settings, TrainConfig
 
     d = Settings.default()
     t = TrainConfig(folds=0, audit=False, optuna_trials=0, **({"row_stride": stride} if stride else {}))
@@ -84,12 +83,12 @@ def child_naive(days: float) -> dict:
     from catboost import CatBoostRegressor
 
     from bench.synthetic import SyntheticMarket
+    from models.boosters import lgb_base_params
     from models.costs import Costs
     from models.featureset import FeatureSet
     from models.labels import triple_barrier
     from models.predictor import meta_matrix
-    from models.splits import DAY_MS
-    from models.train import _lgb_base_params
+    from models.timeutil import DAY_MS
 
     syms = symbols30()
     market = SyntheticMarket(syms, days)
@@ -116,7 +115,7 @@ def child_naive(days: float) -> dict:
     cut = int(data["ts"].quantile(0.8))
     train = data[data["resolved"] < cut]
     valid = data[data["ts"] >= cut + s.labels.horizon_bars * 60_000]
-    params = _lgb_base_params(s.train)
+    params = lgb_base_params(s.train)
     lp = s.train.lightgbm
     preds = {}
     for target, col, obj in (("er", "ret_net", {}), ("q05", "ret_net", {"objective": "quantile", "alpha": 0.05, "metric": "quantile"}),

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.signal import lfilter
 
-from models.candles import MINUTE_MS, Candles
+from models.candles import Candles
+from models.timeutil import MINUTE_MS
 
 DAY_MIN = 1440
 START_MS = 1_609_459_200_000  # 2021-01-01 00:00 UTC
@@ -83,7 +84,7 @@ class SyntheticMarket:
         return Candles(ts[k], open_[k], high[k], low[k], close[k], volume[k])
 
     def load(self, symbol: str, start_ms: int | None, end_ms: int | None) -> Candles:
-        """`models.train.CandleSource`: one symbol, start_ms <= ts < end_ms."""
+        """`models.candles.CandleSource`: one symbol, start_ms <= ts < end_ms."""
         return self.candles(symbol).between(start_ms, end_ms)
 
     @property

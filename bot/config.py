@@ -17,8 +17,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import to_jsonable_python
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from bot.chat.config import TelegramConfig
 from bot.marketdata.config import ExchangeConfig, FeedConfig
@@ -80,6 +88,18 @@ class PathsConfig(BaseModel):
     logs_dir: Path = Path("var/logs")
 
 
+class DaemonConfig(BaseModel):
+    """The running daemon's own schedule; how a model is trained is the `train` section.
+
+    The retrain time is a property of the daemon (when it starts a training job), not of the
+    training (which `bot train` by hand uses too), so it lives here rather than in `train`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retrain_cron: str = Field("0 3 * * 6", description="APScheduler cron (UTC) for retraining")
+
+
 class PaperConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -123,6 +143,7 @@ class Config(BaseModel):
     feed: FeedConfig = FeedConfig()
     database: DatabaseConfig = DatabaseConfig()
     paths: PathsConfig = PathsConfig()
+    daemon: DaemonConfig = DaemonConfig()
     costs: CostConfig = CostConfig()
     risk: RiskConfig = RiskConfig()
     features: FeatureConfig = FeatureConfig()

@@ -1,10 +1,7 @@
-"""The bot side of training: candle sources, the job the scheduler runs, bundle bookkeeping.
+"""The bot side of training: the job the scheduler runs, and bundle bookkeeping.
 
-`models.train` is pure (no database, no clock); this module gives it what it needs:
-- candle sources: `CsvCandleSource` (a directory in the `../shared/data` format) and
-  `StoreCandleSource` (Postgres, streamed with binary COPY by `bot.store`); the trainer is
-  synchronous and CPU-bound, so the store source runs the asyncpg calls on an event loop in
-  another thread and blocks on them;
+`models.train` does no daemon I/O (no database, no clock); this module gives it what it needs:
+- a candle source from `bot.candle_sources` (a CSV directory or the store);
 - `run_train_job(job)`: the whole training in the current process (prepare, walk-forward,
   audit, final fit), the bundle written atomically under `paths.models_dir` and recorded in
   `model_versions` (status `candidate`, or `rejected` if the leakage audit failed);
@@ -18,103 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import datetime as dt
 import multiprocessing
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
 import structlog
 
-from models.candles import Candles, candle_files, read_candles_csv
-from models.splits import DAY_MS, floor_day
+from bot.candle_sources import CsvCandleSource, StoreCandleSource
+from models.splits import floor_day
+from models.timeutil import DAY_MS, MINUTE_MS, fmt_ts, to_datetime
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 
 
 class TrainingSetupError(Exception):
     """The training job cannot start (no data, bad range, unknown symbols)."""
-
-
-# --- candle sources --------------------------------------------------------------------------
-
-
-class CsvCandleSource:
-    """`SYMBOL.csv.gz` files of one directory; each `load` reads one file (nothing cached)."""
-
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-        self.files = candle_files(self.directory)
-
-    def symbols(self) -> list[str]:
-        return sorted(self.files)
-
-    def load(self, symbol: str, start_ms: int | None, end_ms: int | None) -> Candles:
-        path = self.files.get(symbol)
-        if path is None:
-            raise TrainingSetupError(f"no candle file for {symbol} in {self.directory}")
-        return read_candles_csv(path).between(start_ms, end_ms)
-
-    def bounds(self, symbol: str) -> tuple[int, int] | None:
-        """(first ts, last ts) of one symbol's data."""
-        c = self.load(symbol, None, None)
-        return (int(c.ts[0]), int(c.ts[-1])) if len(c) else None
-
-    def close(self) -> None:
-        pass
-
-
-class StoreCandleSource:
-    """Candles from the store; the asyncpg calls run on `loop` (another thread's event loop)."""
-
-    def __init__(self, store: Any, loop: asyncio.AbstractEventLoop, *, owns: threading.Thread | None = None):
-        self.store = store
-        self.loop = loop
-        self._thread = owns
-
-    @classmethod
-    def connect(cls, dsn: str) -> StoreCandleSource:
-        """Open a store on a private event loop thread (for the training subprocess)."""
-        from bot.store.db import Store
-
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="store-loop", daemon=True)
-        thread.start()
-        store = asyncio.run_coroutine_threadsafe(Store.connect(dsn, pool_min=1, pool_max=2), loop).result()
-        return cls(store, loop, owns=thread)
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def load(self, symbol: str, start_ms: int | None, end_ms: int | None) -> Candles:
-        return self._run(self.store.read_candles(symbol, start_ms, end_ms, dtype=np.float64))
-
-    def bounds(self, symbol: str) -> tuple[int, int] | None:
-        async def q() -> Any:
-            return await self.store.pool.fetchrow("SELECT min(ts) AS lo, max(ts) AS hi FROM candles WHERE symbol = $1", symbol)
-
-        r = self._run(q())
-        return None if r is None or r["lo"] is None else (int(r["lo"]), int(r["hi"]))
-
-    def symbols(self) -> list[str]:
-        return sorted(self._run(self.store.candle_stats()))
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._run(self.store.close())
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=10)
-            self.loop.close()
-            self._thread = None
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -146,36 +67,6 @@ def optuna_url(dsn: str) -> str:
     raise TrainingSetupError("the optuna study needs a postgresql:// DSN")
 
 
-def parse_time(text: str | None) -> int | None:
-    """'2021-04-30', '2021-04-30T12:00' (UTC) or epoch ms -> epoch ms."""
-    if text is None:
-        return None
-    s = text.strip()
-    if s.isdigit():
-        return int(s)
-    try:
-        t = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        raise TrainingSetupError(f"cannot read time {text!r}: use YYYY-MM-DD, YYYY-MM-DDTHH:MM (UTC) or epoch ms") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return int(t.timestamp() * 1000)
-
-
-def config_dsn(cfg: Any) -> str:
-    """The DSN the store uses: the configured one, else the embedded cluster's."""
-    dsn = cfg.database.dsn.get_secret_value()
-    if dsn:
-        return dsn
-    from bot.store.embedded import EmbeddedPostgres
-
-    return EmbeddedPostgres(Path(cfg.paths.data_dir) / "pgdata").dsn()
-
-
-def iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
-
-
 def default_range(source: Any, anchor: str, start_ms: int | None, end_ms: int | None, history_days: int) -> tuple[int, int]:
     """Fill in a missing end (after the last candle of `anchor`) and start (UTC midnight,
     `history_days` before the end, not before the data)."""
@@ -183,10 +74,10 @@ def default_range(source: Any, anchor: str, start_ms: int | None, end_ms: int | 
     if b is None:
         raise TrainingSetupError(f"no candles for {anchor}; import data first (`bot import-candles DIR`)")
     lo, hi = b
-    end = end_ms if end_ms is not None else hi + 60_000
+    end = end_ms if end_ms is not None else hi + MINUTE_MS
     start = start_ms if start_ms is not None else max(floor_day(lo + DAY_MS - 1), floor_day(end - history_days * DAY_MS))
     if end <= start:
-        raise TrainingSetupError(f"empty range: from {iso(start)} to {iso(end)}")
+        raise TrainingSetupError(f"empty range: from {fmt_ts(start)} to {fmt_ts(end)}")
     return start, end
 
 
@@ -197,7 +88,7 @@ def default_range(source: Any, anchor: str, start_ms: int | None, end_ms: int | 
 class TrainJob:
     """Everything a training process needs; picklable (it crosses the spawn boundary)."""
 
-    settings: dict[str, Any]  # models.train.Settings.to_dict()
+    settings: dict[str, Any]  # models.config.Settings.to_dict()
     symbols: list[str]
     models_dir: str
     start_ms: int | None = None
@@ -212,9 +103,8 @@ class TrainJob:
 
 
 def settings_from(d: dict[str, Any]) -> Any:
-    from models.config import CostConfig, LabelConfig, TrainConfig
+    from models.config import CostConfig, LabelConfig, Settings, TrainConfig
     from models.features.config import FeatureConfig
-    from models.train import Settings
 
     return Settings(
         FeatureConfig.model_validate(d["features"]),
@@ -228,19 +118,19 @@ def bundle_manifest(run: Any, *, created_ms: int, code: str) -> dict[str, Any]:
     """The descriptive part of a bundle's manifest (models.bundle adds the rest)."""
     return {
         "created_ts": created_ms,
-        "created": iso(created_ms),
+        "created": fmt_ts(created_ms),
         "code_version": code,
         "symbols": run.symbols,
         "data_from_ts": run.start,
         "data_to_ts": run.end,
-        "data_range": [iso(run.start), iso(run.end)],
+        "data_range": [fmt_ts(run.start), fmt_ts(run.end)],
         "feature_names": run.feature_names,
         "feature_config": run.settings.features.model_dump(mode="json"),
         "external_features": False,
         "label_config": run.settings.labels.model_dump(mode="json"),
         "cost_config": run.settings.costs.model_dump(mode="json"),
         "train_config": run.settings.train.model_dump(mode="json"),
-        "embargo_ms": run.settings.train.embargo_bars * 60_000,
+        "embargo_ms": run.settings.train.embargo_bars * MINUTE_MS,
         "regime": None if run.regime is None else run.regime.to_dict(),
         "params": run.fit_info.get("params"),
         "fit": run.fit_info,
@@ -256,7 +146,7 @@ def new_version(created_ms: int, manifest: dict[str, Any]) -> str:
     import json
 
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return dt.datetime.fromtimestamp(created_ms / 1000, dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + digest
+    return to_datetime(created_ms).strftime("%Y%m%dT%H%M%SZ") + "-" + digest
 
 
 def summary_metrics(run: Any) -> dict[str, Any]:
@@ -307,7 +197,7 @@ def train_and_write(job: TrainJob, source: Any, progress: Any = None) -> TrainOu
         work_root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="train-", dir=work_root))
     t0 = time.monotonic()
-    log.info("train_start", symbols=len(job.symbols), start=iso(start), end=iso(end), source="csv" if job.candles_dir else "store")
+    log.info("train_start", symbols=len(job.symbols), start=fmt_ts(start), end=fmt_ts(end), source="csv" if job.candles_dir else "store")
     try:
         run = run_training(
             source, job.symbols, settings, start_ms=start, end_ms=end, work_dir=scratch / "rows", progress=progress,

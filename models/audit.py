@@ -12,7 +12,7 @@ Two checks, both reported in the bundle (`audit`), either one failing marks the 
    only then can block-level memorisation carry over. Two variants: at the real `er`
    threshold (a permuted model rarely clears it), and on its top-q predictions with q the
    real model's signal rate (same number of trades, the decisive one).
-2. **Look-ahead in features** (`models.train.lookahead_check`, run while preparing the data):
+2. **Look-ahead in features** (`models.prepare.lookahead_check`, run while preparing the data):
    features at a few cut rows t are recomputed without the bars after t; any column that
    changes peeks into the future. A deliberately leaky column (e.g. the next bar's return)
    is caught there: a permutation test alone would not see it, since its model never learns
@@ -27,9 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from models.candles import MINUTE_MS
+from models.boosters import train_lgb_targets
+from models.config import Settings
+from models.prepare import Prepared
 from models.progress import Progress
 from models.splits import Fold
+from models.timeutil import MINUTE_MS
+from models.window_eval import evaluate_window
+from models.window_rows import select_rows
 
 
 @dataclass
@@ -63,18 +68,16 @@ def permute_within_blocks(values: np.ndarray, ts: np.ndarray, block_ms: int, rng
 
 
 def permuted_label_check(
-    prep: Any,
+    prep: Prepared,
     fold: Fold,
     real: Any,
     real_signal_rate: float,
-    settings: Any,
+    settings: Settings,
     work_dir: Path,
     *,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Check 1 of the module docstring on `fold`, with the real model's features and params."""
-    from models.train import evaluate_window, select_rows, train_lgb_targets
-
     progress = progress or Progress()
     tcfg = settings.train
     sel = select_rows(prep, fold.train, tcfg, tcfg.embargo_bars * MINUTE_MS)

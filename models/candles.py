@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-MINUTE_MS = 60_000
+from models.timeutil import MINUTE_MS
+
 FIELDS = ("open", "high", "low", "close", "volume")
 
 
@@ -115,3 +117,11 @@ def find_gaps(ts: np.ndarray) -> list[tuple[int, int]]:
     step = np.diff(ts)
     idx = np.flatnonzero(step > MINUTE_MS)
     return [(int(ts[i] + MINUTE_MS), int(step[i] // MINUTE_MS - 1)) for i in idx]
+
+
+class CandleSource(Protocol):
+    """Where candles come from (a CSV directory, the store, a synthetic generator)."""
+
+    def load(self, symbol: str, start_ms: int | None, end_ms: int | None) -> Candles:
+        """One symbol's candles with start_ms <= ts < end_ms, ascending, float64 prices."""
+        ...

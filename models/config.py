@@ -1,10 +1,15 @@
-"""Config sections owned by `models/`: trading costs, triple-barrier labels and training."""
+"""Config sections owned by `models/`: trading costs, triple-barrier labels and training; and
+`Settings`, the sections the trainer reads (stored in every bundle)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.features.config import FeatureConfig
 
 
 class CostConfig(BaseModel):
@@ -81,7 +86,6 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     threads: int = Field(0, ge=0, description="worker threads for LightGBM/CatBoost; 0 = all cores but one")
-    schedule_cron: str = Field("0 3 * * 6", description="APScheduler cron (UTC) for retraining")
     history_days: int = Field(42, ge=1, description="default training range: this many days before the last candle (from a UTC midnight)")
     folds: int = Field(2, ge=0, description="walk-forward folds (0 = fit only, no report)")
     fold_days: float = Field(14.0, gt=0, description="length of each walk-forward validation block")
@@ -113,3 +117,20 @@ class TrainConfig(BaseModel):
     @property
     def n_threads(self) -> int:
         return self.threads or default_threads()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The config sections the trainer reads (all stored in the bundle)."""
+
+    features: FeatureConfig
+    labels: LabelConfig
+    costs: CostConfig
+    train: TrainConfig
+
+    @staticmethod
+    def default() -> Settings:
+        return Settings(FeatureConfig(), LabelConfig(), CostConfig(), TrainConfig())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k).model_dump(mode="json") for k in ("features", "labels", "costs", "train")}

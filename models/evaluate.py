@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from models.bundle import Bundle
-from models.config import CostConfig, LabelConfig, TrainConfig
+from models.candles import CandleSource
+from models.config import CostConfig, LabelConfig, Settings, TrainConfig
 from models.featureset import FeatureSet
+from models.prepare import TrainError, prepare
 from models.progress import Progress
 from models.splits import Window
-from models.train import CandleSource, Settings, TrainError, evaluate_window, prepare
+from models.timeutil import MINUTE_MS
+from models.window_eval import evaluate_window
 
 
 def bundle_settings(bundle: Bundle) -> Settings:
@@ -52,7 +55,7 @@ def evaluate_bundle(
     settings = bundle_settings(bundle)
     m = bundle.manifest
     if start_ms is None:
-        start_ms = int(m["data_to_ts"]) + int(m.get("embargo_ms", settings.train.embargo_bars * 60_000))
+        start_ms = int(m["data_to_ts"]) + int(m.get("embargo_ms", settings.train.embargo_bars * MINUTE_MS))
     if end_ms <= start_ms:
         raise TrainError(f"empty evaluation window: start {start_ms} >= end {end_ms}")
     trained = (int(m["data_from_ts"]), int(m["data_to_ts"]))
@@ -67,5 +70,5 @@ def evaluate_bundle(
     res = evaluate_window(prep, bundle.predictor, Window(start_ms, end_ms), settings, progress=progress)
     rep = res.report
     rep["bundle"] = {"version": bundle.version, "trained_from_ts": trained[0], "trained_to_ts": trained[1]}
-    rep["overlaps_training"] = start_ms < trained[1] + settings.labels.horizon_bars * 60_000 and end_ms > trained[0]
+    rep["overlaps_training"] = start_ms < trained[1] + settings.labels.horizon_bars * MINUTE_MS and end_ms > trained[0]
     return rep

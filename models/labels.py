@@ -34,9 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.candles import MINUTE_MS, Candles
+from models.candles import Candles
 from models.config import LabelConfig
 from models.costs import Costs
+from models.timeutil import MINUTE_MS
 
 EXIT_NONE = 0
 EXIT_TP = 1

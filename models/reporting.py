@@ -6,15 +6,12 @@ portfolio (return, drawdown).
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
+
+from models.timeutil import fmt_short
 
 HEAD = "| window | trades | win % | PF | expectancy | Sharpe (d) | max DD | exposure | primary-only PF / trades | seed metric PF / bars / mean |"
 RULE = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-
-
-def _d(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%m-%d %H:%M")
 
 
 def _pf(x: float | None) -> str:
@@ -46,7 +43,7 @@ def walk_forward_table(wf: dict[str, Any]) -> str:
     lines = [HEAD, RULE]
     for f in wf.get("folds", []):
         fd = f["fold"]
-        lines.append(row(f"fold {fd['index']}: train ..{_d(fd['train_end'])}, valid {_d(fd['valid_start'])}..{_d(fd['valid_end'])}", f))
+        lines.append(row(f"fold {fd['index']}: train ..{fmt_short(fd['train_end'])}, valid {fmt_short(fd['valid_start'])}..{fmt_short(fd['valid_end'])}", f))
     if wf.get("all"):
         lines.append(row("all folds", wf["all"]))
     return "\n".join(lines)
@@ -54,7 +51,7 @@ def walk_forward_table(wf: dict[str, Any]) -> str:
 
 def evaluation_table(rep: dict[str, Any]) -> str:
     w = rep["window"]
-    return "\n".join([HEAD, RULE, row(f"{_d(w['start'])}..{_d(w['end'])}", rep)])
+    return "\n".join([HEAD, RULE, row(f"{fmt_short(w['start'])}..{fmt_short(w['end'])}", rep)])
 
 
 def per_symbol_table(rep: dict[str, Any]) -> str:

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.splits import DAY_MS, Window
-
-MINUTE_MS = 60_000
+from models.splits import Window
+from models.timeutil import DAY_MS, MINUTE_MS
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from models.candles import MINUTE_MS
-
-DAY_MS = 86_400_000
+from models.timeutil import DAY_MS, MINUTE_MS, fmt_ts
 
 
 class SplitError(ValueError):
@@ -88,7 +86,7 @@ def walk_forward(
         if train_days < min_train_days:
             raise SplitError(
                 f"fold {k + 1} of {folds} would train on {train_days:.1f} days (< {min_train_days:g}) of "
-                f"[{_iso(data.start)}, {_iso(data.end)}): use fewer folds or a shorter fold_days"
+                f"[{fmt_ts(data.start)}, {fmt_ts(data.end)}): use fewer folds or a shorter fold_days"
             )
         if valid_end - (train_end + embargo_ms) < MINUTE_MS:
             raise SplitError(f"fold {k + 1}: validation block is empty after the {embargo_ms // MINUTE_MS}-minute embargo")
@@ -121,9 +119,3 @@ def stride_rows(ts: np.ndarray, stride: int) -> np.ndarray:
     if stride <= 1:
         return np.ones(len(ts), dtype=bool)
     return (ts // MINUTE_MS) % stride == 0
-
-
-def _iso(ms: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")

@@ -32,11 +32,17 @@ def parse_time(text: str) -> int:
         t = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
         raise TimeParseError(
-            f"cannot read time {text!r}: use YYYY-MM-DD, YYYY-MM-DDTHH:MM (UTC) or epoch milliseconds"
+            f"cannot read time {text!r}: use an ISO date or date/time (YYYY-MM-DD, YYYY-MM-DDTHH:MM; UTC) "
+            "or epoch milliseconds"
         ) from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
     return int(t.timestamp() * 1000)
+
+
+def parse_optional_time(text: str | None) -> int | None:
+    """`parse_time` for an optional command-line value: None stays None."""
+    return None if text is None else parse_time(text)
 
 
 def to_datetime(ms: int) -> dt.datetime:

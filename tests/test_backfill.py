@@ -17,11 +17,12 @@ import yaml
 from bot.config import Config
 from bot.marketdata.backfill import backfill, plan_range
 from bot.marketdata.exchange import build_exchange
-from bot.marketdata.faults import Fault
-from bot.marketdata.replay import CandleBook
-from bot.marketdata.simulator import ExchangeSimulator, SimSettings
+from bot.simulator.faults import Fault
+from bot.simulator.replay import CandleBook
+from bot.simulator.server import ExchangeSimulator, SimSettings
 from bot.store.db import Store
-from models.candles import MINUTE_MS, Candles
+from models.candles import Candles
+from models.timeutil import MINUTE_MS
 from tests.conftest import DATA_DIR, symbols30
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from models.simulate import SymbolResult, Trades, equity_stats, report, take_trades, trade_stats
-from models.splits import DAY_MS, Window
+from models.splits import Window
+from models.timeutil import DAY_MS
 
 T0 = 1_617_321_600_000
 MIN = 60_000

@@ -15,7 +15,8 @@ from models.features.config import FeatureConfig
 from models.features.errors import ExternalDataError
 from models.features.external import external_from_config, load_external_daily
 from models.features.online import OnlineFeatureEngine
-from models.features.spec import DAY_MS, MINUTE_MS, feature_names
+from models.features.spec import feature_names
+from models.timeutil import DAY_MS, MINUTE_MS
 
 D0 = int(dt.datetime(2021, 4, 10, tzinfo=dt.UTC).timestamp() * 1000)
 

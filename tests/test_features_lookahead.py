@@ -18,7 +18,8 @@ from models.candles import Candles, read_candles_csv
 from models.features.batch import compute_batch, fit_regime
 from models.features.config import FeatureConfig
 from models.features.external import ExternalDaily
-from models.features.spec import DAY_MS, MINUTE_MS, warmup_bars
+from models.features.spec import warmup_bars
+from models.timeutil import DAY_MS, MINUTE_MS
 from tests.conftest import shared_data_or_skip
 
 START = 1618358400000  # 2021-04-14 00:00 UTC

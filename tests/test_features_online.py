@@ -15,7 +15,8 @@ from models.features.batch import compute_batch, fit_regime
 from models.features.config import FeatureConfig, TimeframeFeatures
 from models.features.errors import BarOrderError, MissingReferenceError
 from models.features.online import OnlineFeatureEngine
-from models.features.spec import MINUTE_MS, feature_names, warmup_bars
+from models.features.spec import feature_names, warmup_bars
+from models.timeutil import MINUTE_MS
 from tests.conftest import shared_data_or_skip
 
 SMALL = FeatureConfig(

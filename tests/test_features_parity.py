@@ -23,11 +23,10 @@ from models.features.online import OnlineFeatureEngine
 from models.features.spec import (
     ATR_FRAC,
     ATR_PERCENTILE,
-    DAY_MS,
-    MINUTE_MS,
     feature_names,
     warmup_bars,
 )
+from models.timeutil import DAY_MS, MINUTE_MS
 from tests.conftest import DATA_DIR, symbols30
 
 pytestmark = pytest.mark.slow

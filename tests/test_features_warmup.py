@@ -15,7 +15,8 @@ import pytest
 from models.candles import read_candles_csv
 from models.features.batch import compute_batch, fit_regime
 from models.features.config import FeatureConfig
-from models.features.spec import MINUTE_MS, feature_names, warmup_bars
+from models.features.spec import feature_names, warmup_bars
+from models.timeutil import MINUTE_MS
 from tests.conftest import shared_data_or_skip
 
 T0 = 1619222400000  # 2021-04-24 00:00 UTC

@@ -14,12 +14,12 @@ import pytest
 from bot.config import Config
 from bot.marketdata import validate as v
 from bot.marketdata.events import ClosedCandle, ExchangeGap
-from bot.marketdata.faults import ALL_KINDS, BAD_VALUE_KINDS, random_plan
 from bot.marketdata.feed import CandleFeed
-from bot.marketdata.replay import CandleBook
-from bot.marketdata.simulator import ExchangeSimulator, SimSettings
+from bot.simulator.faults import ALL_KINDS, BAD_VALUE_KINDS, random_plan
+from bot.simulator.replay import CandleBook
+from bot.simulator.server import ExchangeSimulator, SimSettings
 from bot.store.db import Store
-from models.candles import MINUTE_MS
+from models.timeutil import MINUTE_MS
 from tests.conftest import DATA_DIR, symbols30
 
 pytestmark = pytest.mark.slow

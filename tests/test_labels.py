@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.candles import MINUTE_MS, Candles
+from models.candles import Candles
 from models.config import CostConfig, LabelConfig
 from models.costs import Costs
 from models.labels import (
@@ -17,6 +17,7 @@ from models.labels import (
     barrier_multipliers,
     triple_barrier,
 )
+from models.timeutil import MINUTE_MS
 
 T0 = 1_617_321_600_000  # 2021-04-02 00:00 UTC
 FREE = Costs(0.0, 0.0)

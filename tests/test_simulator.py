@@ -18,11 +18,11 @@ from pydantic import SecretStr
 
 from bot.config import Config, Secrets
 from bot.marketdata.exchange import BinanceClient, build_exchange, from_ccxt_symbol, to_ccxt_symbol
-from bot.marketdata.faults import Fault
-from bot.marketdata.replay import CandleBook
 from bot.marketdata.retry import with_retry
-from bot.marketdata.simulator import ExchangeSimulator, SimSettings
-from models.candles import MINUTE_MS
+from bot.simulator.faults import Fault
+from bot.simulator.replay import CandleBook
+from bot.simulator.server import ExchangeSimulator, SimSettings
+from models.timeutil import MINUTE_MS
 from tests.conftest import DATA_DIR, symbols30
 
 KEY, SECRET = "simkey-" + "a" * 57, "simsecret-" + "b" * 54

@@ -14,10 +14,11 @@ import pytest
 
 from models.bundle import load_bundle, write_bundle
 from models.candles import Candles, candle_files, read_candles_csv
-from models.config import CatBoostParams, LightGBMParams, TrainConfig
+from models.config import CatBoostParams, LightGBMParams, Settings, TrainConfig
 from models.evaluate import evaluate_bundle
 from models.featureset import FeatureSet
-from models.train import Settings, TrainError, run_training
+from models.prepare import TrainError
+from models.train import run_training
 from tests.conftest import shared_data_or_skip
 
 DAY = 86_400_000

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.marketdata import validate as v
-from models.candles import MINUTE_MS, Candles, read_candles_csv
+from models.candles import Candles, read_candles_csv
+from models.timeutil import MINUTE_MS
 from tests.conftest import DATA_DIR, shared_data_or_skip
 
 GOOD = (1_617_321_600_000, 100.0, 101.0, 99.0, 100.5, 12.0)

@@ -111,10 +111,10 @@ async def _main(cfg, symbols: list[str], days: float, concurrency: int) -> int: 
     table = Table(title=f"backfill ({days:g} days)")
     for col in ("symbol", "from", "resumed", "pages", "fetched", "written", "invalid", "gap minutes"):
         table.add_column(col, justify="left" if col in ("symbol", "from") else "right")
-    import datetime as dt
+    from models.timeutil import fmt_ts
 
     for r in reports:
-        start = dt.datetime.fromtimestamp(r.start_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
+        start = fmt_ts(r.start_ms)
         table.add_row(r.symbol, start, "yes" if r.resumed else "", str(r.pages), f"{r.fetched:,}", f"{r.written:,}",
                       str(r.invalid), str(r.exchange_gap_minutes))  # fmt: skip
     table.add_row("total", "", "", str(sum(r.pages for r in reports)), f"{sum(r.fetched for r in reports):,}",

@@ -32,13 +32,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
-    from bot.commands.train import RichProgress, read_symbols
+    from bot.candle_sources import CandleSourceError, CsvCandleSource
+    from bot.commands import read_symbols
     from bot.logs import setup_from_config
+    from bot.progress_bars import RichProgress
     from bot.terminal import console as wide_console
-    from bot.training import CsvCandleSource, TrainingSetupError, iso, parse_time
+    from bot.training import TrainingSetupError
     from models.bundle import BundleError, load_bundle
+    from models.prepare import TrainError
     from models.reporting import evaluation_table, per_symbol_table
-    from models.train import TrainError
+    from models.timeutil import DAY_MS, MINUTE_MS, TimeParseError, fmt_ts, parse_optional_time
 
     setup_from_config(cfg, console=False)
     console = wide_console(stderr=True)
@@ -52,22 +55,22 @@ def _run(args: argparse.Namespace) -> int:
         bounds = source.bounds(anchor)
         if bounds is None:
             raise TrainingSetupError(f"no candles for {anchor} in {args.candles}")
-        start = parse_time(args.start)
-        end = parse_time(args.end) or bounds[1] + 60_000
+        start = parse_optional_time(args.start)
+        end = parse_optional_time(args.end) or bounds[1] + MINUTE_MS
         symbols = read_symbols(args.symbols, tuple(bundle.manifest["symbols"]))
         eff_start = start if start is not None else int(bundle.manifest["data_to_ts"]) + int(bundle.manifest["embargo_ms"])
-        load_from = 0 if args.warmup_days is None else int(eff_start - args.warmup_days * 86_400_000)
+        load_from = 0 if args.warmup_days is None else int(eff_start - args.warmup_days * DAY_MS)
         from models.evaluate import evaluate_bundle
 
         with tempfile.TemporaryDirectory(prefix="evaluate-") as work, RichProgress(console) as progress:
             rep = evaluate_bundle(source, bundle, start_ms=start, end_ms=end, symbols=symbols, load_from_ms=load_from,
                                   work_dir=Path(work) / "rows", progress=progress)  # fmt: skip
-    except (BundleError, TrainError, TrainingSetupError, FileNotFoundError) as e:
+    except (BundleError, TrainError, TrainingSetupError, CandleSourceError, TimeParseError, FileNotFoundError) as e:
         console.print(f"[red]evaluate failed: {e}[/red]")
         return 1
     Path(args.out).write_text(json.dumps(rep, indent=2, default=str) + "\n")
     w = rep["window"]
-    sys.stdout.write(f"\nBundle {bundle.version} on {iso(w['start'])} .. {iso(w['end'])} UTC ({len(symbols)} symbols):\n\n")
+    sys.stdout.write(f"\nBundle {bundle.version} on {fmt_ts(w['start'])} .. {fmt_ts(w['end'])} UTC ({len(symbols)} symbols):\n\n")
     sys.stdout.write(evaluation_table(rep) + "\n\n" + per_symbol_table(rep) + "\n\n")
     if rep.get("overlaps_training"):
         sys.stdout.write("warning: the window overlaps the bundle's training range; these figures are in-sample\n")

@@ -12,11 +12,12 @@ files is the outside view of the parity test.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time
 from pathlib import Path
+
+from models.timeutil import parse_time
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,20 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--external", metavar="FILE.csv", help="external daily series (default: features.external_daily_file)")
     d.set_defaults(func=_dump)
-
-
-def parse_time(text: str) -> int:
-    """Epoch ms from an integer string or an ISO date/time (naive = UTC)."""
-    s = text.strip()
-    if s.lstrip("-").isdigit():
-        return int(s)
-    try:
-        t = dt.datetime.fromisoformat(s)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither epoch ms nor an ISO date/time like 2021-04-24T00:00") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return int(t.timestamp() * 1000)
 
 
 def _dump(args: argparse.Namespace) -> int:
@@ -94,7 +81,8 @@ def _run(args: argparse.Namespace, cfg, symbols: list[str], start: int, end: int
     from models.features.external import external_from_config, load_external_daily
     from models.features.online import OnlineFeatureEngine
     from models.features.regime import RegimeModel
-    from models.features.spec import MINUTE_MS, feature_names, warmup_bars
+    from models.features.spec import feature_names, warmup_bars
+    from models.timeutil import MINUTE_MS
 
     t_start = time.perf_counter()
     refs = list(cfg.reference_symbols)

@@ -12,9 +12,11 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bot.commands import load_config_or_exit
+from models.timeutil import fmt_ts
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,14 +42,6 @@ def _fmt_pf(m: dict[str, Any] | None) -> str:
     return f"PF {'-' if pf is None else f'{pf:.2f}'} exp {'-' if ex is None else f'{ex * 100:+.3f}%'} n={wf.get('trades', '-')}"
 
 
-def _iso(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    from bot.training import iso
-
-    return iso(ms)
-
-
 async def _with_store(cfg: Any, fn: Any) -> int:
     from bot.store.db import open_store
 
@@ -55,14 +49,22 @@ async def _with_store(cfg: Any, fn: Any) -> int:
         return await fn(store)
 
 
-async def _find_version(store: Any, version: str) -> Any:
-    """The recorded version, or None after telling the user it is unknown."""
+async def _open_version(store: Any, version: str, load: Callable[[str], Any], failed: str) -> tuple[Any, Any] | None:
+    """Find `version` in model_versions and load its bundle with `load` (`read_manifest` or
+    `load_bundle`): (row, loaded), or None after telling the user what went wrong (`failed`,
+    formatted with the row as `r`, prefixes a bundle error)."""
     from bot.store.model_versions import get_model_version
+    from models.bundle import BundleError
 
     r = await get_model_version(store.pool, version)
     if r is None:
         print(f"unknown model version {version!r}; see `bot models list`", file=sys.stderr)
-    return r
+        return None
+    try:
+        return r, await asyncio.to_thread(load, r.path)
+    except BundleError as e:
+        print(f"{failed.format(r=r)}: {e}", file=sys.stderr)
+        return None
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -76,8 +78,8 @@ def _list(args: argparse.Namespace) -> int:
             return 0
         print(f"{'version':<28} {'status':<10} {'created':<17} {'data':<35} walk-forward")
         for r in rows:
-            data = f"{_iso(r.data_from_ts)} .. {_iso(r.data_to_ts)}"
-            print(f"{r.version:<28} {r.status:<10} {_iso(r.created_ts):<17} {data:<35} {_fmt_pf(r.metrics)}")
+            data = f"{fmt_ts(r.data_from_ts)} .. {fmt_ts(r.data_to_ts)}"
+            print(f"{r.version:<28} {r.status:<10} {fmt_ts(r.created_ts):<17} {data:<35} {_fmt_pf(r.metrics)}")
         return 0
 
     return asyncio.run(_with_store(cfg, go))
@@ -85,25 +87,21 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
-    from models.bundle import BundleError, read_manifest
+    from models.bundle import read_manifest
     from models.reporting import audit_lines, walk_forward_table
 
     async def go(store: Any) -> int:
-        r = await _find_version(store, args.version)
-        if r is None:
+        found = await _open_version(store, args.version, read_manifest, "{r.version}: {r.status}; bundle unreadable")
+        if found is None:
             return 1
-        try:
-            m = read_manifest(r.path)
-        except BundleError as e:
-            print(f"{r.version}: {r.status}; bundle unreadable: {e}", file=sys.stderr)
-            return 1
+        r, m = found
         if args.json:
             print(json.dumps(m, indent=2))
             return 0
-        print(f"version      {r.version}  ({r.status}{', promoted ' + _iso(r.promoted_ts) if r.promoted_ts else ''})")
+        print(f"version      {r.version}  ({r.status}{', promoted ' + fmt_ts(r.promoted_ts) if r.promoted_ts else ''})")
         print(f"path         {r.path}")
         print(f"code         {m.get('code_version')}")
-        print(f"data         {_iso(m['data_from_ts'])} .. {_iso(m['data_to_ts'])}, {len(m.get('symbols', []))} symbols")
+        print(f"data         {fmt_ts(m['data_from_ts'])} .. {fmt_ts(m['data_to_ts'])}, {len(m.get('symbols', []))} symbols")
         print(f"features     {len(m['selected_features'])} of {len(m['feature_names'])} selected")
         print(f"thresholds   er > {m['thresholds']['er']}, meta p > {m['thresholds']['meta']}; "
               f"ensemble w_lgb {m['ensemble']['w_lgb']:.2f}")  # fmt: skip
@@ -118,17 +116,13 @@ def _show(args: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
     from bot.store.model_versions import ModelVersionError, promote
-    from models.bundle import BundleError, load_bundle
+    from models.bundle import load_bundle
 
     async def go(store: Any) -> int:
-        r = await _find_version(store, args.version)
-        if r is None:
+        found = await _open_version(store, args.version, load_bundle, "refusing to promote {r.version}")
+        if found is None:
             return 1
-        try:
-            await asyncio.to_thread(load_bundle, r.path)
-        except BundleError as e:
-            print(f"refusing to promote {r.version}: {e}", file=sys.stderr)
-            return 1
+        r, _ = found
         try:
             prev = await promote(store.pool, r.version, int(time.time() * 1000), allow_rejected=args.force)
         except ModelVersionError as e:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
 import signal
 import sys
 from pathlib import Path
 
-DAY_MS = 86_400_000
+from models.timeutil import DAY_MS, fmt_ts, parse_time
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,16 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record-close-times", action="store_true",
                    help="keep each minute's close time (GET /_sim/close_times) for delay benchmarks")  # fmt: skip
     p.set_defaults(func=_run)
-
-
-def parse_time(text: str) -> int:
-    """Epoch ms, or an ISO date/time taken as UTC."""
-    if text.strip().lstrip("-").isdigit():
-        return int(text)
-    t = dt.datetime.fromisoformat(text)
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return int(t.timestamp() * 1000)
 
 
 def _keys(path: str | None) -> dict[str, str]:
@@ -93,9 +82,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, balances: dict[str, float], start: int | None) -> int:
-    from bot.marketdata.faults import Fault, FaultPlanError
-    from bot.marketdata.replay import CandleBook
-    from bot.marketdata.simulator import ExchangeSimulator, SimSettings
+    from bot.simulator.faults import Fault, FaultPlanError
+    from bot.simulator.replay import CandleBook
+    from bot.simulator.server import ExchangeSimulator, SimSettings
 
     symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None
     try:
@@ -122,7 +111,7 @@ async def _serve(args: argparse.Namespace, balances: dict[str, float], start: in
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    now = dt.datetime.fromtimestamp(sim.clock.now_ms() / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    now = fmt_ts(sim.clock.now_ms(), seconds=True)
     print(f"exchange simulator on {sim.base_url}: {len(book.symbols)} symbols, clock {now} UTC x{args.speed:g}", flush=True)
     print("config:\n  exchange:\n    urls:\n" + "".join(f"      {k}: {v}\n" for k, v in sim.urls.items()), flush=True)
     try:

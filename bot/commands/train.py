@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bot.commands import load_config_or_exit
+from bot.commands import load_config_or_exit, read_symbols
+from bot.progress_bars import RichProgress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,62 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def read_symbols(arg: str | None, default: tuple[str, ...]) -> list[str]:
-    if not arg:
-        return list(default)
-    if arg.startswith("@"):
-        text = Path(arg[1:]).read_text()
-        items = text.replace(",", " ").split()
-    else:
-        items = arg.split(",")
-    return [s.strip().upper().replace("/", "") for s in items if s.strip()]
-
-
-class RichProgress:
-    """models.progress.Progress drawn as rich bars with ETA (thread-safe: rich locks)."""
-
-    def __init__(self, console: Any):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.console = console
-        self.bar = Progress(
-            TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
-        )  # fmt: skip
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> RichProgress:
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
-
-    def begin(self, key: str, label: str, total: float) -> None:
-        self.tasks[key] = self.bar.add_task(label, total=total)
-
-    def advance(self, key: str, n: float = 1.0) -> None:
-        if key in self.tasks:
-            self.bar.advance(self.tasks[key], n)
-
-    def end(self, key: str) -> None:
-        if key in self.tasks:
-            t = self.tasks[key]
-            self.bar.update(t, completed=self.bar.tasks[t].total)
-
-    def message(self, text: str) -> None:
-        self.bar.console.print(text)
-
-
 def _settings(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from models.train import Settings
+    from models.config import Settings
 
     upd: dict[str, Any] = {}
     for arg, key in (("folds", "folds"), ("fold_days", "fold_days"), ("trials", "optuna_trials"), ("stride", "row_stride")):
@@ -110,23 +57,25 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
     from bot.logs import setup_from_config
     from bot.terminal import console as wide_console
-    from bot.training import TrainingSetupError, code_version, parse_time
+    from bot.training import TrainingSetupError, code_version
+    from models.timeutil import TimeParseError, parse_optional_time
 
     setup_from_config(cfg, console=False)
     console = wide_console(stderr=True)
     try:
         symbols = read_symbols(args.symbols, cfg.symbols)
-        job = _job(cfg, args, symbols, parse_time(args.start), parse_time(args.end), code_version())
-    except (TrainingSetupError, OSError) as e:
+        job = _job(cfg, args, symbols, parse_optional_time(args.start), parse_optional_time(args.end), code_version())
+    except (TrainingSetupError, TimeParseError, OSError) as e:
         console.print(f"[red]{e}[/red]")
         return 2
     try:
         summary = asyncio.run(_main(cfg, args, job, console))
     except Exception as e:  # noqa: BLE001 - one clear line for known failures, traceback otherwise
+        from bot.candle_sources import CandleSourceError
         from models.bundle import BundleError
-        from models.train import TrainError
+        from models.prepare import TrainError
 
-        if isinstance(e, (TrainError, TrainingSetupError, BundleError, FileNotFoundError)):
+        if isinstance(e, (TrainError, TrainingSetupError, CandleSourceError, BundleError, FileNotFoundError)):
             console.print(f"[red]training failed: {e}[/red]")
             return 1
         raise
@@ -148,21 +97,15 @@ def _job(cfg: Any, args: argparse.Namespace, symbols: list[str], start: int | No
 
 
 async def _main(cfg: Any, args: argparse.Namespace, job: Any, console: Any) -> dict[str, Any]:
+    from bot.candle_sources import CsvCandleSource, StoreCandleSource
     from bot.store.db import open_store
-    from bot.training import (
-        CsvCandleSource,
-        StoreCandleSource,
-        config_dsn,
-        record_outcome,
-        train_and_write,
-        train_async,
-    )
+    from bot.training import record_outcome, train_and_write, train_async
 
     need_store = not (args.candles and args.no_record)
     if not need_store:
         return await _train_here(job, CsvCandleSource(args.candles), console)
     async with open_store(cfg, log=lambda m: console.print(m)) as store:
-        job.dsn = config_dsn(cfg)
+        job.dsn = store.dsn
         if args.spawn:
             console.print("training in a spawned process (progress in the log)...")
             return await train_async(job)

@@ -1,4 +1,5 @@
-"""Market data: the exchange adapter (ccxt), the exchange simulator, backfill and the live feed.
+"""Market data, what the daemon runs: the exchange adapter (ccxt), backfill and the live feed.
+(The exchange simulator the tests and `bot simulate-exchange` use is `bot.simulator`.)
 
 Public API, by module:
   exchange     build_exchange(cfg) -> ccxt.pro.binance client (URLs, options, keys from config);
@@ -11,7 +12,4 @@ Public API, by module:
   validate     candle checks with reason codes; IssueLog (counts + recent issues)
   sequencer    SymbolSequencer: the per-symbol "each minute once, in order" state machine
   retry        with_retry / Backoff: exponential backoff with jitter on 429/418/5xx/timeouts
-  simulator    ExchangeSimulator: Binance-compatible REST + websocket replay with fault
-               injection (`bot simulate-exchange`); replay, faults, matching, binance_format
-               are its parts
 """

@@ -27,7 +27,8 @@ from bot.marketdata import validate as v
 from bot.marketdata.exchange import to_ccxt_symbol
 from bot.marketdata.rest import PAGE_LIMIT, fetch_klines, floor_minute
 from bot.marketdata.retry import with_retry
-from models.candles import MINUTE_MS, Candles
+from models.candles import Candles
+from models.timeutil import DAY_MS, MINUTE_MS
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +65,7 @@ async def plan_range(store: Any, symbol: str, now_ms: int, days: float) -> tuple
     last = await store.last_candle_ts(symbol)
     if last is not None:
         return int(last) + MINUTE_MS, end, True
-    return floor_minute(now_ms - int(days * 86_400_000)), end, False
+    return floor_minute(now_ms - int(days * DAY_MS)), end, False
 
 
 async def backfill_symbol(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.timeutil import MINUTE_MS
+
 
 @dataclass(frozen=True, slots=True)
 class ClosedCandle:
@@ -39,7 +41,7 @@ class ExchangeGap:
     @property
     def end_ts(self) -> int:
         """Open time of the last missing minute."""
-        return self.ts + (self.minutes - 1) * 60_000
+        return self.ts + (self.minutes - 1) * MINUTE_MS
 
 
 FeedEvent = ClosedCandle | ExchangeGap

@@ -46,7 +46,8 @@ from bot.marketdata.exchange import BinanceClient, build_exchange, to_ccxt_symbo
 from bot.marketdata.rest import PAGE_LIMIT, fetch_klines, floor_minute
 from bot.marketdata.retry import Backoff, with_retry
 from bot.marketdata.sequencer import CONFLICT, DUPLICATE, NEW, OVERFLOW, STALE, SymbolSequencer
-from models.candles import MINUTE_MS, Candles
+from models.candles import Candles
+from models.timeutil import DAY_MS, MINUTE_MS
 
 log = structlog.get_logger(__name__)
 
@@ -152,7 +153,7 @@ class CandleFeed:
                 if last is not None:
                     start = int(last) + MINUTE_MS
                 elif self.fc.backfill_days > 0:
-                    start = now_min - self.fc.backfill_days * 1440 * MINUTE_MS
+                    start = now_min - self.fc.backfill_days * DAY_MS
                 else:
                     start = now_min  # the minute forming now is the first one released
             seq = SymbolSequencer(s, next_ts=start)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.candles import MINUTE_MS, Candles
+from models.candles import Candles
+from models.timeutil import MINUTE_MS
 
 PAGE_LIMIT = 1000  # Binance's maximum klines per request (spot)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from models.candles import MINUTE_MS
+from models.timeutil import MINUTE_MS
 
 Values = tuple[float, float, float, float, float]
 

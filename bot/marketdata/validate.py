@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import structlog
 
-from models.candles import MINUTE_MS, Candles
+from models.candles import Candles
+from models.timeutil import MINUTE_MS
 
 log = structlog.get_logger(__name__)
 

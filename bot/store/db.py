@@ -3,6 +3,8 @@
 `open_store(cfg)` is the one way in: with `database.dsn` empty it first starts (or reuses) the
 embedded private cluster under `paths.data_dir/pgdata`, and stops it on exit only if it started
 it. Every command and the daemon use this, so a crash-restart goes through the same path.
+`Store.dsn` is the DSN it opened (the configured one, else the embedded cluster's): whatever
+needs the same database in another process (the training job) takes it from there.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from models.candles import Candles
 class Store:
     """Persistence for the daemon and the CLI. All methods are coroutines on a shared pool."""
 
-    def __init__(self, pool: asyncpg.Pool):
+    def __init__(self, pool: asyncpg.Pool, dsn: str = ""):
         self.pool = pool
+        self.dsn = dsn  # may hold a password: never log it
 
     @classmethod
     async def connect(cls, dsn: str, *, pool_min: int = 1, pool_max: int = 4) -> Store:
@@ -37,7 +40,7 @@ class Store:
             dsn, min_size=pool_min, max_size=pool_max, command_timeout=300,
             max_inactive_connection_lifetime=300,
         )  # fmt: skip
-        return cls(pool)
+        return cls(pool, dsn)
 
     async def close(self) -> None:
         await self.pool.close()

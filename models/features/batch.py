@@ -23,7 +23,8 @@ from models.features.external import ExternalDaily, check_external
 from models.features.grid import GridBars, TfBars, aggregate, to_grid
 from models.features.regime import RegimeModel
 from models.features.rolling import rolling_corrs, rolling_pct_rank, rolling_rms, rolling_zscore
-from models.features.spec import MINUTE_MS, FeatureLayout, timeframe_names, warmup_bars
+from models.features.spec import FeatureLayout, timeframe_names, warmup_bars
+from models.timeutil import MINUTE_MS
 
 _CHUNK = 512
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from models.features.config import FeatureConfig
 from models.features.errors import ExternalDataError
-from models.features.spec import DAY_MS
+from models.timeutil import DAY_MS
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,7 @@ import numpy as np
 
 from models.candles import Candles
 from models.features.errors import BarOrderError
-from models.features.spec import MINUTE_MS
+from models.timeutil import MINUTE_MS
 
 
 @dataclass(frozen=True, slots=True)

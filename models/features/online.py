@@ -22,7 +22,8 @@ from models.features.errors import BarOrderError, MissingReferenceError
 from models.features.external import ExternalDaily, check_external
 from models.features.regime import RegimeModel
 from models.features.ringbuffer import RingBuffer
-from models.features.spec import MINUTE_MS, FeatureLayout, base_returns_capacity, warmup_bars
+from models.features.spec import FeatureLayout, base_returns_capacity, warmup_bars
+from models.timeutil import MINUTE_MS
 
 
 class _TimeframeState:

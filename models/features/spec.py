@@ -43,9 +43,6 @@ from dataclasses import dataclass
 
 from models.features.config import FeatureConfig, TimeframeFeatures
 
-MINUTE_MS = 60_000
-DAY_MS = 86_400_000
-
 # Columns the trainer's dynamic barriers read: ATR(14, Wilder) of the 1m bars as a fraction of
 # the close, and its rolling percentile rank in percent (0..100, the units of
 # `labels.high_vol_pct` / `labels.low_vol_pct`) over the last `timeframes[0].atr_pct_window` bars.

@@ -30,6 +30,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
+from models.timeutil import MINUTE_MS
+
 CANDLE_KINDS = ("skip", "duplicate", "out_of_order", "nan", "zero", "high_low", "neg_volume", "unaligned")
 BAD_VALUE_KINDS = ("nan", "zero", "high_low", "neg_volume", "unaligned")
 CONNECTION_KINDS = ("ws_drop", "ws_stall")
@@ -110,7 +112,7 @@ class FaultInjector:
             q = self._candle.get(symbol)
             if not q or q[0].at_ms > ts or ts < self._candle_next.get(symbol, 0):
                 return None
-            self._candle_next[symbol] = ts + 2 * 60_000
+            self._candle_next[symbol] = ts + 2 * MINUTE_MS
             return q.pop(0).kind
 
     def next_timed_ms(self) -> int | None:

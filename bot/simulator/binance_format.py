@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-MINUTE_MS = 60_000
+from models.timeutil import MINUTE_MS
 
 # Binance error codes used by the simulator (https://developers.binance.com/docs/binance-spot-api-docs/errors).
 E_UNKNOWN = -1000

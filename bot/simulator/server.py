@@ -16,7 +16,7 @@ Time: `/api/v3/time` and `serverTime` are the replay clock ("the exchange's now"
 requests are checked against the host's wall clock, because that is what the client signs
 with (ccxt's nonce), and client and simulator share the host.
 
-Faults (`bot.marketdata.faults`) are planned on the replay clock via the constructor, the
+Faults (`bot.simulator.faults`) are planned on the replay clock via the constructor, the
 control API (`POST /_sim/faults`) or `bot simulate-exchange --faults FILE`; what was applied is
 listed by `GET /_sim/faults`. `POST /_sim/clock {"now_ms":..,"speed":..}` moves the clock.
 """
@@ -39,9 +39,9 @@ import numpy as np
 import structlog
 from aiohttp import WSMsgType, web
 
-from bot.marketdata import binance_format as bf
-from bot.marketdata.faults import Fault, FaultInjector
-from bot.marketdata.matching import (
+from bot.simulator import binance_format as bf
+from bot.simulator.faults import Fault, FaultInjector
+from bot.simulator.matching import (
     Account,
     OrderRejected,
     account_json,
@@ -49,8 +49,8 @@ from bot.marketdata.matching import (
     order_json,
     trade_json,
 )
-from bot.marketdata.replay import CandleBook, ReplayClock, forming
-from models.candles import MINUTE_MS
+from bot.simulator.replay import CandleBook, ReplayClock, forming
+from models.timeutil import DAY_MS, MINUTE_MS
 
 log = structlog.get_logger(__name__)
 
@@ -129,7 +129,7 @@ class ExchangeSimulator:
     def __init__(self, book: CandleBook, settings: SimSettings | None = None, faults: Iterable[Fault] = ()):
         self.book = book
         self.settings = s = settings or SimSettings()
-        start = s.start_ms if s.start_ms is not None else book.first_ms + 8 * 1440 * MINUTE_MS
+        start = s.start_ms if s.start_ms is not None else book.first_ms + 8 * DAY_MS
         self.clock = ReplayClock(start, s.speed)
         self.faults = FaultInjector(faults)
         self.account = Account(s.balances, s.fee_rate)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from bot.marketdata import binance_format as bf
+from bot.simulator import binance_format as bf
 
 
 class OrderRejected(Exception):

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.candles import MINUTE_MS, Candles, candle_files, read_candles_csv
+from models.candles import Candles, candle_files, read_candles_csv
+from models.timeutil import MINUTE_MS
 
 
 class ReplayClock:
@@ -91,8 +92,12 @@ def _has_loop() -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
-    """One recorded candle (float64 values)."""
+class RecordedCandle:
+    """One candle of the recording the simulator replays (float64 values): the exchange's
+    ground truth for a (symbol, minute), looked up by symbol. Deliberately not the feed's
+    `bot.marketdata.events.ClosedCandle`, which is what our client *received* (it carries the
+    symbol, the source ws/rest and the receive time); the simulator must not depend on the
+    daemon's types."""
 
     ts: int
     open: float
@@ -145,24 +150,26 @@ class CandleBook:
         return cls(out)
 
     def row_index(self, symbol: str, ts: int) -> int:
-        """Row of (symbol, minute ts) or -1 if the exchange has no candle for that minute."""
+        """Row index of (symbol, minute ts) or -1 if the exchange has no candle for that minute."""
         if ts % MINUTE_MS or ts < self.first_ms or ts > self.last_ms:
             return -1
         return int(self._index[symbol][(ts - self.first_ms) // MINUTE_MS])
 
-    def get(self, symbol: str, ts: int) -> Row | None:
+    def get(self, symbol: str, ts: int) -> RecordedCandle | None:
         i = self.row_index(symbol, ts)
         if i < 0:
             return None
         c = self.candles[symbol]
-        return Row(int(c.ts[i]), float(c.open[i]), float(c.high[i]), float(c.low[i]), float(c.close[i]), float(c.volume[i]))
+        return RecordedCandle(
+            int(c.ts[i]), float(c.open[i]), float(c.high[i]), float(c.low[i]), float(c.close[i]), float(c.volume[i])
+        )
 
     def range(self, symbol: str, start_ms: int | None, end_ms: int | None) -> Candles:
         """Recorded candles with start_ms <= ts <= end_ms (inclusive, like Binance's endTime)."""
         c = self.candles[symbol]
         return c.between(start_ms, None if end_ms is None else end_ms + 1)
 
-    def last_at_or_before(self, symbol: str, ts: int) -> Row | None:
+    def last_at_or_before(self, symbol: str, ts: int) -> RecordedCandle | None:
         c = self.candles[symbol]
         i = int(np.searchsorted(c.ts, ts, "right")) - 1
         if i < 0:
@@ -170,7 +177,7 @@ class CandleBook:
         return self.get(symbol, int(c.ts[i]))
 
 
-def forming(row: Row, fraction: float) -> tuple[float, float, float, float, float]:
+def forming(row: RecordedCandle, fraction: float) -> tuple[float, float, float, float, float]:
     """The in-progress values of `row`'s minute after `fraction` (0..1) of it has elapsed.
 
     The price walks linearly from open to close; high/low cover what has been seen so far and
