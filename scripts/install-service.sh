@@ -34,11 +34,13 @@ fi
 echo "installing code to $PREFIX"
 mkdir -p "$PREFIX"
 (cd "$SRC" && tar -c --exclude=./.venv --exclude=./var --exclude=./.git --exclude=./config.yaml \
-   --exclude='*.pyc' --exclude=__pycache__ --exclude=./build --exclude='*.egg-info' .) | tar -x -C "$PREFIX"
+   --exclude='*.pyc' --exclude=__pycache__ --exclude=./build --exclude='*.egg-info' --exclude=./.ci \
+   --exclude=./.pytest_cache --exclude=./.ruff_cache --exclude=./.hypothesis --exclude=./logs .) | tar -x -C "$PREFIX"
 [ -f "$PREFIX/config.yaml" ] || cp "$SRC/config.yaml" "$PREFIX/config.yaml"
 [ -x "$PREFIX/.venv/bin/python" ] || "$PYTHON" -m venv "$PREFIX/.venv"
 "$PREFIX/.venv/bin/pip" install --quiet --upgrade pip
 "$PREFIX/.venv/bin/pip" install --quiet "$PREFIX"
+rm -rf "$PREFIX/build" "$PREFIX"/*.egg-info
 sh "$PREFIX/scripts/ensure-postgres.sh"
 
 mkdir -p "$PREFIX/var/models" "$PREFIX/var/logs"

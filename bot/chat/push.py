@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import threading
 import warnings
 from collections import deque
@@ -152,6 +153,8 @@ class TelegramPush:
         buffer: LineBuffer | None = None,
         answer: Answerer | None = None,
     ):
+        # python-telegram-bot 22 warns that RetryAfter.retry_after becomes a timedelta; opt in now.
+        os.environ.setdefault("PTB_TIMEDELTA", "1")
         from telegram import Bot
         from telegram.request import HTTPXRequest
 
