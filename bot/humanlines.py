@@ -3,7 +3,8 @@
 Code logs structured events (`log.info("trade_open", symbol=..., qty=..., ...)`); the JSON log
 keeps every field, and `bot.logs.HumanRenderer` turns the same event into one short line for
 `bot.log`, the console, `bot tail` and Telegram by calling `render_body(event)` here. The line
-is `MM-DD HH:MM <body>` in UTC (`models.timeutil.fmt_short`; `bot tail` says "UTC" once), with
+is `MM-DD HH:MM <body>` in UTC (`models.timeutil.fmt_short`; `bot tail` says "UTC" once; the
+log time, or the event's own `event_ts` when given), with
 `WARN`/`ERROR` after the time for those levels. Times inside a body are never epoch ms.
 
 An event not in the registry keeps the old behaviour: its `text` key if it has one, otherwise
@@ -19,10 +20,10 @@ Daemon life cycle
   daemon_ready   mode, warmup_s?                   -> `READY paper  warm-up 12.3s`
   daemon_stop    mode, reason?, uptime_s?          -> `STOP paper  (SIGTERM)  up 3h12m`
 Trading
-  trade_open     symbol, qty, price, er?, p?, size_fraction?, mode?, ts? (event time)
+  trade_open     symbol, qty, price, er?, p?, size_fraction?, mode?, event_ts?
                  -> `BUY SOLUSDT 1.20 @ 98.31  er +0.21%  p 0.64  size 2.1%  [paper]`
   trade_close    symbol, qty, price (exit), pnl, ret, reason (tp|sl|timeout|gap_timeout|
-                 flatten|end_of_data), entry_price?, held_min?, mode?, ts?
+                 flatten|end_of_data), entry_price?, held_min?, mode?, event_ts?
                  -> `SELL SOLUSDT 1.20 @ 99.10  +0.95 USDT (+0.80%)  TP  held 42m  [paper]`
   risk_skips     counts (dict reason -> n), window_min? (60), entered?
                  -> `SKIPS 1h: 412  max_positions 300, no_edge 90, cooldown 22  (3 entered)`
@@ -50,6 +51,16 @@ Market data
                  -> `IMPORT BTCUSDT  +525,600 rows  3 gaps (12 min)`
 Errors
   error          where, error, detail?             -> `ERROR engine: ValueError: boom`
+Emitted today by the feed, the minute assembler, the exchange client and the trainer
+  feed_rest_fill symbol, start, end, filled, gap_minutes?  -> `FILL SOLUSDT 11-30 12:00..11-30 12:04  5 candles by REST`
+  minute_timeout ts, missing_symbols               -> `MINUTE 11-30 12:31 closed without 2 symbols: ICPUSDT, FILUSDT`
+  minute_late_candle symbol, ts, emitted_through?  -> `LATE SOLUSDT 11-30 12:30 candle after its minute closed`
+  exchange_retry what, error, attempt, delay_s?    -> `RETRY fetch_ohlcv (NetworkError) attempt 3 in 2.0s`
+  train_stage_begin stage, label?, total?          -> `TRAIN features  (30)`
+  train_prepared symbols, train_rows, valid_rows   -> `TRAIN data 30 symbols  1,234,567 train rows  456,789 valid rows`
+
+Any other event falls back to `event key=value ...`, with epoch-ms integers shown as
+`MM-DD_HH:MM` there too.
 """
 
 from __future__ import annotations
@@ -99,7 +110,7 @@ def render_body(ev: Mapping[str, Any]) -> str:
     return kv_line(ev)
 
 
-_META = {"timestamp", "level", "logger", "event", "text", "exception", "_record", "_from_structlog", "ts"}
+_META = {"timestamp", "level", "logger", "event", "text", "exception", "_record", "_from_structlog", "event_ts"}
 
 
 def kv_line(ev: Mapping[str, Any]) -> str:
@@ -107,7 +118,12 @@ def kv_line(ev: Mapping[str, Any]) -> str:
     return f"{ev.get('event', '')} {kv}".rstrip()
 
 
+_EPOCH_MS = (946_684_800_000, 4_102_444_800_000)  # 2000-01-01 .. 2100-01-01
+
+
 def _kv(v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool) and _EPOCH_MS[0] <= v < _EPOCH_MS[1]:
+        return fmt_short(v).replace(" ", "_")  # an epoch-ms time: never shown raw to people
     if isinstance(v, float):
         return f"{v:.6g}"
     s = str(v)
@@ -115,8 +131,10 @@ def _kv(v: Any) -> str:
 
 
 def line_time(ev: Mapping[str, Any]) -> str:
-    """`MM-DD HH:MM` (UTC): the event's own `ts` (epoch ms) if it has one, else its log time."""
-    ts = ev.get("ts")
+    """`MM-DD HH:MM` (UTC): the event's own `event_ts` (epoch ms, e.g. the bar time of a trade in
+    a fast replay) if it has one, else its log time. (`ts` is not used: events use it for
+    other times, e.g. the candle a late-candle warning is about.)"""
+    ts = ev.get("event_ts")
     if isinstance(ts, int | float) and not isinstance(ts, bool) and ts > 1e11:
         return fmt_short(int(ts))
     return fmt_short(iso_to_ms(ev.get("timestamp")))
@@ -220,7 +238,7 @@ def _daemon_stop(ev: Mapping[str, Any]) -> str:
     return "  ".join(parts)
 
 
-@event("trade_open", ("symbol", "qty", "price"), ("er", "p", "size_fraction", "mode", "ts"))
+@event("trade_open", ("symbol", "qty", "price"), ("er", "p", "size_fraction", "mode", "event_ts"))
 def _trade_open(ev: Mapping[str, Any]) -> str:
     parts = [f"BUY {ev['symbol']} {num(ev['qty'])} @ {num(ev['price'])}"]
     if _present(ev, "er"):
@@ -236,7 +254,7 @@ _EXIT_WORDS = {"tp": "TP", "sl": "SL", "timeout": "timeout", "gap_timeout": "gap
                "flatten": "flatten", "end_of_data": "end of data"}  # fmt: skip
 
 
-@event("trade_close", ("symbol", "qty", "price", "pnl", "ret", "reason"), ("entry_price", "held_min", "mode", "ts"))
+@event("trade_close", ("symbol", "qty", "price", "pnl", "ret", "reason"), ("entry_price", "held_min", "mode", "event_ts"))
 def _trade_close(ev: Mapping[str, Any]) -> str:
     quote = ev.get("quote") or "USDT"
     parts = [
@@ -381,3 +399,39 @@ def _import_symbol(ev: Mapping[str, Any]) -> str:
 def _error(ev: Mapping[str, Any]) -> str:
     detail = f": {str(ev['detail'])[:200]}" if ev.get("detail") else ""
     return f"{ev['where']}: {ev['error']}{detail}"
+
+
+@event("feed_rest_fill", ("symbol", "start", "end", "filled"), ("gap_minutes",))
+def _feed_rest_fill(ev: Mapping[str, Any]) -> str:
+    gaps = f"  {int(ev['gap_minutes'])} min missing at exchange" if ev.get("gap_minutes") else ""
+    return f"FILL {ev['symbol']} {fmt_short(int(ev['start']))}..{fmt_short(int(ev['end']))}  {int(ev['filled'])} candles by REST{gaps}"
+
+
+@event("minute_timeout", ("ts", "missing_symbols"))
+def _minute_timeout(ev: Mapping[str, Any]) -> str:
+    miss = ev["missing_symbols"]
+    names = list(miss) if isinstance(miss, list | tuple) else [str(miss)]
+    shown = ", ".join(map(str, names[:4])) + (f" +{len(names) - 4}" if len(names) > 4 else "")
+    return f"MINUTE {fmt_short(int(ev['ts']))} closed without {len(names)} symbols: {shown}"
+
+
+@event("minute_late_candle", ("symbol", "ts"), ("emitted_through",))
+def _minute_late(ev: Mapping[str, Any]) -> str:
+    return f"LATE {ev['symbol']} {fmt_short(int(ev['ts']))} candle after its minute closed"
+
+
+@event("exchange_retry", ("what", "error", "attempt"), ("delay_s",))
+def _exchange_retry(ev: Mapping[str, Any]) -> str:
+    delay = f" in {float(ev['delay_s']):.1f}s" if _present(ev, "delay_s") else ""
+    return f"RETRY {ev['what']} ({ev['error']}) attempt {ev['attempt']}{delay}"
+
+
+@event("train_stage_begin", ("stage",), ("label", "total"))
+def _train_stage_begin(ev: Mapping[str, Any]) -> str:
+    total = f"  ({ev['total']})" if ev.get("total") else ""
+    return f"TRAIN {ev.get('label') or ev['stage']}{total}"
+
+
+@event("train_prepared", ("symbols", "train_rows", "valid_rows"), ("stride",))
+def _train_prepared(ev: Mapping[str, Any]) -> str:
+    return f"TRAIN data {ev['symbols']} symbols  {int(ev['train_rows']):,} train rows  {int(ev['valid_rows']):,} valid rows"

@@ -61,6 +61,17 @@ CASES = [
     ("import_symbol", "info", dict(symbol="BTCUSDT", rows_read=10, written=9, duplicates_skipped=1, rejected=0, gaps=2, missing_minutes=5),
      "IMPORT BTCUSDT  +9 rows  1 duplicates  2 gaps (5 min)"),
     ("error", "error", dict(where="engine", error="ValueError", detail="boom"), "engine: ValueError: boom"),
+    ("feed_rest_fill", "info", dict(symbol="SOLUSDT", start=T - 240_000, end=T, filled=5, gap_minutes=0),
+     "FILL SOLUSDT 11-30 12:27..11-30 12:31  5 candles by REST"),
+    ("minute_timeout", "warning", dict(ts=T, missing_symbols=["ICPUSDT", "FILUSDT"]),
+     "MINUTE 11-30 12:31 closed without 2 symbols: ICPUSDT, FILUSDT"),
+    ("minute_late_candle", "warning", dict(symbol="SOLUSDT", ts=T - 60_000, emitted_through=T),
+     "LATE SOLUSDT 11-30 12:30 candle after its minute closed"),
+    ("exchange_retry", "warning", dict(what="fetch_ohlcv", error="NetworkError", attempt=3, delay_s=2.0),
+     "RETRY fetch_ohlcv (NetworkError) attempt 3 in 2.0s"),
+    ("train_stage_begin", "info", dict(stage="features", label="features", total=30), "TRAIN features  (30)"),
+    ("train_prepared", "info", dict(symbols=30, train_rows=1234567, valid_rows=456789, stride=5),
+     "TRAIN data 30 symbols  1,234,567 train rows  456,789 valid rows"),
 ]  # fmt: skip
 
 
@@ -86,8 +97,13 @@ def test_missing_or_bad_fields_fall_back_instead_of_raising() -> None:
     assert render_body({"event": "something_else", "a": 1.5, "b": "two words"}) == "something_else a=1.5 b='two words'"
 
 
+def test_unregistered_events_never_show_epoch_ms() -> None:
+    body = render_body({"event": "feed_started", "symbols": 30, "server_now": T, "lag_minutes": 3})
+    assert body == "feed_started symbols=30 server_now=11-30_12:31 lag_minutes=3"
+
+
 def test_event_time_wins_over_log_time() -> None:
-    ev = {"event": "trade_open", "timestamp": "2026-01-02T03:04:00Z", "ts": T, "symbol": "A", "qty": 1, "price": 2}
+    ev = {"event": "trade_open", "timestamp": "2026-01-02T03:04:00Z", "event_ts": T, "symbol": "A", "qty": 1, "price": 2}
     assert human_line(ev).startswith("11-30 12:31 BUY A")
 
 
