@@ -78,8 +78,21 @@ def human_line(event: Mapping[str, Any], *, with_exception: bool = True) -> str:
     return f"{line}\n{exc}" if (exc and with_exception) else line
 
 
+class _HumanFormatter(structlog.stdlib.ProcessorFormatter):
+    """Renders a record's human line once and reuses it for every human handler (bot.log, the
+    console, Telegram): the line is the same text everywhere, so it costs one render."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        cached = record.__dict__.get("_human_line")
+        if cached is None:
+            cached = super().format(record)
+            record.__dict__["_human_line"] = cached
+        return cached
+
+
 def _formatter(renderer: Any) -> logging.Formatter:
-    return structlog.stdlib.ProcessorFormatter(
+    cls = _HumanFormatter if isinstance(renderer, HumanRenderer) else structlog.stdlib.ProcessorFormatter
+    return cls(
         foreign_pre_chain=_PRE_CHAIN,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
