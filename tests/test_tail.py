@@ -105,3 +105,43 @@ def test_follow_across_rotation_with_a_real_writer(tmp_path: Path, mode: str) ->
         assert len(got) == n
         assert sum("KILL SWITCH" in x for x in got) == n // 10
         assert all("BUY SOLUSDT" in x or "KILL SWITCH" in x for x in got)
+
+
+def test_tail_follows_a_running_daemon_and_reads_it_after_it_stopped(tmp_path: Path, db_dsn: str) -> None:
+    """`bot tail -f` against `bot run`: the lines it prints are exactly bot.log's lines, live
+    while the daemon runs and afterwards from the files alone."""
+    import signal
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"paths:\n  data_dir: {tmp_path}/var\n  models_dir: {tmp_path}/var/models\n  logs_dir: {tmp_path}/logs\n"
+                   "logging:\n  console: false\n")  # fmt: skip
+    env = {**ENV, "BOT_DATABASE_DSN": db_dsn}
+    daemon = subprocess.Popen([*BOT, "--config", str(cfg), "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tail = None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while not (tmp_path / "logs" / "bot.jsonl").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        tail = subprocess.Popen([*BOT, "--config", str(cfg), "tail", "-f", "-n", "1000"], env=ENV,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        reader = threading.Thread(target=lambda: lines.extend(iter(tail.stdout.readline, "")), daemon=True)
+        reader.start()
+        time.sleep(2.0)
+        n_before = len(lines)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+        time.sleep(1.5)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        if tail is not None:
+            tail.terminate()
+            tail.wait(timeout=10)
+    human = (tmp_path / "logs" / "bot.log").read_text().splitlines()
+    followed = [x.rstrip("\n") for x in lines if not x.startswith("#")]
+    assert len(human) >= 2 and followed == human
+    assert len(lines) > n_before  # the shutdown lines arrived while following
+    after = subprocess.run([*BOT, "--config", str(cfg), "tail", "-n", "1000"], env=ENV, capture_output=True, text=True, check=True)
+    assert after.stdout.splitlines()[1:] == human  # and the same from the files once it stopped
