@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.yaml
 
-.PHONY: install postgres systemd-analyze test run bench lint clean install-service uninstall-service
+.PHONY: install postgres systemd-analyze chromium test run bench lint clean install-service uninstall-service
 
 # The virtualenv and the package with its dev extras; re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -24,6 +24,11 @@ postgres:
 systemd-analyze:
 	@sh scripts/ensure-systemd-analyze.sh
 
+# Headless Chromium (Debian's `chromium` package): the report and dashboard tests render
+# their pages in it and look at a screenshot. Skipped when it is already present.
+chromium:
+	@sh scripts/ensure-chromium.sh
+
 install: $(STAMP) postgres systemd-analyze
 
 # The systemd service (as root): user, code in $(PREFIX), venv, unit enabled. See scripts/.
@@ -35,7 +40,7 @@ install-service:
 uninstall-service:
 	PREFIX=$(PREFIX) sh scripts/uninstall-service.sh
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest
 
 run: install

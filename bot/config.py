@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import to_jsonable_python
 
 from bot.chat.config import TelegramConfig
+from bot.dashboard.config import DashboardConfig
 from bot.marketdata.config import ExchangeConfig, FeedConfig
 from models.config import CostConfig, LabelConfig, TrainConfig
 from models.features.config import FeatureConfig
@@ -152,6 +153,7 @@ class Config(BaseModel):
     paper: PaperConfig = PaperConfig()
     logging: LoggingConfig = LoggingConfig()
     telegram: TelegramConfig = TelegramConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
 
     @field_validator("symbols", mode="before")
