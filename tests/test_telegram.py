@@ -252,7 +252,7 @@ async def test_chat_commands_answered_from_the_store_for_the_owner_only(
     assert any(t.startswith("read-only commands:") for t in texts)
 
 
-async def test_service_is_off_unless_enabled_and_configured(tmp_path: Path, fake: FakeTelegram) -> None:
+async def test_service_is_off_unless_enabled_and_configured(tmp_path: Path, fake: FakeTelegram, db_dsn: str) -> None:
     setup_logging(tmp_path, console=False)
     (tmp_path / "c.yaml").write_text(f"telegram:\n  enabled: true\n  api_base: {fake.url}\n  min_interval_s: 0.05\n")
     cfg = load_config(tmp_path / "c.yaml", env={})
@@ -260,12 +260,16 @@ async def test_service_is_off_unless_enabled_and_configured(tmp_path: Path, fake
     assert "telegram_not_configured" in (tmp_path / "bot.jsonl").read_text()
     cfg = load_config(tmp_path / "c.yaml", env={"BOT_TELEGRAM_TOKEN": TOKEN, "BOT_TELEGRAM_CHAT_ID": str(OWNER)})
     assert TOKEN not in str(cfg.masked())
-    svc = await TelegramService.start(cfg)
+    pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
+    svc = await TelegramService.for_daemon(cfg, pool)
     assert svc is not None
     try:
         trade(5)
         await wait_for(lambda: len(fake.sent) >= 1)
+        fake.user_sends(OWNER, "/pnl")
+        await wait_for(lambda: any(t.startswith("today:") for t in fake.texts()))
     finally:
         await svc.aclose()
+        await pool.close()
     assert "BUY SOLUSDT" in fake.sent[0].text
     assert svc.push.buffer not in logging.getLogger().handlers

@@ -289,9 +289,9 @@ class TelegramPush:
 class TelegramService:
     """What the daemon starts: the buffer attached to the root logger and the push task.
 
-        tg = await TelegramService.start(cfg, answer)   # None when disabled / not configured
+        tg = await TelegramService.for_daemon(cfg, store.pool)  # None when disabled / not configured
         ...
-        if tg: await tg.aclose()
+        if tg: await tg.aclose()     # on shutdown: sends what waits (<= 3 s), detaches
     """
 
     def __init__(self, push: TelegramPush, task: asyncio.Task[None]):
@@ -314,6 +314,17 @@ class TelegramService:
         add_human_handler(push.buffer)
         task = asyncio.create_task(push.run(), name="telegram")
         return cls(push, task)
+
+    @classmethod
+    async def for_daemon(cls, cfg: Any, pool: Any) -> TelegramService | None:
+        """`start` with the chat commands answered from the store behind `pool` and the log."""
+        from pathlib import Path
+
+        from bot.chat.commands import Answers
+
+        answers = Answers(pool, mode=cfg.mode, log_path=Path(cfg.paths.logs_dir) / cfg.logging.json_file,
+                          quote=cfg.exchange.quote)  # fmt: skip
+        return await cls.start(cfg, answers)
 
     async def aclose(self) -> None:
         logging.getLogger().removeHandler(self.push.buffer)
