@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "across log rotation until Ctrl-C.",
     )
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines as they are written")
-    p.add_argument("-n", "--lines", type=int, default=20, metavar="N", help="how many past lines (default 20; 0 = none)")
+    p.add_argument("-n", "--lines", type=int, default=None, metavar="N",
+                   help="how many past lines (default 20, or all since --since; 0 = none)")  # fmt: skip
     p.add_argument("--since", metavar="WHEN", help="only lines since then: 30m, 1h, 2d, 1w ago or a UTC date/time")
     p.add_argument("--level", choices=("debug", "info", "warning", "error"), default="info",
                    help="lowest level shown (default info)")  # fmt: skip
@@ -54,7 +55,7 @@ def _tail(args: argparse.Namespace) -> int:
     except TimeParseError as e:
         print(f"--since: {e}", file=sys.stderr)
         return 2
-    if args.lines < 0:
+    if args.lines is not None and args.lines < 0:
         print("-n: must be >= 0", file=sys.stderr)
         return 2
     if not path.exists() and not args.follow:
@@ -64,7 +65,7 @@ def _tail(args: argparse.Namespace) -> int:
     if not args.json:
         out.write(f"# times are UTC (MM-DD HH:MM); log {path}\n")
     keep = Filter(since_ms=since, min_level=args.level)
-    n = None if (since is not None and args.lines == 20) else args.lines  # --since alone: all since then
+    n = args.lines if args.lines is not None else (None if since is not None else 20)
     try:
         for rec in tail_records(path, keep, n, follow=args.follow):
             out.write((json.dumps(rec) if args.json else human_line(rec)) + "\n")
