@@ -145,3 +145,29 @@ def test_tail_follows_a_running_daemon_and_reads_it_after_it_stopped(tmp_path: P
     assert len(lines) > n_before  # the shutdown lines arrived while following
     after = subprocess.run([*BOT, "--config", str(cfg), "tail", "-n", "1000"], env=ENV, capture_output=True, text=True, check=True)
     assert after.stdout.splitlines()[1:] == human  # and the same from the files once it stopped
+
+
+def test_follower_reads_a_file_that_came_and_went_between_two_polls(tmp_path: Path) -> None:
+    from bot.tail import Follower
+
+    path = tmp_path / "bot.jsonl"
+
+    def rotate() -> None:  # what RotatingFileHandler does: .1 -> .2, current -> .1
+        if (tmp_path / "bot.jsonl.1").exists():
+            (tmp_path / "bot.jsonl.1").rename(tmp_path / "bot.jsonl.2")
+        path.rename(tmp_path / "bot.jsonl.1")
+
+    path.write_text("a\n")
+    fol = Follower(path, from_start=True)
+    assert fol.poll() == ["a"]
+    with open(path, "a") as f:
+        f.write("b\n")
+    rotate()
+    path.write_text("c\nd\n")  # a whole file written and rotated away before the next poll
+    rotate()
+    path.write_text("e\npartial")
+    assert fol.poll() == ["b", "c", "d", "e"]
+    with open(path, "a") as f:
+        f.write(" line\n")
+    assert fol.poll() == ["partial line"]
+    fol.close()
