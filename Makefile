@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.yaml
 
-.PHONY: install postgres systemd-analyze chromium test run bench lint clean install-service uninstall-service
+.PHONY: install postgres systemd-analyze chromium test test-fast run bench lint clean install-service uninstall-service
 
 # The virtualenv and the package with its dev extras; re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -42,6 +42,11 @@ uninstall-service:
 
 test: install chromium
 	$(BIN)/python -m pytest
+
+# Everything but the tests marked `slow` (training runs, 30-symbol replays, long property
+# searches): under a minute of test time on the 2-core development machine when it is quiet.
+test-fast: install chromium
+	$(BIN)/python -m pytest -m "not slow"
 
 run: install
 	$(BIN)/bot --config $(CONFIG) run

@@ -51,3 +51,15 @@ class RichProgress:
 
     def message(self, text: str) -> None:
         self.bar.console.print(text)
+
+
+def rows_progress(console: Any, unit: str) -> Any:
+    """A rich Progress for work counted in steps that also totals rows (`bot backfill`,
+    `bot import-candles`): description, bar, n/N, "<rows> <unit>", ETA. Add tasks with a
+    `rows` field (`add_task(..., rows=0)`) and update it as rows land."""
+    import rich.progress as rp
+
+    return rp.Progress(
+        rp.TextColumn("{task.description:>14}"), rp.BarColumn(), rp.MofNCompleteColumn(),
+        rp.TextColumn("{task.fields[rows]:,} " + unit), rp.TimeRemainingColumn(), console=console,
+    )  # fmt: skip

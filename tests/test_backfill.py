@@ -131,16 +131,17 @@ async def test_backfill_30_symbols_7_days_survives_kill_9_identically(db_dsn, se
     assert sum(e["exchange_gap_minutes"] for e in full_runs) == 150 * len(symbols)  # the 04-20 outage, counted
 
 
-async def test_backfill_retries_rest_faults_and_never_stores_a_bad_candle(db_dsn, book30):
+async def test_backfill_retries_rest_faults_and_never_stores_a_bad_candle(db_dsn):
     symbols = ["BTCUSDT", "ETHUSDT"]
+    book2 = CandleBook.from_directory(DATA_DIR, symbols)  # not book30: this test needs two symbols
     clock = APR21_0000 + 30_000
     # The exchange serves one bad candle (high < low) for ETHUSDT: it must be skipped, not stored.
     bad_ts = APR21_0000 - 3 * 60 * MINUTE_MS
-    eth = book30.candles["ETHUSDT"]
+    eth = book2.candles["ETHUSDT"]
     i = int(np.searchsorted(eth.ts, bad_ts))
     high = eth.high.copy()
     high[i] = eth.low[i] * 0.99
-    book = CandleBook({"BTCUSDT": book30.candles["BTCUSDT"], "ETHUSDT": Candles(eth.ts, eth.open, high, eth.low, eth.close, eth.volume)})
+    book = CandleBook({"BTCUSDT": book2.candles["BTCUSDT"], "ETHUSDT": Candles(eth.ts, eth.open, high, eth.low, eth.close, eth.volume)})
     faults = [Fault(k, clock - 1) for k in ("rest_429", "rest_418", "rest_5xx", "rest_timeout", "rest_429")]
     sim = ExchangeSimulator(book, SimSettings(speed=0, start_ms=clock, timeout_delay_s=1.0, retry_after_s=0), faults)
     await sim.start()

@@ -70,15 +70,19 @@ def test_report_equal_capital_per_slot_and_exposure() -> None:
 
 
 def test_overlapping_seed_metric_counts_the_same_move_many_times() -> None:
-    # one 60-minute up-move: every bar during it "wins" in the seed's overlapping count,
-    # while one slot can hold one trade at a time
-    n = 120
+    # a 60-minute up-move, then a 10-minute drop: every bar of the up-move "wins" in the seed's
+    # overlapping count, while one slot holds one trade at a time and takes the move once
+    n = 130
     ts = T0 + np.arange(n) * MIN
-    ret = np.where(np.arange(n) < 60, 0.01, -0.002).astype(np.float32)
+    ret = np.where(np.arange(n) < 60, 0.01, -0.02).astype(np.float32)
     exit_offset = np.full(n, 60, np.int32)
     hold = np.full(n, 60.0, np.float32)
-    signal = np.ones(n, bool)
-    signal[n - 60 :] = False  # labels at the end would run past the window
+    signal = np.arange(n) < 70  # a label from row 70 on would exit past the last row
     t = take_trades(signal, ts, ret, exit_offset, hold)
-    assert len(t) == 1
-    assert trade_stats(ret[signal])["trades"] == 60
+    assert t.rows.tolist() == [0, 60]  # row 60 is decided at the first trade's exit bar
+    rep = report([SymbolResult("AAA", t, ret[signal].astype(np.float64))], Window(T0, T0 + DAY_MS))
+    assert rep["overall"]["trades"] == 2
+    assert rep["overall"]["profit_factor"] == pytest.approx(0.01 / 0.02)  # a losing system...
+    assert rep["seed_metric"]["bars"] == 70
+    assert rep["seed_metric"]["profit_factor"] == pytest.approx(60 * 0.01 / (10 * 0.02))  # ...looks like a winner
+    assert rep["seed_metric"]["win_rate"] == pytest.approx(60 / 70)

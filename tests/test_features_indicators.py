@@ -6,8 +6,6 @@ unfinished bar is never used)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,6 +15,7 @@ from models.features.batch import compute_batch
 from models.features.config import FeatureConfig
 from models.features.spec import feature_names, warmup_bars
 from tests.conftest import shared_data_or_skip
+from tests.feature_references import aggregate_by_hand, ref_atr, ref_ema, ref_rsi
 
 START = 1617321600000  # 2021-04-02 00:00 UTC; no gap before 04-20
 
@@ -32,67 +31,6 @@ def real() -> dict[str, object]:
     refs = {r: c[r] for r in cfg.reference_symbols}
     feats = {s: compute_batch(c[s], refs, cfg) for s in ("SOLUSDT", "BTCUSDT")}
     return {"cfg": cfg, "c": c, "feats": feats, "names": feature_names(cfg), "valid": warmup_bars(cfg) - 1}
-
-
-# --- textbook references ------------------------------------------------------------------
-
-
-def ref_atr(h: list[float], lo: list[float], c: list[float], n: int) -> list[float]:
-    """Wilder (1978): TR = max(H-L, |H-C_prev|, |L-C_prev|); first ATR = mean of the first n TR
-    (the first bar's TR is H-L); then ATR = (ATR_prev * (n-1) + TR) / n."""
-    tr = [h[0] - lo[0]] + [max(h[i] - lo[i], abs(h[i] - c[i - 1]), abs(lo[i] - c[i - 1])) for i in range(1, len(c))]
-    out = [math.nan] * len(c)
-    out[n - 1] = sum(tr[:n]) / n
-    for i in range(n, len(c)):
-        out[i] = (out[i - 1] * (n - 1) + tr[i]) / n
-    return out
-
-
-def ref_rsi(c: list[float], n: int) -> list[float]:
-    """Wilder RSI: average gain/loss of the first n changes, then Wilder smoothing;
-    RSI = 100 - 100 / (1 + avg_gain / avg_loss)."""
-    out = [math.nan] * len(c)
-    gains = [max(c[i] - c[i - 1], 0.0) for i in range(1, len(c))]
-    losses = [max(c[i - 1] - c[i], 0.0) for i in range(1, len(c))]
-    ag, al = sum(gains[:n]) / n, sum(losses[:n]) / n
-    for i in range(n, len(c)):
-        if i > n:
-            ag = (ag * (n - 1) + gains[i - 1]) / n
-            al = (al * (n - 1) + losses[i - 1]) / n
-        out[i] = 100.0 if al == 0 else 100.0 - 100.0 / (1.0 + ag / al)
-    return out
-
-
-def ref_ema(c: list[float], span: int) -> list[float]:
-    """EMA with alpha = 2/(span+1), seeded with the first value."""
-    a = 2.0 / (span + 1)
-    out = [c[0]]
-    for x in c[1:]:
-        out.append(a * x + (1 - a) * out[-1])
-    return out
-
-
-def aggregate_by_hand(c: Candles, minutes: int) -> tuple[list[int], dict[str, list[float]]]:
-    """Calendar bars: (grid index of each bar's last 1m bar, OHLCV lists). Complete bars only."""
-    period = minutes * 60_000
-    ends: list[int] = []
-    bars: dict[str, list[float]] = {k: [] for k in ("open", "high", "low", "close", "volume")}
-    i = 0
-    n = len(c)
-    while i < n:
-        p = c.ts[i] // period
-        j = i
-        while j + 1 < n and c.ts[j + 1] // period == p:
-            j += 1
-        if (c.ts[j] + 60_000) % period == 0:  # the period's last minute is in the data
-            bars["open"].append(float(c.open[i]))
-            bars["high"].append(float(max(c.high[i : j + 1])))
-            bars["low"].append(float(min(c.low[i : j + 1])))
-            bars["close"].append(float(c.close[j]))
-            bars["volume"].append(float(sum(c.volume[i : j + 1])))
-            ends.append(j)
-        i = j + 1
-    return ends, bars
 
 
 def col(real: dict, sym: str, name: str) -> np.ndarray:

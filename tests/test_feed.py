@@ -77,6 +77,19 @@ async def wait_until(cond, timeout: float, what: str) -> None:  # noqa: ANN001
         await asyncio.sleep(0.05)
 
 
+async def catch_up_and_stop(sim: ExchangeSimulator, feed: CandleFeed, run: asyncio.Task, end: int | None = None) -> int:
+    """Freeze the exchange clock, wait until the feed has released every symbol through `end`
+    (default: two minutes before the frozen clock, so every candle up to it has closed), then
+    stop the feed and wait for it to finish. Returns `end`."""
+    sim.clock.set(speed=0)
+    if end is None:
+        end = sim.clock.now_ms() // MINUTE_MS * MINUTE_MS - 2 * MINUTE_MS
+    await wait_until(lambda: bool(feed.seqs) and min(feed.released_through().values()) >= end, 30, "the feed to catch up")
+    feed.stop()
+    await asyncio.wait_for(run, 30)
+    return end
+
+
 async def assert_store_equals_source(store: Store, book: CandleBook, symbols: list[str], start: int, end: int) -> int:
     """Row-by-row equality of the store and the source on [start, end]; returns rows compared."""
     n = 0
@@ -121,11 +134,7 @@ async def test_feed_30_symbols_with_every_fault_kind_stores_exactly_the_source(d
         sim.clock.set(speed=240)  # 4 s of data per real second
         await wait_until(lambda: sim.clock.now_ms() >= start + live_minutes * MINUTE_MS, 120, "the replay window")
         await wait_until(lambda: sim.faults.pending() == 0, 30, "every planned fault to be applied")
-        sim.clock.set(speed=0)
-        end = sim.clock.now_ms() // MINUTE_MS * MINUTE_MS - 2 * MINUTE_MS
-        await wait_until(lambda: min(feed.released_through().values()) >= end, 30, "the feed to catch up")
-        feed.stop()
-        await asyncio.wait_for(run, 30)
+        end = await catch_up_and_stop(sim, feed, run)
     finally:
         feed.stop()
         consumer.stop()
@@ -169,10 +178,7 @@ async def test_feed_through_exchange_downtime_records_gaps_and_invents_nothing(d
         await asyncio.wait_for(feed.wait_ready(), 30)
         sim.clock.set(speed=1200)
         await wait_until(lambda: sim.clock.now_ms() >= after + 2 * MINUTE_MS, 60, "the end of the outage")
-        sim.clock.set(speed=0)
-        await wait_until(lambda: min(feed.released_through().values()) >= after, 30, "the feed to catch up")
-        feed.stop()
-        await asyncio.wait_for(run, 30)
+        await catch_up_and_stop(sim, feed, run, after)
     finally:
         feed.stop()
         consumer.stop()
@@ -212,11 +218,7 @@ async def test_feed_restart_resumes_from_the_store_without_a_hole(db_dsn, book30
         consumer = Consumer(second)
         run = asyncio.create_task(second.run())
         await wait_until(lambda: sim.clock.now_ms() >= start + 30 * MINUTE_MS, 30, "10 more minutes")
-        sim.clock.set(speed=0)
-        end = sim.clock.now_ms() // MINUTE_MS * MINUTE_MS - 2 * MINUTE_MS
-        await wait_until(lambda: min(second.released_through().values()) >= end, 30, "catch-up")
-        second.stop()
-        await asyncio.wait_for(run, 30)
+        end = await catch_up_and_stop(sim, second, run)
         consumer.stop()
     finally:
         await sim.stop()
@@ -247,9 +249,7 @@ async def test_a_candle_the_exchange_keeps_serving_bad_is_left_empty_not_invente
     run = asyncio.create_task(feed.run())
     end = start - MINUTE_MS
     try:
-        await wait_until(lambda: bool(feed.seqs) and min(feed.released_through().values()) >= end, 30, "catch-up")
-        feed.stop()
-        await asyncio.wait_for(run, 30)
+        await catch_up_and_stop(sim, feed, run, end)
     finally:
         feed.stop()
         consumer.stop()

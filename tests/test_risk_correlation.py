@@ -162,3 +162,45 @@ def test_filter_on_real_returns_keeps_every_admitted_pair_below_the_threshold(re
     # every correlation skip has a better-ranked taken symbol above the threshold
     for i in np.flatnonzero(d.reason == Reason.CORRELATION):
         assert any(ref[i, t] > thr for t in taken if t < i)
+
+
+def test_a_correlation_exactly_at_the_threshold_is_admitted():
+    # "exceeds max_correlation" is strict: set the threshold to the very value the filter computes
+    r = factor_returns()
+    m = manager()
+    exact = float(corr_matrix(r[:, -m.cfg.correlation_window:], np.array([1, 0]), m.min_overlap)[1, 0])
+    assert 0.95 < exact < 1.0
+    at = manager(max_correlation=exact).decide(cands([0, 1], [0.003, 0.004]), Portfolio(10_000.0, 10_000.0), r, NOW)
+    assert [Reason(x) for x in at.reason] == [Reason.TAKEN, Reason.TAKEN]
+    assert at.rows()[0].details["corr"] == exact
+    below = manager(max_correlation=np.nextafter(exact, 0.0)).decide(
+        cands([0, 1], [0.003, 0.004]), Portfolio(10_000.0, 10_000.0), r, NOW)
+    assert below.reason[0] == Reason.CORRELATION
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_min_overlap_is_the_smallest_number_of_shared_minutes_that_counts(complete: bool):
+    rng = np.random.default_rng(3)
+    f = rng.normal(0, 1e-3, 200)
+    x = np.stack([f, f + rng.normal(0, 1e-4, 200), rng.normal(0, 1e-3, 200)])
+    for n_known, known in ((50, True), (49, False)):
+        if complete:  # every value finite, the window itself is the overlap
+            y = x[:, -n_known:]
+        else:  # the window is longer; the pair shares only its last n_known minutes
+            y = x.copy()
+            y[1, :-n_known] = np.nan
+        got = corr_matrix(y, np.arange(3), 50)
+        assert np.isfinite(got[0, 1]) == known, (n_known, got[0, 1])
+        assert np.isfinite(got[1, 0]) == known
+
+
+def test_the_filter_needs_half_its_window_of_shared_history():
+    # correlation_window 240 -> min_overlap 120: a symbol known for the last 120 minutes is
+    # judged on them (and refused: it follows B), one known for 119 minutes is unknown
+    assert manager().min_overlap == 120
+    for n_known, want in ((120, Reason.CORRELATION), (119, Reason.CORRELATION_UNKNOWN)):
+        r = factor_returns()
+        r[0, :-n_known] = np.nan
+        d = manager().decide(cands([0, 1], [0.003, 0.004]), Portfolio(10_000.0, 10_000.0), r, NOW)
+        assert [Reason(x) for x in d.reason] == [want, Reason.TAKEN], n_known
+        assert d.rows()[0].details["corr_with"] == "BUSDT"

@@ -8,6 +8,7 @@ Every cap is recomputed here from the formulas of the issue, independently of `r
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -218,6 +219,7 @@ def test_correlation_filter_never_admits_a_pair_above_the_threshold(scn):
         assert any(ref[a, o] > thr - 1e-9 for o in better + open_rows)
 
 
+@pytest.mark.slow
 @PROPS
 @given(st.one_of(scenarios(), sized_scenarios()), unit, unit)
 def test_size_is_monotone_in_p(scn, p1, p2):
@@ -232,6 +234,7 @@ def test_size_is_monotone_in_p(scn, p1, p2):
     assert sizes[0] <= sizes[1], f"p {lo} -> {sizes[0]}, p {hi} -> {sizes[1]}"
 
 
+@pytest.mark.slow
 @PROPS
 @given(st.one_of(scenarios(), sized_scenarios()), st.floats(1.0, 100.0))
 def test_size_is_monotone_in_equity(scn, factor):

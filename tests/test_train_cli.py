@@ -12,6 +12,8 @@ import yaml
 from bot.cli import main
 from tests.conftest import shared_data_or_skip
 
+pytestmark = pytest.mark.slow  # one spawned training run over the store: ~2 min
+
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT"
 
 

@@ -21,6 +21,8 @@ from models.prepare import TrainError
 from models.train import run_training
 from tests.conftest import shared_data_or_skip
 
+pytestmark = pytest.mark.slow  # real LightGBM/CatBoost walk-forward runs: about a minute and a half
+
 DAY = 86_400_000
 APR2 = 1_617_321_600_000
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]

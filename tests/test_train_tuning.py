@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 import optuna
+import pytest
 
 from bot.training import optuna_url
 from models.tuning import TUNED, study_name, tune_er
@@ -24,6 +25,7 @@ BASE = {"objective": "regression", "metric": "l2", "num_threads": 1, "verbose": 
         "num_leaves": 31, "learning_rate": 0.05}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_study_in_postgres_is_shared_between_workers(db_dsn: str) -> None:
     url = optuna_url(db_dsn)
     assert url.startswith("postgresql+psycopg://")

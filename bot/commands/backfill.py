@@ -70,18 +70,12 @@ class _RichProgress:
 
 async def _main(cfg, symbols: list[str], days: float, concurrency: int) -> int:  # noqa: ANN001
     import ccxt
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
     from rich.table import Table
 
     from bot.marketdata.backfill import backfill
     from bot.marketdata.exchange import build_exchange
     from bot.marketdata.retry import RetriesExhausted
+    from bot.progress_bars import rows_progress
     from bot.store.db import open_store
     from bot.terminal import console as wide_console
 
@@ -90,10 +84,7 @@ async def _main(cfg, symbols: list[str], days: float, concurrency: int) -> int: 
     exchange = build_exchange(cfg)
     try:
         async with open_store(cfg, log=lambda m: console.print(m)) as store:
-            with Progress(
-                TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rows]:,} candles"), TimeRemainingColumn(), console=console,
-            ) as bar:  # fmt: skip
+            with rows_progress(console, "candles") as bar:
                 reports = await backfill(
                     exchange, store, symbols, days=days, quote=ex.quote, concurrency=concurrency,
                     retry_base_s=ex.retry_base_s, retry_max_s=ex.retry_max_s, attempts=ex.retry_attempts,

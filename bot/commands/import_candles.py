@@ -24,16 +24,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _main(cfg, args: argparse.Namespace) -> int:  # noqa: ANN001
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
     from rich.table import Table
 
     from bot.importer import import_directory
+    from bot.progress_bars import rows_progress
     from bot.store.db import open_store
     from bot.terminal import console as wide_console
     from models.candles import candle_files
@@ -46,10 +40,7 @@ async def _main(cfg, args: argparse.Namespace) -> int:  # noqa: ANN001
         console.print(f"[red]{e}[/red]")
         return 2
     async with open_store(cfg, log=lambda m: console.print(m)) as store:
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rows]:,} rows"), TimeRemainingColumn(), console=console,
-        ) as bar:  # fmt: skip
+        with rows_progress(console, "rows") as bar:
             task = bar.add_task("importing", total=n_files, rows=0)
 
             def step(symbol: str, rows: int) -> None:

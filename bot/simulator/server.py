@@ -379,6 +379,15 @@ class ExchangeSimulator:
                           "clientOrderId": o.client_order_id, "transactTime": o.update_ms})  # fmt: skip
         return _json(order_json(o, full=resp == "FULL", transact=True))
 
+    async def _signed_order(self, request: web.Request, not_found: int) -> Any:
+        """The order a signed request names (orderId or origClientOrderId), or the Binance error
+        response: bad signature, unknown symbol, bad id, or no such order (`not_found`)."""
+        p = await self._signed(request)
+        if isinstance(p, web.Response):
+            return p
+        o = self._lookup(p)
+        return _json(bf.error(not_found), 400) if o is None else o
+
     def _lookup(self, p: dict[str, str]) -> Any:
         symbol = p.get("symbol", "")
         if symbol not in self.book.candles:
@@ -393,25 +402,13 @@ class ExchangeSimulator:
         return order
 
     async def _order_get(self, request: web.Request) -> web.Response:
-        p = await self._signed(request)
-        if isinstance(p, web.Response):
-            return p
-        o = self._lookup(p)
-        if isinstance(o, web.Response):
-            return o
-        if o is None:
-            return _json(bf.error(bf.E_NO_SUCH_ORDER), 400)
-        return _json(order_json(o))
+        o = await self._signed_order(request, bf.E_NO_SUCH_ORDER)
+        return o if isinstance(o, web.Response) else _json(order_json(o))
 
     async def _order_cancel(self, request: web.Request) -> web.Response:
-        p = await self._signed(request)
-        if isinstance(p, web.Response):
-            return p
-        o = self._lookup(p)
+        o = await self._signed_order(request, bf.E_CANCEL_REJECTED)
         if isinstance(o, web.Response):
             return o
-        if o is None:
-            return _json(bf.error(bf.E_CANCEL_REJECTED), 400)
         base, quote = self._assets[o.symbol]
         try:
             self.account.cancel(o, base, quote, self.clock.now_ms())

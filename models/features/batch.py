@@ -22,25 +22,15 @@ from models.features.errors import MissingReferenceError, RegimeModelError
 from models.features.external import ExternalDaily, check_external
 from models.features.grid import GridBars, TfBars, aggregate, to_grid
 from models.features.regime import RegimeModel
-from models.features.rolling import rolling_corrs, rolling_pct_rank, rolling_rms, rolling_zscore
+from models.features.rolling import (
+    apply_windows,
+    rolling_corrs,
+    rolling_pct_rank,
+    rolling_rms,
+    rolling_zscore,
+)
 from models.features.spec import FeatureLayout, timeframe_names, warmup_bars
 from models.timeutil import MINUTE_MS
-
-_CHUNK = 512
-
-
-def rolling(kernel: Callable[..., np.ndarray], arrays: list[np.ndarray], w: int) -> np.ndarray:
-    """kernel(windows...) at every position of equal-length series; NaN for the first w-1.
-    Windows are (rows, w) sliding views, evaluated in chunks to bound temporaries."""
-    n = len(arrays[0])
-    out = np.full(n, np.nan)
-    if n < w:
-        return out
-    views = [sliding_window_view(a, w) for a in arrays]
-    for s in range(0, n - w + 1, _CHUNK):
-        e = min(s + _CHUNK, n - w + 1)
-        out[w - 1 + s : w - 1 + e] = kernel(*(v[s:e] for v in views))
-    return out
 
 
 def shift(a: np.ndarray, k: int) -> np.ndarray:
@@ -92,9 +82,9 @@ def timeframe_block(b: TfBars, tf: TimeframeFeatures) -> np.ndarray:
         out[:, j + 2] = K.close_pos(h, lo, c)
         cw = tf.channel_window
         full = count >= cw
-        out[:, j + 3] = rolling(lambda hw, lw, cwin: K.chan_pos(hw, lw, cwin[:, -1]), [h, lo, c], cw)
-        out[:, j + 4] = np.where(full, rolling(K.bars_since_max, [h], cw), np.nan)
-        out[:, j + 5] = np.where(full, rolling(K.bars_since_min, [lo], cw), np.nan)
+        out[:, j + 3] = apply_windows(lambda hw, lw, cwin: K.chan_pos(hw, lw, cwin[:, -1]), [h, lo, c], cw)
+        out[:, j + 4] = np.where(full, apply_windows(K.bars_since_max, [h], cw), np.nan)
+        out[:, j + 5] = np.where(full, apply_windows(K.bars_since_min, [lo], cw), np.nan)
     return out
 
 

@@ -70,8 +70,11 @@ class WindowSums:
 DIRECT_BELOW = 32
 
 
-def _direct(kernel, arrays: list[np.ndarray], w: int) -> np.ndarray:  # noqa: ANN001
-    """The online kernel on every sliding window (O(n*w); for short windows)."""
+def apply_windows(kernel, arrays: list[np.ndarray], w: int) -> np.ndarray:  # noqa: ANN001
+    """kernel(windows...) at every position of equal-length series, NaN for the first w-1: the
+    online kernel on every sliding window, O(n*w). Windows are (rows, w) sliding views taken in
+    chunks of rows to bound the temporaries. For short windows and for kernels without a
+    running-sum form (channel position, bars since the high/low)."""
     n = len(arrays[0])
     out = np.full(n, np.nan)
     if n < w:
@@ -87,7 +90,7 @@ def _direct(kernel, arrays: list[np.ndarray], w: int) -> np.ndarray:  # noqa: AN
 def rolling_rms(r2: np.ndarray, w: int) -> np.ndarray:
     """sqrt(mean of r^2 over the last w values) at each index (batch form of `kernels.rms`)."""
     if w < DIRECT_BELOW:
-        return _direct(K.rms, [r2], w)
+        return apply_windows(K.rms, [r2], w)
     s = WindowSums(w, len(r2)).sum(r2)
     return np.sqrt(np.maximum(s, 0.0) / w)
 
@@ -96,7 +99,7 @@ def rolling_zscore(v: np.ndarray, w: int) -> np.ndarray:
     """(v - mean) / population std over the last w values; 0 for a constant window
     (batch form of `kernels.zscore_last`)."""
     if w < DIRECT_BELOW:
-        return _direct(K.zscore_last, [v], w)
+        return apply_windows(K.zscore_last, [v], w)
     ws = WindowSums(w, len(v))
     m = ws.sum(v) / w
     var = np.maximum(ws.sum(v * v) / w - m * m, 0.0)
@@ -109,7 +112,7 @@ def rolling_corrs(x: np.ndarray, ys: list[np.ndarray], w: int) -> list[np.ndarra
     """Pearson correlation of x with each y over the last w values; NaN where either side is
     constant (batch form of `kernels.corr`)."""
     if w < DIRECT_BELOW:
-        return [_direct(K.corr, [x, y], w) for y in ys]
+        return [apply_windows(K.corr, [x, y], w) for y in ys]
     ws = WindowSums(w, len(x))
     sx, sxx = ws.sum(x), ws.sum(x * x)
     vx = sxx - sx * sx / w
