@@ -77,10 +77,9 @@ def test_parse_since() -> None:
     assert parse_since("2021-04-30T12:00") == 1619784000000
 
 
-@pytest.mark.parametrize("mode", ["json", "human"])
-def test_follow_across_rotation_with_a_real_writer(tmp_path: Path, mode: str) -> None:
+def test_follow_across_rotation_with_a_real_writer(tmp_path: Path) -> None:
     n = 400
-    args = [*BOT, "tail", "-f", "-n", "0", "--file", str(tmp_path / "bot.jsonl")] + (["--json"] if mode == "json" else [])
+    args = [*BOT, "tail", "-f", "-n", "0", "--json", "--file", str(tmp_path / "bot.jsonl")]
     tail = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(tail.stdout.readline, "")), daemon=True)
@@ -99,12 +98,7 @@ def test_follow_across_rotation_with_a_real_writer(tmp_path: Path, mode: str) ->
         reader.join(timeout=5)
     got = [x.rstrip("\n") for x in lines if not x.startswith("#")]
     assert rotations == 5  # the writer rotated (many times: 5 backups are kept)
-    if mode == "json":
-        assert [json.loads(x)["seq"] for x in got] == list(range(n))
-    else:
-        assert len(got) == n
-        assert sum("KILL SWITCH" in x for x in got) == n // 10
-        assert all("BUY SOLUSDT" in x or "KILL SWITCH" in x for x in got)
+    assert [json.loads(x)["seq"] for x in got] == list(range(n))  # every line once, in order
 
 
 def test_tail_follows_a_running_daemon_and_reads_it_after_it_stopped(tmp_path: Path, db_dsn: str) -> None:
