@@ -12,8 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from bot.tail import Filter, log_chain, parse_since, tail_records
 
 BOT = [sys.executable, "-m", "bot"]
