@@ -1,7 +1,7 @@
 """The one config schema: every section in one pydantic model, loaded from YAML.
 
 Each package owns the schema of its own section (`risk.config`, `models.config`,
-`models.features.config`, `bot.marketdata.config`); this module composes them, reads the file,
+`models.features.config`, `bot.marketdata.config`, `bot.engine.config`); this module composes them, reads the file,
 merges secrets from the environment or a 0600 file, and turns validation failures into one line
 per problem naming the key path and the reason (`risk.max_positions: must be >= 1, got 0`).
 
@@ -30,6 +30,7 @@ from pydantic_core import to_jsonable_python
 
 from bot.chat.config import TelegramConfig
 from bot.dashboard.config import DashboardConfig
+from bot.engine.config import TradingConfig
 from bot.marketdata.config import ExchangeConfig, FeedConfig
 from models.config import CostConfig, LabelConfig, TrainConfig
 from models.features.config import FeatureConfig
@@ -151,6 +152,7 @@ class Config(BaseModel):
     labels: LabelConfig = LabelConfig()
     train: TrainConfig = TrainConfig()
     paper: PaperConfig = PaperConfig()
+    trading: TradingConfig = TradingConfig()
     logging: LoggingConfig = LoggingConfig()
     telegram: TelegramConfig = TelegramConfig()
     dashboard: DashboardConfig = DashboardConfig()

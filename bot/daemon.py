@@ -1,14 +1,18 @@
-"""The daemon's lifecycle: start the store (embedded Postgres by default), announce readiness,
-keep the systemd watchdog fed, stop cleanly on SIGINT/SIGTERM.
+"""The daemon's lifecycle: store, one-daemon lock, status row, watchdog, the live loop, stop.
 
 Crash-only: there is one way to start, and it is also how the daemon recovers after a crash
-(the store is re-opened, migrations are a no-op, state is reloaded). The trading engine
-(feed -> features -> score -> risk -> broker) is wired in here by a later issue.
+(the store is re-opened, migrations are a no-op, state is reloaded by `bot.live`). Order:
+open the store (embedded Postgres by default; migrations run), take the daemon lock (a second
+`bot run` on the same database is refused, naming the holder), own the embedded cluster from
+then on (it is stopped when the daemon exits), write the `daemon_status` row, tell systemd
+READY, then hand over to `bot.live.LiveTrader`. The systemd watchdog is fed from the event loop
+the whole time, so a stalled loop stops the pings and only a stalled loop does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 
@@ -16,13 +20,51 @@ import structlog
 
 from bot import sdnotify
 from bot.config import Config, mask_dsn
+from bot.store import daemon_lock
 from bot.store.db import open_store
 
 log = structlog.get_logger("bot.daemon")
 
+EXIT_ALREADY_RUNNING = 3
+EXIT_LOCK_LOST = 4
+LOCK_CHECK_S = 10.0
 
-async def run_daemon(cfg: Config, stop: asyncio.Event | None = None) -> int:
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        sdnotify.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+async def _guard_lock(lock: daemon_lock.DaemonLock, stop: asyncio.Event, lost: list[bool]) -> None:
+    """The lock lives as long as its connection: if that drops (database restarted), another
+    daemon could start, so this one stops (and systemd starts it again, through the lock)."""
+    while not stop.is_set():
+        await asyncio.sleep(LOCK_CHECK_S)
+        if not await lock.alive():
+            log.error("daemon_lock_lost", text="LOCK lost (the database connection holding it dropped): stopping")
+            lost.append(True)
+            stop.set()
+
+
+async def _start_dashboard(cfg: Config, store: object, trader: object) -> object | None:
+    """The local page and /metrics (`bot.dashboard`), fed by the trader's `DaemonMetrics`."""
+    if not cfg.dashboard.enabled:
+        return None
+    from bot.dashboard.metrics import DaemonMetrics
+    from bot.dashboard.server import start_dashboard
+    from bot.dashboard.state import DashboardState
+
+    trader.metrics = DaemonMetrics()  # type: ignore[attr-defined]
+    state = DashboardState(db=store, mode=cfg.mode, symbols=cfg.symbols, metrics=trader.metrics,  # type: ignore[attr-defined]
+                           live=trader.details)  # type: ignore[attr-defined]  # fmt: skip
+    return await start_dashboard(state, cfg)
+
+
+async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train: bool = False) -> int:
     """Run until `stop` is set or SIGINT/SIGTERM arrives. Returns the process exit status."""
+    from bot.live import LiveTrader
+
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -30,26 +72,50 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             pass
+    ping = sdnotify.watchdog_interval_s()
+    dog = asyncio.create_task(_watchdog(ping), name="watchdog") if ping else None
 
     t0 = time.monotonic()
     dsn = cfg.database.dsn.get_secret_value()
     log.info("daemon_starting", mode=cfg.mode, symbols=len(cfg.symbols),
              text=f"START mode={cfg.mode} symbols={len(cfg.symbols)}")  # fmt: skip
-    async with open_store(cfg, log=lambda m: log.info("db", text=m)) as store:
-        version = await store.schema_version()
-        where = f"external {mask_dsn(dsn)}" if dsn else f"embedded {cfg.paths.data_dir}/pgdata"
-        log.info("daemon_up", db=where, schema=version, startup_s=round(time.monotonic() - t0, 2),
-                 text=f"UP {cfg.mode} mode, db {where} (schema v{version}), {time.monotonic() - t0:.1f}s")  # fmt: skip
-        sdnotify.notify("READY=1")
-        ping = sdnotify.watchdog_interval_s()
-        while not stop.is_set():
+    rc = 0
+    try:
+        async with open_store(cfg, log=lambda m: log.info("db", text=m)) as store:
             try:
-                await asyncio.wait_for(stop.wait(), timeout=ping or 3600)
-            except TimeoutError:
-                pass
-            if ping:
-                sdnotify.notify("WATCHDOG=1")
-        sdnotify.notify("STOPPING=1")
-        log.info("daemon_stopping", text="STOPPING")
-    log.info("daemon_stopped", text="STOPPED cleanly")
-    return 0
+                lock = await daemon_lock.DaemonLock.acquire(store.dsn)
+            except daemon_lock.DaemonAlreadyRunning as e:
+                log.error("daemon_already_running", holder=e.holder.describe() if e.holder else None, text=str(e))
+                return EXIT_ALREADY_RUNNING
+            store.own_cluster = True
+            try:
+                version = await store.schema_version()
+                where = f"external {mask_dsn(dsn)}" if dsn else f"embedded {cfg.paths.data_dir}/pgdata"
+                await daemon_lock.write_started(store.pool, mode=cfg.mode, model_version=None, watch_only=False,
+                                                watch_reason=None, details={"db": where})  # fmt: skip
+                log.info("daemon_up", db=where, schema=version, startup_s=round(time.monotonic() - t0, 2),
+                         text=f"UP {cfg.mode} mode, db {where} (schema v{version}), {time.monotonic() - t0:.1f}s")  # fmt: skip
+                sdnotify.notify("READY=1")
+                lost: list[bool] = []
+                guard = asyncio.create_task(_guard_lock(lock, stop, lost), name="lock-guard")
+                trader = LiveTrader(cfg, store, stop, no_train=no_train)
+                dashboard = await _start_dashboard(cfg, store, trader)
+                try:
+                    rc = await trader.run()
+                finally:
+                    guard.cancel()
+                    if dashboard is not None:
+                        await dashboard.cleanup()
+                if lost and rc == 0:
+                    rc = EXIT_LOCK_LOST
+                sdnotify.notify("STOPPING=1")
+                log.info("daemon_stopping", text="STOPPING")
+            finally:
+                with contextlib.suppress(Exception):
+                    await daemon_lock.write_stopped(store.pool)
+                await lock.release()
+    finally:
+        if dog is not None:
+            dog.cancel()
+    log.info("daemon_stopped", rc=rc, text="STOPPED cleanly" if rc == 0 else f"STOPPED (exit {rc})")
+    return rc

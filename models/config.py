@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -113,6 +113,15 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     lightgbm: LightGBMParams = LightGBMParams()
     catboost: CatBoostParams = CatBoostParams()
+
+    #: Keys older bundles recorded in their train config that moved elsewhere (the retrain cron
+    #: became `daemon.retrain_cron`); dropped when such a bundle is read, so it stays usable.
+    RETIRED_KEYS: ClassVar[tuple[str, ...]] = ("schedule_cron",)
+
+    @classmethod
+    def from_bundle(cls, data: dict[str, Any]) -> TrainConfig:
+        """The train config a bundle recorded, without keys that no longer belong here."""
+        return cls.model_validate({k: v for k, v in data.items() if k not in cls.RETIRED_KEYS})
 
     @property
     def n_threads(self) -> int:

@@ -31,7 +31,7 @@ def bundle_settings(bundle: Bundle) -> Settings:
         bundle.feature_config(),
         LabelConfig.model_validate(m["label_config"]),
         CostConfig.model_validate(m["cost_config"]),
-        TrainConfig.model_validate(m["train_config"]),
+        TrainConfig.from_bundle(m["train_config"]),
     )
 
 
@@ -45,6 +45,7 @@ def evaluate_bundle(
     load_from_ms: int | None = None,
     work_dir: Path,
     progress: Progress | None = None,
+    with_trades: bool = False,
 ) -> dict[str, Any]:
     """Simulated trading of `bundle` on [start_ms, end_ms).
 
@@ -69,6 +70,12 @@ def evaluate_bundle(
     )  # fmt: skip
     res = evaluate_window(prep, bundle.predictor, Window(start_ms, end_ms), settings, progress=progress)
     rep = res.report
+    if with_trades:  # the decision is the bar before the entry
+        rep["trades"] = [
+            {"symbol": r.symbol, "decision_ts": e - 60_000, "entry_ts": e, "exit_ts": x, "ret": ret}
+            for r in res.results
+            for e, x, ret in zip(r.trades.entry_ts.tolist(), r.trades.exit_ts.tolist(), r.trades.ret.tolist(), strict=True)
+        ]
     rep["bundle"] = {"version": bundle.version, "trained_from_ts": trained[0], "trained_to_ts": trained[1]}
     rep["overlaps_training"] = start_ms < trained[1] + settings.labels.horizon_bars * MINUTE_MS and end_ms > trained[0]
     return rep

@@ -15,6 +15,7 @@ from models.config import Settings
 from models.predictor import Predictor
 from models.prepare import Prepared, TrainError
 from models.progress import Progress
+from models.rules import EntryRule
 from models.simulate import SymbolResult, Trades, report, take_trades
 from models.splits import Window
 from models.timeutil import fmt_date
@@ -64,11 +65,10 @@ def evaluate_window(
             parts = [predictor.predict(chunk) for chunk in v.rows.iter_rows(idx, cols)]
             er[use] = np.concatenate([q["er"] for q in parts])
             p[use] = np.concatenate([q["p"] for q in parts])
+        # the one entry rule (models.rules), with and without the meta gate
+        sig = EntryRule.from_predictor(predictor).mask(er, p) & label_ok
+        prim = EntryRule.from_predictor(predictor, use_meta=False).mask(er) & label_ok
         with np.errstate(invalid="ignore"):
-            sig = (er > predictor.er_threshold) & label_ok
-            prim = sig.copy()
-            if predictor.meta is not None:
-                sig &= p > predictor.meta_threshold
             seed_mask = (er > tcfg.seed_metric_threshold) & label_ok
         ts, ret, off, hold = v.ts[sl], v.ret[sl], v.exit_offset[sl], v.hold[sl]
         results.append(SymbolResult(s, take_trades(sig, ts, ret, off, hold), ret[seed_mask].astype(np.float64)))

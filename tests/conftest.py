@@ -116,3 +116,24 @@ async def store(db_dsn: str) -> AsyncIterator[object]:
         yield s
     finally:
         await s.close()
+
+
+# --- the engine's small real bundle (tests/engine_support.py) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def engine_source() -> object:
+    """Real CSV candles of ../shared/data, each file parsed once per session."""
+    from tests.engine_support import CsvSource
+
+    return CsvSource(shared_data_or_skip())
+
+
+@pytest.fixture(scope="session")
+def engine_bundle(engine_source: object, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> object:
+    """A small bundle trained on real candles (5 symbols, 9 days), cached across sessions."""
+    from models.bundle import load_bundle
+    from tests.engine_support import train_bundle
+
+    cache = Path(request.config.cache.mkdir("engine-bundles"))
+    return load_bundle(train_bundle(engine_source, tmp_path_factory.mktemp("engine-models"), cache_root=cache))

@@ -99,17 +99,21 @@ async def _main(cfg, symbols: list[str], days: float, concurrency: int) -> int: 
     finally:
         await exchange.close()
 
+    from models.timeutil import fmt_ts
+
     table = Table(title=f"backfill ({days:g} days)")
     for col in ("symbol", "from", "resumed", "pages", "fetched", "written", "invalid", "gap minutes"):
         table.add_column(col, justify="left" if col in ("symbol", "from") else "right")
-    from models.timeutil import fmt_ts
-
     for r in reports:
-        start = fmt_ts(r.start_ms)
-        table.add_row(r.symbol, start, "yes" if r.resumed else "", str(r.pages), f"{r.fetched:,}", f"{r.written:,}",
-                      str(r.invalid), str(r.exchange_gap_minutes))  # fmt: skip
+        if r.skipped:
+            continue
+        table.add_row(r.symbol, fmt_ts(r.start_ms), "yes" if r.resumed else "", str(r.pages), f"{r.fetched:,}",
+                      f"{r.written:,}", str(r.invalid), str(r.exchange_gap_minutes))  # fmt: skip
     table.add_row("total", "", "", str(sum(r.pages for r in reports)), f"{sum(r.fetched for r in reports):,}",
                   f"{sum(r.written for r in reports):,}", str(sum(r.invalid for r in reports)),
                   str(sum(r.exchange_gap_minutes for r in reports)), style="bold")  # fmt: skip
     wide_console().print(table)
+    for r in reports:
+        if r.skipped:
+            console.print(f"[yellow]{r.symbol} skipped: {r.skipped}[/yellow]")
     return 0

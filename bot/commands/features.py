@@ -113,19 +113,13 @@ def _run(args: argparse.Namespace, cfg, symbols: list[str], start: int, end: int
             keep = c.ts >= start
             parts.append(_frame(s, c.ts[keep], x[keep], names))
     else:
+        # the backtest's own minute loop
+        from bot.backtest import minute_matrix, online_feature_rows
+
         eng = OnlineFeatureEngine(engine_syms, cfg, regime=regime, external=external)
         eng.warm_up({s: c.between(None, start) for s, c in data.items()})
-        live = {s: c.between(start, end) for s, c in data.items()}
-        minutes = np.unique(np.concatenate([c.ts for c in live.values()]))
-        n, k = len(minutes), len(symbols)
-        bars = np.full((n, len(engine_syms), 5), np.nan)
-        for i, s in enumerate(engine_syms):
-            c = live[s]
-            pos = np.searchsorted(minutes, c.ts)
-            bars[pos, i] = np.column_stack([c.open, c.high, c.low, c.close, c.volume])
-        feats = np.full((n, k, len(names)), np.nan, dtype=np.float32)
-        for t in range(n):
-            feats[t] = eng.update(int(minutes[t]), bars[t])[:k]
+        minutes, bars = minute_matrix(data, engine_syms, start, end)
+        feats = online_feature_rows(eng, minutes, bars)
         for i, s in enumerate(symbols):
             real = ~np.isnan(bars[:, i, 3])
             parts.append(_frame(s, minutes[real], feats[real, i], names))

@@ -16,6 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="required, together with `mode: live` in the config, before any real order can be placed",
     )
+    p.add_argument(
+        "--no-train",
+        action="store_true",
+        help="when no model is promoted yet, do not train one at start (the daemon then only collects candles)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -32,4 +37,4 @@ def _run(args: argparse.Namespace) -> int:
     from bot.logs import setup_from_config
 
     setup_from_config(cfg)
-    return asyncio.run(run_daemon(cfg))
+    return asyncio.run(run_daemon(cfg, no_train=args.no_train))

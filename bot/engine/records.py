@@ -49,6 +49,7 @@ class Fill:
     price: float  # the fill price, slippage included
     fee: float  # quote currency
     ts: int
+    ref_price: float = float("nan")  # the price before slippage (paper: the open / the barrier)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ class Position:
     model_version: str | None = None
     er: float = float("nan")
     p: float = float("nan")
+    entry_ref_price: float = float("nan")  # entry price before slippage (the barriers are set from it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,8 @@ class ClosedTrade:
     er: float = float("nan")
     p: float = float("nan")
     model_version: str | None = None
+    entry_ref_price: float = float("nan")  # prices before slippage: ret == Costs.net_return(entry_ref, exit_ref)
+    exit_ref_price: float = float("nan")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,11 @@ are counted, logged and skipped (never repaired by guessing). Minutes the exchan
 candle for (REST returns the next existing candle) are counted as exchange gaps.
 Rate limits: ccxt's limiter spaces requests; 429/418/5xx/timeouts are retried with
 exponential backoff and jitter, honouring Retry-After.
+
+A symbol the exchange does not list (not in its markets, or ccxt's `BadSymbol`) is skipped with
+one line and the others go on. When the store already holds candles later than the exchange's
+clock (e.g. history imported from files, then the simulator replaying an earlier date), there
+is nothing to fetch and the report says so, in dates.
 """
 
 from __future__ import annotations
@@ -21,14 +26,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import ccxt
 import structlog
 
 from bot.marketdata import validate as v
-from bot.marketdata.exchange import to_ccxt_symbol
+from bot.marketdata.exchange import to_ccxt_symbol, unlisted_symbols
 from bot.marketdata.rest import PAGE_LIMIT, fetch_klines, floor_minute
 from bot.marketdata.retry import with_retry
 from models.candles import Candles
-from models.timeutil import DAY_MS, MINUTE_MS
+from models.timeutil import DAY_MS, MINUTE_MS, fmt_ts
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +59,7 @@ class BackfillReport:
     invalid: int = 0
     exchange_gap_minutes: int = 0
     issues: dict[str, int] = field(default_factory=dict)
+    skipped: str | None = None  # why nothing was fetched for this symbol (not listed, store ahead)
 
     @property
     def minutes(self) -> int:
@@ -75,6 +82,15 @@ async def backfill_symbol(
 ) -> BackfillReport:  # fmt: skip
     start, end, resumed = await plan_range(store, symbol, now_ms, days)
     rep = BackfillReport(symbol, start, end, resumed)
+    if start > end + MINUTE_MS:
+        rep.skipped = (f"the store's data ends {fmt_ts(start - MINUTE_MS)}, later than the exchange's clock "
+                       f"({fmt_ts(end + MINUTE_MS)}): nothing to fetch")  # fmt: skip
+        log.warning("backfill_store_ahead", symbol=symbol, stored_until=fmt_ts(start - MINUTE_MS),
+                    exchange_now=fmt_ts(end + MINUTE_MS), text=f"BACKFILL {symbol}: {rep.skipped}")  # fmt: skip
+        if progress:
+            progress.start(symbol, 0)
+            progress.done(symbol, rep)
+        return rep
     if progress:
         progress.start(symbol, rep.minutes)
     ccxt_symbol = to_ccxt_symbol(symbol, quote)
@@ -119,7 +135,9 @@ async def backfill_symbol(
     rep.issues = issues.as_dict()
     log.info("backfill_symbol", symbol=symbol, start=rep.start_ms, end=rep.end_ms, resumed=rep.resumed,
              pages=rep.pages, fetched=rep.fetched, written=rep.written, invalid=rep.invalid,
-             exchange_gap_minutes=rep.exchange_gap_minutes)  # fmt: skip
+             exchange_gap_minutes=rep.exchange_gap_minutes,
+             text=f"BACKFILL {symbol} {fmt_ts(rep.start_ms)} .. {fmt_ts(rep.end_ms)}: {rep.written:,} candles written"
+                  + (f", {rep.exchange_gap_minutes} exchange gap minutes" if rep.exchange_gap_minutes else ""))  # fmt: skip
     if progress:
         progress.done(symbol, rep)
     return rep
@@ -139,11 +157,22 @@ async def backfill(
         now_ms = int(await with_retry(exchange.fetch_time, what="fetch_time", base_s=retry_base_s,
                                       cap_s=retry_max_s, attempts=attempts, exchange=exchange))  # fmt: skip
     sem = asyncio.Semaphore(concurrency)
+    unlisted = set(unlisted_symbols(exchange, symbols, quote))
+
+    def skip(symbol: str, why: str) -> BackfillReport:
+        rep = BackfillReport(symbol, now_ms, now_ms, False, skipped=why)
+        log.warning("backfill_symbol_skipped", symbol=symbol, reason=why, text=f"BACKFILL {symbol} skipped: {why}")
+        return rep
 
     async def one(symbol: str) -> BackfillReport:
+        if symbol in unlisted:
+            return skip(symbol, "the exchange does not list it")
         async with sem:
-            return await backfill_symbol(exchange, store, symbol, now_ms, days, quote=quote,
-                                         retry_base_s=retry_base_s, retry_max_s=retry_max_s,
-                                         attempts=attempts, progress=progress)  # fmt: skip
+            try:
+                return await backfill_symbol(exchange, store, symbol, now_ms, days, quote=quote,
+                                             retry_base_s=retry_base_s, retry_max_s=retry_max_s,
+                                             attempts=attempts, progress=progress)  # fmt: skip
+            except ccxt.BadSymbol as e:
+                return skip(symbol, f"the exchange does not list it ({type(e).__name__})")
 
     return list(await asyncio.gather(*(one(s) for s in symbols)))

@@ -64,6 +64,18 @@ def from_ccxt_symbol(symbol: str) -> str:
     return symbol.replace("/", "")
 
 
+def unlisted_symbols(exchange: Any, symbols: Any, quote: str = "USDT") -> list[str]:
+    """Our symbols the exchange does not list as active spot markets (needs `load_markets` first).
+    A market the exchange marks inactive (delisted, halted) counts as not listed."""
+    markets = getattr(exchange, "markets", None) or {}
+    out = []
+    for s in symbols:
+        m = markets.get(to_ccxt_symbol(s, quote))
+        if m is None or m.get("active") is False:
+            out.append(s)
+    return out
+
+
 def exchange_options(cfg: Config) -> dict[str, Any]:
     """The ccxt constructor config for `cfg` (secrets included: never log the result)."""
     ex = cfg.exchange

@@ -44,7 +44,7 @@ from bot.marketdata import validate as v
 from bot.marketdata.events import ClosedCandle, ExchangeGap, FeedEvent
 from bot.marketdata.exchange import BinanceClient, build_exchange, to_ccxt_symbol
 from bot.marketdata.rest import PAGE_LIMIT, fetch_klines, floor_minute
-from bot.marketdata.retry import Backoff, with_retry
+from bot.marketdata.retry import Backoff, reachability, with_retry
 from bot.marketdata.sequencer import CONFLICT, DUPLICATE, NEW, OVERFLOW, STALE, SymbolSequencer
 from models.candles import Candles
 from models.timeutil import DAY_MS, MINUTE_MS
@@ -187,7 +187,7 @@ class CandleFeed:
                 raise
             except ccxt.BaseError as e:
                 self.stats["ws_errors"] += 1
-                log.warning("feed_ws_down", error=type(e).__name__, detail=str(e)[:200],
+                (log.debug if reachability.down else log.warning)("feed_ws_down", error=type(e).__name__, detail=str(e)[:200],
                             text=f"FEED websocket down ({type(e).__name__}): REST meanwhile, reconnecting")  # fmt: skip
                 await self._close_ws()
             except Exception as e:  # never die: log and reconnect
@@ -280,7 +280,7 @@ class CandleFeed:
                 now = await with_retry(self.exchange.fetch_time, what="fetch_time", base_s=ex.retry_base_s,
                                        cap_s=ex.retry_max_s, exchange=self.exchange, attempts=3)  # fmt: skip
             except Exception as e:
-                log.warning("feed_poll_failed", error=type(e).__name__)
+                (log.debug if reachability.down else log.warning)("feed_poll_failed", error=type(e).__name__)
                 continue
             self.stats["rest_polls"] += 1
             closed = floor_minute(int(now)) - MINUTE_MS

@@ -29,7 +29,8 @@ class Store:
 
     def __init__(self, pool: asyncpg.Pool, dsn: str = ""):
         self.pool = pool
-        self.dsn = dsn  # may hold a password: never log it
+        self.dsn = dsn  # with any password: never log it (`bot.config.mask_dsn`)
+        self.own_cluster = False  # see open_store
 
     @classmethod
     async def connect(cls, dsn: str, *, pool_min: int = 1, pool_max: int = 4) -> Store:
@@ -105,23 +106,44 @@ async def _connect_retry(dsn: str, attempts: int = 20, delay: float = 0.25) -> A
         await conn.close()
 
 
+def embedded_cluster(cfg, log: Callable[[str], None] = lambda m: None) -> EmbeddedPostgres | None:  # noqa: ANN001
+    """The embedded cluster `cfg` uses (None when `database.dsn` names an external server)."""
+    if cfg.database.dsn.get_secret_value():
+        return None
+    return EmbeddedPostgres(Path(cfg.paths.data_dir) / "pgdata", log=log)
+
+
 @asynccontextmanager
 async def open_store(cfg, log: Callable[[str], None] = lambda m: None) -> AsyncIterator[Store]:  # noqa: ANN001
-    """Open the configured database (starting the embedded cluster if no DSN), yield a Store."""
+    """Open the configured database (starting the embedded cluster if no DSN), yield a Store.
+
+    Commands leave the embedded cluster as they found it: one that started it stops it on the
+    way out unless another client (e.g. the daemon) is connected. The daemon sets
+    `store.own_cluster = True` once it holds the daemon lock: it owns the cluster it uses
+    (started by it or found running, e.g. left over after a kill -9) and stops it on exit
+    whoever else is connected.
+    """
     dsn = cfg.database.dsn.get_secret_value()
-    embedded: EmbeddedPostgres | None = None
-    if not dsn:
-        embedded = EmbeddedPostgres(Path(cfg.paths.data_dir) / "pgdata", log=log)
+    embedded = embedded_cluster(cfg, log)
+    if embedded is not None:
         dsn = await asyncio.to_thread(embedded.start)
+    store: Store | None = None
+
+    async def release() -> None:
+        if embedded is None:
+            return
+        if store is not None and store.own_cluster:
+            await asyncio.to_thread(embedded.stop)
+        elif embedded.started_here:
+            await asyncio.to_thread(embedded.stop_if_idle)
+
     try:
         store = await Store.connect(dsn, pool_min=cfg.database.pool_min, pool_max=cfg.database.pool_max)
     except BaseException:
-        if embedded is not None and embedded.started_here:
-            await asyncio.to_thread(embedded.stop_if_idle)
+        await release()
         raise
     try:
         yield store
     finally:
         await store.close()
-        if embedded is not None and embedded.started_here:
-            await asyncio.to_thread(embedded.stop_if_idle)
+        await release()

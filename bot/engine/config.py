@@ -1,0 +1,45 @@
+"""The `trading:` section of the config schema (owned by the engine, composed by `bot.config`).
+
+The paper account's starting cash stays in `paper.initial_equity`; fees and slippage in
+`costs`; sizing limits in `risk`. This section holds what the engine itself decides: the
+"no edge, no trades" floor, the data-quality gates and the sizing mode.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TradingConfig(BaseModel):
+    """How the engine turns scores into entries (see `bot.engine` for the order of the gates)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_validation_pf: float = Field(
+        1.05,
+        ge=0,
+        description="no edge, no trades: open positions only with a bundle whose out-of-sample (walk-forward) "
+        "profit factor is at least this; otherwise watch only. Lower it knowingly.",
+    )
+    min_validation_trades: int = Field(
+        300, ge=0, description="... and whose out-of-sample result has at least this many trades"
+    )
+    watch_only: bool = Field(False, description="never open positions (decisions are still made and recorded)")
+    sizing: Literal["risk", "equal_slots"] = Field(
+        "risk",
+        description="risk = risk.RiskManager (Half Kelly and limits); equal_slots = the trainer's simulation "
+        "(a fixed 1/N of the initial equity per symbol, no other limit), for comparisons",
+    )
+    reference_fresh_minutes: int = Field(
+        1,
+        ge=1,
+        description="no symbol is entered unless every reference symbol (features.reference_symbols) had a "
+        "real candle in each of the last N minutes (1 = the decision minute itself)",
+    )
+    min_q05: float | None = Field(None, description="optional entry gate on the 5% quantile of the net return")
+    paper_min_notional: float = Field(
+        5.0, ge=0, description="paper/backtest orders below this value (USDT) are skipped, as Binance does"
+    )
+    paper_qty_step: float = Field(1e-8, gt=0, description="paper/backtest lot step when no market rules are known")

@@ -1,0 +1,487 @@
+"""The live loop around the pure engine: exchange, model, warm-up, restore, feed, step, persist.
+
+`LiveTrader.run()` is what `bot run` does once it holds the store (see `bot.daemon`):
+1. reach the exchange (`load_markets`; unreachable: one clear line, retry with jittered
+   backoff until it answers or the daemon is stopped) and check the configured symbols against
+   its markets: an unlisted symbol is an error naming it (the bundle's features are built for
+   the configured symbol set, so trading a subset silently would change the model's inputs);
+2. the promoted bundle (`model_versions` champion), loaded in a thread; none: say so, and
+   unless `--no-train` backfill the training history and train the first bundle in a spawned
+   process (progress lines in the log), then promote it; with `--no-train` the daemon only
+   collects candles;
+3. backfill by REST what the store lacks up to the exchange's clock, then warm the engine's
+   features from the store in a thread, up to the *anchor* minute: the last persisted step
+   after a restart, else the last closed minute;
+4. restore cash, positions, pending orders and risk state (`engine_state`, written with each
+   minute's records in one transaction: see `bot.store.trading`);
+5. stream: the feed (from the anchor + 1 minute, REST catch-up first) -> `MinuteAssembler` ->
+   `engine.step` in a worker thread -> records persisted in one transaction per minute -> log
+   lines; the equity point each minute; the `daemon_status` heartbeat.
+A stop request ends the loop after the minute in flight is persisted (no new entries are made
+after it), then the feed flushes its candles and closes.
+
+Nothing CPU-heavy runs on the event loop: bundle loading, warm-up and each step run in a
+single worker thread (so steps stay strictly ordered), training in a spawned process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import multiprocessing
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ccxt
+import numpy as np
+import structlog
+
+from bot.config import Config
+from bot.marketdata.exchange import build_exchange, unlisted_symbols
+from bot.marketdata.retry import Backoff, describe_network_error, reachability
+from bot.store import daemon_lock as status
+from bot.store.trading import StepRecords, TradingStore
+from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
+
+log = structlog.get_logger("bot.live")
+
+HEARTBEAT_S = 5.0
+
+
+def rss_mb() -> float:
+    """This process's resident memory (MB), for the log and the status row."""
+    import psutil
+
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
+def _train_entry(cfg: Config, job: Any) -> dict[str, Any]:
+    """In the spawned training process: log to the daemon's files (progress lines), train."""
+    from bot.logs import setup_from_config
+    from bot.training import _job_entry
+
+    setup_from_config(cfg, console=False)
+    return _job_entry(job)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep `seconds` unless `stop` is set first; True if stopped."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    return stop.is_set()
+
+
+async def reach_exchange(exchange: Any, cfg: Config, stop: asyncio.Event) -> bool:
+    """`load_markets` until it works (True) or the daemon is stopped (False). Network errors
+    are said once in one line (`retry.reachability`), never raised."""
+    backoff = Backoff(cfg.exchange.retry_base_s, max(cfg.exchange.retry_max_s, cfg.exchange.retry_base_s))
+    url = exchange.urls["api"]["public"]
+    while not stop.is_set():
+        try:
+            await exchange.load_markets(reload=True)
+        except ccxt.OperationFailed as e:  # NetworkError family: retry forever
+            if not reachability.failed(e, url):
+                log.warning("exchange_retry", what="load_markets", error=type(e).__name__)
+            if await _sleep_or_stop(stop, backoff.next()):
+                return False
+            continue
+        reachability.ok()
+        return True
+    return False
+
+
+class LoopLag:
+    """How late the event loop wakes up (what a blocking call would show): max since the last
+    `take()` and over the whole run, in ms."""
+
+    PERIOD_S = 0.05
+
+    def __init__(self) -> None:
+        self.window_max = 0.0
+        self.run_max = 0.0
+
+    async def run(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(self.PERIOD_S)
+            late = (time.perf_counter() - t - self.PERIOD_S) * 1000
+            self.window_max = max(self.window_max, late)
+            self.run_max = max(self.run_max, late)
+
+    def take(self) -> float:
+        v, self.window_max = self.window_max, 0.0
+        return round(v, 1)
+
+
+@dataclass
+class LoopStats:
+    minutes: int = 0
+    orders: int = 0
+    opened: int = 0
+    closed: int = 0
+    step_ms: list[float] = field(default_factory=list)
+
+
+class LiveTrader:
+    """See the module docstring. One per daemon process."""
+
+    def __init__(self, cfg: Config, store: Any, stop: asyncio.Event, *, no_train: bool = False):
+        self.cfg = cfg
+        self.store = store
+        self.stop = stop
+        self.no_train = no_train
+        self.mode = cfg.mode
+        self.trading = TradingStore(store.pool, self.mode)
+        self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self.engine: Any = None
+        self.model_version: str | None = None
+        self.last_minute: int | None = None
+        self.stats = LoopStats()
+        self.feed: Any = None
+        self._exchange: Any = None
+        self.lag = LoopLag()
+        self.metrics: Any = None  # bot.dashboard.metrics.DaemonMetrics, when the dashboard is on
+
+    async def _in_worker(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
+
+    # -- startup -------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self._exchange = build_exchange(self.cfg)
+        lag = asyncio.create_task(self.lag.run(), name="loop-lag")
+        try:
+            return await self._run()
+        finally:
+            lag.cancel()
+            self.worker.shutdown(wait=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._exchange.close(), 10)
+
+    async def _run(self) -> int:
+        cfg = self.cfg
+        if not await reach_exchange(self._exchange, cfg, self.stop):
+            return 0
+        missing = unlisted_symbols(self._exchange, cfg.symbols, cfg.exchange.quote)
+        if missing:
+            log.error("symbols_not_listed", symbols=missing,
+                      text=f"CONFIG symbols not listed by the exchange: {', '.join(missing)}; remove them from `symbols` "
+                           "in the config (the model is built for the configured set) and start again")  # fmt: skip
+            return 2
+        bundle = await self._bundle()
+        if self.stop.is_set():
+            return 0
+        if bundle is None:
+            return await self._collect_only()
+        self.engine = await self._in_worker(self._build_engine, bundle)
+        eng = self.engine
+        missing = unlisted_symbols(self._exchange, eng.symbols, cfg.exchange.quote)
+        if missing:
+            log.error("symbols_not_listed", symbols=missing,
+                      text=f"MODEL needs reference symbols the exchange does not list: {', '.join(missing)}")  # fmt: skip
+            return 2
+        resume = await self.trading.resume()
+        anchor = await self._prepare_history(eng.symbols, eng.features.warmup, resume.last_minute_ts)
+        if anchor is None:
+            return 0
+        await self._warm_and_restore(anchor, resume)
+        return await self._stream(anchor)
+
+    def _build_engine(self, bundle: Any) -> Any:
+        from bot.engine import Engine
+
+        c = self.cfg
+        # The same arguments `bot backtest` gives the engine (bot.commands.backtest._replay).
+        return Engine(c.symbols, bundle, trading=c.trading, risk=c.risk, costs=c.costs,
+                      initial_equity=c.paper.initial_equity)  # fmt: skip
+
+    async def _bundle(self) -> Any:
+        from bot.store.model_versions import champion
+
+        mv = await champion(self.store.pool)
+        if mv is None:
+            log.warning("no_model", text="MODEL none promoted yet (model_versions has no champion)")
+            if self.no_train:
+                return None
+            mv = await self._train_first()
+            if mv is None:
+                return None
+        from models.bundle import load_bundle
+
+        t0 = time.monotonic()
+        bundle = await self._in_worker(load_bundle, mv.path)
+        self.model_version = mv.version
+        log.info("model_loaded", version=mv.version, seconds=round(time.monotonic() - t0, 2), rss_mb=rss_mb(),
+                 text=f"MODEL {mv.version} loaded ({time.monotonic() - t0:.1f}s)")  # fmt: skip
+        return bundle
+
+    async def _train_first(self) -> Any:
+        """Backfill the training history and train the first bundle in a spawned process."""
+        from bot.training import TrainJob, code_version
+        from models.config import Settings
+
+        cfg = self.cfg
+        days = cfg.train.history_days + 1
+        log.info("train_first_start", days=days,
+                 text=f"TRAIN first model: backfilling {days} days of history, then training in a separate process")  # fmt: skip
+        if not await self._backfill(cfg.symbols, days):
+            return None
+        data_dir = cfg.paths.data_dir
+        job = TrainJob(
+            settings=Settings(cfg.features, cfg.labels, cfg.costs, cfg.train).to_dict(), symbols=list(cfg.symbols),
+            models_dir=str(cfg.paths.models_dir), dsn=self.store.dsn, cache_dir=str(data_dir / "cache"),
+            work_root=str(data_dir / "train-work"), code_version=code_version(),
+        )  # fmt: skip
+        ctx = multiprocessing.get_context("spawn")  # not fork: LightGBM's OpenMP hangs in a forked child
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+        task = asyncio.get_running_loop().run_in_executor(pool, _train_entry, cfg, job)
+        try:
+            return await self._await_training(task, pool)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _await_training(self, task: Any, pool: Any) -> Any:
+        from bot.store.model_versions import get_model_version, promote
+
+        stopper = asyncio.ensure_future(self.stop.wait())
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if task not in done:
+            log.warning("train_first_abandoned", text="TRAIN abandoned: stop requested")
+            for p in list(getattr(pool, "_processes", {}).values()):  # do not wait for a long fit
+                p.terminate()
+            return None
+        try:
+            summary = task.result()
+        except Exception as e:  # noqa: BLE001 - a failed training must not end the daemon
+            log.error("train_first_failed", error=type(e).__name__, detail=str(e)[:500],
+                      text=f"TRAIN first model failed ({type(e).__name__}: {str(e)[:200]}); collecting candles only")  # fmt: skip
+            return None
+        if summary.get("status") != "candidate":
+            log.error("train_first_rejected", version=summary.get("version"), status=summary.get("status"),
+                      text=f"TRAIN first model {summary.get('version')} is {summary.get('status')}: not used")  # fmt: skip
+            return None
+        await promote(self.store.pool, summary["version"], status.now_ms())
+        log.info("train_first_done", version=summary["version"],
+                 text=f"TRAIN first model {summary['version']} trained and promoted")  # fmt: skip
+        return await get_model_version(self.store.pool, summary["version"])
+
+    async def _backfill(self, symbols: Any, days: float) -> bool:
+        """Backfill until it completes (network trouble: retried, said once); False if stopped."""
+        from bot.marketdata.backfill import backfill
+        from bot.marketdata.retry import RetriesExhausted
+
+        ex = self.cfg.exchange
+        backoff = Backoff(ex.retry_base_s, max(ex.retry_max_s, ex.retry_base_s))
+        while not self.stop.is_set():
+            task = asyncio.ensure_future(backfill(self._exchange, self.store, list(symbols), days=days, quote=ex.quote,
+                                                  retry_base_s=ex.retry_base_s, retry_max_s=ex.retry_max_s,
+                                                  attempts=ex.retry_attempts))  # fmt: skip
+            stopper = asyncio.ensure_future(self.stop.wait())
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not task.done():  # stop requested: what is written stays (backfill resumes next time)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                return False
+            try:
+                reps = task.result()
+                written = sum(r.written for r in reps)
+                if written:
+                    log.info("backfill_done", candles=written, text=f"BACKFILL {written:,} candles for {len(reps)} symbols")
+                return True
+            except (RetriesExhausted, ccxt.OperationFailed) as e:
+                err = getattr(e, "last", e)
+                why = describe_network_error(err) or type(err).__name__
+                (log.debug if reachability.down else log.warning)(
+                    "backfill_retry", reason=why, text=f"BACKFILL interrupted ({why}): retrying")
+                if await _sleep_or_stop(self.stop, backoff.next()):
+                    return False
+        return False
+
+    async def _prepare_history(self, symbols: Any, warmup: int, last_step: int | None) -> int | None:
+        """Backfill up to the exchange's clock; return the anchor minute (None if stopped)."""
+        days = warmup * MINUTE_MS / DAY_MS + 1
+        if not await self._backfill(symbols, days):
+            return None
+        if last_step is not None:
+            return int(last_step)
+        ends = [t for t in [await self.store.last_candle_ts(s) for s in symbols] if t is not None]
+        if not ends:
+            raise RuntimeError("no candles in the store after the backfill")
+        return max(ends)
+
+    async def _warm_and_restore(self, anchor: int, resume: Any) -> None:
+        eng = self.engine
+        lo = anchor - (eng.features.warmup + 1) * MINUTE_MS
+        t0 = time.monotonic()
+        history = {s: await self.store.read_candles(s, lo, anchor + MINUTE_MS, dtype=np.float64) for s in eng.symbols}
+        read_s = time.monotonic() - t0
+        await self._in_worker(eng.warm_up, history)
+        del history
+        log.info("warm_up_done", anchor=fmt_ts(anchor), minutes=eng.features.warmup, symbols=len(eng.symbols),
+                 read_s=round(read_s, 2), seconds=round(time.monotonic() - t0, 2), rss_mb=rss_mb(),
+                 loop_lag_max_ms=self.lag.take(),
+                 text=f"WARM-UP {len(eng.symbols)} symbols x {eng.features.warmup} minutes through {fmt_ts(anchor)} "
+                      f"in {time.monotonic() - t0:.1f}s")  # fmt: skip
+        if resume.state is not None:
+            await self._in_worker(eng.load_state, resume.state)
+            log.info("state_restored", last_minute=fmt_ts(resume.last_minute_ts), cash=eng.cash,
+                     positions=len(eng.positions), symbols=sorted(eng.positions),
+                     text=f"RESTORED at {fmt_short(resume.last_minute_ts)}: cash {eng.cash:,.2f}, "
+                          f"{len(eng.positions)} open position(s)")  # fmt: skip
+        self.last_minute = anchor
+        watch = eng.watch_reason
+        await status.write_heartbeat(self.store.pool, last_minute_ts=anchor, model_version=self.model_version,
+                                     watch_only=watch is not None, watch_reason=watch)  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.model_in_use(self.model_version, watch_only=watch is not None)
+        if watch:
+            log.warning("watch_only", reason=watch, text=f"WATCH ONLY: {watch}")
+        log.info("engine_ready", text=f"ENGINE {eng.status_line()}")
+
+    # -- streaming -----------------------------------------------------------------------------
+
+    def _new_feed(self, symbols: Any, start_ms: int) -> Any:
+        from bot.marketdata.feed import CandleFeed
+
+        return CandleFeed(self.cfg, self.store, exchange=self._exchange, symbols=symbols, start_ms=start_ms)
+
+    async def _stream(self, anchor: int) -> int:
+        from bot.marketdata.minutes import MinuteAssembler
+
+        eng = self.engine
+        self.feed = feed = self._new_feed(eng.symbols, anchor + MINUTE_MS)
+        asm = MinuteAssembler(eng.symbols, timeout_s=self.cfg.feed.minute_timeout_s)
+        feed_task = asyncio.create_task(feed.run(), name="feed")
+        hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        minutes = asm.minutes(feed.queue)
+        try:
+            while not self.stop.is_set():
+                nxt = asyncio.ensure_future(anext(minutes))
+                stopper = asyncio.ensure_future(self.stop.wait())
+                done, _ = await asyncio.wait({nxt, stopper, feed_task}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if nxt not in done:
+                    nxt.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await nxt
+                    if feed_task in done and not self.stop.is_set():
+                        feed_task.result()  # the feed never ends by itself: surface why
+                    break
+                ts, bars = nxt.result()
+                if ts <= (self.last_minute or -1):
+                    continue
+                await self._step(ts, bars)
+        finally:
+            await minutes.aclose()
+            feed.stop()
+            with contextlib.suppress(Exception):
+                await feed_task
+            hb.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hb
+            await self._heartbeat()
+        return 0
+
+    async def _step(self, ts: int, bars: np.ndarray) -> None:
+        eng = self.engine
+        t0 = time.perf_counter()
+        res, state = await self._in_worker(self._step_sync, ts, bars)
+        rec = StepRecords.from_step(ts, res, state=state, model_version=self.model_version)
+        await self.trading.write_step(rec, now_ms=status.now_ms())
+        self.last_minute = ts
+        st = self.stats
+        st.minutes += 1
+        st.orders += len(rec.orders)
+        st.opened += len(rec.opened)
+        st.closed += len(rec.closed)
+        st.step_ms.append((time.perf_counter() - t0) * 1000)
+        if len(st.step_ms) > 10_000:
+            del st.step_ms[:5_000]
+        m = self.metrics
+        if m is not None:
+            m.step_done(len(eng.symbols), time.perf_counter() - t0)
+            if rec.equity is not None:
+                e = rec.equity
+                m.account(equity=e.equity, cash=e.cash, gross_exposure=e.gross_exposure, open_positions=e.open_positions)
+            for o in rec.orders:
+                m.order_sent(o.side)
+            for t in rec.closed:
+                m.trade_closed(t.exit_reason)
+            m.skipped(getattr(res, "skips", {}) or {})
+        for p in rec.opened:
+            log.info("trade_open", symbol=p.symbol, qty=p.qty, price=p.entry_price, ts=p.entry_ts, er=p.er, p=p.p,
+                     mode=self.mode,
+                     text=f"{fmt_short(p.entry_ts)} BUY {p.symbol} {p.qty:g} @ {p.entry_price:.6g}  "
+                          f"er {p.er:+.2%}  p {p.p:.2f}  [{self.mode}]")  # fmt: skip
+        for t in rec.closed:
+            log.info("trade_close", symbol=t.symbol, qty=t.qty, price=t.exit_price, ts=t.exit_ts, pnl=t.pnl, ret=t.ret,
+                     reason=t.exit_reason, mode=self.mode,
+                     text=f"{fmt_short(t.exit_ts)} SELL {t.symbol} {t.qty:g} @ {t.exit_price:.6g}  "
+                          f"{t.pnl:+.2f} USDT ({t.ret:+.2%})  {t.exit_reason.upper()}  [{self.mode}]")  # fmt: skip
+        del eng
+
+    def _step_sync(self, ts: int, bars: np.ndarray) -> tuple[Any, dict[str, Any]]:
+        eng = self.engine
+        if self.stop.is_set() and hasattr(eng, "stopping"):
+            eng.stopping = True  # no new entries in the minute that ends the run
+        res = eng.step(ts, bars)
+        return res, eng.state_dict()
+
+    async def _collect_only(self) -> int:
+        """No model and --no-train: keep the candle history current, trade nothing."""
+        reason = "no model: train one (`bot train`) and promote it (`bot models promote`)"
+        log.warning("watch_only", reason=reason, text=f"WATCH ONLY: {reason}; collecting candles")
+        await status.write_heartbeat(self.store.pool, watch_only=True, watch_reason=reason)
+        self.feed = feed = self._new_feed(self.cfg.symbols, None)  # type: ignore[arg-type]
+        feed_task = asyncio.create_task(feed.run(), name="feed")
+        hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        drain = asyncio.create_task(self._drain(feed.queue), name="drain")
+        try:
+            await self.stop.wait()
+        finally:
+            feed.stop()
+            drain.cancel()
+            hb.cancel()
+            for t in (feed_task, drain, hb):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        return 0
+
+    @staticmethod
+    async def _drain(queue: asyncio.Queue) -> None:
+        while True:
+            await queue.get()
+
+    # -- status --------------------------------------------------------------------------------
+
+    def details(self) -> dict[str, Any]:
+        eng = self.engine
+        d: dict[str, Any] = {"minutes_processed": self.stats.minutes, "orders": self.stats.orders,
+                             "trades_opened": self.stats.opened, "trades_closed": self.stats.closed,
+                             "rss_mb": rss_mb(), "loop_lag_max_ms": self.lag.take(),
+                             "loop_lag_run_max_ms": round(self.lag.run_max, 1)}  # fmt: skip
+        if self.stats.step_ms:
+            a = np.asarray(self.stats.step_ms[-1440:])
+            d["step_ms_p50"], d["step_ms_p99"] = round(float(np.percentile(a, 50)), 2), round(float(np.percentile(a, 99)), 2)
+        if eng is not None:
+            e = eng.equity_point(self.last_minute or 0)
+            d.update(equity=round(e.equity, 2), cash=round(e.cash, 2), open_positions=e.open_positions)
+        if self.feed is not None:
+            d["feed_ws_up"] = bool(self.feed.ws_up)
+        return d
+
+    async def _heartbeat(self) -> None:
+        try:
+            await status.write_heartbeat(self.store.pool, last_minute_ts=self.last_minute, details=self.details())
+        except Exception as e:  # noqa: BLE001 - the heartbeat must never end the daemon
+            log.warning("heartbeat_failed", error=type(e).__name__)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await self._heartbeat()
+            await asyncio.sleep(HEARTBEAT_S)

@@ -1,0 +1,294 @@
+"""`bot run` as an operator meets it, with real processes: the exchange cannot be reached (one
+clear line, retries, watchdog fed through a real NOTIFY_SOCKET, recovery when it comes back),
+a second daemon on the same database is refused and told who holds it, and `bot db status|stop`
+see and respect the running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.simulator.replay import CandleBook
+from bot.simulator.server import ExchangeSimulator, SimSettings
+from tests.conftest import DATA_DIR
+
+pytestmark = pytest.mark.slow  # real processes, each with its own embedded cluster (15-40 s a test)
+ROOT = Path(__file__).resolve().parents[1]
+APR21_0000 = 1618963200000
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="bot-ops-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    try:
+        yield d
+    finally:
+        subprocess.run([sys.executable, "-m", "bot", "--config", str(d / "config.yaml"), "db", "stop", "--force"],
+                       cwd=ROOT, capture_output=True, timeout=60)  # fmt: skip
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(home: Path, host: str, port: int, symbols: list[str]) -> Path:
+    cfg = home / "config.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "symbols": symbols,
+        "paths": {"data_dir": f"{home}/var", "models_dir": f"{home}/var/models", "logs_dir": f"{home}/logs"},
+        "exchange": {"urls": {"public": f"http://{host}:{port}/api/v3", "private": f"http://{host}:{port}/api/v3",
+                              "ws": f"ws://{host}:{port}/stream/ws"},
+                     "rate_limit_ms": 0, "timeout_ms": 2000, "retry_base_s": 0.1, "retry_max_s": 0.5},
+        "feed": {"backfill_days": 0, "rest_poll_interval_s": 0.5, "flush_interval_s": 0.2},
+        "dashboard": {"enabled": False},
+    }))  # fmt: skip
+    return cfg
+
+
+class Lines:
+    """Collect a process's stderr lines in a thread; wait for one that matches."""
+
+    def __init__(self, proc: subprocess.Popen[str]):
+        self.proc = proc
+        self.lines: list[str] = []
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:  # type: ignore[union-attr]
+            self.lines.append(line.rstrip())
+
+    def wait_for(self, needle: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if needle in line:
+                    return line
+            if self.proc.poll() is not None and not self._t.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"never saw {needle!r}; got:\n" + "\n".join(self.lines))
+
+    def count(self, needle: str) -> int:
+        return sum(needle in line for line in self.lines)
+
+
+class NotifySocket:
+    """A real sd_notify datagram socket, as systemd provides it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = False
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        while not self._stop:
+            try:
+                self.messages.append((time.monotonic(), self.sock.recv(4096).decode()))
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop = True
+        self._t.join(2)
+        self.sock.close()
+
+    def times(self, msg: str) -> list[float]:
+        return [t for t, m in self.messages if m == msg]
+
+
+def start(cfg: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "bot", "--config", str(cfg), "run", *args], cwd=ROOT,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[str], lines: Lines, timeout: float = 60) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def bot(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bot", "--config", str(cfg), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_exchange_unreachable_said_once_watchdog_fed_and_recovers(home: Path) -> None:
+    port = free_port()
+    cfg = write_config(home, "127.0.0.1", port, ["BTCUSDT", "ETHUSDT"])
+    notify = NotifySocket(home / "notify.sock")
+    proc = start(cfg, "--no-train", env={"NOTIFY_SOCKET": str(home / "notify.sock"), "WATCHDOG_USEC": "1000000"})
+    lines = Lines(proc)
+    sim: ExchangeSimulator | None = None
+    loop = asyncio.new_event_loop()
+    try:
+        line = lines.wait_for("EXCHANGE unreachable")
+        assert "connection refused" in line and f"127.0.0.1:{port}" in line
+        t_down = time.monotonic()
+        time.sleep(3.0)  # several retries with backoff meanwhile
+        assert proc.poll() is None, "the daemon died while the exchange was unreachable"
+        assert lines.count("EXCHANGE unreachable") == 1, lines.lines  # one line, not one per retry
+        pings = [t for t in notify.times("WATCHDOG=1") if t >= t_down]
+        assert len(pings) >= 5, f"watchdog starved while unreachable: {len(pings)} pings in 3 s"
+        assert max(b - a for a, b in zip(pings, pings[1:], strict=False)) < 1.0  # never a whole WatchdogSec without one
+        assert "READY=1" in [m for _, m in notify.messages]
+        # The exchange comes up on that port: the daemon reaches it and goes on (no model: collects candles).
+        book = CandleBook.from_directory(DATA_DIR, ["BTCUSDT", "ETHUSDT"])
+        sim = ExchangeSimulator(book, SimSettings(speed=60, start_ms=APR21_0000, update_interval_s=0.2))
+        threading.Thread(target=loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(sim.start(port=port), loop).result(30)
+        lines.wait_for("EXCHANGE reachable again")
+        lines.wait_for("WATCH ONLY: no model")
+        lines.wait_for("FEED websocket up")
+        # The exchange goes away mid-run (the simulator stops), then comes back.
+        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(30)
+        deadline = time.monotonic() + 30
+        while lines.count("EXCHANGE unreachable") < 2:
+            assert time.monotonic() < deadline, "\n".join(lines.lines)
+            time.sleep(0.1)
+        time.sleep(3.0)
+        assert proc.poll() is None and lines.count("EXCHANGE unreachable") == 2  # one line per outage
+        assert lines.count("exchange_retry") == 0 and lines.count("feed_poll_failed") == 0, lines.lines  # no flood
+        sim = ExchangeSimulator(book, SimSettings(speed=60, start_ms=APR21_0000 + 5 * 60_000, update_interval_s=0.2))
+        asyncio.run_coroutine_threadsafe(sim.start(port=port), loop).result(30)
+        deadline = time.monotonic() + 60
+        while lines.count("EXCHANGE reachable again") < 2:
+            assert time.monotonic() < deadline, "\n".join(lines.lines)
+            time.sleep(0.1)
+        assert stop(proc, lines) == 0, "\n".join(lines.lines)
+        assert "STOPPING=1" in [m for _, m in notify.messages]
+        assert lines.count("STOPPED cleanly") == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if sim is not None:
+            asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(30)
+            loop.call_soon_threadsafe(loop.stop)
+        notify.close()
+
+
+def test_dns_failure_is_said_in_one_clear_line(home: Path) -> None:
+    cfg = write_config(home, "exchange.invalid", 80, ["BTCUSDT"])
+    proc = start(cfg, "--no-train")
+    lines = Lines(proc)
+    try:
+        line = lines.wait_for("EXCHANGE unreachable")
+        assert "DNS lookup failed" in line, line
+        time.sleep(1.5)
+        assert proc.poll() is None and lines.count("EXCHANGE unreachable") == 1
+        # The connection holding the daemon lock is cut (e.g. the database restarted): the
+        # daemon can no longer prove it is the only one, so it stops (systemd restarts it).
+        import asyncpg
+
+        async def cut() -> int:
+            conn = await asyncpg.connect(f"postgresql://bot@/bot?host={home}/var/pgdata&port=5432")
+            try:
+                return await conn.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                           "WHERE application_name LIKE 'bot run pid=%'")  # fmt: skip
+            finally:
+                await conn.close()
+
+        assert asyncio.run(cut()) == 1
+        assert proc.wait(60) == 4, "\n".join(lines.lines)
+        lines.wait_for("LOCK lost")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_second_daemon_refused_naming_the_first_and_db_commands_respect_it(home: Path) -> None:
+    cfg = write_config(home, "127.0.0.1", free_port(), ["BTCUSDT"])
+    first = start(cfg, "--no-train")
+    lines1 = Lines(first)
+    try:
+        lines1.wait_for("EXCHANGE unreachable")  # up, holding the lock, waiting for the exchange
+        second = subprocess.run([sys.executable, "-m", "bot", "--config", str(cfg), "run", "--no-train"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert second.returncode == 3, second.stderr
+        host = socket.gethostname()
+        assert re.search(rf"another `bot run` already runs on this database: pid {first.pid} on host {re.escape(host)}, "
+                         r"since \d{4}-\d\d-\d\d \d\d:\d\d UTC", second.stderr), second.stderr  # fmt: skip
+        assert first.poll() is None, "the first daemon was disturbed by the second"
+        # The refused daemon did not take the cluster down with it.
+        st = bot(cfg, "db", "status")
+        assert st.returncode == 0, st.stderr
+        assert "state:  running" in st.stdout and f"daemon: pid {first.pid} on host {host}" in st.stdout
+        assert f"psql -h {home}/var/pgdata -p 5432 -U bot -d bot" in st.stdout
+        assert re.search(rf"bot run pid={first.pid} host=", st.stdout), st.stdout
+        refused = bot(cfg, "db", "stop")
+        assert refused.returncode == 1 and f"a daemon uses this database (pid {first.pid}" in refused.stderr
+        assert first.poll() is None
+        assert stop(first, lines1) == 0, "\n".join(lines1.lines)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    # The daemon owned the cluster: it is stopped now, and status says so without starting it.
+    st = bot(cfg, "db", "status")
+    assert "state:  stopped" in st.stdout, st.stdout
+    assert not (home / "var" / "pgdata" / "postmaster.pid").exists()
+    # A daemon killed with -9 leaves the cluster up; the next `bot run` adopts and stops it.
+    again = start(cfg, "--no-train")
+    lines = Lines(again)
+    lines.wait_for("EXCHANGE unreachable")
+    again.kill()
+    again.wait(30)
+    assert "state:  running" in bot(cfg, "db", "status").stdout
+    third = start(cfg, "--no-train")
+    lines3 = Lines(third)
+    try:
+        lines3.wait_for("EXCHANGE unreachable")  # the killed daemon's lock died with its connection
+        assert stop(third, lines3) == 0
+    finally:
+        if third.poll() is None:
+            third.kill()
+    assert "state:  stopped" in bot(cfg, "db", "status").stdout
+
+
+def test_symbols_the_exchange_does_not_list_stop_the_start_naming_them(home: Path) -> None:
+    port = free_port()
+    cfg = write_config(home, "127.0.0.1", port, ["BTCUSDT", "NOPEUSDT", "ETHUSDT", "ZZZUSDT"])
+    book = CandleBook.from_directory(DATA_DIR, ["BTCUSDT", "ETHUSDT"])
+    sim = ExchangeSimulator(book, SimSettings(speed=0, start_ms=APR21_0000))
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    asyncio.run_coroutine_threadsafe(sim.start(port=port), loop).result(30)
+    try:
+        res = subprocess.run([sys.executable, "-m", "bot", "--config", str(cfg), "run", "--no-train"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    finally:
+        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+    assert res.returncode == 2, res.stderr
+    assert "symbols not listed by the exchange: NOPEUSDT, ZZZUSDT; remove them" in res.stderr, res.stderr
+    assert "STOPPED (exit 2)" in res.stderr
+    assert not (home / "var" / "pgdata" / "postmaster.pid").exists()  # the daemon's cluster is stopped
