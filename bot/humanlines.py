@@ -4,7 +4,7 @@ Code logs structured events (`log.info("trade_open", symbol=..., qty=..., ...)`)
 keeps every field, and `bot.logs.HumanRenderer` turns the same event into one short line for
 `bot.log`, the console, `bot tail` and Telegram by calling `render_body(event)` here. The line
 is `MM-DD HH:MM <body>` in UTC (`models.timeutil.fmt_short`; `bot tail` says "UTC" once; the
-log time, or the event's own `event_ts` when given), with
+log time, or the event's own time when it carries one: `event_ts`, or `ts` for trades), with
 `WARN`/`ERROR` after the time for those levels. Times inside a body are never epoch ms.
 
 An event not in the registry keeps the old behaviour: its `text` key if it has one, otherwise
@@ -20,10 +20,10 @@ Daemon life cycle
   daemon_ready   mode, warmup_s?                   -> `READY paper  warm-up 12.3s`
   daemon_stop    mode, reason?, uptime_s?          -> `STOP paper  (SIGTERM)  up 3h12m`
 Trading
-  trade_open     symbol, qty, price, er?, p?, size_fraction?, mode?, event_ts?
+  trade_open     symbol, qty, price, er?, p?, size_fraction?, mode?, ts? (fill time: the line's time)
                  -> `BUY SOLUSDT 1.20 @ 98.31  er +0.21%  p 0.64  size 2.1%  [paper]`
   trade_close    symbol, qty, price (exit), pnl, ret, reason (tp|sl|timeout|gap_timeout|
-                 flatten|end_of_data), entry_price?, held_min?, mode?, event_ts?
+                 flatten|end_of_data), entry_price?, held_min?, mode?, ts? (exit time: the line's time)
                  -> `SELL SOLUSDT 1.20 @ 99.10  +0.95 USDT (+0.80%)  TP  held 42m  [paper]`
   risk_skips     counts (dict reason -> n), window_min? (60), entered?
                  -> `SKIPS 1h: 412  max_positions 300, no_edge 90, cooldown 22  (3 entered)`
@@ -82,16 +82,19 @@ class EventSpec:
     required: tuple[str, ...]
     optional: tuple[str, ...]
     fmt: Formatter
+    time_field: str | None = None  # a field holding the event's own time (epoch ms) for the line
 
 
 EVENTS: dict[str, EventSpec] = {}
 
 
-def event(name: str, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> Callable[[Formatter], Formatter]:
+def event(
+    name: str, required: tuple[str, ...] = (), optional: tuple[str, ...] = (), *, time_field: str | None = None
+) -> Callable[[Formatter], Formatter]:
     """Register `fmt` as the short line of event `name` (fields documented for emitters)."""
 
     def deco(fmt: Formatter) -> Formatter:
-        EVENTS[name] = EventSpec(name, required, optional, fmt)
+        EVENTS[name] = EventSpec(name, required, optional, fmt, time_field)
         return fmt
 
     return deco
@@ -131,10 +134,14 @@ def _kv(v: Any) -> str:
 
 
 def line_time(ev: Mapping[str, Any]) -> str:
-    """`MM-DD HH:MM` (UTC): the event's own `event_ts` (epoch ms, e.g. the bar time of a trade in
-    a fast replay) if it has one, else its log time. (`ts` is not used: events use it for
-    other times, e.g. the candle a late-candle warning is about.)"""
+    """`MM-DD HH:MM` (UTC): the event's own time if it has one (`event_ts`, or the field its
+    spec names, e.g. a trade's `ts`: the bar time, which matters in a fast replay), else its
+    log time. (`ts` is not taken in general: some events use it for another time, e.g. the
+    candle a late-candle warning is about.)"""
     ts = ev.get("event_ts")
+    spec = EVENTS.get(str(ev.get("event", "")))
+    if ts is None and spec is not None and spec.time_field:
+        ts = ev.get(spec.time_field)
     if isinstance(ts, int | float) and not isinstance(ts, bool) and ts > 1e11:
         return fmt_short(int(ts))
     return fmt_short(iso_to_ms(ev.get("timestamp")))
@@ -238,7 +245,7 @@ def _daemon_stop(ev: Mapping[str, Any]) -> str:
     return "  ".join(parts)
 
 
-@event("trade_open", ("symbol", "qty", "price"), ("er", "p", "size_fraction", "mode", "event_ts"))
+@event("trade_open", ("symbol", "qty", "price"), ("er", "p", "size_fraction", "mode", "ts"), time_field="ts")
 def _trade_open(ev: Mapping[str, Any]) -> str:
     parts = [f"BUY {ev['symbol']} {num(ev['qty'])} @ {num(ev['price'])}"]
     if _present(ev, "er"):
@@ -254,7 +261,7 @@ _EXIT_WORDS = {"tp": "TP", "sl": "SL", "timeout": "timeout", "gap_timeout": "gap
                "flatten": "flatten", "end_of_data": "end of data"}  # fmt: skip
 
 
-@event("trade_close", ("symbol", "qty", "price", "pnl", "ret", "reason"), ("entry_price", "held_min", "mode", "event_ts"))
+@event("trade_close", ("symbol", "qty", "price", "pnl", "ret", "reason"), ("entry_price", "held_min", "mode", "ts"), time_field="ts")
 def _trade_close(ev: Mapping[str, Any]) -> str:
     quote = ev.get("quote") or "USDT"
     parts = [

@@ -172,7 +172,8 @@ def tail_records(
         if n != 0:
             for p in backups:
                 last.extend(rec for rec in _records(p) if keep(rec))
-        for raw in fol.poll():
+        # A log that did not exist yet has no past: everything in it is followed as new.
+        for raw in fol.poll() if fol._f is not None else []:
             rec = parse_line(raw)
             if rec is not None and keep(rec) and n != 0:
                 last.append(rec)

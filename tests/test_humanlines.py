@@ -105,6 +105,11 @@ def test_unregistered_events_never_show_epoch_ms() -> None:
 def test_event_time_wins_over_log_time() -> None:
     ev = {"event": "trade_open", "timestamp": "2026-01-02T03:04:00Z", "event_ts": T, "symbol": "A", "qty": 1, "price": 2}
     assert human_line(ev).startswith("11-30 12:31 BUY A")
+    ev = {"event": "trade_close", "timestamp": "2026-01-02T03:04:00Z", "ts": T + 60_000, "symbol": "A", "qty": 1,
+          "price": 2, "pnl": 0.1, "ret": 0.001, "reason": "sl"}  # fmt: skip
+    assert human_line(ev) == "11-30 12:32 SELL A 1.00 @ 2.00  +0.10 USDT (+0.10%)  SL"
+    late = {"event": "minute_late_candle", "timestamp": "2026-01-02T03:04:00Z", "symbol": "A", "ts": T}
+    assert human_line(late).startswith("01-02 03:04 LATE A 11-30 12:31")  # its ts is not the line's time
 
 
 def test_same_line_in_file_and_console_json_keeps_all_fields(tmp_path: Path) -> None:

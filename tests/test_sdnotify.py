@@ -115,7 +115,7 @@ def test_the_daemon_speaks_sd_notify(tmp_path: Path, db_dsn: str) -> None:
     try:
         ns.read_until("READY=1", timeout=90)
         t_ready = time.monotonic()
-        while sum(m == "WATCHDOG=1" for _, m in ns.got) < 3:
+        while sum(m == "WATCHDOG=1" and t >= t_ready for t, m in ns.got) < 3:
             ns.read_until("WATCHDOG=1", timeout=10)
         proc.send_signal(signal.SIGTERM)
         ns.read_until("STOPPING=1", timeout=60)
@@ -125,5 +125,6 @@ def test_the_daemon_speaks_sd_notify(tmp_path: Path, db_dsn: str) -> None:
             proc.kill()
         ns.close()
     states = [m for _, m in ns.got]
-    assert states.index("READY=1") < states.index("WATCHDOG=1") < states.index("STOPPING=1")
-    assert all(t >= t_ready for t, m in ns.got if m == "WATCHDOG=1")
+    # (pings may also come before READY: the daemon keeps the watchdog fed while it warms up)
+    assert states.count("READY=1") == 1 and states[-1] == "STOPPING=1"
+    assert states[states.index("READY=1"):].count("WATCHDOG=1") >= 3

@@ -77,26 +77,44 @@ def test_parse_since() -> None:
 
 def test_follow_across_rotation_with_a_real_writer(tmp_path: Path) -> None:
     n = 400
-    args = [*BOT, "tail", "-f", "-n", "0", "--json", "--file", str(tmp_path / "bot.jsonl")]
+    path = tmp_path / "bot.jsonl"
+    path.write_text(json.dumps({"event": "sentinel", "level": "info", "seq": -1}) + "\n")
+    args = [*BOT, "tail", "-f", "-n", "1", "--json", "--file", str(path)]
     tail = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(tail.stdout.readline, "")), daemon=True)
     reader.start()
     try:
-        time.sleep(1.0)  # tail is up and waiting for a log that does not exist yet
+        deadline = time.monotonic() + 30
+        while not lines and time.monotonic() < deadline:  # tail is up: it printed the sentinel
+            time.sleep(0.05)
         write_log(tmp_path, n, pause=0.01)
-        rotations = len(log_chain(tmp_path / "bot.jsonl")) - 1
+        rotations = len(log_chain(path)) - 1
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and sum(not x.startswith("#") for x in lines) < n:
+        while time.monotonic() < deadline and len(lines) < n + 1:
             time.sleep(0.1)
         time.sleep(0.5)  # anything extra (a repeated line) would arrive now
     finally:
         tail.terminate()
         tail.wait(timeout=10)
         reader.join(timeout=5)
-    got = [x.rstrip("\n") for x in lines if not x.startswith("#")]
     assert rotations == 5  # the writer rotated (many times: 5 backups are kept)
-    assert [json.loads(x)["seq"] for x in got] == list(range(n))  # every line once, in order
+    assert [json.loads(x)["seq"] for x in lines] == [-1, *range(n)]  # every line once, in order
+
+
+def test_following_a_log_that_does_not_exist_yet_prints_all_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "bot.jsonl"
+    got = []
+    stop_at = time.monotonic() + 20
+
+    def appear() -> None:
+        time.sleep(0.3)
+        path.write_text("".join(json.dumps({"event": "x", "level": "info", "seq": i}) + "\n" for i in range(3)))
+
+    threading.Thread(target=appear, daemon=True).start()
+    for rec in tail_records(path, Filter(), 0, follow=True, interval_s=0.05, stop=lambda: len(got) >= 3 or time.monotonic() > stop_at):
+        got.append(rec["seq"])
+    assert got == [0, 1, 2]
 
 
 def test_tail_follows_a_running_daemon_and_reads_it_after_it_stopped(tmp_path: Path, db_dsn: str) -> None:
