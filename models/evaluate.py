@@ -58,7 +58,9 @@ def evaluate_bundle(
     if start_ms is None:
         start_ms = int(m["data_to_ts"]) + int(m.get("embargo_ms", settings.train.embargo_bars * MINUTE_MS))
     if end_ms <= start_ms:
-        raise TrainError(f"empty evaluation window: start {start_ms} >= end {end_ms}")
+        from models.timeutil import fmt_ts
+
+        raise TrainError(f"empty evaluation window: start {fmt_ts(start_ms)} >= end {fmt_ts(end_ms)} (UTC)")
     trained = (int(m["data_from_ts"]), int(m["data_to_ts"]))
     syms = list(symbols) if symbols else list(m["symbols"])
     featureset = FeatureSet(settings.features)
