@@ -10,6 +10,7 @@ fold with that training window reports.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,14 +47,18 @@ def evaluate_bundle(
     work_dir: Path,
     progress: Progress | None = None,
     with_trades: bool = False,
+    costs: CostConfig | None = None,
 ) -> dict[str, Any]:
     """Simulated trading of `bundle` on [start_ms, end_ms).
 
     start_ms defaults to the end of the bundle's training range plus the embargo (the first
     minute it may be judged on). load_from_ms: where feature warm-up data starts (None = just
-    the warm-up the features need before start_ms).
+    the warm-up the features need before start_ms). costs: judge with these costs instead of
+    the bundle's own (champion/challenger compares two bundles under the same costs).
     """
     settings = bundle_settings(bundle)
+    if costs is not None:
+        settings = dataclasses.replace(settings, costs=costs)
     m = bundle.manifest
     if start_ms is None:
         start_ms = int(m["data_to_ts"]) + int(m.get("embargo_ms", settings.train.embargo_bars * MINUTE_MS))
