@@ -450,7 +450,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
 
     non_finite = _find_non_finite(data)
     problems = _find_inline_secrets(data) + non_finite
-    said = {line.split(": ", 1)[0] for line in non_finite}
+    said = {line.split(": ", 1)[0] for line in problems}  # said once, not again as "unknown key"
     if env.get(ENV_DSN):
         data.setdefault("database", {})
         if isinstance(data["database"], dict):
@@ -465,7 +465,10 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
 
     secrets = Secrets()
     if cfg.exchange.secrets_file is not None:
-        secrets = read_secrets_file(cfg.exchange.secrets_file)
+        try:
+            secrets = read_secrets_file(cfg.exchange.secrets_file)
+        except ConfigError as e:
+            raise ConfigError(e.problems, source) from None
     if env.get(ENV_API_KEY):
         secrets = secrets.model_copy(update={"api_key": SecretStr(env[ENV_API_KEY])})
     if env.get(ENV_API_SECRET):
