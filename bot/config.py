@@ -98,7 +98,40 @@ class DaemonConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    retrain_cron: str = Field("0 3 * * 6", description="APScheduler cron (UTC) for retraining")
+    retrain_cron: str = Field("0 3 * * 6", description="APScheduler cron (UTC) for retraining; empty = never")
+    retrain_misfire_grace_s: int = Field(
+        6 * 3600, ge=1,
+        description="a retrain whose time passed while the daemon was down or busy still runs if at most this "
+        "late (then once only: missed runs are coalesced); later, it waits for the next cron time")  # fmt: skip
+    retrain_threads: int = Field(1, ge=1, description="threads of the training process (LightGBM/CatBoost); "
+                                 "1 leaves a core to the trading loop on a 2-core PC")  # fmt: skip
+    retrain_nice: int = Field(10, ge=0, le=19, description="CPU niceness added to the training process")
+    retrain_memory_mb: int = Field(
+        4096, ge=0,
+        description="address-space limit of the training process (RLIMIT_AS, MB; 0 = none). Virtual size, so "
+        "above the resident peak (thread stacks, allocator arenas); under systemd a cgroup MemoryMax on the unit "
+        "limits resident memory instead")  # fmt: skip
+    retrain_timeout_s: int = Field(4 * 3600, ge=10, description="a training process still running after this is killed")
+    retrain_eval_days: float = Field(
+        3.0, gt=0,
+        description="champion/challenger judging window: the last N days before the retrain, which the "
+        "challenger is not trained on (its training data ends an embargo earlier)")  # fmt: skip
+    promote_min_pf_gain: float = Field(0.05, description="a challenger's PF on the window must beat the champion's by this")
+    promote_min_expectancy_gain: float = Field(
+        0.0, description="... and its expectancy per trade (after costs, a fraction) the champion's by this")
+    promote_min_trades: int = Field(30, ge=0, description="... with at least this many trades on the window")
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if v.strip():
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(v, timezone="UTC")
+            except ValueError as e:
+                raise ValueError(f"not a cron expression (minute hour day month weekday): {e}") from None
+        return v
 
     @field_validator("retrain_cron")
     @classmethod

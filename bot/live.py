@@ -17,8 +17,12 @@
 5. stream: the feed (from the anchor + 1 minute, REST catch-up first) -> `MinuteAssembler` ->
    `engine.step` in a worker thread -> records persisted in one transaction per minute -> log
    lines; the equity point each minute; the `daemon_status` heartbeat.
+While streaming, the retrain schedule runs beside the loop (`bot.retrain.Retrainer`: training
+in a spawned, niced, memory- and time-limited process), and between two minutes the loop
+follows the store's champion (`bot.hotswap`): a promoted bundle scores the next minute.
 A stop request ends the loop after the minute in flight is persisted (no new entries are made
-after it), then the feed flushes its candles and closes.
+after it), then the feed flushes its candles and closes (a training process still running is
+killed).
 
 Nothing CPU-heavy runs on the event loop: bundle loading, warm-up and each step run in a
 single worker thread (so steps stay strictly ordered), training in a spawned process.
@@ -143,6 +147,7 @@ class LiveTrader:
         self._exchange: Any = None
         self.lag = LoopLag()
         self.metrics: Any = None  # bot.dashboard.metrics.DaemonMetrics, when the dashboard is on
+        self.retrainer: Any = None  # bot.retrain.Retrainer, while streaming
 
     async def _in_worker(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
@@ -359,6 +364,14 @@ class LiveTrader:
         feed_task = asyncio.create_task(feed.run(), name="feed")
         hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         minutes = asm.minutes(feed.queue)
+        # --- retraining (bot.retrain) and hot-swap (bot.hotswap) ---
+        from bot.hotswap import ChampionFollower
+        from bot.retrain import Retrainer
+
+        follower = ChampionFollower(self)
+        self.retrainer = Retrainer(self)
+        self.retrainer.start()
+        # ---
         try:
             while not self.stop.is_set():
                 nxt = asyncio.ensure_future(anext(minutes))
@@ -376,7 +389,9 @@ class LiveTrader:
                 if ts <= (self.last_minute or -1):
                     continue
                 await self._step(ts, bars)
+                await follower.check(ts, bars)  # between two minutes: a new champion is swapped in here
         finally:
+            await self.retrainer.stop()  # kills a training process still running
             await minutes.aclose()
             feed.stop()
             with contextlib.suppress(Exception):
@@ -473,6 +488,8 @@ class LiveTrader:
             d.update(equity=round(e.equity, 2), cash=round(e.cash, 2), open_positions=e.open_positions)
         if self.feed is not None:
             d["feed_ws_up"] = bool(self.feed.ws_up)
+        if self.retrainer is not None:
+            d.update(self.retrainer.details())
         return d
 
     async def _heartbeat(self) -> None:

@@ -179,6 +179,7 @@ class TrainOutcome:
 
     def summary(self) -> dict[str, Any]:
         return {"version": self.version, "path": str(self.path), "status": self.status, "metrics": self.metrics,
+                "reason": self.metrics.get("reason"),
                 "walk_forward": self.run.walk_forward, "audit": self.run.audit, "start": self.start, "end": self.end,
                 "seconds": self.seconds}  # fmt: skip
 
@@ -210,8 +211,14 @@ def train_and_write(job: TrainJob, source: Any, progress: Any = None) -> TrainOu
     manifest = bundle_manifest(run, created_ms=created, code=code)
     version = new_version(created, manifest)
     path = write_bundle(job.models_dir, version, run.predictor, manifest)
-    status = "candidate" if run.audit.get("passed", True) else "rejected"
-    out = TrainOutcome(run, version, path, status, created, code, summary_metrics(run), start, end,
+    from models.champion import audit_reason, degenerate_reason
+
+    # a degenerate bundle (no validation trades, a one-round booster) or one that failed the
+    # leakage audit is recorded as rejected, with the reason, and cannot be promoted
+    reason = degenerate_reason({**manifest, "version": version}) or audit_reason(manifest)
+    status = "rejected" if reason else "candidate"
+    metrics = summary_metrics(run) | ({"reason": reason} if reason else {})
+    out = TrainOutcome(run, version, path, status, created, code, metrics, start, end,
                        round(time.monotonic() - t0, 1))  # fmt: skip
     log.info("train_done", version=version, path=str(path), status=status, seconds=out.seconds)
     return out

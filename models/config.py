@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -36,6 +36,11 @@ class LabelConfig(BaseModel):
     mid_vol_sl: float = Field(0.8, gt=0, description="SL multiple of base_k_tp in between")
     low_vol_tp: float = Field(0.8, gt=0, description="TP multiple of base_k_tp when ATR pct < low_vol_pct")
     low_vol_sl: float = Field(0.6, gt=0, description="SL multiple of base_k_tp when ATR pct < low_vol_pct")
+    target: Literal["absolute", "cross_sectional"] = Field(
+        "absolute",
+        description="what the return models learn: the trade's own net return, or its net return minus the mean of all "
+        "symbols' at the same minute (ranking across symbols); simulated trades always earn the absolute return",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _pct_order(self) -> LabelConfig:

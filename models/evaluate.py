@@ -10,6 +10,7 @@ fold with that training window reports.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,19 +47,25 @@ def evaluate_bundle(
     work_dir: Path,
     progress: Progress | None = None,
     with_trades: bool = False,
+    costs: CostConfig | None = None,
 ) -> dict[str, Any]:
     """Simulated trading of `bundle` on [start_ms, end_ms).
 
     start_ms defaults to the end of the bundle's training range plus the embargo (the first
     minute it may be judged on). load_from_ms: where feature warm-up data starts (None = just
-    the warm-up the features need before start_ms).
+    the warm-up the features need before start_ms). costs: judge with these costs instead of
+    the bundle's own (champion/challenger compares two bundles under the same costs).
     """
     settings = bundle_settings(bundle)
+    if costs is not None:
+        settings = dataclasses.replace(settings, costs=costs)
     m = bundle.manifest
     if start_ms is None:
         start_ms = int(m["data_to_ts"]) + int(m.get("embargo_ms", settings.train.embargo_bars * MINUTE_MS))
     if end_ms <= start_ms:
-        raise TrainError(f"empty evaluation window: start {start_ms} >= end {end_ms}")
+        from models.timeutil import fmt_ts
+
+        raise TrainError(f"empty evaluation window: start {fmt_ts(start_ms)} >= end {fmt_ts(end_ms)} (UTC)")
     trained = (int(m["data_from_ts"]), int(m["data_to_ts"]))
     syms = list(symbols) if symbols else list(m["symbols"])
     featureset = FeatureSet(settings.features)

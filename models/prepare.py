@@ -181,6 +181,10 @@ def prepare(
     del refs
     gc.collect()
     prep.stats = {"train_rows": n_train, "valid_rows": n_valid, "stride": stride}
+    if want_train and settings.labels.target == "cross_sectional":
+        from models.xs_target import relative_to_cross_section
+
+        prep.stats["cross_sectional"] = relative_to_cross_section(prep.train)
     log.info("train_prepared", symbols=len(symbols), train_rows=n_train, valid_rows=n_valid, stride=stride)
     return prep
 

@@ -6,6 +6,14 @@ Entry (`EntryRule`): a symbol is a candidate after the close of bar t when its s
 - `p > p_threshold` when the bundle has a meta model (meta-label probability; NaN = no meta
   model = gate open).
 
+Optional levers (defaults = off, today's rule), found by the research runner (`models.research`):
+- `cadence_minutes`: decide only after bars that close a period of this many minutes (15 = at
+  :14, :29, :44, :59), not on every minute;
+- `regime_states`: only while the regime's most likely state is one of these (0 = calmest);
+- `top_k`: only the k highest er of the cross-section at the decision minute (`top_k_mask`),
+  a threshold that does not depend on the score's level.
+A threshold as a multiple of the round-trip cost is an `er_threshold` (`with_cost_multiple`).
+
 The probability gate is ONE gate: `p_threshold = max(bundle meta_threshold, risk.min_probability)`
 (`EntryRule.for_trading`). The engine then hands the risk manager `min_probability = 0` so the
 same probability is not gated twice with two numbers; the risk manager still uses p for Kelly
@@ -47,7 +55,7 @@ from models.labels import (
 
 __all__ = [
     "EXIT_GAP_TIMEOUT", "EXIT_NONE", "EXIT_SL", "EXIT_TIMEOUT", "EXIT_TP", "EXIT_NAMES",
-    "EntryRule", "barrier_prices", "check_exits", "entry_fractions",
+    "EntryRule", "barrier_prices", "check_exits", "entry_fractions", "on_cadence", "top_k_mask",
 ]  # fmt: skip
 
 #: exit kind -> the reason string of `bot.engine.records.EXIT_REASONS`
@@ -61,6 +69,20 @@ class EntryRule:
     er_threshold: float
     p_threshold: float | None = None
     q05_threshold: float | None = None
+    cadence_minutes: int = 1
+    top_k: int | None = None
+    regime_states: tuple[int, ...] | None = None
+
+    def with_levers(self, *, cadence_minutes: int = 1, top_k: int | None = None,
+                    regime_states: tuple[int, ...] | None = None) -> EntryRule:  # fmt: skip
+        """The same thresholds with the optional levers set."""
+        return EntryRule(self.er_threshold, self.p_threshold, self.q05_threshold, int(cadence_minutes), top_k,
+                         None if regime_states is None else tuple(int(x) for x in regime_states))  # fmt: skip
+
+    def with_cost_multiple(self, k: float, round_trip: float) -> EntryRule:
+        """er must exceed k x the round-trip cost (instead of the fixed er_threshold)."""
+        return EntryRule(float(k) * float(round_trip), self.p_threshold, self.q05_threshold, self.cadence_minutes,
+                         self.top_k, self.regime_states)  # fmt: skip
 
     @classmethod
     def from_predictor(cls, predictor: Any, *, use_meta: bool = True, q05_threshold: float | None = None) -> EntryRule:
@@ -76,8 +98,18 @@ class EntryRule:
             return rule
         return cls(rule.er_threshold, max(rule.p_threshold, float(min_probability)), q05_threshold)
 
-    def mask(self, er: np.ndarray, p: np.ndarray | None = None, q05: np.ndarray | None = None) -> np.ndarray:
-        """Boolean mask of rows passing the rule; NaN er (or q05 / p where gated) never passes."""
+    def mask(
+        self,
+        er: np.ndarray,
+        p: np.ndarray | None = None,
+        q05: np.ndarray | None = None,
+        *,
+        ts: np.ndarray | None = None,
+        regime: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Boolean mask of rows passing the rule; NaN er (or q05 / p where gated) never passes.
+        `ts` (decision bar open, ms) is needed with a cadence, `regime` (argmax state) with
+        regime_states; `top_k` is applied by `top_k_mask` over the cross-section."""
         with np.errstate(invalid="ignore"):
             sig = np.asarray(er, dtype=np.float64) > self.er_threshold
             if self.q05_threshold is not None:
@@ -88,6 +120,14 @@ class EntryRule:
                 if p is None:
                     raise ValueError("the entry rule has a probability gate but no p scores were given")
                 sig &= np.asarray(p, dtype=np.float64) > self.p_threshold
+        if self.cadence_minutes > 1:
+            if ts is None:
+                raise ValueError("the entry rule has a decision cadence but no bar times were given")
+            sig &= on_cadence(np.asarray(ts, dtype=np.int64), self.cadence_minutes)
+        if self.regime_states is not None:
+            if regime is None:
+                raise ValueError("the entry rule is conditioned on the regime but no regime states were given")
+            sig &= np.isin(np.asarray(regime), np.asarray(self.regime_states))
         return sig
 
     def describe(self) -> str:
@@ -96,7 +136,35 @@ class EntryRule:
             parts.append(f"q05 > {self.q05_threshold:g}")
         if self.p_threshold is not None:
             parts.append(f"p > {self.p_threshold:g}")
+        if self.cadence_minutes > 1:
+            parts.append(f"on {self.cadence_minutes}m closes")
+        if self.regime_states is not None:
+            parts.append(f"regime in {list(self.regime_states)}")
+        if self.top_k is not None:
+            parts.append(f"top {self.top_k} of the cross-section")
         return " and ".join(parts)
+
+
+def on_cadence(ts: np.ndarray, minutes: int) -> np.ndarray:
+    """Decision bars (1m, open time `ts` in ms) that close a period of `minutes` (UTC-aligned)."""
+    return ((np.asarray(ts, dtype=np.int64) // 60_000) + 1) % int(minutes) == 0
+
+
+def top_k_mask(minute: np.ndarray, er: np.ndarray, eligible: np.ndarray, k: int) -> np.ndarray:
+    """Rows whose er is among the k highest of the eligible rows sharing their `minute` (ties:
+    the earlier row). The cross-section is every symbol scored at that minute."""
+    out = np.zeros(len(er), dtype=bool)
+    cand = np.flatnonzero(eligible & np.isfinite(er))
+    if len(cand) == 0:
+        return out
+    m = np.asarray(minute)[cand]
+    order = np.lexsort((-np.asarray(er, dtype=np.float64)[cand], m))
+    m_sorted = m[order]
+    starts = np.flatnonzero(np.r_[True, m_sorted[1:] != m_sorted[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    rank = np.arange(len(order)) - run_start
+    out[cand[order[rank < k]]] = True
+    return out
 
 
 def entry_fractions(atr_frac: np.ndarray, atr_pct: np.ndarray, cfg: LabelConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from typing import Any
 
@@ -48,6 +49,8 @@ async def _inspect(dsn: str) -> dict[str, Any]:
         )]  # fmt: skip
         holder = await lock_holder(conn)
         out["daemon"] = None if holder is None else holder.describe()
+        details = await conn.fetchval("SELECT details FROM daemon_status WHERE id")
+        out["status_details"] = json.loads(details) if isinstance(details, str) else (details or {})
         return out
     finally:
         await conn.close()
@@ -91,6 +94,13 @@ def _status(args: argparse.Namespace) -> int:
         return 1
     print(f"  server: PostgreSQL {info['server']}, database {info['database']}, size {_human_size(info['size_bytes'])}")
     print(f"  daemon: {info['daemon'] or 'none (no `bot run` holds this database)'}")
+    d = info.get("status_details") or {}
+    if info["daemon"] and "retrain_next_run" in d:  # bot.retrain.Retrainer.details()
+        last = d.get("retrain_last") or {}
+        was = (f"last {last.get('at')}: {'ok' if last.get('ok') else 'FAILED'}, {last.get('version') or '-'}"
+               f"{', promoted' if last.get('promoted') else ''} ({last.get('reason')})") if last else "none since start"  # fmt: skip
+        now = ", running now" if d.get("retrain_running") else ""
+        print(f"  retrain: next {d.get('retrain_next_run') or 'never (daemon.retrain_cron empty)'} UTC{now}; {was}")
     clients = info["clients"]
     print(f"  connected clients: {len(clients)}")
     for c in clients:

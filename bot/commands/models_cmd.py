@@ -1,8 +1,12 @@
-"""`bot models list | show VERSION | promote VERSION [--force]`: the model versions in the store.
+"""`bot models list | show VERSION | promote VERSION [--force] | rollback`: the model versions.
 
 Promotion is a status change (candidate -> champion, the old champion -> retired), so a
-rollback is promoting the previous version again. A bundle is loaded and validated before it
-can be promoted: a broken bundle never becomes the champion.
+rollback is promoting the previous champion again. A bundle is loaded and validated before it
+can be promoted: a broken bundle never becomes the champion. A rejected bundle (failed leakage
+audit, lost to the champion) or a degenerate one (no validation trades, a one-round booster:
+`models.champion.degenerate_reason`) is refused with the reason unless `--force`. Every
+promotion, rollback and refusal is logged; a running daemon swaps to the new champion between
+two minutes (`bot.hotswap`).
 """
 
 from __future__ import annotations
@@ -31,8 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.set_defaults(func=_show)
     pr = msub.add_parser("promote", help="make a version the champion")
     pr.add_argument("version")
-    pr.add_argument("--force", action="store_true", help="promote even a rejected version (failed leakage audit)")
+    pr.add_argument("--force", action="store_true",
+                    help="promote even a rejected or degenerate version (failed leakage audit, no validation trades)")
     pr.set_defaults(func=_promote)
+    rb = msub.add_parser("rollback", help="make the previous champion the champion again")
+    rb.set_defaults(func=_rollback)
 
 
 def _fmt_pf(m: dict[str, Any] | None) -> str:
@@ -79,7 +86,9 @@ def _list(args: argparse.Namespace) -> int:
         print(f"{'version':<28} {'status':<10} {'created':<17} {'data':<35} walk-forward")
         for r in rows:
             data = f"{fmt_ts(r.data_from_ts)} .. {fmt_ts(r.data_to_ts)}"
-            print(f"{r.version:<28} {r.status:<10} {fmt_ts(r.created_ts):<17} {data:<35} {_fmt_pf(r.metrics)}")
+            why = (r.metrics or {}).get("reason")
+            print(f"{r.version:<28} {r.status:<10} {fmt_ts(r.created_ts):<17} {data:<35} {_fmt_pf(r.metrics)}"
+                  + (f"  [{why}]" if why and r.status != "champion" else ""))  # fmt: skip
         return 0
 
     return asyncio.run(_with_store(cfg, go))
@@ -115,20 +124,71 @@ def _show(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
+    import structlog
+
+    from bot.logs import setup_from_config
     from bot.store.model_versions import ModelVersionError, promote
     from models.bundle import load_bundle
+    from models.champion import degenerate_reason
+
+    setup_from_config(cfg, console=False)
+    log = structlog.get_logger("bot.models")
 
     async def go(store: Any) -> int:
         found = await _open_version(store, args.version, load_bundle, "refusing to promote {r.version}")
         if found is None:
             return 1
-        r, _ = found
+        r, bundle = found
+        why = degenerate_reason(bundle.manifest) or (
+            f"it was rejected: {(r.metrics or {}).get('reason') or 'see `bot models show`'}" if r.status == "rejected" else None
+        )
+        if why and not args.force:
+            log.warning("model_promote_refused", version=r.version, reason=why,
+                        text=f"MODEL {r.version} not promoted: {why}")  # fmt: skip
+            print(f"refusing to promote {r.version}: {why}; pass --force to promote it anyway", file=sys.stderr)
+            return 1
         try:
             prev = await promote(store.pool, r.version, int(time.time() * 1000), allow_rejected=args.force)
         except ModelVersionError as e:
             print(str(e), file=sys.stderr)
             return 1
-        print(f"{r.version} is now the champion" + (f" (was {prev.version}, now retired)" if prev else ""))
+        forced = f" (forced despite: {why})" if why else ""
+        log.info("model_promoted", version=r.version, previous=prev.version if prev else None, by="hand", forced=bool(why),
+                 reason=why, text=f"MODEL {r.version} promoted by hand (was {prev.version if prev else 'none'}){forced}")  # fmt: skip
+        print(f"{r.version} is now the champion" + (f" (was {prev.version}, now retired)" if prev else "") + forced)
+        return 0
+
+    return asyncio.run(_with_store(cfg, go))
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    cfg = load_config_or_exit(args)
+    import structlog
+
+    from bot.logs import setup_from_config
+    from bot.store.model_versions import ModelVersionError, champion, previous_champion, promote
+    from models.bundle import load_bundle
+
+    setup_from_config(cfg, console=False)
+    log = structlog.get_logger("bot.models")
+
+    async def go(store: Any) -> int:
+        cur = await champion(store.pool)
+        prev = await previous_champion(store.pool)
+        if prev is None:
+            print("nothing to roll back to: no earlier champion is recorded", file=sys.stderr)
+            return 1
+        found = await _open_version(store, prev.version, load_bundle, "cannot roll back to {r.version}")
+        if found is None:
+            return 1
+        try:
+            await promote(store.pool, prev.version, int(time.time() * 1000), allow_rejected=True)
+        except ModelVersionError as e:
+            print(str(e), file=sys.stderr)
+            return 1
+        log.info("model_rollback", version=prev.version, previous=cur.version if cur else None,
+                 text=f"MODEL rolled back to {prev.version} (was {cur.version if cur else 'none'})")  # fmt: skip
+        print(f"rolled back: {prev.version} is the champion again" + (f" ({cur.version} retired)" if cur else ""))
         return 0
 
     return asyncio.run(_with_store(cfg, go))

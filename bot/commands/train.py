@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-record", action="store_true", help="do not record the bundle in the database")
     p.add_argument("--spawn", action="store_true", help="train in a spawned child process, as the scheduler does")
     p.add_argument("--json", metavar="FILE", help="also write the summary (report, audit) as JSON")
+    p.add_argument("--promote", action="store_true",
+                   help="train from the store as the daemon's retrain does (the last daemon.retrain_eval_days held "
+                        "out), judge against the champion, promote if better (= `bot retrain --now --here`)")  # fmt: skip
     p.set_defaults(func=_run)
 
 
@@ -55,6 +58,8 @@ def _settings(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
+    if args.promote:
+        return _promote_run(cfg, args)
     from rich.console import Console
 
     from bot.logs import setup_from_config
@@ -84,6 +89,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return 0 if summary["status"] == "candidate" else 3
+
+
+def _promote_run(cfg: Any, args: argparse.Namespace) -> int:
+    """`--promote`: the champion/challenger retrain of `bot.retrain`, from here."""
+    bad = [o for o in ("candles", "start", "end", "models_dir", "work_dir") if getattr(args, o)] + (
+        ["no_record"] if args.no_record else [])  # fmt: skip
+    if bad:
+        print(f"--promote trains from the store on the daemon's window; it does not take --{bad[0].replace('_', '-')}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    from bot.commands.retrain import retrain_here_or_ask
+    from bot.logs import setup_from_config
+
+    setup_from_config(cfg, console=False)
+    return asyncio.run(retrain_here_or_ask(cfg, ask_daemon=False))
 
 
 def _job(cfg: Any, args: argparse.Namespace, symbols: list[str], start: int | None, end: int | None, code: str) -> Any:

@@ -39,6 +39,20 @@ class TradingConfig(BaseModel):
         "real candle in each of the last N minutes (1 = the decision minute itself)",
     )
     min_q05: float | None = Field(None, description="optional entry gate on the 5% quantile of the net return")
+    entry_cadence_minutes: int = Field(
+        1, ge=1, le=1440,
+        description="decide entries only at the close of bars ending a UTC-aligned period of this many minutes "
+        "(15 / 60: fewer, non-overlapping decisions; a research lever of models.rules.EntryRule)",
+    )  # fmt: skip
+    entry_cost_multiple: float | None = Field(
+        None, gt=0, description="if set, er must exceed this multiple of the round-trip cost (replaces the bundle's er threshold)"
+    )
+    entry_top_k: int | None = Field(
+        None, ge=1, description="only the k highest er of the traded cross-section at a minute may enter"
+    )
+    entry_regime_states: list[int] | None = Field(
+        None, description="enter only while the regime model's most likely state is one of these (0 = calmest); None = any"
+    )
     paper_min_notional: float = Field(
         5.0, ge=0, description="paper/backtest orders below this value (USDT) are skipped, as Binance does"
     )

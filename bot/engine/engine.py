@@ -26,6 +26,7 @@ from models.rules import (
     barrier_prices,
     check_exits,
     entry_fractions,
+    top_k_mask,
 )
 from models.timeutil import MINUTE_MS
 from risk.config import RiskConfig
@@ -167,6 +168,7 @@ class Engine:
         self.initial_equity = float(initial_equity)
         self.cash = float(initial_equity)
         self._tradable = np.zeros(s_n, bool)
+        self._zero_minute = np.zeros(s_n, np.int64)  # top_k ranks one minute's cross-section
         self._tradable[: len(self.trade_symbols)] = True
         self._ref_rows = np.array([self.index[r] for r in refs], np.intp)
         self._ref_last_fill = np.full(len(refs), -(10**15), np.int64)
@@ -202,8 +204,14 @@ class Engine:
     # --- bundle ---------------------------------------------------------------------------
 
     def _configure_rule(self) -> None:
-        self.rule = EntryRule.for_trading(self._b.predictor, min_probability=self.risk_cfg.min_probability,
-                                          q05_threshold=self.trading.min_q05)  # fmt: skip
+        t = self.trading
+        rule = EntryRule.for_trading(self._b.predictor, min_probability=self.risk_cfg.min_probability,
+                                     q05_threshold=t.min_q05)  # fmt: skip
+        rule = rule.with_levers(cadence_minutes=t.entry_cadence_minutes, top_k=t.entry_top_k,
+                                regime_states=None if t.entry_regime_states is None else tuple(t.entry_regime_states))  # fmt: skip
+        if t.entry_cost_multiple is not None:
+            rule = rule.with_cost_multiple(t.entry_cost_multiple, self.costs.round_trip)
+        self.rule = rule
         self.edge = validated_edge(self._b.manifest, self.trading)
         if self.trading.watch_only:
             self.watch_reason: str | None = "watch-only by configuration (trading.watch_only)"
@@ -454,6 +462,16 @@ class Engine:
 
     # --- entries ---------------------------------------------------------------------------
 
+    def _rule_mask(self, ts: int, er: np.ndarray, p: np.ndarray, q05: np.ndarray | None) -> np.ndarray:
+        """The one entry rule on this minute's cross-section (with its cadence / regime levers)."""
+        rule = self.rule
+        if rule.cadence_minutes == 1 and rule.regime_states is None:
+            return rule.mask(er, p, q05)
+        n = len(er)
+        probs = self.features.regime_probs
+        regime = -1 if probs is None or not np.isfinite(probs).all() else int(np.argmax(probs))
+        return rule.mask(er, p, q05, ts=np.full(n, ts, np.int64), regime=np.full(n, regime, np.int64))
+
     def _entries(self, ts: int, bars: np.ndarray, made_up: np.ndarray, feats: np.ndarray,
                  scores: Mapping[str, np.ndarray] | None, warm: np.ndarray, res: StepResult) -> bool:  # fmt: skip
         """Entry candidates of this minute -> order intents. True if the risk manager decided."""
@@ -473,7 +491,9 @@ class Engine:
         if scores is None:
             scores = self.score(feats)
         er, p, q05 = scores["er"], scores["p"], scores.get("q05")
-        sig = self.rule.mask(er, p, q05) & usable
+        sig = self._rule_mask(ts, er, p, q05) & usable
+        if self.rule.top_k is not None:
+            sig &= top_k_mask(self._zero_minute, er, usable, self.rule.top_k)
         if not sig.any():
             return False
         cand = np.flatnonzero(sig)

@@ -26,7 +26,16 @@ from pathlib import Path
 SUPERUSER = "bot"
 DEFAULT_DB = "bot"
 SMALL_MACHINE_SETTINGS = {
-    # Sized for a 2-core, few-GB PC that also trains models.
+    # Sized for a 2-core, few-GB PC that also trains models (the whole bot -- daemon, this
+    # cluster and a retrain child -- is meant to stay under 1.5 GB: bench/bench_retrain.py).
+    # shared_buffers 128MB: the hot set is the last days of 1m candles for 30 symbols (~40 MB)
+    #   plus the trading tables; training reads candles once, sequentially (binary COPY), where
+    #   the OS page cache serves as well as a bigger buffer pool, and every backend that touches
+    #   shared buffers shows them in its RSS.
+    # max_connections 30: the daemon's pool (<= database.pool_max), its lock connection, a
+    #   training child's 2, CLI commands and psql; each allowed connection reserves memory.
+    # work_mem 16MB: per sort/hash node; our queries are keyed lookups and COPY, so this only
+    #   bounds the occasional report query without letting 30 of them take 30 x 64 MB.
     "shared_buffers": "128MB",
     "max_connections": "30",
     "work_mem": "16MB",

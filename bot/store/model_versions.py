@@ -116,12 +116,31 @@ async def promote(pool: asyncpg.Pool, version: str, now_ms: int, *, allow_reject
     return None if prev_row is None else ModelVersion.from_row(prev_row)
 
 
-async def set_status(db: asyncpg.Pool | asyncpg.Connection, version: str, status: str) -> None:
-    """Mark a non-champion version retired/rejected/candidate (promotion goes through `promote`)."""
+async def set_status(db: asyncpg.Pool | asyncpg.Connection, version: str, status: str, *, reason: str | None = None) -> None:
+    """Mark a non-champion version retired/rejected/candidate (promotion goes through `promote`);
+    `reason` (why it was rejected) goes to `metrics.reason`, which `bot models list` shows."""
     if status not in ("candidate", "retired", "rejected"):
         raise ModelVersionError(f"use promote() to make a champion; {status!r} is not a settable status")
     done = await db.execute(
-        "UPDATE model_versions SET status = $2 WHERE version = $1 AND status <> 'champion'", version, status
-    )
+        """UPDATE model_versions SET status = $2,
+                  metrics = CASE WHEN $3::text IS NULL THEN metrics
+                                 ELSE coalesce(metrics, '{}'::jsonb) || jsonb_build_object('reason', $3::text) END
+           WHERE version = $1 AND status <> 'champion'""",
+        version, status, reason,
+    )  # fmt: skip
     if done.endswith(" 0"):
         raise ModelVersionError(f"model version {version!r} is unknown or is the champion")
+
+
+async def previous_champion(db: asyncpg.Pool | asyncpg.Connection) -> ModelVersion | None:
+    """The version a rollback goes back to: the most recently promoted retired version."""
+    r = await db.fetchrow(
+        f"SELECT {_COLS} FROM model_versions WHERE status = 'retired' AND promoted_ts IS NOT NULL "
+        "ORDER BY promoted_ts DESC, version DESC LIMIT 1"
+    )
+    return None if r is None else ModelVersion.from_row(r)
+
+
+async def champion_version(db: asyncpg.Pool | asyncpg.Connection) -> str | None:
+    """Just the champion's version: what a running daemon polls between two minutes."""
+    return await db.fetchval("SELECT version FROM model_versions WHERE status = 'champion'")
