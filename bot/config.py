@@ -133,18 +133,6 @@ class DaemonConfig(BaseModel):
                 raise ValueError(f"not a cron expression (minute hour day month weekday): {e}") from None
         return v
 
-    @field_validator("retrain_cron")
-    @classmethod
-    def _cron(cls, v: str) -> str:
-        # The scheduler's own parser, so what passes here is what the daemon can schedule.
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(v, timezone="UTC")
-        except ValueError as e:
-            raise ValueError(f"not a valid cron expression (minute hour day month weekday), got {v!r}: {e}") from None
-        return v
-
 
 class PaperConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -1,7 +1,7 @@
 """`make reliability`: run the reliability suite (issue 15) and report its figures.
 
 Runs every test of tests/test_reliability_*.py -- the `reliability`-marked long ones included,
-the fuzzing at 5,000 examples per property -- with $RELIABILITY_OUT pointing at a scratch
+the fuzzing at 2,000 examples per property -- with $RELIABILITY_OUT pointing at a scratch
 directory where the tests record what they measured (tests/reliability_figures.py). Then prints
 ONE table and writes docs/reliability.md and docs/reliability.json.
 
@@ -30,7 +30,7 @@ KEYS = ("faults_injected", "candles_lost", "duplicate_orders", "position_mismatc
 
 def run_suite(out: Path) -> int:
     tests = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_reliability_*.py"))
-    env = {**os.environ, "RELIABILITY_OUT": str(out), "RELIABILITY_FUZZ": os.environ.get("RELIABILITY_FUZZ", "5000")}
+    env = {**os.environ, "RELIABILITY_OUT": str(out), "RELIABILITY_FUZZ": os.environ.get("RELIABILITY_FUZZ", "2000")}
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "reliability or not reliability", *tests]
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 

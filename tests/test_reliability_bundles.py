@@ -117,3 +117,50 @@ def test_engine_keeps_its_bundle_when_the_next_one_is_refused(engine_bundle: Any
     good = load_bundle(copy_of(engine_bundle, tmp_path))
     eng.swap_bundle(good)
     assert eng.bundle is good
+
+
+async def test_the_daemon_hot_swap_refuses_each_broken_champion_and_keeps_trading_its_bundle(
+    engine_bundle: Any, store: Any, tmp_path: Path
+) -> None:
+    """Through the daemon's own entry point (`bot.hotswap.ChampionFollower.check`, called by the
+    live loop between minutes): each broken bundle promoted as champion is refused, said in
+    the log with its reason, and the engine keeps the bundle it trades with."""
+    import numpy as np
+    import structlog.testing
+
+    from bot.engine import Engine
+    from bot.hotswap import ChampionFollower
+    from bot.store.model_versions import promote, record_model_version
+    from tests.engine_support import SYMBOLS
+
+    eng = Engine(SYMBOLS, engine_bundle)
+
+    class Trader:  # the LiveTrader attributes the follower reads
+        def __init__(self) -> None:
+            self.engine, self.store, self.model_version = eng, store, engine_bundle.version
+            self.last_minute, self.metrics = int(engine_bundle.manifest["data_to_ts"]), None
+
+        async def _in_worker(self, fn: Any, *args: Any) -> Any:
+            return fn(*args)
+
+    tr = Trader()
+    follower = ChampionFollower(tr)
+    bars = np.zeros((len(eng.symbols), 5))
+    cases = {**CASES, "no_label_config": (lambda p: edit_manifest(p, lambda m: m.pop("label_config")), "manifest lacks label_config")}
+    for k, (name, (damage, reason)) in enumerate(cases.items()):
+        p = tmp_path / name
+        shutil.copytree(engine_bundle.path, p)
+        damage(p)
+        version = f"broken-{name}"
+        async with store.pool.acquire() as conn:
+            await record_model_version(conn, version=version, path=str(p), created_ts=1_700_000_000_000 + k,
+                                       data_from_ts=0, data_to_ts=1)  # fmt: skip
+        await promote(store.pool, version, 1_700_000_000_100 + k)
+        with structlog.testing.capture_logs() as logs:
+            swapped = await follower.check(tr.last_minute, bars)
+        assert swapped is False and tr.model_version == engine_bundle.version and eng.bundle is engine_bundle, name
+        refused = [e for e in logs if e["event"] == "model_swap_refused"]
+        assert len(refused) == 1 and reason in refused[0]["error"], (name, logs)
+        assert f"still trading with {engine_bundle.version}" in refused[0]["text"]
+        assert version in follower.refused
+    record("hotswap_refused", {"tried": len(cases), "refused": len(follower.refused)})
