@@ -115,7 +115,7 @@ async def test_no_secret_in_logs_reports_pages_output_or_database(
     outputs = {
         "backtest": bot(cfg, "backtest", "--model", str(bundle), "--candles", str(DATA_DIR), "--from", str(start),
                         "--to", str(end), "--symbols", ",".join(SYMBOLS), "--out", str(tmp_path / "report")),
-        "config check": bot(cfg, "config", "check"),
+        "config check": bot(cfg, "config", "check", "--show"),
         "db status": bot(cfg, "db", "status"),
         "failing backtest": bot(cfg, "backtest", "--model", str(tmp_path / "no-such-bundle"), "--out", str(tmp_path / "r2")),
     }
