@@ -164,3 +164,35 @@ async def test_the_daemon_hot_swap_refuses_each_broken_champion_and_keeps_tradin
         assert f"still trading with {engine_bundle.version}" in refused[0]["text"]
         assert version in follower.refused
     record("hotswap_refused", {"tried": len(cases), "refused": len(follower.refused)})
+
+
+async def test_a_broken_champion_at_start_is_said_and_does_not_crash_the_daemon(
+    engine_bundle: Any, store: Any, tmp_path: Path
+) -> None:
+    """`LiveTrader._bundle` (the daemon's start-up load): a champion whose files are damaged is
+    refused with its reason in one line and the daemon goes on collecting candles (it returns
+    no bundle) instead of exiting, which under systemd would be a restart loop."""
+    import structlog.testing
+
+    from bot.live import LiveTrader
+    from bot.store.model_versions import promote, record_model_version
+
+    p = tmp_path / "broken"
+    shutil.copytree(engine_bundle.path, p)
+    truncate(p, LGB_FILES["er"], rehash=True)
+    async with store.pool.acquire() as conn:
+        await record_model_version(conn, version="broken-start", path=str(p), created_ts=1_700_000_000_000,
+                                   data_from_ts=0, data_to_ts=1)  # fmt: skip
+    await promote(store.pool, "broken-start", 1_700_000_000_100)
+    tr = LiveTrader.__new__(LiveTrader)  # only what `_bundle` reads before loading
+    tr.store, tr.no_train = store, True
+
+    async def in_worker(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    tr._in_worker = in_worker
+    with structlog.testing.capture_logs() as logs:
+        assert await tr._bundle() is None
+    bad = [e for e in logs if e["event"] == "model_unusable"]
+    assert len(bad) == 1 and bad[0]["version"] == "broken-start" and bad[0]["reason"]
+    assert "collecting candles only" in bad[0]["text"]
