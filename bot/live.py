@@ -487,8 +487,6 @@ class LiveTrader:
         eng = self.engine
         if self.stop.is_set() and hasattr(eng, "stopping"):
             eng.stopping = True  # no new entries in the minute that ends the run
-        if self.live is not None:
-            self.live.gate_entries(eng, ts)  # no entries on minutes missed while the daemon was down
         res = eng.step(ts, bars)
         return res, eng.state_dict()
 

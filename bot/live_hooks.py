@@ -26,15 +26,11 @@ from bot.brokers.orders import OrderStore
 from bot.brokers.reconcile import Reconciliation, reconcile
 from bot.config import Config
 from bot.marketdata.exchange import to_ccxt_symbol
-from models.timeutil import DAY_MS, MINUTE_MS, fmt_short
+from models.timeutil import DAY_MS
 
 log = structlog.get_logger("bot.live")
 
 RECONCILE_PENDING = "reconcile_pending"
-#: Entry gate for minutes that closed before the daemon (re)started: after a crash or a stop the
-#: loop steps the missed minutes again to bring positions and exits up to date, but an entry
-#: decided on a minute that is long gone would buy at today's price on yesterday's signal.
-CATCH_UP = "catch_up"
 
 
 class LiveHooks:
@@ -49,7 +45,6 @@ class LiveHooks:
         self.last_reconcile = 0.0
         self.reconciliations = 0
         self.mismatches = 0
-        self.catch_up_until = 0  # open time of the last minute that had closed when the daemon started
 
     async def setup(self) -> bool:
         from risk.market import MarketRules
@@ -66,13 +61,6 @@ class LiveHooks:
                       text="LIVE the exchange refused the API key (check the key, its permissions and IP whitelist)")  # fmt: skip
             return False
         self.equity = float((bal.get("total") or {}).get(cfg.exchange.quote) or 0.0)
-        try:
-            now_ms = int(await self.exchange.fetch_time())  # the exchange's clock, not ours
-        except Exception:  # noqa: BLE001 - no server time: our own clock is the next best
-            now_ms = int(time.time() * 1000)
-        self.catch_up_until = (now_ms // MINUTE_MS) * MINUTE_MS - MINUTE_MS
-        log.info("live_catch_up", until=self.catch_up_until,
-                 text=f"LIVE minutes before {fmt_short(self.catch_up_until)} UTC are caught up without new entries")  # fmt: skip
         for s in cfg.symbols:
             m = self.exchange.markets.get(to_ccxt_symbol(s, cfg.exchange.quote))
             if m is not None:
@@ -90,15 +78,6 @@ class LiveHooks:
                      broker=self.broker, market_rules=self.rules)  # fmt: skip
         eng.entry_block = RECONCILE_PENDING
         return eng
-
-    def gate_entries(self, eng: Any, ts: int) -> None:
-        """Before each step: no entry on a minute that had closed before the daemon started
-        (exits still run); the reconciliation gate keeps its own code."""
-        if ts < self.catch_up_until:
-            if eng.entry_block is None:
-                eng.entry_block = CATCH_UP
-        elif eng.entry_block == CATCH_UP:
-            eng.entry_block = None
 
     async def load_orders(self, anchor: int) -> None:
         await self.executor.load(since_ts=anchor - DAY_MS, anchor=anchor)

@@ -269,28 +269,3 @@ async def test_reconciliation_adopts_ours_leaves_foreign_alone_and_repairs_drift
         await ex.ex.close()
         await pool.close()
         await sim.stop()
-
-
-def test_minutes_missed_while_down_are_caught_up_without_entries() -> None:
-    """After a restart the loop re-steps the minutes it missed (exits, marks); an entry on one of
-    them would buy now on a signal from then, so live mode blocks entries until the first minute
-    that closed after the start, without undoing the reconciliation gate."""
-    import types
-
-    from bot.live_hooks import CATCH_UP, RECONCILE_PENDING, LiveHooks
-    from models.timeutil import MINUTE_MS
-
-    hooks = LiveHooks.__new__(LiveHooks)  # the gate needs only its start minute
-    start = 1_620_000_000_000 - 1_620_000_000_000 % MINUTE_MS
-    hooks.catch_up_until = start
-    eng = types.SimpleNamespace(entry_block=None)
-    hooks.gate_entries(eng, start - 5 * MINUTE_MS)
-    assert eng.entry_block == CATCH_UP
-    eng.entry_block = RECONCILE_PENDING  # a reconciliation in between keeps its own code
-    hooks.gate_entries(eng, start - MINUTE_MS)
-    assert eng.entry_block == RECONCILE_PENDING
-    eng.entry_block = CATCH_UP
-    hooks.gate_entries(eng, start)
-    assert eng.entry_block is None
-    hooks.gate_entries(eng, start + MINUTE_MS)
-    assert eng.entry_block is None
