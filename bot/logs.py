@@ -18,6 +18,8 @@ appears, so a secret cannot leak through an exception message or a URL either.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import logging.handlers
 import sys
@@ -103,6 +105,27 @@ def _formatter(renderer: Any) -> logging.Formatter:
     )
 
 
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """A rotating log file whose write failures (disk full, read-only, permissions) are said once
+    per errno in one line on stderr, naming the path, instead of Python's traceback per record;
+    logging never stops the daemon."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reported: set[object] = set()
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        e = sys.exc_info()[1]
+        code = getattr(e, "errno", None) or type(e).__name__
+        if code in self._reported:
+            return
+        self._reported.add(code)
+        name = errno.errorcode.get(code, str(code)) if isinstance(code, int) else code
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"log write failed: {self.baseFilename}: {name} (Errno {code}) {e}; "
+                             "the daemon goes on, later failures of this kind are not repeated\n")  # fmt: skip
+
+
 def add_human_handler(h: logging.Handler) -> logging.Handler:
     """Attach `h` to the root logger rendering the short human lines (e.g. the Telegram push);
     `logging.getLogger().removeHandler(h)` detaches it."""
@@ -148,11 +171,11 @@ def setup_logging(
         d = Path(logs_dir)
         d.mkdir(parents=True, exist_ok=True)
         handlers.append(handler(
-            logging.handlers.RotatingFileHandler(d / json_file, maxBytes=max_bytes, backupCount=backups),
+            _LogFile(d / json_file, maxBytes=max_bytes, backupCount=backups),
             structlog.processors.JSONRenderer(),
         ))  # fmt: skip
         handlers.append(handler(
-            logging.handlers.RotatingFileHandler(d / human_file, maxBytes=max_bytes, backupCount=backups),
+            _LogFile(d / human_file, maxBytes=max_bytes, backupCount=backups),
             HumanRenderer(),
         ))  # fmt: skip
     if console:

@@ -154,8 +154,6 @@ def test_daemon_survives_a_full_then_read_only_log_dir_and_loses_no_candle(scena
     assert errs, "nothing on stderr says the log could not be written"
 
 
-@pytest.mark.xfail(strict=True, reason="needs bot/logs.py (ops): a handler that reports a failed log write once per "
-                   "path and errno in one line, instead of Python's '--- Logging error ---' traceback per record")
 def test_log_write_failure_is_said_in_one_line_naming_path_and_errno(scenario: dict[str, Any]) -> None:
     s = scenario
     logs = str(s["logs"])
