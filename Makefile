@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.yaml
 
-.PHONY: install postgres chromium test test-fast run bench lint clean
+.PHONY: install postgres systemd-analyze chromium test test-fast run bench lint clean install-service uninstall-service
 
 # The virtualenv and the package with its dev extras; re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -20,12 +20,25 @@ $(STAMP): pyproject.toml
 postgres:
 	@sh scripts/ensure-postgres.sh
 
+# systemd-analyze (Debian's `systemd` package) for the unit-file test. Skipped when present.
+systemd-analyze:
+	@sh scripts/ensure-systemd-analyze.sh
+
 # Headless Chromium (Debian's `chromium` package): the report and dashboard tests render
 # their pages in it and look at a screenshot. Skipped when it is already present.
 chromium:
 	@sh scripts/ensure-chromium.sh
 
-install: $(STAMP) postgres
+install: $(STAMP) postgres systemd-analyze
+
+# The systemd service (as root): user, code in $(PREFIX), venv, unit enabled. See scripts/.
+PREFIX ?= /opt/cryptobot
+install-service:
+	PREFIX=$(PREFIX) sh scripts/install-service.sh
+
+# Stops, disables and removes it; keeps data, secrets and the user unless PURGE=1.
+uninstall-service:
+	PREFIX=$(PREFIX) sh scripts/uninstall-service.sh
 
 test: install chromium
 	$(BIN)/python -m pytest

@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import to_jsonable_python
 
+from bot.chat.config import TelegramConfig
 from bot.dashboard.config import DashboardConfig
 from bot.engine.config import TradingConfig
 from bot.marketdata.config import ExchangeConfig, FeedConfig
@@ -40,6 +41,8 @@ ENV_CONFIG = "BOT_CONFIG"
 ENV_API_KEY = "BOT_API_KEY"
 ENV_API_SECRET = "BOT_API_SECRET"
 ENV_DSN = "BOT_DATABASE_DSN"
+ENV_TELEGRAM_TOKEN = "BOT_TELEGRAM_TOKEN"
+ENV_TELEGRAM_CHAT_ID = "BOT_TELEGRAM_CHAT_ID"
 
 # The 30 most liquid Binance USDT spot pairs by quote volume at the time of writing (late 2026).
 # Liquidity ranks drift: review this list before trading live. Tests and benchmarks use the
@@ -145,6 +148,8 @@ class LoggingConfig(BaseModel):
     json_file: str = Field("bot.jsonl", description="structlog JSON lines, under paths.logs_dir")
     human_file: str = Field("bot.log", description="short Telegram-style lines, under paths.logs_dir")
     console: bool = True
+    max_mb: int = Field(20, ge=1, le=1024, description="rotate each log file at this size (MB)")
+    backups: int = Field(5, ge=1, le=100, description="rotated files kept per log (bot.log.1 .. bot.log.N)")
 
 
 class Secrets(BaseModel):
@@ -154,6 +159,8 @@ class Secrets(BaseModel):
 
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None
+    telegram_token: SecretStr | None = None
+    telegram_chat_id: SecretStr | None = None
 
     @property
     def complete(self) -> bool:
@@ -180,6 +187,7 @@ class Config(BaseModel):
     paper: PaperConfig = PaperConfig()
     trading: TradingConfig = TradingConfig()
     logging: LoggingConfig = LoggingConfig()
+    telegram: TelegramConfig = TelegramConfig()
     dashboard: DashboardConfig = DashboardConfig()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
 
@@ -217,6 +225,8 @@ class Config(BaseModel):
         data["secrets"] = {
             "api_key": _mask(self.secrets.api_key),
             "api_secret": _mask(self.secrets.api_secret),
+            "telegram_token": _mask(self.secrets.telegram_token),
+            "telegram_chat_id": _mask(self.secrets.telegram_chat_id),
         }
         return data
 
@@ -298,7 +308,7 @@ def format_validation_error(exc: ValidationError) -> list[str]:
 
 # --- loading ----------------------------------------------------------------------------
 
-_SECRET_KEYS = {"api_key", "api_secret", "apikey", "secret", "password"}
+_SECRET_KEYS = {"api_key", "api_secret", "apikey", "secret", "password", "token", "telegram_token", "bot_token"}
 
 
 def _find_inline_secrets(data: Any, path: str = "") -> list[str]:
@@ -330,12 +340,10 @@ def read_secrets_file(path: Path) -> Secrets:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError([f"exchange.secrets_file: {path} is not valid YAML ({type(e).__name__})"]) from None
-    if not isinstance(data, dict) or set(data) - {"api_key", "api_secret"}:
-        raise ConfigError(["exchange.secrets_file: must be a mapping with only api_key and api_secret"])
-    return Secrets(
-        api_key=SecretStr(str(data["api_key"])) if data.get("api_key") else None,
-        api_secret=SecretStr(str(data["api_secret"])) if data.get("api_secret") else None,
-    )
+    keys = {"api_key", "api_secret", "telegram_token", "telegram_chat_id"}
+    if not isinstance(data, dict) or set(data) - keys:
+        raise ConfigError([f"exchange.secrets_file: must be a mapping with only {', '.join(sorted(keys))}"])
+    return Secrets(**{k: SecretStr(str(data[k])) for k in keys if data.get(k)})
 
 
 def resolve_config_path(path: str | os.PathLike[str] | None) -> Path | None:
@@ -396,6 +404,10 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         secrets = secrets.model_copy(update={"api_key": SecretStr(env[ENV_API_KEY])})
     if env.get(ENV_API_SECRET):
         secrets = secrets.model_copy(update={"api_secret": SecretStr(env[ENV_API_SECRET])})
+    if env.get(ENV_TELEGRAM_TOKEN):
+        secrets = secrets.model_copy(update={"telegram_token": SecretStr(env[ENV_TELEGRAM_TOKEN])})
+    if env.get(ENV_TELEGRAM_CHAT_ID):
+        secrets = secrets.model_copy(update={"telegram_chat_id": SecretStr(env[ENV_TELEGRAM_CHAT_ID])})
     if cfg.mode == "live" and not secrets.complete:
         raise ConfigError(
             [f"mode: live needs API keys ({ENV_API_KEY} and {ENV_API_SECRET}, or exchange.secrets_file); none found"],

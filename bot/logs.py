@@ -3,9 +3,13 @@
 Every module logs `log.info("event_name", key=value, ...)`. `setup_logging` routes those events
 through the standard library to:
   - `<logs_dir>/bot.jsonl`: one JSON object per event (timestamp, level, logger, event, keys);
-  - `<logs_dir>/bot.log` and the console: one short line a person can `tail -f` or get pushed,
-    e.g. `06:12:01 BUY SOLUSDT 1.2 @ 98.31  er=+0.21% p=0.64  size=2.1%`. An event supplies
-    that text in its `text` key; otherwise the line is `event key=value ...`.
+  - `<logs_dir>/bot.log`, the console and Telegram (`bot.telegram`): one short line a person can
+    read, e.g. `11-30 12:31 BUY SOLUSDT 1.20 @ 98.31  er +0.21%  p 0.64  size 2.1%  [paper]`.
+    The formats live in one registry (`bot.humanlines`, which also documents the event names
+    and fields); an unregistered event shows its `text` key, else `event key=value ...`.
+
+Both files rotate by size (`logging.max_mb`, `logging.backups`: a bounded number of files);
+`bot tail` reads the JSON file and its rotated predecessors and follows across rotation.
 
 A redaction step runs before both renderers: keys that look like secrets are masked, and any
 string value that contains a registered secret (API key, DSN password) is masked wherever it
@@ -17,11 +21,13 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import structlog
+
+from bot.humanlines import line_time, render_body
 
 _SECRET_KEY_PARTS = ("secret", "password", "api_key", "apikey", "token", "signature", "dsn")
 _registered_secrets: set[str] = set()
@@ -53,30 +59,56 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    s = str(v)
-    return s if " " not in s else repr(s)
+LEVEL_TAGS = {"debug": "DEBUG ", "info": "", "warning": "WARN ", "error": "ERROR ", "critical": "CRITICAL "}
 
 
 class HumanRenderer:
-    """`HH:MM:SS text` or `HH:MM:SS [LEVEL] event k=v ...` — short enough for Telegram."""
-
-    _SKIP = {"timestamp", "level", "logger", "event", "text", "exception", "_record", "_from_structlog"}
+    """`MM-DD HH:MM [WARN |ERROR ]<body>` in UTC, the body from `bot.humanlines` — short enough
+    for Telegram. The same function renders `bot tail` lines from the JSON log."""
 
     def __call__(self, _logger: Any, _name: str, event: MutableMapping[str, Any]) -> str:
-        ts = str(event.get("timestamp", ""))[11:19]
-        level = str(event.get("level", "info"))
-        tag = "" if level == "info" else f"[{level.upper()}] "
-        if event.get("text"):
-            body = str(event["text"])
-        else:
-            kv = " ".join(f"{k}={_fmt(v)}" for k, v in event.items() if k not in self._SKIP)
-            body = f"{event.get('event', '')} {kv}".rstrip()
-        line = f"{ts} {tag}{body}"
-        exc = event.get("exception")
-        return f"{line}\n{exc}" if exc else line
+        return human_line(event)
+
+
+def human_line(event: Mapping[str, Any], *, with_exception: bool = True) -> str:
+    """One event (as logged, or as read back from the JSON log) -> its short human line."""
+    level = str(event.get("level", "info")).lower()
+    line = f"{line_time(event)} {LEVEL_TAGS.get(level, level.upper() + ' ')}{render_body(event)}"
+    exc = event.get("exception")
+    return f"{line}\n{exc}" if (exc and with_exception) else line
+
+
+class _HumanFormatter(structlog.stdlib.ProcessorFormatter):
+    """Renders a record's human line once and reuses it for every human handler (bot.log, the
+    console, Telegram): the line is the same text everywhere, so it costs one render."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        cached = record.__dict__.get("_human_line")
+        if cached is None:
+            cached = super().format(record)
+            record.__dict__["_human_line"] = cached
+        return cached
+
+
+def _formatter(renderer: Any) -> logging.Formatter:
+    cls = _HumanFormatter if isinstance(renderer, HumanRenderer) else structlog.stdlib.ProcessorFormatter
+    return cls(
+        foreign_pre_chain=_PRE_CHAIN,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+    )
+
+
+def add_human_handler(h: logging.Handler) -> logging.Handler:
+    """Attach `h` to the root logger rendering the short human lines (e.g. the Telegram push);
+    `logging.getLogger().removeHandler(h)` detaches it."""
+    h.setFormatter(_formatter(HumanRenderer()))
+    logging.getLogger().addHandler(h)
+    return h
 
 
 _PRE_CHAIN: list[Any] = [
@@ -96,6 +128,9 @@ def setup_logging(
     human_file: str = "bot.log",
     console: bool = True,
     stream: Any = None,
+    max_bytes: int = 20 << 20,
+    backups: int = 5,
+    extra_handlers: Iterable[logging.Handler] = (),
 ) -> None:
     """Configure structlog + stdlib handlers. Safe to call again (replaces handlers)."""
     root = logging.getLogger()
@@ -105,17 +140,7 @@ def setup_logging(
     root.setLevel(level.upper())
 
     def handler(h: logging.Handler, renderer: Any) -> logging.Handler:
-        h.setFormatter(
-            structlog.stdlib.ProcessorFormatter(
-                foreign_pre_chain=_PRE_CHAIN,
-                processors=[
-                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info,
-                    redact,
-                    renderer,
-                ],
-            )
-        )
+        h.setFormatter(_formatter(renderer))
         return h
 
     handlers: list[logging.Handler] = []
@@ -123,19 +148,21 @@ def setup_logging(
         d = Path(logs_dir)
         d.mkdir(parents=True, exist_ok=True)
         handlers.append(handler(
-            logging.handlers.RotatingFileHandler(d / json_file, maxBytes=50 << 20, backupCount=5),
+            logging.handlers.RotatingFileHandler(d / json_file, maxBytes=max_bytes, backupCount=backups),
             structlog.processors.JSONRenderer(),
         ))  # fmt: skip
         handlers.append(handler(
-            logging.handlers.RotatingFileHandler(d / human_file, maxBytes=10 << 20, backupCount=5),
+            logging.handlers.RotatingFileHandler(d / human_file, maxBytes=max_bytes, backupCount=backups),
             HumanRenderer(),
         ))  # fmt: skip
     if console:
         handlers.append(handler(logging.StreamHandler(stream or sys.stderr), HumanRenderer()))
+    handlers.extend(handler(h, HumanRenderer()) for h in extra_handlers)
     for h in handlers:
         root.addHandler(h)
     # Chatty libraries: warnings only.
-    for name in ("asyncio", "ccxt", "aiohttp", "apscheduler", "asyncpg"):
+    # httpx logs every request URL at info, and a Telegram URL holds the bot token.
+    for name in ("asyncio", "ccxt", "aiohttp", "apscheduler", "asyncpg", "httpx", "httpcore", "telegram"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
     structlog.configure(
@@ -152,6 +179,7 @@ def setup_from_config(cfg: Any, *, console: bool | None = None) -> None:
     register_secret(
         s.api_key.get_secret_value() if s.api_key else None,
         s.api_secret.get_secret_value() if s.api_secret else None,
+        s.telegram_token.get_secret_value() if s.telegram_token else None,
         *_dsn_password(cfg.database.dsn.get_secret_value()),
     )
     setup_logging(
@@ -160,6 +188,8 @@ def setup_from_config(cfg: Any, *, console: bool | None = None) -> None:
         json_file=cfg.logging.json_file,
         human_file=cfg.logging.human_file,
         console=cfg.logging.console if console is None else console,
+        max_bytes=cfg.logging.max_mb << 20,
+        backups=cfg.logging.backups,
     )
 
 

@@ -220,7 +220,9 @@ def train_and_write(job: TrainJob, source: Any, progress: Any = None) -> TrainOu
     metrics = summary_metrics(run) | ({"reason": reason} if reason else {})
     out = TrainOutcome(run, version, path, status, created, code, metrics, start, end,
                        round(time.monotonic() - t0, 1))  # fmt: skip
-    log.info("train_done", version=version, path=str(path), status=status, seconds=out.seconds)
+    wf = out.metrics.get("walk_forward") or {}
+    log.info("train_done", version=version, path=str(path), status=status, seconds=out.seconds,
+             pf=wf.get("profit_factor"), trades=wf.get("trades"), expectancy=wf.get("expectancy"))  # fmt: skip
     return out
 
 

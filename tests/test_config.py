@@ -123,9 +123,15 @@ def _bot(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 def test_cli_config_check_ok_and_masks_secrets(tmp_path: Path) -> None:
     p = write(tmp_path, "mode: live\n")
-    r = _bot("config", "check", "--config", str(p), env={"BOT_API_KEY": "KEY-abcdef", "BOT_API_SECRET": "SEC-uvwxyz"})
+    env = {"BOT_API_KEY": "KEY-abcdef", "BOT_API_SECRET": "SEC-uvwxyz"}
+    short = _bot("config", "check", "--config", str(p), env=env)
+    assert short.returncode == 0, short.stderr
+    assert short.stdout.startswith("config OK: ") and "mode live" in short.stdout.splitlines()[0]
+    assert len(short.stdout.splitlines()) <= 3  # the verdict, not a 200-line dump
+    r = _bot("config", "check", "--show", "--config", str(p), env=env)
     assert r.returncode == 0, r.stderr
-    assert "mode: live" in r.stdout and "********" in r.stdout
+    assert r.stdout.startswith("config OK: ")  # the verdict comes first, then the dump
+    assert "mode: live" in r.stdout and "********" in r.stdout and len(r.stdout.splitlines()) > 50
     assert "KEY-abcdef" not in r.stdout + r.stderr and "SEC-uvwxyz" not in r.stdout + r.stderr
 
 

@@ -29,7 +29,7 @@ def test_json_and_human_lines_and_redaction(tmp_path: Path) -> None:
     human = stream.getvalue().splitlines()
     assert human[0].endswith("BUY SOLUSDT 1.2 @ 98.31  er=+0.21% p=0.64  size=2.1%")
     assert len(human[0]) < 80
-    assert "[WARNING] feed_retry attempt=3" in human[1]
+    assert "WARN feed_retry attempt=3" in human[1]
     records = [json.loads(line) for line in (tmp_path / "bot.jsonl").read_text().splitlines()]
     assert [r["event"] for r in records] == ["order_filled", "feed_retry", "auth", "crashed"]
     assert records[0]["symbol"] == "SOLUSDT" and records[0]["level"] == "info"

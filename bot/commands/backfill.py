@@ -70,7 +70,6 @@ class _RichProgress:
 
 async def _main(cfg, symbols: list[str], days: float, concurrency: int) -> int:  # noqa: ANN001
     import ccxt
-    from rich.console import Console
     from rich.table import Table
 
     from bot.marketdata.backfill import backfill
@@ -78,8 +77,9 @@ async def _main(cfg, symbols: list[str], days: float, concurrency: int) -> int: 
     from bot.marketdata.retry import RetriesExhausted
     from bot.progress_bars import rows_progress
     from bot.store.db import open_store
+    from bot.terminal import console as wide_console
 
-    console = Console(stderr=True)
+    console = wide_console(stderr=True)
     ex = cfg.exchange
     exchange = build_exchange(cfg)
     try:
@@ -112,7 +112,7 @@ async def _main(cfg, symbols: list[str], days: float, concurrency: int) -> int: 
     table.add_row("total", "", "", str(sum(r.pages for r in reports)), f"{sum(r.fetched for r in reports):,}",
                   f"{sum(r.written for r in reports):,}", str(sum(r.invalid for r in reports)),
                   str(sum(r.exchange_gap_minutes for r in reports)), style="bold")  # fmt: skip
-    Console().print(table)
+    wide_console().print(table)
     for r in reports:
         if r.skipped:
             console.print(f"[yellow]{r.symbol} skipped: {r.skipped}[/yellow]")

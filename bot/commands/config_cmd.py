@@ -1,4 +1,5 @@
-"""`bot config check`: validate the config and print the effective values, secrets masked."""
+"""`bot config check [--show]`: the verdict first (OK / every problem with its key), then, with
+`--show`, the effective values with secrets masked. `bot config template`: the default file."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import sys
 
 import yaml
 
-from bot.config import ConfigError, load_config
+from bot.config import Config, ConfigError, load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="inspect the configuration")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    check = csub.add_parser("check", help="validate and print the effective config (secrets masked)")
+    check = csub.add_parser("check", help="validate the config: the verdict, then (--show) the effective values")
+    check.add_argument("--show", action="store_true", help="also print every effective value (secrets masked)")
     check.set_defaults(func=_check)
     tmpl = csub.add_parser("template", help="print the complete default config as commented YAML")
     tmpl.set_defaults(func=_template)
@@ -32,6 +34,19 @@ def _check(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 2
-    sys.stdout.write(yaml.safe_dump(cfg.masked(), sort_keys=False))
-    print(f"# config OK: mode={cfg.mode}, {len(cfg.symbols)} symbols", file=sys.stderr)
+    print(f"config OK: {_summary(cfg, args.config)}")
+    if args.show:
+        sys.stdout.write(yaml.safe_dump(cfg.masked(), sort_keys=False))
+    else:
+        print("(bot config check --show prints every effective value, secrets masked)")
     return 0
+
+
+def _summary(cfg: Config, path: str | None) -> str:
+    from bot.config import resolve_config_path
+
+    src = resolve_config_path(path)
+    db = "external database" if cfg.database.dsn.get_secret_value() else f"embedded database in {cfg.paths.data_dir}/pgdata"
+    keys = "API keys set" if cfg.secrets.complete else "no API keys"
+    tg = "telegram on" if cfg.telegram.enabled else "telegram off"
+    return f"{src or '(embedded defaults)'}: mode {cfg.mode}, {len(cfg.symbols)} symbols, {db}, {keys}, {tg}"

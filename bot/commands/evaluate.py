@@ -122,11 +122,10 @@ BASIS = (
 
 def _run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
-    from rich.console import Console
-
     from bot.candle_sources import CandleSourceError, CsvCandleSource
     from bot.logs import setup_from_config
     from bot.progress_bars import RichProgress
+    from bot.terminal import console as wide_console
     from bot.training import TrainingSetupError
     from models.bundle import BundleError, load_bundle
     from models.evaluate import evaluate_bundle
@@ -136,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
     from models.timeutil import TimeParseError, fmt_date, fmt_ts, parse_time
 
     setup_from_config(cfg, console=False)
-    console = Console(stderr=True)
+    console = wide_console(stderr=True)
     path = Path(args.model)
     if not path.exists() and (Path(cfg.paths.models_dir) / args.model).exists():
         path = Path(cfg.paths.models_dir) / args.model

@@ -27,18 +27,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dump",
         help="write the feature matrix (batch or online path) of candle files to CSV",
         description="Features of every real bar in [--from, --to) of the given symbols, warmed up "
-        "from the candles before --from.",
+        "from the candles before --from. Warm-up: a row is fully defined only after "
+        "features.warmup_bars minutes of 1m history (7,920 = 5.5 days with the default config) of "
+        "the symbol and of the reference symbols; rows closer than that to the start of the data "
+        "have empty (NaN) columns. The regime columns stay empty unless --regime or --fit-regime "
+        "is given.",
     )
     d.add_argument("--candles", required=True, metavar="DIR", help="directory of SYMBOL.csv.gz files")
     d.add_argument("--symbols", required=True, metavar="A,B", help="comma-separated symbols to write")
-    d.add_argument("--from", dest="start", required=True, metavar="T0", help="UTC date/time (ISO) or epoch ms")
+    d.add_argument("--from", dest="start", required=True, metavar="T0", help="UTC date/time (ISO) or epoch ms; the files need ~5.5 days of candles before it for fully defined rows")
     d.add_argument("--to", dest="end", required=True, metavar="T1", help="exclusive end, UTC date/time or epoch ms")
     d.add_argument("--mode", choices=("batch", "online"), default="batch")
     d.add_argument("--out", required=True, metavar="FILE.csv")
     g = d.add_mutually_exclusive_group()
-    g.add_argument("--regime", metavar="FILE.json", help="regime model (RegimeModel.to_dict JSON)")
+    g.add_argument("--regime", metavar="FILE.json", help="regime model (RegimeModel.to_dict JSON); without it or --fit-regime the regime columns are empty")
     g.add_argument(
-        "--fit-regime", action="store_true", help="fit the regime HMM on the candles before --from"
+        "--fit-regime", action="store_true",
+        help="fit the regime HMM on the candles before --from (else the regime columns stay empty)",
     )
     d.add_argument("--external", metavar="FILE.csv", help="external daily series (default: features.external_daily_file)")
     d.set_defaults(func=_dump)

@@ -24,15 +24,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _main(cfg, args: argparse.Namespace) -> int:  # noqa: ANN001
-    from rich.console import Console
     from rich.table import Table
 
     from bot.importer import import_directory
     from bot.progress_bars import rows_progress
     from bot.store.db import open_store
+    from bot.terminal import console as wide_console
     from models.candles import candle_files
 
-    console = Console(stderr=True)
+    console = wide_console(stderr=True)
     symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None
     try:
         n_files = len(candle_files(args.directory, symbols))
@@ -57,5 +57,5 @@ async def _main(cfg, args: argparse.Namespace) -> int:  # noqa: ANN001
     table.add_row("total", f"{sum(r.rows_read for r in reports):,}", f"{sum(r.written for r in reports):,}",
                   f"{sum(r.duplicates_skipped for r in reports):,}", f"{sum(r.rejected for r in reports):,}",
                   str(sum(r.gaps for r in reports)), f"{sum(r.missing_minutes for r in reports):,}", style="bold")  # fmt: skip
-    Console().print(table)
+    wide_console().print(table)
     return 0

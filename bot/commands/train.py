@@ -60,14 +60,13 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
     if args.promote:
         return _promote_run(cfg, args)
-    from rich.console import Console
-
     from bot.logs import setup_from_config
+    from bot.terminal import console as wide_console
     from bot.training import TrainingSetupError, code_version
     from models.timeutil import TimeParseError, parse_optional_time
 
     setup_from_config(cfg, console=False)
-    console = Console(stderr=True)
+    console = wide_console(stderr=True)
     try:
         symbols = read_symbols(args.symbols, cfg.symbols)
         job = _job(cfg, args, symbols, parse_optional_time(args.start), parse_optional_time(args.end), code_version())
