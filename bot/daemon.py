@@ -4,9 +4,12 @@ Crash-only: there is one way to start, and it is also how the daemon recovers af
 (the store is re-opened, migrations are a no-op, state is reloaded by `bot.live`). Order:
 open the store (embedded Postgres by default; migrations run), take the daemon lock (a second
 `bot run` on the same database is refused, naming the holder), own the embedded cluster from
-then on (it is stopped when the daemon exits), write the `daemon_status` row, tell systemd
-READY, then hand over to `bot.live.LiveTrader`. The systemd watchdog is fed from the event loop
-the whole time, so a stalled loop stops the pings and only a stalled loop does.
+then on (it is stopped when the daemon exits), write the `daemon_status` row, then hand over to `bot.live.LiveTrader`, which tells systemd READY
+once the engine is warm (or, without a model, once it collects candles or starts training the
+first one): `systemctl start` returns when the daemon trades, and `TimeoutStartSec` in the unit
+bounds how long reaching the exchange, the catch-up backfill and the warm-up may take. The
+systemd watchdog is fed from the event loop the whole time, start-up included (a slow warm-up
+runs in a worker thread and does not stop the pings), so only a stalled loop stops them.
 """
 
 from __future__ import annotations
@@ -54,10 +57,11 @@ async def _start_dashboard(cfg: Config, store: object, trader: object) -> object
     from bot.dashboard.metrics import DaemonMetrics
     from bot.dashboard.server import start_dashboard
     from bot.dashboard.state import DashboardState
+    from bot.live_events import DEMO_NOTICE, is_demo
 
     trader.metrics = DaemonMetrics()  # type: ignore[attr-defined]
     state = DashboardState(db=store, mode=cfg.mode, symbols=cfg.symbols, metrics=trader.metrics,  # type: ignore[attr-defined]
-                           live=trader.details)  # type: ignore[attr-defined]  # fmt: skip
+                           live=trader.details, notice=DEMO_NOTICE if is_demo() else None)  # type: ignore[attr-defined]  # fmt: skip
     return await start_dashboard(state, cfg)
 
 
@@ -67,9 +71,15 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    why: list[str] = []
+
+    def _on_signal(sig: signal.Signals) -> None:
+        why.append(sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, _on_signal, sig)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             pass
     ping = sdnotify.watchdog_interval_s()
@@ -95,10 +105,10 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
                                                 watch_reason=None, details={"db": where})  # fmt: skip
                 log.info("daemon_up", db=where, schema=version, startup_s=round(time.monotonic() - t0, 2),
                          text=f"UP {cfg.mode} mode, db {where} (schema v{version}), {time.monotonic() - t0:.1f}s")  # fmt: skip
-                sdnotify.notify("READY=1")
                 lost: list[bool] = []
                 guard = asyncio.create_task(_guard_lock(lock, stop, lost), name="lock-guard")
                 trader = LiveTrader(cfg, store, stop, no_train=no_train)
+                trader.on_warm = _ready_once()
                 dashboard = await _start_dashboard(cfg, store, trader)
                 try:
                     rc = await trader.run()
@@ -117,5 +127,20 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
     finally:
         if dog is not None:
             dog.cancel()
-    log.info("daemon_stopped", rc=rc, text="STOPPED cleanly" if rc == 0 else f"STOPPED (exit {rc})")
+    reason = why[0] if why else ("clean" if rc == 0 else f"exit {rc}")
+    if why and rc:
+        reason += f", exit {rc}"
+    log.info("daemon_stop", mode=cfg.mode, reason=reason, rc=rc, uptime_s=round(time.monotonic() - t0, 1))
     return rc
+
+
+def _ready_once() -> object:
+    """systemd READY=1, once (the trader calls it when it is doing its steady job)."""
+    said: list[bool] = []
+
+    def ready() -> None:
+        if not said:
+            said.append(True)
+            sdnotify.notify("READY=1")
+
+    return ready

@@ -15,8 +15,8 @@ Events and their fields (required first; `?` marks optional ones). Times are UTC
 returns and fractions are fractions (0.0021 = 0.21%), money is in the quote currency.
 
 Daemon life cycle
-  daemon_start   mode, model_version?, symbols? (count), demo? (bool)
-                 -> `START paper  model 20261130-2100-ab12  30 symbols`
+  daemon_start   mode, model_version?, pf? (validated), symbols? (count), watch_reason?, notice?, demo? (bool)
+                 -> `START paper  model 20261130-2100-ab12  PF 1.23  30 symbols  trading`
   daemon_ready   mode, warmup_s?                   -> `READY paper  warm-up 12.3s`
   daemon_stop    mode, reason?, uptime_s?          -> `STOP paper  (SIGTERM)  up 3h12m`
 Trading
@@ -35,8 +35,9 @@ Models
   train_done     version, status, pf?, trades?, expectancy?, seconds?
                  -> `TRAIN done 20261130-2100-ab12  PF 1.23  412 trades  exp +0.05%  candidate  312s`
   retrain_done   version, status (champion|rejected|candidate), window_start?, window_end?,
-                 pf?, expectancy?, trades?, seconds?, reason?
-                 -> `RETRAIN 20261130-2100-ab12  2026-05-01..2026-11-30  PF 1.23  exp +0.05%  412 trades  -> champion`
+                 pf?, expectancy?, trades?, seconds?, reason?, champion_version?, champion_pf?,
+                 champion_expectancy? (both bundles judged on the same recent window)
+                 -> `RETRAIN 20261130-2100-ab12  2026-05-01..2026-11-30  PF 1.23  exp +0.050%  412 trades  vs champion PF 1.10 exp +0.020%  -> champion (...)`
   retrain_failed error, detail?                    -> `RETRAIN failed: MemoryError ...`
 Market data
   feed_outage    reason?, symbols? (count or list), since_ts?
@@ -218,14 +219,22 @@ def _mode_tag(ev: Mapping[str, Any]) -> str:
 # --- the formats -------------------------------------------------------------------------
 
 
-@event("daemon_start", ("mode",), ("model_version", "symbols", "demo"))
+@event("daemon_start", ("mode",), ("model_version", "symbols", "demo", "pf", "watch_reason", "notice"))
 def _daemon_start(ev: Mapping[str, Any]) -> str:
     parts = [f"START {ev['mode']}"]
     parts.append(f"model {ev['model_version']}" if ev.get("model_version") else "no model (watch only)")
+    if _present(ev, "pf"):
+        parts.append(f"PF {float(ev['pf']):.2f}")
     if _present(ev, "symbols"):
         parts.append(f"{ev['symbols']} symbols")
+    if ev.get("watch_reason"):
+        parts.append(f"WATCH ONLY: {ev['watch_reason']}")
+    elif ev.get("model_version"):
+        parts.append("trading")
     if ev.get("demo"):
         parts.append("demo: trading a model without a validated edge, paper only")
+    elif ev.get("notice"):
+        parts.append(str(ev["notice"]))
     return "  ".join(parts)
 
 
@@ -328,12 +337,16 @@ def _train_done(ev: Mapping[str, Any]) -> str:
 
 
 @event("retrain_done", ("version", "status"),
-       ("window_start", "window_end", "pf", "expectancy", "trades", "seconds", "reason"))  # fmt: skip
+       ("window_start", "window_end", "pf", "expectancy", "trades", "seconds", "reason",
+        "champion_version", "champion_pf", "champion_expectancy"))  # fmt: skip
 def _retrain_done(ev: Mapping[str, Any]) -> str:
     parts = [f"RETRAIN {ev['version']}"]
     if _present(ev, "window_start") and _present(ev, "window_end"):
         parts.append(f"{day(ev['window_start'])}..{day(ev['window_end'])}")
     parts.extend(_model_stats(ev))
+    if ev.get("champion_version") or _present(ev, "champion_pf"):
+        champ = _model_stats({"pf": ev.get("champion_pf"), "expectancy": ev.get("champion_expectancy")})
+        parts.append("vs champion " + (" ".join(champ) if champ else "-"))
     verdict = f"-> {ev['status']}"
     if ev.get("reason"):
         verdict += f" ({ev['reason']})"

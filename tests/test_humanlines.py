@@ -21,7 +21,10 @@ DAY = 86_400_000
 # (event, level, fields, the exact body expected)
 CASES = [
     ("daemon_start", "info", dict(mode="paper", model_version="v7", symbols=30),
-     "START paper  model v7  30 symbols"),
+     "START paper  model v7  30 symbols  trading"),
+    ("daemon_start", "info", dict(mode="paper", model_version="v7", pf=1.234, symbols=30,
+                                  watch_reason="model v7 has no validated edge: PF 0.90 < 1.05, watching only"),
+     "START paper  model v7  PF 1.23  30 symbols  WATCH ONLY: model v7 has no validated edge: PF 0.90 < 1.05, watching only"),
     ("daemon_start", "info", dict(mode="paper", symbols=30, demo=True),
      "START paper  no model (watch only)  30 symbols  demo: trading a model without a validated edge, paper only"),
     ("daemon_ready", "info", dict(mode="live", warmup_s=12.34), "READY live  warm-up 12.3s"),
@@ -50,6 +53,9 @@ CASES = [
      "RETRAIN v9  2025-05-14..2025-11-30  PF 1.31  exp +0.040%  1,200 trades  -> champion"),
     ("retrain_done", "info", dict(version="v10", status="rejected", pf=0.91, trades=300, reason="PF below floor"),
      "RETRAIN v10  PF 0.91  300 trades  -> rejected (PF below floor)"),
+    ("retrain_done", "info", dict(version="v11", status="rejected", pf=0.95, expectancy=-0.0002, trades=120,
+                                  champion_version="v9", champion_pf=1.2, champion_expectancy=0.0004, reason="worse"),
+     "RETRAIN v11  PF 0.95  exp -0.020%  120 trades  vs champion PF 1.20 exp +0.040%  -> rejected (worse)"),
     ("retrain_failed", "error", dict(error="MemoryError", detail="trainer child killed"),
      "RETRAIN failed: MemoryError trainer child killed"),
     ("feed_outage", "warning", dict(reason="NetworkError", symbols=30, since_ts=T), "FEED down 30 symbols (NetworkError) since 11-30 12:31: REST meanwhile"),
