@@ -60,6 +60,8 @@ async def _start_dashboard(cfg: Config, store: object, trader: object) -> object
     from bot.live_events import DEMO_NOTICE, is_demo
 
     trader.metrics = DaemonMetrics()  # type: ignore[attr-defined]
+    trader.metrics.lag_fed = True  # type: ignore[attr-defined]  # one loop-lag sampler: the trader's
+    trader.lag.sink = trader.metrics.loop_lag  # type: ignore[attr-defined]
     state = DashboardState(db=store, mode=cfg.mode, symbols=cfg.symbols, metrics=trader.metrics,  # type: ignore[attr-defined]
                            live=trader.details, notice=DEMO_NOTICE if is_demo() else None)  # type: ignore[attr-defined]  # fmt: skip
     return await start_dashboard(state, cfg)

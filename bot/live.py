@@ -44,6 +44,7 @@ import structlog
 
 from bot.config import Config
 from bot.live_events import LiveEvents
+from bot.looplag import LoopLag
 from bot.marketdata.exchange import build_exchange, unlisted_symbols
 from bot.marketdata.retry import Backoff, describe_network_error, reachability
 from bot.store import daemon_lock as status
@@ -95,29 +96,6 @@ async def reach_exchange(exchange: Any, cfg: Config, stop: asyncio.Event) -> boo
         reachability.ok()
         return True
     return False
-
-
-class LoopLag:
-    """How late the event loop wakes up (what a blocking call would show): max since the last
-    `take()` and over the whole run, in ms."""
-
-    PERIOD_S = 0.05
-
-    def __init__(self) -> None:
-        self.window_max = 0.0
-        self.run_max = 0.0
-
-    async def run(self) -> None:
-        while True:
-            t = time.perf_counter()
-            await asyncio.sleep(self.PERIOD_S)
-            late = (time.perf_counter() - t - self.PERIOD_S) * 1000
-            self.window_max = max(self.window_max, late)
-            self.run_max = max(self.run_max, late)
-
-    def take(self) -> float:
-        v, self.window_max = self.window_max, 0.0
-        return round(v, 1)
 
 
 @dataclass
