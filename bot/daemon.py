@@ -90,7 +90,7 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
     t0 = time.monotonic()
     dsn = cfg.database.dsn.get_secret_value()
     log.info("daemon_starting", mode=cfg.mode, symbols=len(cfg.symbols),
-             text=f"START mode={cfg.mode} symbols={len(cfg.symbols)}")  # fmt: skip
+             text=f"STARTING {cfg.mode}, {len(cfg.symbols)} symbols: opening the store")  # fmt: skip
     rc = 0
     try:
         async with open_store(cfg, log=lambda m: log.info("db", text=m)) as store:

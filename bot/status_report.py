@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from models.timeutil import DAY_MS, MINUTE_MS
@@ -22,9 +23,17 @@ def _json(v: Any) -> Any:
     return json.loads(v) if isinstance(v, str) else v
 
 
-def validated_pf(metrics: Any) -> float | None:
+def validated_pf(metrics: Any, path: str | None = None) -> float | None:
+    """The out-of-sample PF recorded in model_versions, else in the bundle's manifest (the
+    figure the engine's no-edge floor reads)."""
     wf = (_json(metrics) or {}).get("walk_forward") or {}
     pf = wf.get("profit_factor")
+    if pf is None and path:
+        try:
+            m = json.loads((Path(path) / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return None
+        pf = (((m.get("walk_forward") or {}).get("all") or {}).get("overall") or {}).get("profit_factor")
     return None if pf is None else float(pf)
 
 
@@ -48,11 +57,11 @@ async def gather(conn: Any, mode: str, symbols: list[str], now_ms: int | None = 
     version = st.get("model_version")
     row = None
     if version:
-        row = await conn.fetchrow("SELECT version, status, metrics FROM model_versions WHERE version = $1", version)
+        row = await conn.fetchrow("SELECT version, status, metrics, path FROM model_versions WHERE version = $1", version)
     if row is None:
-        row = await conn.fetchrow("SELECT version, status, metrics FROM model_versions WHERE status = 'champion'")
+        row = await conn.fetchrow("SELECT version, status, metrics, path FROM model_versions WHERE status = 'champion'")
     out["model"] = None if row is None else {"version": row["version"], "status": row["status"],
-                                             "validated_pf": validated_pf(row["metrics"]),
+                                             "validated_pf": validated_pf(row["metrics"], row["path"]),
                                              "in_use": bool(version) and row["version"] == version}  # fmt: skip
     out["watch_only"] = bool(st.get("watch_only")) if st else None
     out["watch_reason"] = st.get("watch_reason")
