@@ -67,6 +67,16 @@ async def _start_dashboard(cfg: Config, store: object, trader: object) -> object
     return await start_dashboard(state, cfg)
 
 
+async def _start_telegram(cfg: Config, store: object) -> object | None:
+    """Telegram push of the human lines and the owner's chat commands (`bot.chat`); imported
+    only when `telegram.enabled` (the client library costs memory the daemon need not carry)."""
+    if not cfg.telegram.enabled:
+        return None
+    from bot.chat.push import TelegramService
+
+    return await TelegramService.for_daemon(cfg, store.pool)  # type: ignore[attr-defined]
+
+
 async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train: bool = False) -> int:
     """Run until `stop` is set or SIGINT/SIGTERM arrives. Returns the process exit status."""
     from bot.live import LiveTrader
@@ -92,6 +102,7 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
     log.info("daemon_starting", mode=cfg.mode, symbols=len(cfg.symbols),
              text=f"STARTING {cfg.mode}, {len(cfg.symbols)} symbols: opening the store")  # fmt: skip
     rc = 0
+    telegram: object | None = None
     try:
         async with open_store(cfg, log=lambda m: log.info("db", text=m)) as store:
             try:
@@ -100,6 +111,7 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
                 log.error("daemon_already_running", holder=e.holder.describe() if e.holder else None, text=str(e))
                 return EXIT_ALREADY_RUNNING
             store.own_cluster = True
+            telegram = await _start_telegram(cfg, store)  # from here on, so the UP line goes out too
             try:
                 version = await store.schema_version()
                 where = f"external {mask_dsn(dsn)}" if dsn else f"embedded {cfg.paths.data_dir}/pgdata"
@@ -133,6 +145,8 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
     if why and rc:
         reason += f", exit {rc}"
     log.info("daemon_stop", mode=cfg.mode, reason=reason, rc=rc, uptime_s=round(time.monotonic() - t0, 1))
+    if telegram is not None:
+        await telegram.aclose()  # sends what waits, the stop line included (a few seconds at most)
     return rc
 
 

@@ -295,3 +295,34 @@ def test_symbols_the_exchange_does_not_list_stop_the_start_naming_them(home: Pat
     assert "symbols not listed by the exchange: NOPEUSDT, ZZZUSDT; remove them" in res.stderr, res.stderr
     assert "STOP paper  (exit 2)" in res.stderr
     assert not (home / "var" / "pgdata" / "postmaster.pid").exists()  # the daemon's cluster is stopped
+
+
+def test_the_daemon_pushes_its_lines_to_telegram(home: Path) -> None:
+    """`bot run` with telegram.enabled: the same human lines reach the (fake) Bot API, the
+    stop line included (sent on the way out)."""
+    from tests.fake_telegram import FakeTelegram
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    fake = asyncio.run_coroutine_threadsafe(FakeTelegram("123:TOKEN").start(), loop).result(30)
+    cfg = write_config(home, "127.0.0.1", free_port(), ["BTCUSDT", "ETHUSDT"])
+    data = yaml.safe_load(cfg.read_text())
+    data["telegram"] = {"enabled": True, "api_base": fake.url, "min_interval_s": 0.1}
+    cfg.write_text(yaml.safe_dump(data))
+    proc = start(cfg, "--no-train", env={"BOT_TELEGRAM_TOKEN": "123:TOKEN", "BOT_TELEGRAM_CHAT_ID": "42"})
+    lines = Lines(proc)
+    try:
+        lines.wait_for("EXCHANGE unreachable")
+        deadline = time.monotonic() + 30
+        while not any("EXCHANGE unreachable" in t for t in fake.texts("42")):
+            assert time.monotonic() < deadline, fake.texts()
+            time.sleep(0.2)
+        assert stop(proc, lines) == 0, "\n".join(lines.lines)
+        sent = "\n".join(fake.texts("42"))
+        assert " UP paper mode" in sent and "STOP paper  (SIGTERM)" in sent, sent
+        assert "123:TOKEN" not in (home / "logs" / "bot.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
