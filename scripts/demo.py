@@ -167,11 +167,18 @@ async def main(args: argparse.Namespace) -> int:
     say(f"everything lives in {DEMO} (own config, embedded Postgres, models, logs); your config.yaml is not touched")
     say("loading the real candles of the 30 symbols for the exchange simulator ...")
     book = CandleBook.from_directory(CANDLES, symbols30())
-    sim = ExchangeSimulator(book, SimSettings(speed=0, start_ms=parse_time(START), update_interval_s=0.5))
+    # a second run continues where the last one stopped (the store resumes there: crash-only)
+    clock_file = DEMO / "sim_clock_ms"
+    start_ms = parse_time(START)
+    if clock_file.exists():
+        start_ms = max(start_ms, int(clock_file.read_text()) // 60_000 * 60_000)
+    sim = ExchangeSimulator(book, SimSettings(speed=0, start_ms=start_ms, update_interval_s=0.5))
     await sim.start()
     port = free_port(args.port)
     cfg = write_config(sim.urls, port)
-    say(f"exchange simulator on {sim.urls['public']} (clock held at {START} UTC)")
+    from models.timeutil import fmt_ts
+
+    say(f"exchange simulator on {sim.urls['public']} (clock held at {fmt_ts(start_ms)} UTC)")
     daemon: asyncio.subprocess.Process | None = None
     tail: asyncio.subprocess.Process | None = None
     stop = asyncio.Event()
@@ -181,6 +188,8 @@ async def main(args: argparse.Namespace) -> int:
     log = DEMO / "logs" / "bot.jsonl"
     try:
         await asyncio.to_thread(ensure_bundle, cfg)
+        if stop.is_set():
+            return 1
         n0 = len(events(log))
         env = {**os.environ, "BOT_DEMO": "1"}
         # own session: Ctrl-C reaches this script only, which stops the children in order
@@ -208,6 +217,8 @@ async def main(args: argparse.Namespace) -> int:
         say("stopping: tail, daemon (and its embedded Postgres), simulator ...")
         await stop_proc(tail, 10)
         await stop_proc(daemon)
+        if daemon is not None:
+            clock_file.write_text(f"{sim.clock.now_ms()}\n")
         await sim.stop()
     rc = daemon.returncode if daemon is not None else 1
     say(f"stopped (daemon exit {rc}). Logs: {DEMO / 'logs'}; again: make demo")
