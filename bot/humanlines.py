@@ -42,6 +42,9 @@ Models
 Market data
   feed_outage    reason?, symbols? (count or list), since_ts?
                  -> `FEED down (NetworkError): REST meanwhile`
+  exchange_unreachable reason, url?, down_s? (a reminder while it lasts), error?
+                 -> `WARN EXCHANGE unreachable (connection refused 127.0.0.1:9): retrying with backoff, nothing traded meanwhile`
+  exchange_reachable down_s                        -> `EXCHANGE reachable again after 3m12s`
   feed_recovered down_s?, filled? (candles back-filled)
                  -> `FEED back after 3m12s, 42 candles filled`
   backfill_symbol  symbol, start, end, written, fetched?, pages?, invalid?, resumed?,
@@ -371,6 +374,17 @@ def _feed_outage(ev: Mapping[str, Any]) -> str:
         who = f" {syms} symbols"
     since = f" since {fmt_short(int(ev['since_ts']))}" if _present(ev, "since_ts") else ""
     return f"FEED down{who}{reason}{since}: REST meanwhile"
+
+
+@event("exchange_unreachable", ("reason",), ("url", "down_s", "error"))
+def _exchange_unreachable(ev: Mapping[str, Any]) -> str:
+    since = f" for {int(ev['down_s'])}s" if _present(ev, "down_s") else ""
+    return f"EXCHANGE unreachable{since} ({ev['reason']}): retrying with backoff, nothing traded meanwhile"
+
+
+@event("exchange_reachable", ("down_s",))
+def _exchange_reachable(ev: Mapping[str, Any]) -> str:
+    return f"EXCHANGE reachable again after {duration(ev['down_s'])}"
 
 
 @event("feed_recovered", (), ("down_s", "filled"))
