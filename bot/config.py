@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import to_jsonable_python
 
+from bot.brokers.config import LiveConfig
 from bot.chat.config import TelegramConfig
 from bot.dashboard.config import DashboardConfig
 from bot.engine.config import TradingConfig
@@ -186,6 +187,7 @@ class Config(BaseModel):
     train: TrainConfig = TrainConfig()
     paper: PaperConfig = PaperConfig()
     trading: TradingConfig = TradingConfig()
+    live: LiveConfig = LiveConfig()
     logging: LoggingConfig = LoggingConfig()
     telegram: TelegramConfig = TelegramConfig()
     dashboard: DashboardConfig = DashboardConfig()

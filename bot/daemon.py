@@ -77,7 +77,8 @@ async def _start_telegram(cfg: Config, store: object) -> object | None:
     return await TelegramService.for_daemon(cfg, store.pool)  # type: ignore[attr-defined]
 
 
-async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train: bool = False) -> int:
+async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train: bool = False,
+                     confirm_live: bool = False) -> int:  # fmt: skip
     """Run until `stop` is set or SIGINT/SIGTERM arrives. Returns the process exit status."""
     from bot.live import LiveTrader
 
@@ -121,7 +122,7 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
                          text=f"UP {cfg.mode} mode, db {where} (schema v{version}), {time.monotonic() - t0:.1f}s")  # fmt: skip
                 lost: list[bool] = []
                 guard = asyncio.create_task(_guard_lock(lock, stop, lost), name="lock-guard")
-                trader = LiveTrader(cfg, store, stop, no_train=no_train)
+                trader = LiveTrader(cfg, store, stop, no_train=no_train, confirm_live=confirm_live)
                 trader.on_warm = _ready_once()
                 dashboard = await _start_dashboard(cfg, store, trader)
                 try:

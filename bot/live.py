@@ -24,6 +24,12 @@ A stop request ends the loop after the minute in flight is persisted (no new ent
 after it), then the feed flushes its candles and closes (a training process still running is
 killed).
 
+Live mode (`mode: live` and `confirm_live`, i.e. `bot run --confirm-live`): the engine's broker
+is `bot.brokers.live.LiveBroker` instead of the paper broker (see `LiveHooks` below: the only
+live-specific code of this loop); its orders and fills are written by the broker itself, before
+and after they are sent, so the step records carry none; entries wait for a reconciliation
+with the exchange at start and every `live.reconcile_interval_s` (`bot.brokers.reconcile`).
+
 Nothing CPU-heavy runs on the event loop: bundle loading, warm-up and each step run in a
 single worker thread (so steps stay strictly ordered), training in a spawned process.
 """
@@ -110,7 +116,10 @@ class LoopStats:
 class LiveTrader:
     """See the module docstring. One per daemon process."""
 
-    def __init__(self, cfg: Config, store: Any, stop: asyncio.Event, *, no_train: bool = False):
+    def __init__(self, cfg: Config, store: Any, stop: asyncio.Event, *, no_train: bool = False,
+                 confirm_live: bool = False):  # fmt: skip
+        if cfg.mode == "live" and not confirm_live:
+            raise RuntimeError("mode: live needs the command-line confirmation (--confirm-live)")
         self.cfg = cfg
         self.store = store
         self.stop = stop
@@ -126,6 +135,7 @@ class LiveTrader:
         self._exchange: Any = None
         self.lag = LoopLag()
         self.metrics: Any = None  # bot.dashboard.metrics.DaemonMetrics, when the dashboard is on
+        self.live: Any = None  # LiveHooks in live mode
         self.retrainer: Any = None  # bot.retrain.Retrainer, while streaming
         self.events = LiveEvents(self.mode)  # human-line events (bot.live_events)
         self.on_warm: Any = None  # called once the engine is warm (bot.daemon: systemd READY)
@@ -161,6 +171,12 @@ class LiveTrader:
             return 0
         if bundle is None:
             return await self._collect_only()
+        if self.mode == "live":
+            from bot.live_hooks import LiveHooks
+
+            self.live = LiveHooks(cfg, self.store, self._exchange, self.stop)
+            if not await self.live.setup():
+                return 2
         self.engine = await self._in_worker(self._build_engine, bundle)
         eng = self.engine
         missing = unlisted_symbols(self._exchange, eng.symbols, cfg.exchange.quote)
@@ -172,13 +188,19 @@ class LiveTrader:
         anchor = await self._prepare_history(eng.symbols, eng.features.warmup, resume.last_minute_ts)
         if anchor is None:
             return 0
+        if self.live is not None:
+            await self.live.load_orders(anchor)
         await self._warm_and_restore(anchor, resume)
+        if self.live is not None:
+            await self.live.reconcile(eng, self._in_worker)
         return await self._stream(anchor)
 
     def _build_engine(self, bundle: Any) -> Any:
         from bot.engine import Engine
 
         c = self.cfg
+        if self.live is not None:
+            return self.live.build_engine(bundle)
         # The same arguments `bot backtest` gives the engine (bot.commands.backtest._replay).
         return Engine(c.symbols, bundle, trading=c.trading, risk=c.risk, costs=c.costs,
                       initial_equity=c.paper.initial_equity)  # fmt: skip
@@ -349,6 +371,7 @@ class LiveTrader:
         asm = MinuteAssembler(eng.symbols, timeout_s=self.cfg.feed.minute_timeout_s)
         feed_task = asyncio.create_task(feed.run(), name="feed")
         hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        poller = asyncio.create_task(self.live.poll_loop(), name="order-poll") if self.live is not None else None
         minutes = asm.minutes(feed.queue)
         # --- retraining (bot.retrain) and hot-swap (bot.hotswap) ---
         from bot.hotswap import ChampionFollower
@@ -362,7 +385,13 @@ class LiveTrader:
             while not self.stop.is_set():
                 nxt = asyncio.ensure_future(anext(minutes))
                 stopper = asyncio.ensure_future(self.stop.wait())
-                done, _ = await asyncio.wait({nxt, stopper, feed_task}, return_when=asyncio.FIRST_COMPLETED)
+                while True:
+                    done, _ = await asyncio.wait({nxt, stopper, feed_task}, return_when=asyncio.FIRST_COMPLETED,
+                                                 timeout=self.live.idle_timeout() if self.live is not None else None)  # fmt: skip
+                    if done or self.live is None:
+                        break
+                    if self.live.reconcile_due():  # live: no minute for a while, reconcile anyway
+                        await self.live.reconcile(eng, self._in_worker)
                 stopper.cancel()
                 if nxt not in done:
                     nxt.cancel()
@@ -374,9 +403,15 @@ class LiveTrader:
                 ts, bars = nxt.result()
                 if ts <= (self.last_minute or -1):
                     continue
+                if self.live is not None and self.live.reconcile_due():
+                    await self.live.reconcile(eng, self._in_worker)
                 await self._step(ts, bars)
                 await follower.check(ts, bars)  # between two minutes: a new champion is swapped in here
         finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
             await self.retrainer.stop()  # kills a training process still running
             self.events.flush()
             await minutes.aclose()
@@ -394,6 +429,8 @@ class LiveTrader:
         t0 = time.perf_counter()
         res, state = await self._in_worker(self._step_sync, ts, bars)
         rec = StepRecords.from_step(ts, res, state=state, model_version=self.model_version)
+        if self.live is not None:
+            rec.fills = ()  # the live broker wrote the exchange's own trades (fees as reported) already
         await self.trading.write_step(rec, now_ms=status.now_ms())
         self.last_minute = ts
         st = self.stats
@@ -422,6 +459,8 @@ class LiveTrader:
         eng = self.engine
         if self.stop.is_set() and hasattr(eng, "stopping"):
             eng.stopping = True  # no new entries in the minute that ends the run
+        if self.live is not None:
+            self.live.gate_entries(eng, ts)  # no entries on minutes missed while the daemon was down
         res = eng.step(ts, bars)
         return res, eng.state_dict()
 

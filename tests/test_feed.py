@@ -15,7 +15,7 @@ from bot.config import Config
 from bot.marketdata import validate as v
 from bot.marketdata.events import ClosedCandle, ExchangeGap
 from bot.marketdata.feed import CandleFeed
-from bot.simulator.faults import ALL_KINDS, BAD_VALUE_KINDS, random_plan
+from bot.simulator.faults import BAD_VALUE_KINDS, FEED_KINDS, random_plan
 from bot.simulator.replay import CandleBook
 from bot.simulator.server import ExchangeSimulator, SimSettings
 from bot.store.db import Store
@@ -121,7 +121,7 @@ async def test_feed_30_symbols_with_every_fault_kind_stores_exactly_the_source(d
     start = APR19_2340
     live_minutes = 120
     minutes = list(range(start + 2 * MINUTE_MS, start + (live_minutes - 4) * MINUTE_MS, MINUTE_MS))
-    plan = random_plan({k: 24 for k in ALL_KINDS}, symbols, minutes, seed=7)
+    plan = random_plan({k: 24 for k in FEED_KINDS}, symbols, minutes, seed=7)
     sim = ExchangeSimulator(book30, SimSettings(speed=0, start_ms=start, update_interval_s=0.05,
                                                 timeout_delay_s=1.0, retry_after_s=0), faults=plan)  # fmt: skip
     await sim.start()
@@ -141,7 +141,7 @@ async def test_feed_30_symbols_with_every_fault_kind_stores_exactly_the_source(d
         await sim.stop()
 
     counts = sim.faults.applied_counts()
-    assert all(counts[k] >= 20 for k in ALL_KINDS), counts
+    assert all(counts[k] >= 20 for k in FEED_KINDS), counts
 
     rows = await assert_store_equals_source(store, book30, symbols, start - 10 * MINUTE_MS, end)
     assert rows == 30 * ((end - start) // MINUTE_MS + 11)

@@ -37,4 +37,4 @@ def _run(args: argparse.Namespace) -> int:
     from bot.logs import setup_from_config
 
     setup_from_config(cfg)
-    return asyncio.run(run_daemon(cfg, no_train=args.no_train))
+    return asyncio.run(run_daemon(cfg, no_train=args.no_train, confirm_live=args.confirm_live))

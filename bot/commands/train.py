@@ -87,7 +87,19 @@ def _run(args: argparse.Namespace) -> int:
     _print_summary(summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    return 0 if summary["status"] == "candidate" else 3
+    return _exit_code(summary)
+
+
+def _exit_code(summary: dict[str, Any]) -> int:
+    """0 for a usable bundle; 3 when it was recorded as rejected for a fault of the model (failed
+    leakage audit, no validation trades, a one-round booster). A fit-only run (`--folds 0`) has
+    no out-of-sample result by request: its bundle is recorded as rejected (it cannot be
+    promoted, the summary says why) but the command did what it was asked."""
+    if summary["status"] == "candidate":
+        return 0
+    fit_only = not (summary.get("walk_forward") or {}).get("folds")
+    audit_failed = (summary.get("audit") or {}).get("passed") is False
+    return 0 if fit_only and not audit_failed and "no walk-forward" in str(summary.get("reason") or "") else 3
 
 
 def _promote_run(cfg: Any, args: argparse.Namespace) -> int:

@@ -40,7 +40,8 @@ Public API (stable names; the daemon and the backtest use them):
 
 Gates, in order, for a symbol whose scores pass the entry rule (each skip is a `DecisionRow`
 with action "skip" and is counted in `StepResult.skips` / `Engine.skips`):
-`watch_only`, `stopping`, `symbol_filled` (its minute was made up), `reference_stale` (a
+`watch_only`, `stopping`, `entry_block` (a reason code an adapter sets, e.g. the live broker's
+"reconcile_pending" while it has not reconciled with the exchange), `symbol_filled` (its minute was made up), `reference_stale` (a
 reference symbol was made up within `trading.reference_fresh_minutes`), `end_of_window`,
 `order_pending`, `position_open` (equal_slots), then the risk manager's reason codes.
 

@@ -47,6 +47,7 @@ SKIP_NO_BARRIERS = "no_barriers"
 SKIP_NO_NEXT_BAR = "no_next_bar"
 SKIP_HELD = "position_open"
 SKIP_STOPPING = "stopping"
+SKIP_BLOCKED = "entries_blocked"  # default code of `Engine.entry_block` (e.g. a live broker reconciling)
 
 
 @dataclass
@@ -186,6 +187,9 @@ class Engine:
         self._exit_reason: dict[str, str] = {}
         self.no_entries_from_ts: int | None = None  # the backtest stops entering a horizon before its end
         self.stopping = False
+        # An adapter may block entries with a reason code (a live broker while a reconciliation
+        # with the exchange is pending: "reconcile_pending"); exits go on.
+        self.entry_block: str | None = None
         self.last_ts: int | None = None
         self.skips: Counter = Counter()
         # the 1m returns the risk manager's correlation filter reads, kept here (not read from the
@@ -491,6 +495,8 @@ class Engine:
                 skip[i] = SKIP_WATCH_ONLY
             elif self.stopping:
                 skip[i] = SKIP_STOPPING
+            elif self.entry_block is not None:
+                skip[i] = self.entry_block or SKIP_BLOCKED
             elif made_up[i]:
                 skip[i] = SKIP_SYMBOL_FILLED
             elif not fresh:
@@ -614,8 +620,9 @@ class Engine:
             if d.get("meta"):
                 self._pending_meta[it.client_order_id] = dict(d["meta"])
                 self._pending_syms.add(it.symbol)
-        if isinstance(self.broker, PaperBroker):
-            self.broker.restore(pend)
+        restore = getattr(self.broker, "restore", None)
+        if restore is not None:  # paper: resume them; live: report what became of them
+            restore(pend)
         self.risk.load_dict(state["risk"])
         # marks and the clock: what a warm-up already brought is newer than the saved state
         for sym, v in (state.get("marks") or {}).items():

@@ -21,6 +21,16 @@ Kinds:
     rest_418      418 IP banned, with Retry-After
     rest_5xx      503 with a non-JSON body (a gateway error)
     rest_timeout  the answer is delayed past any sane client timeout
+  order, armed at a minute — applied to the next new-order request (POST /api/v3/order):
+    order_lost_response  the order is accepted (and executed) but the answer is held past the
+                         client's timeout: the client cannot know whether it was placed
+    order_partial        a market order fills only part now; the rest at the next minute's close
+    order_delayed        a market order is accepted as NEW; it fills at the next minute's close
+    order_reject_balance rejected: -2010 insufficient balance (nothing placed)
+    order_reject_filter  rejected: -1013 PRICE_FILTER (nothing placed)
+    order_429            429 -1003 with Retry-After (nothing placed)
+    order_418            418 IP ban with Retry-After (nothing placed)
+    order_5xx            503 gateway error (nothing placed; the client cannot know that)
 """
 
 from __future__ import annotations
@@ -36,7 +46,10 @@ CANDLE_KINDS = ("skip", "duplicate", "out_of_order", "nan", "zero", "high_low", 
 BAD_VALUE_KINDS = ("nan", "zero", "high_low", "neg_volume", "unaligned")
 CONNECTION_KINDS = ("ws_drop", "ws_stall")
 REST_KINDS = ("rest_429", "rest_418", "rest_5xx", "rest_timeout")
-ALL_KINDS = CANDLE_KINDS + CONNECTION_KINDS + REST_KINDS
+ORDER_KINDS = ("order_lost_response", "order_partial", "order_delayed", "order_reject_balance", "order_reject_filter",
+               "order_429", "order_418", "order_5xx")  # fmt: skip
+FEED_KINDS = CANDLE_KINDS + CONNECTION_KINDS + REST_KINDS  # what a market-data client experiences
+ALL_KINDS = FEED_KINDS + ORDER_KINDS
 
 
 class FaultPlanError(ValueError):
@@ -92,6 +105,7 @@ class FaultInjector:
         self._candle_next: dict[str, int] = {}
         self._timed: list[Fault] = []
         self._rest_armed: list[Fault] = []
+        self._order_armed: list[Fault] = []
         self.applied: list[AppliedFault] = []
         self.add(faults)
 
@@ -130,6 +144,8 @@ class FaultInjector:
                     keep.append(f)
                 elif f.kind in REST_KINDS:
                     self._rest_armed.append(f)
+                elif f.kind in ORDER_KINDS:
+                    self._order_armed.append(f)
                 elif connected:
                     out.append(f)
                 else:
@@ -141,13 +157,26 @@ class FaultInjector:
         with self._lock:
             return self._rest_armed.pop(0) if self._rest_armed else None
 
+    def take_order_fault(self, now_ms: int) -> Fault | None:
+        """The fault for the new-order request arriving now, if one is armed (order faults are
+        also armed here, not only by the clock loop, so a fast clock cannot skip them)."""
+        with self._lock:
+            keep = []
+            for f in self._timed:
+                if f.kind in ORDER_KINDS and f.at_ms <= now_ms:
+                    self._order_armed.append(f)
+                else:
+                    keep.append(f)
+            self._timed = keep
+            return self._order_armed.pop(0) if self._order_armed else None
+
     def record(self, kind: str, symbol: str | None, ts: int, now_ms: int, detail: str = "") -> None:
         with self._lock:
             self.applied.append(AppliedFault(kind, symbol, ts, now_ms, detail))
 
     def pending(self) -> int:
         with self._lock:
-            return sum(len(v) for v in self._candle.values()) + len(self._timed) + len(self._rest_armed)
+            return sum(len(v) for v in self._candle.values()) + len(self._timed) + len(self._rest_armed) + len(self._order_armed)
 
     def applied_counts(self) -> dict[str, int]:
         with self._lock:

@@ -15,6 +15,8 @@ from typing import Any
 
 from bot.simulator import binance_format as bf
 
+OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
+
 
 class OrderRejected(Exception):
     """An order Binance would refuse; carries the Binance error code and message."""
@@ -82,8 +84,10 @@ class Account:
     def place(
         self, *, symbol: str, base: str, quote: str, side: str, type_: str, quantity: float | None,
         quote_order_qty: float | None, price: float | None, time_in_force: str | None,
-        client_order_id: str | None, now_ms: int, last_price: float | None,
+        client_order_id: str | None, now_ms: int, last_price: float | None, now_fraction: float = 1.0,
     ) -> SimOrder:  # fmt: skip
+        """Place an order. `now_fraction` < 1: a market order fills only that part of its
+        quantity now, the rest at the next minute's close (0: all of it then; a delayed fill)."""
         side, type_ = side.upper(), type_.upper()
         if side not in ("BUY", "SELL"):
             raise OrderRejected(bf.E_ILLEGAL_PARAM, "Illegal characters found in parameter 'side'; legal range is 'BUY', 'SELL'.")
@@ -91,7 +95,7 @@ class Account:
             raise OrderRejected(bf.E_ILLEGAL_PARAM, f"Unsupported order type {type_!r}; the simulator supports MARKET, LIMIT, LIMIT_MAKER.")
         if client_order_id and (symbol, client_order_id) in self.by_client_id:
             existing = self.orders[self.by_client_id[(symbol, client_order_id)]]
-            if existing.status == "NEW":
+            if existing.status in OPEN_STATUSES:
                 raise OrderRejected(bf.E_NEW_ORDER_REJECTED, "Duplicate order sent.")
         if last_price is None or last_price <= 0:
             raise OrderRejected(bf.E_NEW_ORDER_REJECTED, "Market is closed.")
@@ -126,7 +130,11 @@ class Account:
         )  # fmt: skip
         self.orders[oid] = order
         self.by_client_id[(symbol, order.client_order_id)] = oid
-        if marketable:
+        if marketable and type_ == "MARKET" and now_fraction < 1.0:
+            part = _q(qty * max(now_fraction, 0.0))
+            if part > 0:
+                self._fill(order, base, quote, last_price, now_ms, maker=False, qty=part)
+        elif marketable:
             self._fill(order, base, quote, last_price, now_ms, maker=False)
         else:
             self._lock(need_asset, need)
@@ -145,20 +153,22 @@ class Account:
         return None
 
     def cancel(self, order: SimOrder, base: str, quote: str, now_ms: int) -> SimOrder:
-        if order.status != "NEW":
+        if order.status not in OPEN_STATUSES:
             raise OrderRejected(bf.E_CANCEL_REJECTED, "Unknown order sent.")
-        if order.side == "BUY":
-            self._unlock(quote, order.orig_qty * order.price)
-        else:
-            self._unlock(base, order.orig_qty)
+        if order.type != "MARKET":
+            if order.side == "BUY":
+                self._unlock(quote, order.orig_qty * order.price)
+            else:
+                self._unlock(base, order.orig_qty)
         order.status = "CANCELED"
         order.update_ms = now_ms
         return order
 
     def open_orders(self, symbol: str | None) -> list[SimOrder]:
-        return [o for o in self.orders.values() if o.status == "NEW" and (symbol is None or o.symbol == symbol)]
+        return [o for o in self.orders.values() if o.status in OPEN_STATUSES and (symbol is None or o.symbol == symbol)]
 
-    def on_candle(self, symbol: str, base: str, quote: str, ts: int, high: float, low: float, close_ms: int) -> None:
+    def on_candle(self, symbol: str, base: str, quote: str, ts: int, high: float, low: float, close_ms: int,
+                  close: float | None = None) -> None:  # fmt: skip
         """A minute closed: fill resting limit orders of `symbol` that its range touched.
 
         Only orders placed before the candle opened are eligible (no fill from prices that
@@ -166,6 +176,10 @@ class Account:
         """
         for o in self.open_orders(symbol):
             if o.time_ms > ts:
+                continue
+            if o.type == "MARKET":  # the rest of a partial / delayed market order, at the close
+                self._fill(o, base, quote, close if close is not None else (high + low) / 2, close_ms, maker=False,
+                           qty=_q(o.orig_qty - o.executed_qty))  # fmt: skip
                 continue
             touched = (o.side == "BUY" and low <= o.price) or (o.side == "SELL" and high >= o.price)
             if touched:
@@ -177,8 +191,9 @@ class Account:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _fill(self, o: SimOrder, base: str, quote: str, price: float, now_ms: int, *, maker: bool) -> None:
-        qty = o.orig_qty
+    def _fill(self, o: SimOrder, base: str, quote: str, price: float, now_ms: int, *, maker: bool,
+              qty: float | None = None) -> None:  # fmt: skip
+        qty = o.orig_qty if qty is None else qty
         cost = _q(qty * price)
         if o.side == "BUY":
             fee = _q(qty * self.fee_rate)
@@ -193,9 +208,9 @@ class Account:
         f = Fill(next(self._trade_ids), o.order_id, o.symbol, price, qty, fee, fee_asset, now_ms, o.side == "BUY", maker)
         o.fills.append(f)
         self.trades.append(f)
-        o.executed_qty = qty
-        o.cum_quote = cost
-        o.status = "FILLED"
+        o.executed_qty = _q(o.executed_qty + qty)
+        o.cum_quote = _q(o.cum_quote + cost)
+        o.status = "FILLED" if o.executed_qty >= o.orig_qty - 1e-12 else "PARTIALLY_FILLED"
         o.update_ms = now_ms
         self.update_ms = now_ms
 
@@ -238,7 +253,7 @@ def order_json(o: SimOrder, *, full: bool = False, transact: bool = False) -> di
         d["transactTime"] = o.update_ms
     else:
         d.update({"stopPrice": "0", "icebergQty": "0", "time": o.time_ms, "updateTime": o.update_ms,
-                  "isWorking": o.status == "NEW"})  # fmt: skip
+                  "isWorking": o.status in OPEN_STATUSES})  # fmt: skip
     if full:
         d["fills"] = [
             {"price": bf.fmt(f.price), "qty": bf.fmt(f.qty), "commission": bf.fmt(f.commission),

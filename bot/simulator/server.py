@@ -75,6 +75,8 @@ class SimSettings:
     rest_fault_paths: tuple[str, ...] = ("/api/v3/klines",)
     record_close_times: bool = False  # keep time.perf_counter() of each minute's close (benchmarks)
     ws_queue_size: int = 20_000  # per-connection outbound messages before it is dropped as too slow
+    market_fill: str = "last"  # "last": market orders fill at the last trade price; "open": at the minute's open
+    partial_fraction: float = 0.4  # what an order_partial fault fills at once
 
 
 class _Conn:
@@ -216,6 +218,8 @@ class ExchangeSimulator:
         r.add_get("/_sim/faults", self._ctl_faults_get)
         r.add_post("/_sim/faults", self._ctl_faults_post)
         r.add_get("/_sim/close_times", self._ctl_close_times)
+        r.add_get("/_sim/orders", self._ctl_orders)
+        r.add_post("/_sim/balances", self._ctl_balances)
         return app
 
     @web.middleware
@@ -347,6 +351,8 @@ class ExchangeSimulator:
     def _last_price(self, symbol: str, now: int) -> float | None:
         ts = now - now % MINUTE_MS
         row = self.book.get(symbol, ts)
+        if row is not None and self.settings.market_fill == "open":
+            return row.open
         if row is not None:
             return forming(row, (now - ts) / MINUTE_MS)[3]
         prev = self.book.last_at_or_before(symbol, ts)
@@ -361,18 +367,40 @@ class ExchangeSimulator:
             return _json(bf.error(bf.E_INVALID_SYMBOL), 400)
         base, quote = self._assets[symbol]
         now = self.clock.now_ms()
+        fault = self.faults.take_order_fault(now)
+        fraction = 1.0
+        if fault is not None:
+            self.faults.record(fault.kind, symbol, now, now, p.get("newClientOrderId", ""))
+            log.info("sim_fault_order", kind=fault.kind, symbol=symbol, client_order_id=p.get("newClientOrderId"))
+            retry = {"Retry-After": str(self.settings.retry_after_s)}
+            if fault.kind == "order_reject_balance":
+                return _json(bf.error(bf.E_NEW_ORDER_REJECTED, "Account has insufficient balance for requested action."), 400)
+            if fault.kind == "order_reject_filter":
+                return _json(bf.error(bf.E_FILTER_FAILURE, "Filter failure: PRICE_FILTER"), 400)
+            if fault.kind == "order_429":
+                return _json(bf.error(bf.E_TOO_MANY_REQUESTS), 429, retry)
+            if fault.kind == "order_418":
+                return _json(bf.error(bf.E_TOO_MANY_REQUESTS, "Way too many requests; IP(127.0.0.1) banned. "
+                                      "Please use the websocket for live updates to avoid bans."), 418, retry)  # fmt: skip
+            if fault.kind == "order_5xx":
+                return web.Response(status=503, text="<html><body><h1>503 Service Unavailable</h1></body></html>",
+                                    content_type="text/html")  # fmt: skip
+            fraction = {"order_partial": self.settings.partial_fraction, "order_delayed": 0.0}.get(fault.kind, 1.0)
         try:
             o = self.account.place(
                 symbol=symbol, base=base, quote=quote, side=p.get("side", ""), type_=p.get("type", ""),
                 quantity=_num(p.get("quantity")), quote_order_qty=_num(p.get("quoteOrderQty")),
                 price=_num(p.get("price")), time_in_force=p.get("timeInForce"),
                 client_order_id=p.get("newClientOrderId"), now_ms=now, last_price=self._last_price(symbol, now),
+                now_fraction=fraction,
             )  # fmt: skip
         except OrderRejected as e:
             return _json(bf.error(e.code, e.msg), 400)
         except ValueError:
             return _json(bf.error(bf.E_ILLEGAL_PARAM, "Illegal characters found in a parameter."), 400)
         log.info("sim_order", symbol=symbol, side=o.side, type=o.type, qty=o.orig_qty, price=o.price, status=o.status)
+        if fault is not None and fault.kind == "order_lost_response":  # placed; the answer never arrives in time
+            await asyncio.sleep(self.settings.timeout_delay_s)
         resp = p.get("newOrderRespType", "FULL" if o.type == "MARKET" else "ACK").upper()
         if resp == "ACK":
             return _json({"symbol": o.symbol, "orderId": o.order_id, "orderListId": -1,
@@ -606,7 +634,7 @@ class ExchangeSimulator:
                 self._note_close(symbol, m)
             if self.account.open_orders(symbol):
                 base, quote = self._assets[symbol]
-                self.account.on_candle(symbol, base, quote, m, row.high, row.low, m + MINUTE_MS)
+                self.account.on_candle(symbol, base, quote, m, row.high, row.low, m + MINUTE_MS, row.close)
             conns = subs.get(symbol)
             if not conns:
                 continue
@@ -708,6 +736,21 @@ class ExchangeSimulator:
 
     async def _ctl_close_times(self, request: web.Request) -> web.Response:
         return _json([list(x) for x in self.close_times])
+
+    async def _ctl_orders(self, request: web.Request) -> web.Response:
+        """Every order the account ever placed (tests count duplicates and open orders here)."""
+        return _json([order_json(o) for o in self.account.orders.values()])
+
+    async def _ctl_balances(self, request: web.Request) -> web.Response:
+        """Move balances outside trading (a deposit, a withdrawal, a fee charged elsewhere):
+        `{"USDT": -100.0}` adds the amounts to the free balances."""
+        try:
+            body = {str(k): float(v) for k, v in (await request.json()).items()}
+        except (ValueError, AttributeError, TypeError) as e:
+            return _json({"error": f"bad balances: {e}"}, 400)
+        for asset, delta in body.items():
+            self.account._add(asset, delta)
+        return _json(account_json(self.account, self.clock.now_ms())["balances"])
 
     async def _ctl_faults_post(self, request: web.Request) -> web.Response:
         try:

@@ -1,0 +1,26 @@
+"""The `live:` section of the config: how the live broker sends, looks up and reconciles orders."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LiveConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reconcile_interval_s: float = Field(
+        180.0, gt=0, description="seconds between reconciliations with the exchange (open orders, balances, positions)"
+    )
+    fill_poll_interval_s: float = Field(2.0, gt=0, description="seconds between look-ups of orders still open (fills)")
+    recv_window_ms: int = Field(
+        5000, ge=1000, le=60_000,
+        description="Binance recvWindow sent with each order: an order the exchange does not know this long (+1 s) "
+        "after it was signed can never be placed any more, so it is final ('not placed')",
+    )  # fmt: skip
+    retry_attempts: int = Field(5, ge=1, description="sends of one order after 429/418 (rate limit) before it is dropped")
+    retry_base_s: float = Field(0.5, gt=0, description="first backoff after a 429/418; doubles per attempt")
+    retry_max_s: float = Field(10.0, gt=0, description="cap of that backoff")
+    submit_timeout_s: float = Field(
+        60.0, gt=0, description="how long an engine step waits for its orders to be sent and answered; orders still "
+        "unresolved then stay tracked and are resolved by look-up"
+    )  # fmt: skip

@@ -1,0 +1,424 @@
+"""The live broker: the engine's orders through ccxt (Binance spot), never sent twice.
+
+Two halves:
+- `LiveExecutor` (async, on the daemon's event loop) does the talking: for each order it writes
+  the row ('new') **before** sending, marks it 'submitted', sends it with its deterministic
+  client order id as `newClientOrderId`, and moves it through the state machine of
+  `bot.brokers.orders` as answers arrive. When the answer is lost (timeout, connection reset,
+  5xx, crash) it never sends again blindly: it looks the order up by client order id
+  (`fetch_order` with `origClientOrderId`, then `fetch_my_trades` for the fills). An order the
+  exchange still does not know `recv_window_ms` + 1 s after it was signed can never be placed
+  any more (Binance refuses a request older than its recvWindow): only then is it final as
+  "not placed", and only then may a *new attempt* with another id (`<id>.2`, ...) be sent.
+  429/418 answers (nothing placed) are retried with the same id after a backoff; rejections
+  (balance, filters) are dropped with a reason code (`bot.brokers.errors`).
+  Fills are polled (`fill_poll_interval_s`) for orders still open; the simulator, like a key
+  without a user-data stream, has no `watch_orders`, so polling is the one path.
+- `LiveBroker` (sync, the engine's `Broker` protocol, called from the engine's worker thread)
+  hands intents to the executor and blocks until they are answered; `poll`/`flush` return what
+  became final: one aggregated `Fill` per order (partial fills summed, quantity net of a fee
+  taken in the base asset, fees in quote value) or a cancellation with its reason code.
+
+Exits are sent as market orders (the engine's barrier price is its paper fill model; a resting
+limit at a take-profit the price already left would never fill).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ccxt
+import numpy as np
+import structlog
+
+from bot.brokers.config import LiveConfig
+from bot.brokers.errors import Kind, classify
+from bot.brokers.orders import FINAL, FROM_EXCHANGE, OrderStore, StoredOrder, Trade
+from bot.engine.broker import BrokerUpdate
+from bot.engine.records import Fill, OrderIntent
+
+log = structlog.get_logger("bot.brokers.live")
+
+#: Binance's newClientOrderId rule, and the shape of ours (`bot.engine.client_order_id` plus an
+#: optional attempt suffix): an open order whose id matches OUR_ID is the bot's.
+BINANCE_CLIENT_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
+OUR_ID = re.compile(r"^[EX]-[A-Z0-9]{1,12}-\d{1,10}-[0-9a-f]{8}(\.\d{1,2})?$")
+MAX_ATTEMPTS = 99
+
+
+def exchange_client_id(engine_id: str, attempt: int) -> str:
+    xcid = engine_id if attempt == 1 else f"{engine_id}.{attempt}"
+    if not BINANCE_CLIENT_ID.match(xcid):
+        raise ValueError(f"client order id {xcid!r} breaks Binance's newClientOrderId rule")
+    return xcid
+
+
+def engine_client_id(xcid: str) -> str:
+    return xcid.split(".", 1)[0]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Tracked:
+    """One engine order (all its attempts) while the executor follows it."""
+
+    intent: OrderIntent
+    attempt: int
+    xcid: str
+    status: str = "new"
+    exchange_order_id: str | None = None
+    sent_ms: int = 0
+    executed: float = 0.0
+    trades: dict[str, Trade] = field(default_factory=dict)
+    reason: str | None = None  # why it ended without a fill
+    outcome_ready: bool = False
+    busy: bool = False  # being sent or looked up: the poller leaves it alone
+    adopted: bool = False  # found by reconciliation (exchange or store): no engine waits for its outcome yet
+    orphan: bool = False  # adopted, and the engine stepped past its minute without asking for it
+
+
+class LiveExecutor:
+    """Sends and follows orders (see the module docstring). Event-loop side only."""
+
+    def __init__(self, exchange: Any, store: OrderStore, cfg: LiveConfig, quote: str = "USDT"):
+        self.ex = exchange
+        self.store = store
+        self.cfg = cfg
+        self.quote = quote
+        self.tracked: dict[str, Tracked] = {}  # engine id -> order
+        self.known: dict[str, StoredOrder] = {}  # engine id -> its latest stored attempt (from the store at start)
+        self.outbox: deque[tuple[str, Fill | None, str | None]] = deque()  # (engine id, fill, cancel reason)
+        self.anchor: int | None = None
+        self.counts: dict[str, int] = {"sent": 0, "lookups": 0, "retries": 0, "rejected": 0, "not_placed": 0,
+                                       "adopted": 0}  # fmt: skip
+
+    # -- start ---------------------------------------------------------------------------------
+
+    async def load(self, since_ts: int, anchor: int | None = None) -> None:
+        """The store's orders (recent ones and every unfinished one): ids that exist are never sent
+        again. `anchor`: the last minute of the restored engine state; orders decided after it
+        were sent by a process that died before it persisted that minute: the restarted engine
+        decides them again and gets their outcome (`unclaimed`)."""
+        self.anchor = anchor
+        for o in await self.store.load(since_ts=since_ts):
+            prev = self.known.get(o.engine_id)
+            if prev is None or int(o.reason.get("attempt", 1)) >= int(prev.reason.get("attempt", 1)):
+                self.known[o.engine_id] = o
+
+    # -- placing -------------------------------------------------------------------------------
+
+    async def place_all(self, intents: Sequence[OrderIntent]) -> None:
+        await asyncio.gather(*(self.place(it) for it in intents))
+
+    async def place(self, it: OrderIntent) -> None:
+        """Send `it` once, or follow the order already sent for it."""
+        eid = it.client_order_id
+        if eid in self.tracked:
+            t = self.tracked[eid]
+            if t.adopted:  # found by reconciliation, now claimed by the engine: it hears the outcome
+                t.adopted = False
+                if t.outcome_ready:
+                    t.outcome_ready = False
+                    self._finish(t)
+                return
+            if not (t.outcome_ready and t.executed <= 0 and t.intent.leg == "exit"):
+                return  # in flight or done: the engine hears about it once
+            attempt = t.attempt + 1  # an exit that was definitely not placed: a new attempt
+        elif eid in self.known:
+            so = self.known.pop(eid)
+            t = self._from_stored(it, so)
+            self.tracked[eid] = t
+            if so.status in FINAL:
+                self._finish(t)
+                if not (t.executed <= 0 and it.leg == "exit"):
+                    return
+                attempt = t.attempt + 1
+            else:
+                t.busy = True
+                try:
+                    await self.resolve(t)
+                finally:
+                    t.busy = False
+                return
+        else:
+            attempt = 1
+        if attempt > MAX_ATTEMPTS:
+            log.error("order_attempts_exhausted", client_order_id=eid, text=f"ORDER {eid}: {MAX_ATTEMPTS} attempts, giving up")
+            return
+        qty = await self._qty(it, attempt)
+        t = Tracked(it, attempt, exchange_client_id(eid, attempt))
+        self.tracked[eid] = t
+        if qty <= 0:
+            t.reason = "rejected_below_lot_size"
+            await self.store.insert_new(it, t.xcid, max(it.qty, 1e-12), attempt, now_ms())
+            await self._final(t, "rejected", t.reason)
+            return
+        t.busy = True
+        try:
+            if not await self.store.insert_new(it, t.xcid, qty, attempt, now_ms()):
+                await self.resolve(t)  # the id is already in the store: it may be on the exchange
+                return
+            await self._send(t, qty)
+        finally:
+            t.busy = False
+
+    async def _qty(self, it: OrderIntent, attempt: int) -> float:
+        """The quantity rounded down to the lot step (a later attempt of an exit sells at most
+        what the account holds: the first may have been refused for fee dust)."""
+        sym = self._sym(it.symbol)
+        qty = it.qty
+        if it.side == "sell" and attempt > 1:
+            with contextlib.suppress(ccxt.BaseError):
+                bal = await self.ex.fetch_balance()
+                qty = min(qty, float((bal.get(sym.split("/")[0]) or {}).get("free") or 0.0))
+        try:
+            return float(self.ex.amount_to_precision(sym, qty))
+        except ccxt.BaseError:  # below the precision: nothing to send
+            return 0.0
+
+    async def _send(self, t: Tracked, qty: float) -> None:
+        it = t.intent
+        sym = self._sym(it.symbol)
+        cfg = self.cfg
+        delay = cfg.retry_base_s
+        for n in range(cfg.retry_attempts):
+            t.sent_ms = now_ms()
+            await self.store.set_status(t.xcid, "submitted", t.sent_ms)
+            t.status = "submitted"
+            try:
+                self.counts["sent"] += 1
+                o = await self.ex.create_order(sym, "market", it.side, qty, None,
+                                               {"newClientOrderId": t.xcid, "newOrderRespType": "FULL",
+                                                "recvWindow": cfg.recv_window_ms})  # fmt: skip
+            except ccxt.BaseError as e:
+                kind, code = classify(e)
+                log.warning("order_error", client_order_id=t.xcid, symbol=it.symbol, kind=kind.value, reason=code,
+                            error=type(e).__name__, text=f"ORDER {t.xcid} {it.side} {it.symbol}: {code} ({kind.value})")  # fmt: skip
+                if kind is Kind.RETRY and n + 1 < cfg.retry_attempts:
+                    self.counts["retries"] += 1
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, cfg.retry_max_s)
+                    continue
+                if kind is Kind.UNKNOWN:
+                    await self.resolve(t)
+                    return
+                self.counts["rejected"] += 1
+                await self._final(t, "rejected", code)
+                return
+            log.info("order_sent", client_order_id=t.xcid, symbol=it.symbol, side=it.side, qty=qty,
+                     status=(o.get("info") or {}).get("status"))  # fmt: skip
+            await self._apply(t, o.get("info") or {})
+            return
+
+    # -- following -----------------------------------------------------------------------------
+
+    async def resolve(self, t: Tracked, *, deadline_s: float | None = None) -> bool:
+        """Look `t` up by client order id until the exchange answers for it: found (its state
+        and fills adopted) or provably never placed. False if the exchange could not be asked
+        before `deadline_s` (it stays tracked; the next poll or reconciliation asks again)."""
+        sym = self._sym(t.intent.symbol)
+        end = time.monotonic() + (deadline_s if deadline_s is not None else self.cfg.submit_timeout_s)
+        grace = self.cfg.recv_window_ms + 1000
+        while True:
+            self.counts["lookups"] += 1
+            try:
+                o = await self.ex.fetch_order(None, sym, {"origClientOrderId": t.xcid})
+            except ccxt.OrderNotFound:
+                if t.status == "new" or now_ms() - t.sent_ms > grace:
+                    self.counts["not_placed"] += 1
+                    await self._final(t, "expired", "order_not_placed")
+                    return True
+            except ccxt.BaseError as e:
+                log.info("order_lookup_retry", client_order_id=t.xcid, error=type(e).__name__)
+            else:
+                await self._apply(t, o.get("info") or {})
+                return True
+            if time.monotonic() > end:
+                return False
+            await asyncio.sleep(min(1.0, grace / 4000))
+
+    async def poll_open(self) -> None:
+        """Look up every order still open or unanswered (fills, delayed fills, cancellations)."""
+        for t in list(self.tracked.values()):
+            if t.outcome_ready or t.status in FINAL or t.busy:
+                continue
+            if t.status in ("new", "submitted"):
+                await self.resolve(t, deadline_s=0)
+                continue
+            try:
+                o = await self.ex.fetch_order(t.exchange_order_id, self._sym(t.intent.symbol), {"origClientOrderId": t.xcid})
+            except ccxt.BaseError as e:
+                log.info("order_poll_failed", client_order_id=t.xcid, error=type(e).__name__)
+                continue
+            await self._apply(t, o.get("info") or {})
+
+    async def _apply(self, t: Tracked, info: Mapping[str, Any]) -> None:
+        """Take the exchange's view of the order (a POST /order FULL answer or a GET /order)."""
+        status = FROM_EXCHANGE.get(str(info.get("status")), "accepted")
+        oid = str(info["orderId"]) if info.get("orderId") is not None else t.exchange_order_id
+        t.exchange_order_id = oid
+        executed = float(info.get("executedQty") or 0.0)
+        base = t.intent.symbol[: -len(self.quote)]
+        for f in info.get("fills") or []:
+            tid = str(f["tradeId"])
+            t.trades.setdefault(tid, Trade(tid, float(f["qty"]), float(f["price"]), float(f["commission"]),
+                                           str(f["commissionAsset"]), int(info.get("transactTime") or now_ms())))  # fmt: skip
+        if executed > sum(x.qty for x in t.trades.values()) + 1e-12:
+            with contextlib.suppress(ccxt.BaseError):
+                for tr in await self.ex.fetch_my_trades(self._sym(t.intent.symbol), None, None, {"orderId": oid}):
+                    r = tr.get("info") or {}
+                    tid = str(r.get("id"))
+                    t.trades.setdefault(tid, Trade(tid, float(r["qty"]), float(r["price"]), float(r["commission"]),
+                                                   str(r["commissionAsset"]), int(r["time"])))  # fmt: skip
+        got = sum(x.qty for x in t.trades.values())
+        if status in FINAL and got + 1e-12 < executed:
+            status = "partially_filled"  # trades not all seen yet: ask again at the next poll
+        t.executed = got
+        vwap = sum(x.qty * x.price for x in t.trades.values()) / got if got > 0 else None
+        await self.store.add_trades(t.xcid, t.intent.symbol, t.intent.side, list(t.trades.values()))
+        await self.store.set_status(t.xcid, status, now_ms(), exchange_order_id=oid, filled_qty=got or None,
+                                    avg_price=vwap)  # fmt: skip
+        t.status = status
+        del base
+        if status in FINAL:
+            self._finish(t)
+
+    async def _final(self, t: Tracked, status: str, reason: str) -> None:
+        t.reason = reason
+        t.status = status
+        await self.store.set_status(t.xcid, status, now_ms(), reason={"code": reason})
+        self._finish(t)
+
+    def _finish(self, t: Tracked) -> None:
+        """The engine's view of a final order: one fill (all trades summed) or a cancellation."""
+        if t.outcome_ready:
+            return
+        t.outcome_ready = True
+        it = t.intent
+        trades = list(t.trades.values())
+        qty = sum(x.qty for x in trades)
+        log.info("order_final", client_order_id=t.xcid, symbol=it.symbol, side=it.side, status=t.status, filled=qty,
+                 reason=t.reason, trades=len(trades))  # fmt: skip
+        if t.adopted:
+            return
+        if qty <= 0:
+            self.outbox.append((it.client_order_id, None, t.reason or f"order_{t.status}"))
+            return
+        base = it.symbol[: -len(self.quote)]
+        vwap = sum(x.qty * x.price for x in trades) / qty
+        fee_base = sum(x.fee for x in trades if x.fee_asset == base)
+        fee_quote = sum(x.fee for x in trades if x.fee_asset == self.quote)
+        net = qty - fee_base if it.side == "buy" else qty
+        fill = Fill(it.client_order_id, f"x{t.exchange_order_id}", it.symbol, it.side, net, vwap,
+                    fee_quote + fee_base * vwap, max(x.ts for x in trades), ref_price=vwap)  # fmt: skip
+        self.outbox.append((it.client_order_id, fill, None))
+
+    def _from_stored(self, it: OrderIntent, so: StoredOrder) -> Tracked:
+        t = Tracked(it, int(so.reason.get("attempt", 1)), so.client_order_id, so.status, so.exchange_order_id)
+        t.trades = {x.trade_id: x for x in so.trades}
+        t.executed = sum(x.qty for x in so.trades)
+        t.reason = (so.reason or {}).get("code")
+        t.sent_ms = now_ms()  # unknown: count the grace from now (a restart is long after any send anyway)
+        return t
+
+    def _sym(self, symbol: str) -> str:
+        return f"{symbol[: -len(self.quote)]}/{self.quote}"
+
+    def unfinished(self) -> list[Tracked]:
+        return [t for t in self.tracked.values() if not t.outcome_ready]
+
+    def unclaimed(self) -> list[tuple[str, str, str, int]]:
+        """Orders sent for minutes after the restored state that the engine has not asked about
+        again: (engine id, client order id, symbol, decision minute)."""
+        if self.anchor is None:
+            return []
+        a = self.anchor
+        out = [(o.engine_id, o.client_order_id, o.symbol, o.decision_ts) for o in self.known.values() if o.decision_ts > a]
+        out += [(eid, t.xcid, t.intent.symbol, t.intent.decision_ts) for eid, t in self.tracked.items()
+                if t.adopted and not t.orphan and t.intent.decision_ts > a]  # fmt: skip
+        return out
+
+    def orphaned(self, engine_id: str) -> None:
+        """The engine stepped past this order's minute without asking for it."""
+        self.known.pop(engine_id, None)
+        t = self.tracked.get(engine_id)
+        if t is not None:
+            t.orphan = True
+
+
+class LiveBroker:
+    """The engine's `Broker` over a `LiveExecutor` (see the module docstring). Thread-side:
+    the engine calls it from its worker thread; the executor runs on `loop`."""
+
+    def __init__(self, executor: LiveExecutor, loop: asyncio.AbstractEventLoop, cfg: LiveConfig):
+        self.ex = executor
+        self.loop = loop
+        self.cfg = cfg
+        self._lock = threading.Lock()
+        self._interest: set[str] = set()  # engine ids the engine waits for (this process)
+
+    def _run(self, coro: Any, timeout: float) -> None:
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            log.warning("orders_unresolved", text="ORDERS not all answered in time; they are followed by look-up")
+
+    def submit(self, intents: Sequence[OrderIntent]) -> None:
+        if not intents:
+            return
+        with self._lock:
+            self._interest.update(it.client_order_id for it in intents)
+        self._run(self.ex.place_all(list(intents)), self.cfg.submit_timeout_s)
+
+    def _drain(self, exits_only: bool) -> BrokerUpdate:
+        up = BrokerUpdate()
+        keep = []
+        with self._lock:
+            while self.ex.outbox:
+                item = self.ex.outbox.popleft()
+                eid, fill, why = item
+                if exits_only and not eid.startswith("X-"):
+                    keep.append(item)
+                    continue
+                if eid not in self._interest:
+                    # not asked for by this engine (yet): after a restart it may decide it again
+                    t = self.ex.tracked.get(eid)
+                    if t is not None:
+                        t.adopted = True
+                    continue
+                self._interest.discard(eid)
+                if fill is not None:
+                    up.fills.append(fill)
+                else:
+                    up.cancelled.append((eid, why or "order_not_filled"))
+            self.ex.outbox.extendleft(reversed(keep))
+        return up
+
+    def poll(self, ts_ms: int, bars: np.ndarray, index: Mapping[str, int]) -> BrokerUpdate:
+        return self._drain(False)
+
+    def flush(self) -> BrokerUpdate:
+        return self._drain(True)
+
+    def pending(self) -> list[OrderIntent]:
+        with self._lock:
+            return [t.intent for t in self.ex.tracked.values() if t.intent.client_order_id in self._interest]
+
+    def restore(self, pending: Sequence[OrderIntent], seen: Sequence[str] = ()) -> None:
+        """After a restart: the engine still waits for these; report what became of them."""
+        with self._lock:
+            self._interest.update(it.client_order_id for it in pending)
+        self._run(self.ex.place_all(list(pending)), self.cfg.submit_timeout_s)
