@@ -4,8 +4,8 @@ Crash-only: there is one way to start, and it is also how the daemon recovers af
 (the store is re-opened, migrations are a no-op, state is reloaded by `bot.live`). Order:
 open the store (embedded Postgres by default; migrations run), take the daemon lock (a second
 `bot run` on the same database is refused, naming the holder), own the embedded cluster from
-then on (it is stopped when the daemon exits), write the `daemon_status` row, then hand over to `bot.live.LiveTrader`, which tells systemd READY
-once the engine is warm (or, without a model, once it collects candles or starts training the
+then on (it is stopped when the daemon exits), write the `daemon_status` row, then hand over
+to `bot.live.LiveTrader`, which tells systemd READY once the engine is warm (or, without a model, once it collects candles or starts training the
 first one): `systemctl start` returns when the daemon trades, and `TimeoutStartSec` in the unit
 bounds how long reaching the exchange, the catch-up backfill and the warm-up may take. The
 systemd watchdog is fed from the event loop the whole time, start-up included (a slow warm-up
