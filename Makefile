@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.yaml
 
-.PHONY: install postgres systemd-analyze chromium test test-fast run demo bench lint clean install-service uninstall-service
+.PHONY: install postgres systemd-analyze chromium test test-fast reliability run demo bench lint clean install-service uninstall-service
 
 # The virtualenv and the package with its dev extras; re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -46,7 +46,13 @@ test: install chromium
 # Everything but the tests marked `slow` (training runs, 30-symbol replays, long property
 # searches): under a minute of test time on the 2-core development machine when it is quiet.
 test-fast: install chromium
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not reliability"
+
+# The reliability suite (issue 15): everything in tests/test_reliability_*.py, the long tests
+# marked `reliability` included (make test leaves those out); prints one table and writes
+# docs/reliability.md and docs/reliability.json. Root is needed for the tmpfs disk-full case.
+reliability: install chromium
+	$(BIN)/python scripts/reliability.py
 
 run: install
 	$(BIN)/bot --config $(CONFIG) run

@@ -11,6 +11,8 @@ Secrets are never read from the config file itself, never printed, and never par
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import stat
 from pathlib import Path
@@ -152,6 +154,19 @@ class LoggingConfig(BaseModel):
     max_mb: int = Field(20, ge=1, le=1024, description="rotate each log file at this size (MB)")
     backups: int = Field(5, ge=1, le=100, description="rotated files kept per log (bot.log.1 .. bot.log.N)")
 
+    @field_validator("json_file", "human_file")
+    @classmethod
+    def _file_name(cls, v: str) -> str:
+        if not v or v in (".", "..") or "/" in v or "\\" in v or "\0" in v:
+            raise ValueError(f"must be a plain file name (it is created under paths.logs_dir), got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_files(self) -> LoggingConfig:
+        if self.json_file == self.human_file:
+            raise ValueError(f"json_file and human_file are both {self.json_file!r}: the two logs would write one file")
+        return self
+
 
 class Secrets(BaseModel):
     """API credentials. Only ever filled from the environment or a 0600 secrets file."""
@@ -215,9 +230,29 @@ class Config(BaseModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        bad = [s for s in self.symbols if not s.endswith(self.exchange.quote)]
+        """Contradictions between sections, one line each (key path first)."""
+        quote = self.exchange.quote
+        problems: list[str] = []
+        bad = [s for s in self.symbols if not s.endswith(quote)]
         if bad:
-            raise ValueError(f"symbols: {', '.join(bad)} do not end in the quote asset exchange.quote={self.exchange.quote}")
+            problems.append(f"symbols: {', '.join(bad)} do not end in the quote asset exchange.quote={quote}")
+        # A reference need not be traded (the engine adds it as a feature-only row), but it is
+        # fetched and streamed like a traded symbol, so it must be a symbol of the quote asset.
+        bad_refs = [s for s in self.features.reference_symbols
+                    if not (s.isalnum() and len(s) > len(quote) and s.endswith(quote))]  # fmt: skip
+        if bad_refs:
+            problems.append(f"features.reference_symbols: {', '.join(bad_refs)} not a symbol of the quote asset "
+                            f"exchange.quote={quote} (references are streamed like traded symbols)")  # fmt: skip
+        if self.train.embargo_bars < self.labels.horizon_bars:
+            problems.append(f"train.embargo_bars: {self.train.embargo_bars} is shorter than labels.horizon_bars "
+                            f"({self.labels.horizon_bars}): the last training labels would see into the validation block")  # fmt: skip
+        t = self.train
+        if t.folds > 0 and t.history_days - t.folds * t.fold_days < t.regime_fit_days:
+            problems.append(f"train.history_days: {t.history_days} days leave {t.history_days - t.folds * t.fold_days:g} "
+                            f"for the first fold's training after {t.folds} x train.fold_days ({t.fold_days:g}); it "
+                            f"needs at least train.regime_fit_days ({t.regime_fit_days:g})")  # fmt: skip
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     def masked(self) -> dict[str, Any]:
@@ -303,8 +338,12 @@ def format_validation_error(exc: ValidationError) -> list[str]:
     out = []
     for e in exc.errors(include_url=False):
         loc, reason = _loc(e["loc"]), _reason(e)
-        # Cross-field checks raised at model level name their key themselves ("symbols: ...").
-        out.append(reason if loc == "(top level)" and ": " in reason else f"{loc}: {reason}")
+        # Cross-field checks raised at model level name their key themselves ("symbols: ..."),
+        # one line per contradiction.
+        if loc == "(top level)" and ": " in reason:
+            out.extend(reason.splitlines())
+        else:
+            out.append(f"{loc}: {reason}")
     return out
 
 
@@ -326,6 +365,60 @@ def _find_inline_secrets(data: Any, path: str = "") -> list[str]:
             else:
                 found.extend(_find_inline_secrets(v, p))
     return found
+
+
+def _find_non_finite(data: Any, path: str = "") -> list[str]:
+    """YAML's .nan/.inf parse as floats that pass every bound check (nan > 0 is not an error
+    to pydantic's lax floats everywhere): refuse them by key path before validation."""
+    found: list[str] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            found.extend(_find_non_finite(v, f"{path}.{k}" if path else str(k)))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            found.extend(_find_non_finite(v, f"{path}[{i}]"))
+    elif isinstance(data, float) and not math.isfinite(data):
+        found.append(f"{path}: must be a finite number, got {data!r}")
+    return found
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one
+    silently, so a second `risk:` section would quietly replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.get(key)
+            except TypeError:
+                first = None  # unhashable key: construct_mapping below says so
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first at line {first.line + 1})", key_node.start_mark
+                )
+            with contextlib.suppress(TypeError):
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_paths(cfg: Config) -> list[str]:
+    """Every directory the daemon writes (`paths.*`) must exist as a writable directory or be
+    creatable: found now, not after the database started. Nothing is created here."""
+    problems: list[str] = []
+    for key in ("data_dir", "models_dir", "logs_dir"):
+        target = Path(getattr(cfg.paths, key)).absolute()
+        p = target
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        if not p.is_dir():
+            problems.append(f"paths.{key}: {target} cannot be a directory: {p} is not a directory")
+        elif not os.access(p, os.W_OK | os.X_OK):
+            ro = bool(os.statvfs(p).f_flag & os.ST_RDONLY)
+            why = f"{p} is on a read-only file system (EROFS)" if ro else f"{p} is not writable by this user (EACCES)"
+            problems.append(f"paths.{key}: {target} is not writable: {why}")
+    return problems
 
 
 def read_secrets_file(path: Path) -> Secrets:
@@ -376,7 +469,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         except OSError as e:
             raise ConfigError([f"config file {cfg_path} cannot be read: {e.strerror}"], source) from None
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -386,7 +479,9 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         if not isinstance(data, dict):
             raise ConfigError([f"(top level): must be a mapping of sections, got {type(data).__name__}"], source)
 
-    problems = _find_inline_secrets(data)
+    non_finite = _find_non_finite(data)
+    problems = _find_inline_secrets(data) + non_finite
+    said = {line.split(": ", 1)[0] for line in problems}  # said once, not again as "unknown key"
     if env.get(ENV_DSN):
         data.setdefault("database", {})
         if isinstance(data["database"], dict):
@@ -394,14 +489,17 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        problems.extend(format_validation_error(e))
+        problems.extend(line for line in format_validation_error(e) if line.split(": ", 1)[0] not in said)
         raise ConfigError(problems, source) from None
     if problems:
         raise ConfigError(problems, source)
 
     secrets = Secrets()
     if cfg.exchange.secrets_file is not None:
-        secrets = read_secrets_file(cfg.exchange.secrets_file)
+        try:
+            secrets = read_secrets_file(cfg.exchange.secrets_file)
+        except ConfigError as e:
+            raise ConfigError(e.problems, source) from None
     if env.get(ENV_API_KEY):
         secrets = secrets.model_copy(update={"api_key": SecretStr(env[ENV_API_KEY])})
     if env.get(ENV_API_SECRET):
@@ -415,6 +513,9 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
             [f"mode: live needs API keys ({ENV_API_KEY} and {ENV_API_SECRET}, or exchange.secrets_file); none found"],
             source,
         )
+    problems = check_paths(cfg)
+    if problems:
+        raise ConfigError(problems, source)
     return cfg.model_copy(update={"secrets": secrets})
 
 

@@ -216,10 +216,16 @@ class LiveTrader:
             mv = await self._train_first()
             if mv is None:
                 return None
-        from models.bundle import load_bundle
+        from models.bundle import BundleError, load_bundle
 
         t0 = time.monotonic()
-        bundle = await self._in_worker(load_bundle, mv.path)
+        try:
+            bundle = await self._in_worker(load_bundle, mv.path)
+        except BundleError as e:  # a broken champion must not crash-loop the service
+            log.error("model_unusable", version=mv.version, reason=str(e),
+                      text=f"MODEL {mv.version} cannot be used: {e}; collecting candles only until another is "
+                           "promoted (bot models rollback / promote VERSION) and the daemon restarted")  # fmt: skip
+            return None
         self.model_version = mv.version
         log.info("model_loaded", version=mv.version, seconds=round(time.monotonic() - t0, 2), rss_mb=rss_mb(),
                  text=f"MODEL {mv.version} loaded ({time.monotonic() - t0:.1f}s)")  # fmt: skip

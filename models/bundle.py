@@ -38,6 +38,8 @@ MANIFEST = "manifest.json"
 LGB_FILES = {t: f"lgb_{t}.txt" for t in TARGETS}
 CAT_FILE = "cat_er.cbm"
 META_FILE = "meta.txt"
+#: What every manifest `write_bundle` writes holds (it refuses to write one without them).
+REQUIRED_KEYS = ("version", "files", "selected_features", "feature_names", "feature_config", "data_from_ts", "data_to_ts")
 
 
 class BundleError(Exception):
@@ -193,6 +195,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if not isinstance(m, dict) or m.get("format_version") != FORMAT_VERSION:
         got = m.get("format_version") if isinstance(m, dict) else None
         raise BundleError(f"{path}: bundle format {got!r}, this code reads format {FORMAT_VERSION}; retrain")
+    missing = [k for k in REQUIRED_KEYS if k not in m]
+    if missing:
+        raise BundleError(f"{mpath}: manifest lacks {', '.join(map(repr, missing))}; not a complete bundle, retrain")
     return m
 
 
@@ -221,9 +226,14 @@ def load_bundle(path: str | Path, *, threads: int = 1, check_engine: bool = True
         _check_engine_features(path, m, names)
 
     def booster(name: str, n_features: int) -> Any:
+        text = (path / name).read_text(errors="replace")
+        # LightGBM's C++ parser aborts the whole process on some truncated model texts (no
+        # exception to catch): a complete file has its trees' end marker and the trailer.
+        if "\nend of trees" not in text or "\npandas_categorical:" not in text:
+            raise BundleError(f"{path}: {name} does not load: the model text is truncated (no end-of-trees marker or trailer)")
         try:
-            b = lgb.Booster(model_file=str(path / name))
-        except lgb.basic.LightGBMError as e:
+            b = lgb.Booster(model_str=text)
+        except Exception as e:  # noqa: BLE001 - LightGBMError, or the trailer's JSON
             raise BundleError(f"{path}: {name} does not load: {str(e).strip()[:200]}") from None
         if b.num_feature() != n_features:
             raise BundleError(f"{path}: {name} reads {b.num_feature()} features, the manifest says {n_features}")

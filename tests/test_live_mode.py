@@ -161,7 +161,7 @@ async def test_live_run_with_order_faults_and_kill_9_restarts(db_dsn, book30, bu
     start, end, _ = window(bundle_path, 3)
     rng = random.Random(11)
     minutes = list(range(start + 5 * MINUTE_MS, end - 40 * MINUTE_MS, MINUTE_MS))
-    plan = [Fault(ORDER_FAULTS[k % len(ORDER_FAULTS)], rng.choice(minutes) + rng.randrange(1_000, 59_000)) for k in range(64)]
+    plan = [Fault(ORDER_FAULTS[k % len(ORDER_FAULTS)], rng.choice(minutes) + rng.randrange(1_000, 59_000)) for k in range(96)]  # some fall in catch-up minutes after a kill (no entries there)
     sim = sim_for(book30, start)
     sim.add_faults(plan)
     await sim.start()

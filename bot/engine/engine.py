@@ -110,6 +110,11 @@ class _Bundle:
         self.bundle = bundle
         self.version = str(bundle.version)
         self.manifest = bundle.manifest
+        missing = [k for k in ("label_config", "cost_config") if k not in self.manifest]
+        if missing:
+            from models.bundle import BundleError
+
+            raise BundleError(f"bundle {self.version}: manifest lacks {', '.join(missing)}; the engine needs them")
         self.predictor = bundle.predictor
         self.cols = bundle.column_index(names)
         self.labels = LabelConfig.model_validate(self.manifest["label_config"])
@@ -245,12 +250,21 @@ class Engine:
                 and (bundle.manifest.get("regime") or None) == (self._b.manifest.get("regime") or None))  # fmt: skip
         if features is None and not same:
             raise ValueError("the new bundle's features differ (config or regime model): pass a warmed-up feature engine")
+        if features is not None and (list(features.symbols) != self.symbols or features.last_ts != self.features.last_ts):
+            raise ValueError("the new feature engine must have the same symbols and be warmed up to the same minute")
+        # Check the new bundle fully before changing anything: a refused bundle leaves the
+        # engine as it was (its bundle, its features, its rule).
+        new = _Bundle(bundle, (features or self.features).names)
+        old = self._b
+        self._b = new
+        try:
+            self._configure_rule()
+        except BaseException:
+            self._b = old
+            self._configure_rule()
+            raise
         if features is not None:
-            if list(features.symbols) != self.symbols or features.last_ts != self.features.last_ts:
-                raise ValueError("the new feature engine must have the same symbols and be warmed up to the same minute")
             self.features = features
-        self._b = _Bundle(bundle, self.features.names)
-        self._configure_rule()
 
     # --- the step ---------------------------------------------------------------------------
 

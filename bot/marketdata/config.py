@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Exchange ids the market-data adapter (`bot.marketdata.exchange`) speaks.
+SUPPORTED_EXCHANGES = ("binance",)
 
 
 class ExchangeUrls(BaseModel):
@@ -15,6 +18,20 @@ class ExchangeUrls(BaseModel):
     public: str | None = Field(None, description="REST base for public endpoints, e.g. http://127.0.0.1:8900/api/v3")
     private: str | None = Field(None, description="REST base for signed endpoints (usually the same as public)")
     ws: str | None = Field(None, description="spot websocket base; must contain /stream, e.g. ws://127.0.0.1:8900/stream/ws")
+
+    @field_validator("public", "private")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith(("http://", "https://")) and len(v.split("://", 1)[1]) > 0):
+            raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
+        return v
+
+    @field_validator("ws")
+    @classmethod
+    def _ws(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith(("ws://", "wss://")) and "/stream" in v):
+            raise ValueError(f"must be a ws:// or wss:// URL containing /stream, got {v!r}")
+        return v
 
 
 class ExchangeConfig(BaseModel):
@@ -34,6 +51,19 @@ class ExchangeConfig(BaseModel):
     retry_base_s: float = Field(0.5, gt=0, description="first retry delay after a 429/418/5xx/timeout; doubles per attempt, with jitter")
     retry_max_s: float = Field(30.0, gt=0, description="cap of the retry delay")
     retry_attempts: int = Field(8, ge=1, description="attempts per request for one-shot commands (backfill); the live feed retries forever")
+
+    @field_validator("id")
+    @classmethod
+    def _supported(cls, v: str) -> str:
+        if v not in SUPPORTED_EXCHANGES:
+            raise ValueError(f"exchange {v!r} is not supported: the market-data adapter speaks {', '.join(SUPPORTED_EXCHANGES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> ExchangeConfig:
+        if self.retry_max_s < self.retry_base_s:
+            raise ValueError(f"retry_max_s ({self.retry_max_s:g}) must be >= retry_base_s ({self.retry_base_s:g})")
+        return self
 
 
 class FeedConfig(BaseModel):
@@ -55,3 +85,10 @@ class FeedConfig(BaseModel):
         10.0, gt=0,
         description="minute assembler: release minute t with NaN rows for symbols still missing after this long",
     )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> FeedConfig:
+        if self.reconnect_max_backoff_s < self.reconnect_base_s:
+            raise ValueError(f"reconnect_max_backoff_s ({self.reconnect_max_backoff_s:g}) must be >= "
+                             f"reconnect_base_s ({self.reconnect_base_s:g})")  # fmt: skip
+        return self

@@ -211,23 +211,23 @@ class CandleFeed:
             return
         self.last_ws_msg = time.monotonic()
         sym = k.get("s")
-        seq = self.seqs.get(sym)  # type: ignore[arg-type]
+        seq = self.seqs.get(sym) if isinstance(sym, str) else None  # junk (a list, ...) is no symbol of ours
         if seq is None:
             return
         self.stats["ws_events"] += 1
         try:
             ts = int(k["t"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: an infinite open time
             self.issues.report(sym, -1, v.UNALIGNED, v.DROPPED, "ws", detail=f"bad open time {k.get('t')!r}")
             return
-        if not k.get("x"):
+        if k.get("x") is not True:  # only a kline marked closed (JSON true) is final; "false" is not
             if ts % MINUTE_MS == 0:
                 self._advance(seq, ts - MINUTE_MS)  # minute ts has started: everything before closed
             return
         self.stats["ws_closed"] += 1
         try:
             vals = (float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"]), float(k["v"]))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float
             vals = (float("nan"),) * 5
         reason = v.check_values(ts, *vals)
         if reason is not None:

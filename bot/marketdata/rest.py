@@ -19,10 +19,11 @@ async def fetch_klines(exchange, ccxt_symbol: str, start_ms: int, end_ms: int, l
     if not rows:
         return Candles.empty(np.float64)
     a = np.array([[np.nan if x is None else x for x in r[:6]] for r in rows], dtype=np.float64)
-    ts = a[:, 0].astype(np.int64)
-    keep = (ts >= start_ms) & (ts <= end_ms)
+    t = a[:, 0]
+    keep = np.isfinite(t) & (t >= start_ms) & (t <= end_ms)  # a row without a usable open time is no candle
     if not keep.all():
-        a, ts = a[keep], ts[keep]
+        a = a[keep]
+    ts = a[:, 0].astype(np.int64)
     return Candles(ts, a[:, 1].copy(), a[:, 2].copy(), a[:, 3].copy(), a[:, 4].copy(), a[:, 5].copy())
 
 
