@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.yaml
 
-.PHONY: install postgres systemd-analyze chromium test test-fast reliability run bench lint clean install-service uninstall-service
+.PHONY: install postgres systemd-analyze chromium test test-fast reliability run demo bench lint clean install-service uninstall-service
 
 # The virtualenv and the package with its dev extras; re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -56,6 +56,11 @@ reliability: install chromium
 
 run: install
 	$(BIN)/bot --config $(CONFIG) run
+
+# No exchange needed: the simulator replays ../shared/data, a quick bundle, the daemon in paper
+# mode with the dashboard, `bot tail -f`; all under var/demo/ (Ctrl-C stops everything).
+demo: install postgres
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 bench: install
 	$(BIN)/python -m bench

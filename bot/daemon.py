@@ -4,9 +4,12 @@ Crash-only: there is one way to start, and it is also how the daemon recovers af
 (the store is re-opened, migrations are a no-op, state is reloaded by `bot.live`). Order:
 open the store (embedded Postgres by default; migrations run), take the daemon lock (a second
 `bot run` on the same database is refused, naming the holder), own the embedded cluster from
-then on (it is stopped when the daemon exits), write the `daemon_status` row, tell systemd
-READY, then hand over to `bot.live.LiveTrader`. The systemd watchdog is fed from the event loop
-the whole time, so a stalled loop stops the pings and only a stalled loop does.
+then on (it is stopped when the daemon exits), write the `daemon_status` row, then hand over
+to `bot.live.LiveTrader`, which tells systemd READY once the engine is warm (or, without a model, once it collects candles or starts training the
+first one): `systemctl start` returns when the daemon trades, and `TimeoutStartSec` in the unit
+bounds how long reaching the exchange, the catch-up backfill and the warm-up may take. The
+systemd watchdog is fed from the event loop the whole time, start-up included (a slow warm-up
+runs in a worker thread and does not stop the pings), so only a stalled loop stops them.
 """
 
 from __future__ import annotations
@@ -54,11 +57,24 @@ async def _start_dashboard(cfg: Config, store: object, trader: object) -> object
     from bot.dashboard.metrics import DaemonMetrics
     from bot.dashboard.server import start_dashboard
     from bot.dashboard.state import DashboardState
+    from bot.live_events import DEMO_NOTICE, is_demo
 
     trader.metrics = DaemonMetrics()  # type: ignore[attr-defined]
+    trader.metrics.lag_fed = True  # type: ignore[attr-defined]  # one loop-lag sampler: the trader's
+    trader.lag.sink = trader.metrics.loop_lag  # type: ignore[attr-defined]
     state = DashboardState(db=store, mode=cfg.mode, symbols=cfg.symbols, metrics=trader.metrics,  # type: ignore[attr-defined]
-                           live=trader.details)  # type: ignore[attr-defined]  # fmt: skip
+                           live=trader.details, notice=DEMO_NOTICE if is_demo() else None)  # type: ignore[attr-defined]  # fmt: skip
     return await start_dashboard(state, cfg)
+
+
+async def _start_telegram(cfg: Config, store: object) -> object | None:
+    """Telegram push of the human lines and the owner's chat commands (`bot.chat`); imported
+    only when `telegram.enabled` (the client library costs memory the daemon need not carry)."""
+    if not cfg.telegram.enabled:
+        return None
+    from bot.chat.push import TelegramService
+
+    return await TelegramService.for_daemon(cfg, store.pool)  # type: ignore[attr-defined]
 
 
 async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train: bool = False,
@@ -68,9 +84,15 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    why: list[str] = []
+
+    def _on_signal(sig: signal.Signals) -> None:
+        why.append(sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, _on_signal, sig)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             pass
     ping = sdnotify.watchdog_interval_s()
@@ -79,8 +101,9 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
     t0 = time.monotonic()
     dsn = cfg.database.dsn.get_secret_value()
     log.info("daemon_starting", mode=cfg.mode, symbols=len(cfg.symbols),
-             text=f"START mode={cfg.mode} symbols={len(cfg.symbols)}")  # fmt: skip
+             text=f"STARTING {cfg.mode}, {len(cfg.symbols)} symbols: opening the store")  # fmt: skip
     rc = 0
+    telegram: object | None = None
     try:
         async with open_store(cfg, log=lambda m: log.info("db", text=m)) as store:
             try:
@@ -89,6 +112,7 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
                 log.error("daemon_already_running", holder=e.holder.describe() if e.holder else None, text=str(e))
                 return EXIT_ALREADY_RUNNING
             store.own_cluster = True
+            telegram = await _start_telegram(cfg, store)  # from here on, so the UP line goes out too
             try:
                 version = await store.schema_version()
                 where = f"external {mask_dsn(dsn)}" if dsn else f"embedded {cfg.paths.data_dir}/pgdata"
@@ -96,10 +120,10 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
                                                 watch_reason=None, details={"db": where})  # fmt: skip
                 log.info("daemon_up", db=where, schema=version, startup_s=round(time.monotonic() - t0, 2),
                          text=f"UP {cfg.mode} mode, db {where} (schema v{version}), {time.monotonic() - t0:.1f}s")  # fmt: skip
-                sdnotify.notify("READY=1")
                 lost: list[bool] = []
                 guard = asyncio.create_task(_guard_lock(lock, stop, lost), name="lock-guard")
                 trader = LiveTrader(cfg, store, stop, no_train=no_train, confirm_live=confirm_live)
+                trader.on_warm = _ready_once()
                 dashboard = await _start_dashboard(cfg, store, trader)
                 try:
                     rc = await trader.run()
@@ -118,5 +142,22 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
     finally:
         if dog is not None:
             dog.cancel()
-    log.info("daemon_stopped", rc=rc, text="STOPPED cleanly" if rc == 0 else f"STOPPED (exit {rc})")
+    reason = why[0] if why else ("clean" if rc == 0 else f"exit {rc}")
+    if why and rc:
+        reason += f", exit {rc}"
+    log.info("daemon_stop", mode=cfg.mode, reason=reason, rc=rc, uptime_s=round(time.monotonic() - t0, 1))
+    if telegram is not None:
+        await telegram.aclose()  # sends what waits, the stop line included (a few seconds at most)
     return rc
+
+
+def _ready_once() -> object:
+    """systemd READY=1, once (the trader calls it when it is doing its steady job)."""
+    said: list[bool] = []
+
+    def ready() -> None:
+        if not said:
+            said.append(True)
+            sdnotify.notify("READY=1")
+
+    return ready

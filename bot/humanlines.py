@@ -15,8 +15,8 @@ Events and their fields (required first; `?` marks optional ones). Times are UTC
 returns and fractions are fractions (0.0021 = 0.21%), money is in the quote currency.
 
 Daemon life cycle
-  daemon_start   mode, model_version?, symbols? (count), demo? (bool)
-                 -> `START paper  model 20261130-2100-ab12  30 symbols`
+  daemon_start   mode, model_version?, pf? (validated), symbols? (count), watch_reason?, notice?, demo? (bool)
+                 -> `START paper  model 20261130-2100-ab12  PF 1.23  30 symbols  trading`
   daemon_ready   mode, warmup_s?                   -> `READY paper  warm-up 12.3s`
   daemon_stop    mode, reason?, uptime_s?          -> `STOP paper  (SIGTERM)  up 3h12m`
 Trading
@@ -35,12 +35,16 @@ Models
   train_done     version, status, pf?, trades?, expectancy?, seconds?
                  -> `TRAIN done 20261130-2100-ab12  PF 1.23  412 trades  exp +0.05%  candidate  312s`
   retrain_done   version, status (champion|rejected|candidate), window_start?, window_end?,
-                 pf?, expectancy?, trades?, seconds?, reason?
-                 -> `RETRAIN 20261130-2100-ab12  2026-05-01..2026-11-30  PF 1.23  exp +0.05%  412 trades  -> champion`
+                 pf?, expectancy?, trades?, seconds?, reason?, champion_version?, champion_pf?,
+                 champion_expectancy? (both bundles judged on the same recent window)
+                 -> `RETRAIN 20261130-2100-ab12  2026-05-01..2026-11-30  PF 1.23  exp +0.050%  412 trades  vs champion PF 1.10 exp +0.020%  -> champion (...)`
   retrain_failed error, detail?                    -> `RETRAIN failed: MemoryError ...`
 Market data
   feed_outage    reason?, symbols? (count or list), since_ts?
                  -> `FEED down (NetworkError): REST meanwhile`
+  exchange_unreachable reason, url?, down_s? (a reminder while it lasts), error?
+                 -> `WARN EXCHANGE unreachable (connection refused 127.0.0.1:9): retrying with backoff, nothing traded meanwhile`
+  exchange_reachable down_s                        -> `EXCHANGE reachable again after 3m12s`
   feed_recovered down_s?, filled? (candles back-filled)
                  -> `FEED back after 3m12s, 42 candles filled`
   backfill_symbol  symbol, start, end, written, fetched?, pages?, invalid?, resumed?,
@@ -218,14 +222,22 @@ def _mode_tag(ev: Mapping[str, Any]) -> str:
 # --- the formats -------------------------------------------------------------------------
 
 
-@event("daemon_start", ("mode",), ("model_version", "symbols", "demo"))
+@event("daemon_start", ("mode",), ("model_version", "symbols", "demo", "pf", "watch_reason", "notice"))
 def _daemon_start(ev: Mapping[str, Any]) -> str:
     parts = [f"START {ev['mode']}"]
     parts.append(f"model {ev['model_version']}" if ev.get("model_version") else "no model (watch only)")
+    if _present(ev, "pf"):
+        parts.append(f"PF {float(ev['pf']):.2f}")
     if _present(ev, "symbols"):
         parts.append(f"{ev['symbols']} symbols")
+    if ev.get("watch_reason"):
+        parts.append(f"WATCH ONLY: {ev['watch_reason']}")
+    elif ev.get("model_version"):
+        parts.append("trading")
     if ev.get("demo"):
         parts.append("demo: trading a model without a validated edge, paper only")
+    elif ev.get("notice"):
+        parts.append(str(ev["notice"]))
     return "  ".join(parts)
 
 
@@ -328,12 +340,16 @@ def _train_done(ev: Mapping[str, Any]) -> str:
 
 
 @event("retrain_done", ("version", "status"),
-       ("window_start", "window_end", "pf", "expectancy", "trades", "seconds", "reason"))  # fmt: skip
+       ("window_start", "window_end", "pf", "expectancy", "trades", "seconds", "reason",
+        "champion_version", "champion_pf", "champion_expectancy"))  # fmt: skip
 def _retrain_done(ev: Mapping[str, Any]) -> str:
     parts = [f"RETRAIN {ev['version']}"]
     if _present(ev, "window_start") and _present(ev, "window_end"):
         parts.append(f"{day(ev['window_start'])}..{day(ev['window_end'])}")
     parts.extend(_model_stats(ev))
+    if ev.get("champion_version") or _present(ev, "champion_pf"):
+        champ = _model_stats({"pf": ev.get("champion_pf"), "expectancy": ev.get("champion_expectancy")})
+        parts.append("vs champion " + (" ".join(champ) if champ else "-"))
     verdict = f"-> {ev['status']}"
     if ev.get("reason"):
         verdict += f" ({ev['reason']})"
@@ -358,6 +374,17 @@ def _feed_outage(ev: Mapping[str, Any]) -> str:
         who = f" {syms} symbols"
     since = f" since {fmt_short(int(ev['since_ts']))}" if _present(ev, "since_ts") else ""
     return f"FEED down{who}{reason}{since}: REST meanwhile"
+
+
+@event("exchange_unreachable", ("reason",), ("url", "down_s", "error"))
+def _exchange_unreachable(ev: Mapping[str, Any]) -> str:
+    since = f" for {int(ev['down_s'])}s" if _present(ev, "down_s") else ""
+    return f"EXCHANGE unreachable{since} ({ev['reason']}): retrying with backoff, nothing traded meanwhile"
+
+
+@event("exchange_reachable", ("down_s",))
+def _exchange_reachable(ev: Mapping[str, Any]) -> str:
+    return f"EXCHANGE reachable again after {duration(ev['down_s'])}"
 
 
 @event("feed_recovered", (), ("down_s", "filled"))

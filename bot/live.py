@@ -49,6 +49,8 @@ import numpy as np
 import structlog
 
 from bot.config import Config
+from bot.live_events import LiveEvents
+from bot.looplag import LoopLag
 from bot.marketdata.exchange import build_exchange, unlisted_symbols
 from bot.marketdata.retry import Backoff, describe_network_error, reachability
 from bot.store import daemon_lock as status
@@ -102,29 +104,6 @@ async def reach_exchange(exchange: Any, cfg: Config, stop: asyncio.Event) -> boo
     return False
 
 
-class LoopLag:
-    """How late the event loop wakes up (what a blocking call would show): max since the last
-    `take()` and over the whole run, in ms."""
-
-    PERIOD_S = 0.05
-
-    def __init__(self) -> None:
-        self.window_max = 0.0
-        self.run_max = 0.0
-
-    async def run(self) -> None:
-        while True:
-            t = time.perf_counter()
-            await asyncio.sleep(self.PERIOD_S)
-            late = (time.perf_counter() - t - self.PERIOD_S) * 1000
-            self.window_max = max(self.window_max, late)
-            self.run_max = max(self.run_max, late)
-
-    def take(self) -> float:
-        v, self.window_max = self.window_max, 0.0
-        return round(v, 1)
-
-
 @dataclass
 class LoopStats:
     minutes: int = 0
@@ -158,6 +137,8 @@ class LiveTrader:
         self.metrics: Any = None  # bot.dashboard.metrics.DaemonMetrics, when the dashboard is on
         self.live: Any = None  # LiveHooks in live mode
         self.retrainer: Any = None  # bot.retrain.Retrainer, while streaming
+        self.events = LiveEvents(self.mode)  # human-line events (bot.live_events)
+        self.on_warm: Any = None  # called once the engine is warm (bot.daemon: systemd READY)
 
     async def _in_worker(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
@@ -257,6 +238,8 @@ class LiveTrader:
 
         cfg = self.cfg
         days = cfg.train.history_days + 1
+        if self.on_warm is not None:
+            self.on_warm()  # systemd READY: a first backfill and training can take long; the daemon is doing its job
         log.info("train_first_start", days=days,
                  text=f"TRAIN first model: backfilling {days} days of history, then training in a separate process")  # fmt: skip
         if not await self._backfill(cfg.symbols, days):
@@ -375,6 +358,9 @@ class LiveTrader:
         if watch:
             log.warning("watch_only", reason=watch, text=f"WATCH ONLY: {watch}")
         log.info("engine_ready", text=f"ENGINE {eng.status_line()}")
+        self.events.started(eng, self.model_version, len(eng.symbols), self.cfg)
+        if self.on_warm is not None:
+            self.on_warm()
 
     # -- streaming -----------------------------------------------------------------------------
 
@@ -433,6 +419,7 @@ class LiveTrader:
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
             await self.retrainer.stop()  # kills a training process still running
+            self.events.flush()
             await minutes.aclose()
             feed.stop()
             with contextlib.suppress(Exception):
@@ -471,16 +458,7 @@ class LiveTrader:
             for t in rec.closed:
                 m.trade_closed(t.exit_reason)
             m.skipped(getattr(res, "skips", {}) or {})
-        for p in rec.opened:
-            log.info("trade_open", symbol=p.symbol, qty=p.qty, price=p.entry_price, ts=p.entry_ts, er=p.er, p=p.p,
-                     mode=self.mode,
-                     text=f"{fmt_short(p.entry_ts)} BUY {p.symbol} {p.qty:g} @ {p.entry_price:.6g}  "
-                          f"er {p.er:+.2%}  p {p.p:.2f}  [{self.mode}]")  # fmt: skip
-        for t in rec.closed:
-            log.info("trade_close", symbol=t.symbol, qty=t.qty, price=t.exit_price, ts=t.exit_ts, pnl=t.pnl, ret=t.ret,
-                     reason=t.exit_reason, mode=self.mode,
-                     text=f"{fmt_short(t.exit_ts)} SELL {t.symbol} {t.qty:g} @ {t.exit_price:.6g}  "
-                          f"{t.pnl:+.2f} USDT ({t.ret:+.2%})  {t.exit_reason.upper()}  [{self.mode}]")  # fmt: skip
+        self.events.step(eng, ts, res, rec)  # trade lines, hourly skips, kill switch
         del eng
 
     def _step_sync(self, ts: int, bars: np.ndarray) -> tuple[Any, dict[str, Any]]:
@@ -495,6 +473,8 @@ class LiveTrader:
         reason = "no model: train one (`bot train`) and promote it (`bot models promote`)"
         log.warning("watch_only", reason=reason, text=f"WATCH ONLY: {reason}; collecting candles")
         await status.write_heartbeat(self.store.pool, watch_only=True, watch_reason=reason)
+        if self.on_warm is not None:
+            self.on_warm()
         self.feed = feed = self._new_feed(self.cfg.symbols, None)  # type: ignore[arg-type]
         feed_task = asyncio.create_task(feed.run(), name="feed")
         hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")

@@ -331,11 +331,17 @@ async def retrain_once(cfg: Any, pool: Any, dsn: str, end_ms: int, *, on_start: 
                 await set_status(pool, res.version or "", "rejected", reason=why_not)
     if res.ok:
         v = res.verdict or {}
-        log.info("retrain_done", version=res.version, window=(v.get("window") or {}).get("range"),
-                 challenger=v.get("challenger"), champion=v.get("champion"), promoted=res.promoted, reason=res.reason,
-                 seconds=res.seconds, text=res.line())  # fmt: skip
+        win = v.get("window") or {}
+        ch, cp = v.get("challenger") or {}, v.get("champion") or {}
+        log.info("retrain_done", version=res.version, status="champion" if res.promoted else "rejected",
+                 window_start=win.get("start"), window_end=win.get("end"), pf=ch.get("profit_factor"),
+                 expectancy=ch.get("expectancy"), trades=ch.get("trades"), champion_version=champ.version if champ else None,
+                 champion_pf=cp.get("profit_factor"), champion_expectancy=cp.get("expectancy"), challenger=ch or None,
+                 champion=cp or None, promoted=res.promoted, reason=res.reason, seconds=res.seconds,
+                 text=res.line())  # fmt: skip
     else:
-        log.error("retrain_failed", error=res.error, pid=res.pid, seconds=res.seconds, text=res.line())
+        log.error("retrain_failed", error=res.error, detail="the champion stays", pid=res.pid, seconds=res.seconds,
+                  text=res.line())
     return res
 
 
@@ -420,7 +426,7 @@ class Retrainer:
             raise
         except Exception as e:  # noqa: BLE001 - a failed retrain never ends the daemon
             self.last = {"at": fmt_ts(int(time.time() * 1000)), "ok": False, "reason": f"{type(e).__name__}: {e}"[:300]}
-            log.error("retrain_failed", error=f"{type(e).__name__}: {str(e)[:300]}",
+            log.error("retrain_failed", error=f"{type(e).__name__}: {str(e)[:300]}", detail="the champion stays",
                       text=f"RETRAIN failed: {type(e).__name__}: {str(e)[:200]}; the champion stays")  # fmt: skip
         finally:
             with contextlib.suppress(Exception):

@@ -68,12 +68,12 @@ def test_run_starts_embedded_db_and_stops_cleanly(home: Path, sig: signal.Signal
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, rest
-    assert "STOPPED cleanly" in rest
+    assert f"STOP paper  ({sig.name})  up " in rest
     assert not (home / "var" / "pgdata" / "postmaster.pid").exists(), "embedded Postgres left running"
     # JSON log: one object per line, with the events, and no secret anywhere.
     events = [json.loads(line) for line in (home / "logs" / "bot.jsonl").read_text().splitlines()]
     names = [e["event"] for e in events]
-    assert names[0] == "daemon_starting" and "daemon_up" in names and names[-1] == "daemon_stopped"
+    assert names[0] == "daemon_starting" and "daemon_up" in names and names[-1] == "daemon_stop"
     assert all("timestamp" in e and "level" in e for e in events)
     for f in ("bot.jsonl", "bot.log"):
         assert "KEY-should-not-leak-1" not in (home / "logs" / f).read_text()
@@ -91,4 +91,4 @@ def test_restart_reuses_the_cluster_and_data(home: Path) -> None:
                 proc.kill()
         assert proc.returncode == 0, out
     log = (home / "logs" / "bot.log").read_text()
-    assert log.count("db initdb") == 1 and log.count("STOPPED cleanly") == 2
+    assert log.count("db initdb") == 1 and log.count("STOP paper  (SIGTERM)") == 2

@@ -245,6 +245,42 @@ async def daemon_status(dsn: str) -> dict[str, Any]:
     return st
 
 
+async def bot_status(cfg: Path, *args: str) -> tuple[int, str]:
+    """`bot status` as a subprocess, without blocking this loop (the simulator runs on it)."""
+    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "status", *args, cwd=ROOT,
+                                             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+    out, err = await asyncio.wait_for(p.communicate(), 120)
+    return p.returncode or 0, out.decode() + err.decode()
+
+
+# The documented short forms (bot/humanlines.py) of the daemon's lines in bot.log.
+T = r"\d\d-\d\d \d\d:\d\d"
+HUMAN = {
+    "start": re.compile(rf"^{T} START paper  model \S+(  PF \d+\.\d\d)?  30 symbols  trading(  .+)?$"),
+    "open": re.compile(rf"^{T} BUY [A-Z0-9]+USDT [\d.]+ @ [\d.]+  er [+-]\d+\.\d\d%  p \d\.\d\d  size \d+\.\d%  \[paper\]$"),
+    "close": re.compile(rf"^{T} SELL [A-Z0-9]+USDT [\d.]+ @ [\d.]+  [+-][\d,]+\.\d\d USDT \([+-]\d+\.\d\d%\)  "
+                        r"(TP|SL|timeout|gap timeout|flatten)  held \S+  \[paper\]$"),
+    "skips": re.compile(rf"^{T} SKIPS 1h: \d+  .*\(\d+ entered\)$"),
+    "stop": re.compile(rf"^{T} STOP paper  \(SIGTERM\)  up \S+$"),
+}
+
+
+def assert_human_lines(log: Path, trades: list[dict[str, Any]]) -> None:
+    """Each kind of line that occurred has its short form; trade lines carry the bar time."""
+    from models.timeutil import fmt_short
+
+    lines = log.read_text().splitlines()
+    for kind, word in (("start", "START"), ("open", "BUY"), ("close", "SELL"), ("skips", "SKIPS"), ("stop", "STOP")):
+        got = [ln for ln in lines if ln[12:].startswith(word + " ")]
+        if kind != "skips":
+            assert got, f"no {kind} line in bot.log"
+        bad = [ln for ln in got if not HUMAN[kind].match(ln)]
+        assert not bad, f"{kind} lines not in the documented form: {bad[:3]}"
+    sells = [ln for ln in lines if ln[12:].startswith("SELL ")]
+    want = {f"{fmt_short(int(t['exit_ts']))} SELL {t['symbol']} " for t in trades}
+    assert {ln[: ln.index(" ", 17) + 1] for ln in sells} <= want, "a SELL line's time is not its bar time"
+
+
 def minutes_with_candles(book: CandleBook, start: int, end: int) -> set[int]:
     out: set[int] = set()
     for s in book.symbols:
@@ -282,6 +318,20 @@ async def test_paper_run_gives_the_backtests_trades(db_dsn, book30, bundle_path,
         assert steps >= 300, metrics[:2000]
         assert status["watch_only"] is False and status["model_version"] == json.loads(
             (bundle_path / "manifest.json").read_text())["version"]
+        # `bot status` from another process while the daemon runs
+        rc, out = await bot_status(cfg, "--json")
+        st = json.loads(out)
+        assert rc == 0 and st["daemon_running"] and st["pid"] == d.proc.pid and st["mode"] == "paper" and st["trading"]
+        assert st["model"]["version"] == status["model_version"] and st["model"]["in_use"]
+        assert st["model"]["validated_pf"] is not None and st["model"]["validated_pf"] >= 0
+        assert st["last_minute_ts"] >= end - MINUTE_MS and st["equity"] > 0 and st["today"]["trades_closed"] >= 0
+        assert len(st["feed"]) == 30 and all(v["last_candle_ts"] is not None for v in st["feed"].values())
+        assert st["kill_switch"]["tripped"] is None and st["retrain_next"]
+        books = await store_books(db_dsn)
+        assert sorted(p["symbol"] for p in st["positions"]) == sorted(r["symbol"] for r in books["open"])
+        assert all(p["unrealised"] is not None for p in st["positions"])
+        rc, text = await bot_status(cfg)
+        assert rc == 0 and text.startswith("daemon: RUNNING paper") and "state:  trading" in text, text
         assert await d.terminate() == 0
     finally:
         if d.proc is not None and d.proc.returncode is None:
@@ -289,6 +339,9 @@ async def test_paper_run_gives_the_backtests_trades(db_dsn, book30, bundle_path,
         await sim.stop()
     status = await daemon_status(db_dsn)
     assert not status["running"] and status["stopped_ts"] is not None
+    rc, text = await bot_status(cfg)
+    assert rc == 3 and text.startswith("daemon: NOT RUNNING"), text
+    assert_human_lines(tmp_path / "logs" / "bot.log", await live_trades(db_dsn))
     assert_books_consistent(await store_books(db_dsn))
     loaded = next(e for e in d.events() if e["event"] == "model_loaded")
     print(f"warm-up: {warm['seconds']} s ({warm['read_s']} s reading the store), RSS after loading the bundle "

@@ -105,12 +105,26 @@ def test_watchdog_is_off_without_systemd(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_the_daemon_speaks_sd_notify(tmp_path: Path, db_dsn: str) -> None:
-    """`bot run` under a NOTIFY_SOCKET: READY once up, WATCHDOG pings, STOPPING on SIGTERM."""
+    """`bot run` under a NOTIFY_SOCKET against the exchange simulator: READY once it does its
+    job (no model, --no-train: collecting candles), WATCHDOG pings, STOPPING on SIGTERM."""
+    import asyncio
+    import threading
+
+    from bot.simulator.replay import CandleBook
+    from bot.simulator.server import ExchangeSimulator, SimSettings
+    from tests.conftest import DATA_DIR
+    from tests.test_daemon_ops import APR21_0000, free_port, write_config
+
+    port = free_port()
+    book = CandleBook.from_directory(DATA_DIR, ["BTCUSDT", "ETHUSDT"])
+    sim = ExchangeSimulator(book, SimSettings(speed=60, start_ms=APR21_0000, update_interval_s=0.2))
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    asyncio.run_coroutine_threadsafe(sim.start(port=port), loop).result(30)
     ns = NotifySocket(tmp_path / "notify.sock")
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(f"paths:\n  data_dir: {tmp_path}/var\n  models_dir: {tmp_path}/var/models\n  logs_dir: {tmp_path}/logs\n")
+    cfg = write_config(tmp_path, "127.0.0.1", port, ["BTCUSDT", "ETHUSDT"])
     env = {**os.environ, "NOTIFY_SOCKET": str(ns.path), "WATCHDOG_USEC": "400000", "BOT_DATABASE_DSN": db_dsn}
-    proc = subprocess.Popen([sys.executable, "-m", "bot", "--config", str(cfg), "run"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "bot", "--config", str(cfg), "run", "--no-train"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         ns.read_until("READY=1", timeout=90)
@@ -124,6 +138,8 @@ def test_the_daemon_speaks_sd_notify(tmp_path: Path, db_dsn: str) -> None:
         if proc.poll() is None:
             proc.kill()
         ns.close()
+        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
     states = [m for _, m in ns.got]
     # (pings may also come before READY: the daemon keeps the watchdog fed while it warms up)
     assert states.count("READY=1") == 1 and states[-1] == "STOPPING=1"

@@ -50,3 +50,5 @@ def test_unit_keeps_notify_watchdog_restart_memory_and_hardening() -> None:
     assert s["ProtectSystem"] == "strict" and s["ReadWritePaths"].endswith("/var")
     assert s["EnvironmentFile"].startswith("-") and "bot" in s["ExecStart"] and s["ExecStart"].endswith(" run")
     assert cp["Install"]["WantedBy"] == "multi-user.target"
+    # exit 2 (config error) and 3 (another daemon) are not restarted; start-up may be slow (READY after warm-up)
+    assert s["RestartPreventExitStatus"].split() == ["2", "3"] and s["TimeoutStartSec"] == "15min"

@@ -52,6 +52,7 @@ class DaemonMetrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self, *, process: bool = True) -> None:
+        self.lag_fed = False  # True when the daemon's loop-lag sampler feeds `loop_lag` (bot.looplag)
         r = self.registry = CollectorRegistry(auto_describe=True)
         self._bars = Counter("bot_bars_processed", "Symbol-minutes (bars) the engine processed", registry=r)
         self._steps = Counter("bot_steps", "Minute steps the engine ran", registry=r)
@@ -134,20 +135,23 @@ class DaemonMetrics:
 
 
 class LoopLagMonitor:
-    """Samples the event loop's lag: sleeps `interval_s` and records how late it woke.
-
+    """Feeds `metrics.loop_lag` from the one sampler (`bot.looplag.LoopLag`) when nothing else
+    does: the daemon hands its own sampler's samples to the metrics (and sets
+    `metrics.lag_fed = True`), so this only runs for a dashboard served on its own.
     A blocked loop (a CPU-heavy call on it) shows as lag; it is the figure that says the
     daemon is keeping up with its minutes.
     """
 
     def __init__(self, metrics: DaemonMetrics, interval_s: float = 1.0) -> None:
+        from bot.looplag import LoopLag
+
         self.metrics = metrics
-        self.interval_s = interval_s
+        self.sampler = LoopLag(sink=metrics.loop_lag, period_s=interval_s)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag-monitor")
+        if self._task is None and not self.metrics.lag_fed:
+            self._task = asyncio.get_running_loop().create_task(self.sampler.run(), name="loop-lag-monitor")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -155,10 +159,3 @@ class LoopLagMonitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            t = loop.time()
-            await asyncio.sleep(self.interval_s)
-            self.metrics.loop_lag(max(0.0, loop.time() - t - self.interval_s))

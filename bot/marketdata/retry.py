@@ -98,6 +98,7 @@ class Reachability:
             since = "" if self.down_since is None else f" for {now - self.down_since:.0f}s"
             where = f", {url}" if url else ""
             log.warning("exchange_unreachable", reason=why, error=type(e).__name__, url=url,
+                        down_s=None if self.down_since is None else round(now - self.down_since),
                         text=f"EXCHANGE unreachable{since} ({why}{where}): retrying with backoff, nothing traded meanwhile")  # fmt: skip
             self._said = now
             if self.down_since is None:
