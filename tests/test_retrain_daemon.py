@@ -85,6 +85,21 @@ async def record_only(dsn: str, path: Path) -> None:
         await conn.close()
 
 
+async def wait_scored_by(dsn: str, version: str, after_ts: int, timeout: float = 120.0) -> None:
+    """Until a minute after `after_ts` has a decision scored by `version`: decision rows exist
+    only for minutes with candidates, so a version that ran for a few quiet minutes would leave
+    no trace in `decisions` and the run-order check below would not see it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        rows = await fetch(dsn, "SELECT 1 FROM decisions WHERE mode = 'paper' AND action <> 'exit' AND model_version = $1 "
+                                "AND ts > $2 LIMIT 1", version, after_ts)  # fmt: skip
+        if rows:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no minute after {after_ts} was scored by {version} within {timeout:.0f} s")
+
+
 async def fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -171,12 +186,14 @@ async def test_retrain_in_a_running_daemon_promotes_and_hot_swaps_then_survives_
         assert cli.returncode == 0, cli.stdout + cli.stderr
         by_hand = await d.wait_event("model_swapped", after=n, timeout=120)
         assert by_hand["version"] == same and by_hand["features_rebuilt"] is False
+        await wait_scored_by(db_dsn, same, by_hand["after_minute_ts"])
         n = len(d.events())
         cli = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", "--config", str(cfg), "models", "rollback"],
                                       cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
         assert cli.returncode == 0, cli.stdout + cli.stderr
         back = await d.wait_event("model_swapped", after=n, timeout=120)
         assert back["version"] == new and back["previous"] == same and back["features_rebuilt"] is False
+        await wait_scored_by(db_dsn, new, back["after_minute_ts"])
         await d.wait_minute((await d.last_minute()) + 3 * MINUTE_MS)
         sim.clock.set(speed=0)
         assert await d.terminate() == 0
