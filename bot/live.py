@@ -189,7 +189,7 @@ class LiveTrader:
         if anchor is None:
             return 0
         if self.live is not None:
-            await self.live.load_orders(anchor)
+            await self.live.load_orders(anchor, persisted=resume.last_minute_ts is not None)
         await self._warm_and_restore(anchor, resume)
         if self.live is not None:
             await self.live.reconcile(eng, self._in_worker)
@@ -433,12 +433,15 @@ class LiveTrader:
     async def _step(self, ts: int, bars: np.ndarray) -> None:
         eng = self.engine
         t0 = time.perf_counter()
-        res, state = await self._in_worker(self._step_sync, ts, bars)
+        gate = await self.live.entry_gate(ts) if self.live is not None else None
+        res, state = await self._in_worker(self._step_sync, ts, bars, gate)
         rec = StepRecords.from_step(ts, res, state=state, model_version=self.model_version)
         if self.live is not None:
             rec.fills = ()  # the live broker wrote the exchange's own trades (fees as reported) already
         await self.trading.write_step(rec, now_ms=status.now_ms())
         self.last_minute = ts
+        if self.live is not None:
+            self.live.after_step(ts)
         st = self.stats
         st.minutes += 1
         st.orders += len(rec.orders)
@@ -461,10 +464,12 @@ class LiveTrader:
         self.events.step(eng, ts, res, rec)  # trade lines, hourly skips, kill switch
         del eng
 
-    def _step_sync(self, ts: int, bars: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    def _step_sync(self, ts: int, bars: np.ndarray, gate: str | None = None) -> tuple[Any, dict[str, Any]]:
         eng = self.engine
         if self.stop.is_set() and hasattr(eng, "stopping"):
             eng.stopping = True  # no new entries in the minute that ends the run
+        if self.live is not None:
+            self.live.apply_gate(eng, gate)  # live: no entry on a stale (caught-up) minute
         res = eng.step(ts, bars)
         return res, eng.state_dict()
 

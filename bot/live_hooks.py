@@ -5,6 +5,11 @@
   exchange's markets (`risk.market.MarketRules.from_ccxt`);
 - `build_engine`: the engine with `LiveBroker` (`bot.brokers.live`) and those rules; entries
   blocked ("reconcile_pending") until the first reconciliation completes;
+- `entry_gate` / `apply_gate`: before each step, no new entry on a minute that closed more than
+  `live.max_entry_lag_s` before the exchange's clock ("catch_up": the minutes re-stepped after
+  a restart or an outage carry old signals, and an order would fill at today's price); exits
+  still run. The exchange's time comes from `fetch_time`, asked only while the minute is not
+  already known to be stale (the exchange's clock only moves forward);
 - `load_orders`: the store's orders, before the engine restores its pending ones;
 - `reconcile`: `bot.brokers.reconcile` at start and every `live.reconcile_interval_s`, its result
   applied to the engine in the engine's worker thread (so never during a step);
@@ -26,11 +31,15 @@ from bot.brokers.orders import OrderStore
 from bot.brokers.reconcile import Reconciliation, reconcile
 from bot.config import Config
 from bot.marketdata.exchange import to_ccxt_symbol
-from models.timeutil import DAY_MS
+from models.timeutil import DAY_MS, MINUTE_MS, fmt_short
 
 log = structlog.get_logger("bot.live")
 
 RECONCILE_PENDING = "reconcile_pending"
+#: Entry gate code for a minute that closed longer than `live.max_entry_lag_s` ago by the
+#: exchange's clock (it reaches the decision log as the skip reason of its candidates).
+CATCH_UP = "catch_up"
+TIME_TIMEOUT_S = 3.0  # a step never waits longer than this for the exchange's clock
 
 
 class LiveHooks:
@@ -45,6 +54,10 @@ class LiveHooks:
         self.last_reconcile = 0.0
         self.reconciliations = 0
         self.mismatches = 0
+        self._ex_now: int | None = None  # the exchange's clock at the last `fetch_time` (ms)
+        self._ex_now_at = 0.0  # time.monotonic() of that answer
+        self._stale_since: int | None = None  # first minute of the current catch-up (for the log)
+        self.stale_minutes = 0  # minutes stepped without entries because they were stale
 
     async def setup(self) -> bool:
         from risk.market import MarketRules
@@ -77,10 +90,70 @@ class LiveHooks:
         eng = Engine(c.symbols, bundle, trading=c.trading, risk=c.risk, costs=c.costs, initial_equity=self.equity,
                      broker=self.broker, market_rules=self.rules)  # fmt: skip
         eng.entry_block = RECONCILE_PENDING
+        assert self.broker is not None
+        self.broker.meta_of = eng.pending_meta
         return eng
 
-    async def load_orders(self, anchor: int) -> None:
-        await self.executor.load(since_ts=anchor - DAY_MS, anchor=anchor)
+    async def exchange_now(self, known_stale_before: int | None = None) -> int:
+        """The exchange's clock (ms). `known_stale_before`: skip the request when the last
+        answer already shows that this close time is behind (the clock only moves forward).
+        The exchange cannot be asked: the last answer plus the time elapsed since (our clock
+        only when there was none)."""
+        if self._ex_now is not None and known_stale_before is not None and self._ex_now > known_stale_before:
+            return self._ex_now
+        try:
+            t = int(await asyncio.wait_for(self.exchange.fetch_time(), TIME_TIMEOUT_S))
+            self._ex_now, self._ex_now_at = t, time.monotonic()
+            return t
+        except (ccxt.BaseError, TimeoutError, ValueError, TypeError) as e:
+            log.debug("exchange_time_failed", error=type(e).__name__)
+            if self._ex_now is None:
+                return int(time.time() * 1000)
+            return self._ex_now + int((time.monotonic() - self._ex_now_at) * 1000)
+
+    async def entry_gate(self, ts: int) -> str | None:
+        """Before the step of minute `ts`: CATCH_UP if it closed more than `max_entry_lag_s` before
+        the exchange's clock, else None. The start and the end of a catch-up are one line each."""
+        lag_ms = int(self.cfg.live.max_entry_lag_s * 1000)
+        close = ts + MINUTE_MS
+        now = await self.exchange_now(known_stale_before=close + lag_ms)
+        behind = now - close
+        if behind > lag_ms:
+            self.stale_minutes += 1
+            if self._stale_since is None:
+                self._stale_since = ts
+                log.warning("live_catch_up", ts=ts, behind_s=round(behind / 1000, 1), max_lag_s=self.cfg.live.max_entry_lag_s,
+                            text=f"LIVE catching up from {fmt_short(ts)}: {behind / 1000:,.0f}s behind the exchange "
+                                 f"(max {self.cfg.live.max_entry_lag_s:g}s): no new entries until caught up, exits go on")  # fmt: skip
+            return CATCH_UP
+        if self._stale_since is not None:
+            log.info("live_caught_up", ts=ts, since_ts=self._stale_since, minutes=self.stale_minutes,
+                     text=f"LIVE caught up at {fmt_short(ts)} ({behind / 1000:,.0f}s behind the exchange): entries resume")  # fmt: skip
+            self._stale_since = None
+        return None
+
+    @staticmethod
+    def apply_gate(eng: Any, gate: str | None) -> None:
+        """In the engine's worker thread, right before its step: the catch-up gate, without
+        touching a pending reconciliation's own block."""
+        if eng.entry_block in (None, CATCH_UP):
+            eng.entry_block = gate
+
+    def after_step(self, ts: int) -> None:
+        """After the step of minute `ts` (on the loop): orders sent for it, or earlier, by a process
+        that died before persisting them, and not decided again by this engine, are handed to
+        it now (booked at its next step, before it decides new entries)."""
+        from bot.brokers.reconcile import log_mismatch, orphan_mismatch
+
+        for t in self.executor.orphans_through(ts):
+            self.mismatches += 1
+            log_mismatch(orphan_mismatch(t))
+
+    async def load_orders(self, anchor: int, *, persisted: bool = True) -> None:
+        """The store's orders. `persisted`: the engine state of `anchor` is in the store; when no
+        step was ever persisted (a crash inside the first one), every stored order was decided
+        after the (empty) restored state, whatever its minute."""
+        await self.executor.load(since_ts=anchor - DAY_MS, anchor=anchor if persisted else -1)
 
     def idle_timeout(self) -> float:
         """How long the loop may wait for a minute before it reconciles anyway."""

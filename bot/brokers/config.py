@@ -20,6 +20,12 @@ class LiveConfig(BaseModel):
     retry_attempts: int = Field(5, ge=1, description="sends of one order after 429/418 (rate limit) before it is dropped")
     retry_base_s: float = Field(0.5, gt=0, description="first backoff after a 429/418; doubles per attempt")
     retry_max_s: float = Field(10.0, gt=0, description="cap of that backoff")
+    max_entry_lag_s: float = Field(
+        90.0, gt=0,
+        description="no new entry on a minute that closed more than this many seconds before the exchange's "
+        "clock (minutes re-stepped after a restart or an outage: their signal is old, the price is today's); "
+        "exits still run",
+    )  # fmt: skip
     submit_timeout_s: float = Field(
         60.0, gt=0, description="how long an engine step waits for its orders to be sent and answered; orders still "
         "unresolved then stay tracked and are resolved by look-up"

@@ -40,6 +40,7 @@ import ccxt
 import numpy as np
 import structlog
 
+from bot import crashpoint
 from bot.brokers.config import LiveConfig
 from bot.brokers.errors import Kind, classify
 from bot.brokers.orders import FINAL, FROM_EXCHANGE, OrderStore, StoredOrder, Trade
@@ -87,6 +88,7 @@ class Tracked:
     busy: bool = False  # being sent or looked up: the poller leaves it alone
     adopted: bool = False  # found by reconciliation (exchange or store): no engine waits for its outcome yet
     orphan: bool = False  # adopted, and the engine stepped past its minute without asking for it
+    meta: dict[str, Any] | None = None  # the engine's decision behind an entry (kept with the order)
 
 
 class LiveExecutor:
@@ -100,6 +102,7 @@ class LiveExecutor:
         self.tracked: dict[str, Tracked] = {}  # engine id -> order
         self.known: dict[str, StoredOrder] = {}  # engine id -> its latest stored attempt (from the store at start)
         self.outbox: deque[tuple[str, Fill | None, str | None]] = deque()  # (engine id, fill, cancel reason)
+        self.adoptions: deque[Tracked] = deque()  # orphans for the engine to wait for (`orphaned`)
         self.anchor: int | None = None
         self.counts: dict[str, int] = {"sent": 0, "lookups": 0, "retries": 0, "rejected": 0, "not_placed": 0,
                                        "adopted": 0}  # fmt: skip
@@ -119,11 +122,13 @@ class LiveExecutor:
 
     # -- placing -------------------------------------------------------------------------------
 
-    async def place_all(self, intents: Sequence[OrderIntent]) -> None:
-        await asyncio.gather(*(self.place(it) for it in intents))
+    async def place_all(self, intents: Sequence[OrderIntent], metas: Mapping[str, dict[str, Any] | None] | None = None) -> None:
+        metas = metas or {}
+        await asyncio.gather(*(self.place(it, metas.get(it.client_order_id)) for it in intents))
 
-    async def place(self, it: OrderIntent) -> None:
-        """Send `it` once, or follow the order already sent for it."""
+    async def place(self, it: OrderIntent, meta: dict[str, Any] | None = None) -> None:
+        """Send `it` once, or follow the order already sent for it. `meta`: the engine's
+        decision behind an entry, written with the order (see `OrderStore.insert_new`)."""
         eid = it.client_order_id
         if eid in self.tracked:
             t = self.tracked[eid]
@@ -158,16 +163,16 @@ class LiveExecutor:
             log.error("order_attempts_exhausted", client_order_id=eid, text=f"ORDER {eid}: {MAX_ATTEMPTS} attempts, giving up")
             return
         qty = await self._qty(it, attempt)
-        t = Tracked(it, attempt, exchange_client_id(eid, attempt))
+        t = Tracked(it, attempt, exchange_client_id(eid, attempt), meta=meta)
         self.tracked[eid] = t
         if qty <= 0:
             t.reason = "rejected_below_lot_size"
-            await self.store.insert_new(it, t.xcid, max(it.qty, 1e-12), attempt, now_ms())
+            await self.store.insert_new(it, t.xcid, max(it.qty, 1e-12), attempt, now_ms(), meta)
             await self._final(t, "rejected", t.reason)
             return
         t.busy = True
         try:
-            if not await self.store.insert_new(it, t.xcid, qty, attempt, now_ms()):
+            if not await self.store.insert_new(it, t.xcid, qty, attempt, now_ms(), meta):
                 await self.resolve(t)  # the id is already in the store: it may be on the exchange
                 return
             await self._send(t, qty)
@@ -217,6 +222,7 @@ class LiveExecutor:
                 self.counts["rejected"] += 1
                 await self._final(t, "rejected", code)
                 return
+            crashpoint.reached("after_submit", it.leg, client_order_id=t.xcid)  # test hook: accepted, nothing of the answer written
             log.info("order_sent", client_order_id=t.xcid, symbol=it.symbol, side=it.side, qty=qty,
                      status=(o.get("info") or {}).get("status"))  # fmt: skip
             await self._apply(t, o.get("info") or {})
@@ -292,6 +298,8 @@ class LiveExecutor:
                                     avg_price=vwap)  # fmt: skip
         t.status = status
         del base
+        if got > 0:
+            crashpoint.reached("after_fill", t.intent.leg, client_order_id=t.xcid)  # test hook: fills stored, not booked by the engine
         if status in FINAL:
             self._finish(t)
 
@@ -311,8 +319,8 @@ class LiveExecutor:
         qty = sum(x.qty for x in trades)
         log.info("order_final", client_order_id=t.xcid, symbol=it.symbol, side=it.side, status=t.status, filled=qty,
                  reason=t.reason, trades=len(trades))  # fmt: skip
-        if t.adopted:
-            return
+        if t.adopted and not t.orphan:
+            return  # the engine may still decide it again: it hears the outcome then (`place`)
         if qty <= 0:
             self.outbox.append((it.client_order_id, None, t.reason or f"order_{t.status}"))
             return
@@ -327,6 +335,9 @@ class LiveExecutor:
 
     def _from_stored(self, it: OrderIntent, so: StoredOrder) -> Tracked:
         t = Tracked(it, int(so.reason.get("attempt", 1)), so.client_order_id, so.status, so.exchange_order_id)
+        meta = (so.reason or {}).get("meta")
+        if meta:
+            t.meta = {k: (float("nan") if v is None and k in ("er", "p", "tp_frac", "sl_frac") else v) for k, v in meta.items()}
         t.trades = {x.trade_id: x for x in so.trades}
         t.executed = sum(x.qty for x in so.trades)
         t.reason = (so.reason or {}).get("code")
@@ -350,12 +361,46 @@ class LiveExecutor:
                 if t.adopted and not t.orphan and t.intent.decision_ts > a]  # fmt: skip
         return out
 
-    def orphaned(self, engine_id: str) -> None:
-        """The engine stepped past this order's minute without asking for it."""
-        self.known.pop(engine_id, None)
-        t = self.tracked.get(engine_id)
-        if t is not None:
-            t.orphan = True
+    @staticmethod
+    def intent_of(so: StoredOrder, reason: str = "restart") -> OrderIntent:
+        """The engine intent behind a stored order (its price is not kept: NaN)."""
+        return OrderIntent(so.engine_id, so.symbol, so.side, so.leg, so.qty, so.decision_ts, float("nan"), reason)  # type: ignore[arg-type]
+
+    def orphaned(self, engine_id: str) -> Tracked | None:
+        """The engine stepped past this order's minute without deciding it again (it was sent by a
+        process that died before it persisted that minute, and the restarted engine decided
+        otherwise, e.g. no entry on a stale minute). Its outcome is still real: the engine is
+        handed the order (`BrokerUpdate.adopted`, with the decision's meta kept with the order)
+        and waits for it as for its own, so the store keeps what the exchange holds."""
+        so = self.known.pop(engine_id, None)
+        if so is not None:
+            t = self._from_stored(self.intent_of(so, "orphan"), so)
+            self.tracked[engine_id] = t
+            final = so.status in FINAL
+        else:
+            t = self.tracked.get(engine_id)
+            if t is None or t.orphan:
+                return None
+            final = t.outcome_ready  # it ended while nobody asked for it: its outcome was held back
+        t.orphan = True
+        t.adopted = False  # the engine waits for it from now on
+        self.adoptions.append(t)
+        if final:
+            t.outcome_ready = False
+            self._finish(t)
+        return t
+
+    def orphans_through(self, engine_ts: int) -> list[Tracked]:
+        """After the engine stepped `engine_ts`: orders sent for that minute or an earlier one by a
+        process that died before persisting it, which the engine did not decide again (see
+        `orphaned`)."""
+        out = []
+        for eid, _, _, decision_ts in self.unclaimed():
+            if decision_ts <= engine_ts:
+                t = self.orphaned(eid)
+                if t is not None:
+                    out.append(t)
+        return out
 
 
 class LiveBroker:
@@ -368,6 +413,8 @@ class LiveBroker:
         self.cfg = cfg
         self._lock = threading.Lock()
         self._interest: set[str] = set()  # engine ids the engine waits for (this process)
+        #: the engine's decision behind an entry id (`Engine.pending_meta`), written with the order
+        self.meta_of: Any = None
 
     def _run(self, coro: Any, timeout: float) -> None:
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -381,12 +428,21 @@ class LiveBroker:
             return
         with self._lock:
             self._interest.update(it.client_order_id for it in intents)
-        self._run(self.ex.place_all(list(intents)), self.cfg.submit_timeout_s)
+        self._run(self.ex.place_all(list(intents), self._metas(intents)), self.cfg.submit_timeout_s)
+
+    def _metas(self, intents: Sequence[OrderIntent]) -> dict[str, dict[str, Any] | None]:
+        if self.meta_of is None:
+            return {}
+        return {it.client_order_id: self.meta_of(it.client_order_id) for it in intents if it.leg == "entry"}
 
     def _drain(self, exits_only: bool) -> BrokerUpdate:
         up = BrokerUpdate()
         keep = []
         with self._lock:
+            while self.ex.adoptions:  # before the outcomes: the engine must know them to book them
+                t = self.ex.adoptions.popleft()
+                self._interest.add(t.intent.client_order_id)
+                up.adopted.append((t.intent, t.meta))
             while self.ex.outbox:
                 item = self.ex.outbox.popleft()
                 eid, fill, why = item
@@ -395,7 +451,6 @@ class LiveBroker:
                     continue
                 if eid not in self._interest:
                     # not asked for by this engine (yet): after a restart it may decide it again
-                    t = self.ex.tracked.get(eid)
                     if t is not None:
                         t.adopted = True
                     continue
@@ -421,4 +476,4 @@ class LiveBroker:
         """After a restart: the engine still waits for these; report what became of them."""
         with self._lock:
             self._interest.update(it.client_order_id for it in pending)
-        self._run(self.ex.place_all(list(pending)), self.cfg.submit_timeout_s)
+        self._run(self.ex.place_all(list(pending), self._metas(pending)), self.cfg.submit_timeout_s)

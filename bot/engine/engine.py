@@ -358,6 +358,8 @@ class Engine:
         return res
 
     def _apply_broker(self, up: BrokerUpdate, res: StepResult) -> None:
+        for it, meta in getattr(up, "adopted", ()):
+            self._adopt(it, meta)
         for cid, why in up.cancelled:
             meta = self._pending_meta.pop(cid, None)
             if meta is not None:
@@ -368,6 +370,40 @@ class Engine:
             res.cancelled.append((cid, why))
         if up.fills:
             self.on_fills(up.fills, res)
+
+    def pending_meta(self, client_order_id: str) -> dict[str, Any] | None:
+        """The decision behind a pending entry (barrier fractions, er, p, decision minute): a live
+        broker keeps it with the order, for `_adopt` after a crash."""
+        meta = self._pending_meta.get(client_order_id)
+        return dict(meta) if meta is not None else None
+
+    def _adopt(self, it: OrderIntent, meta: Mapping[str, Any] | None) -> bool:
+        """Wait for an order this engine never decided as for its own (sent by a process that died
+        before it persisted the decision; after the restart the engine decided otherwise, e.g.
+        no entry on a stale minute): the exchange will hold its fill, so the books must too. An
+        entry opens its position, when it fills, with the barriers of its decision (`meta`);
+        with no meta known, with no barriers and a hold that already ended, so the exit rule
+        sells it at the next bar (gap_timeout). An exit closes the position it sells. An entry
+        for a symbol already held or pending is not adopted (reconciliation reports the
+        holding)."""
+        cid, sym = it.client_order_id, it.symbol
+        if it.leg != "entry":
+            self._exit_reason.setdefault(cid, "reconciled")
+            return True
+        if sym not in self.index or sym in self.positions or sym in self._pending_syms:
+            return False
+        m = dict(meta or {})
+        if "decision_ts" not in m:
+            last = self.last_ts if self.last_ts is not None else int(it.decision_ts)
+            m["decision_ts"] = int(it.decision_ts) if meta and it.decision_ts > 0 else last - self.horizon_ms
+        for k in ("tp_frac", "sl_frac", "er", "p"):
+            v = m.get(k)
+            m[k] = float("nan") if v is None else float(v)
+        m.setdefault("version", it.model_version or self.model_version)
+        m["symbol"] = sym
+        self._pending_meta[cid] = m
+        self._pending_syms.add(sym)
+        return True
 
     def on_fills(self, fills: Sequence[Fill], res: StepResult | None = None) -> None:
         """Book fills from the broker: entries open positions (with their barriers), exits close them."""
