@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from typing import Any
 
@@ -58,6 +57,7 @@ class LiveHooks:
         self._ex_now_at = 0.0  # time.monotonic() of that answer
         self._stale_since: int | None = None  # first minute of the current catch-up (for the log)
         self.stale_minutes = 0  # minutes stepped without entries because they were stale
+        self._episode_minutes = 0  # of the current catch-up
 
     async def setup(self) -> bool:
         from risk.market import MarketRules
@@ -120,15 +120,18 @@ class LiveHooks:
         behind = now - close
         if behind > lag_ms:
             self.stale_minutes += 1
+            self._episode_minutes += 1
             if self._stale_since is None:
                 self._stale_since = ts
+                self._episode_minutes = 1
                 log.warning("live_catch_up", ts=ts, behind_s=round(behind / 1000, 1), max_lag_s=self.cfg.live.max_entry_lag_s,
                             text=f"LIVE catching up from {fmt_short(ts)}: {behind / 1000:,.0f}s behind the exchange "
                                  f"(max {self.cfg.live.max_entry_lag_s:g}s): no new entries until caught up, exits go on")  # fmt: skip
             return CATCH_UP
         if self._stale_since is not None:
-            log.info("live_caught_up", ts=ts, since_ts=self._stale_since, minutes=self.stale_minutes,
-                     text=f"LIVE caught up at {fmt_short(ts)} ({behind / 1000:,.0f}s behind the exchange): entries resume")  # fmt: skip
+            log.info("live_caught_up", ts=ts, since_ts=self._stale_since, minutes=self._episode_minutes,
+                     text=f"LIVE caught up at {fmt_short(ts)} ({behind / 1000:,.0f}s behind the exchange, "
+                          f"{self._episode_minutes} minute(s) stepped without entries): entries resume")  # fmt: skip
             self._stale_since = None
         return None
 
@@ -170,38 +173,49 @@ class LiveHooks:
                               qty_steps=steps, engine_ts=eng.last_ts)  # fmt: skip
         self.reconciliations += 1
         self.mismatches += len(rec.mismatches)
-        await in_worker(self._apply, eng, rec)
-        if rec.positions:
-            await self._store_positions(rec.positions)
+        cuts, state = await in_worker(self._apply, eng, rec)
+        if cuts:
+            await self._record_cuts(cuts, state)
         return rec
 
-    async def _store_positions(self, cut: dict[str, float]) -> None:
-        """The rule's cuts in the positions table too (a dropped position is closed there with
-        exit_reason 'reconciled'), so that the table keeps one open row per held symbol."""
-        now = int(time.time() * 1000)
-        async with self.executor.store.pool.acquire() as conn, conn.transaction():
-            for sym, qty in cut.items():
-                if qty > 0:
-                    await conn.execute("UPDATE positions SET qty = $2 WHERE mode = 'live' AND symbol = $1 AND status = 'open'",
-                                       sym, float(qty))  # fmt: skip
-                else:
-                    await conn.execute(
-                        """UPDATE positions SET status = 'closed', exit_reason = 'reconciled', exit_ts = $2
-                           WHERE mode = 'live' AND symbol = $1 AND status = 'open'""", sym, now)  # fmt: skip
+    async def _record_cuts(self, cuts: list[tuple[Any, Any]], state: dict[str, Any]) -> None:
+        """Positions the rule cut: closed trades (exit reason 'reconciled', PnL at the exchange's
+        last price) in the positions table with the engine state after the cut, and one line
+        each, so reports and `bot status` agree with the exchange."""
+        from bot.store.trading import TradingStore
+
+        for trade, rest in cuts:
+            log.warning("trade_close", symbol=trade.symbol, qty=trade.qty, price=trade.exit_price, ts=trade.exit_ts,
+                        pnl=trade.pnl, ret=trade.ret, reason=trade.exit_reason, entry_price=trade.entry_price,
+                        held_min=(trade.exit_ts - trade.entry_ts) / MINUTE_MS, mode="live",
+                        remaining=rest.qty if rest else 0.0)  # fmt: skip
+        if not state:  # no minute persisted yet: the first step writes the state
+            return
+        try:
+            await TradingStore(self.executor.store.pool, "live").write_reconciled(
+                cuts, state=state["state"], last_minute_ts=state["ts"], cash=state["cash"], equity=state["equity"])
+        except Exception as e:  # noqa: BLE001 - the next step's state still carries the cut
+            log.error("reconciled_trade_not_written", error=type(e).__name__,
+                      text=f"RECONCILE cut positions could not be written ({type(e).__name__}); the next minute's state carries them")  # fmt: skip
 
     @staticmethod
-    def _apply(eng: Any, rec: Reconciliation) -> None:
-        """The rule's result on the engine (in its worker thread, between steps)."""
+    def _apply(eng: Any, rec: Reconciliation) -> tuple[list[tuple[Any, Any]], dict[str, Any]]:
+        """The rule's result on the engine (in its worker thread, between steps); returns the
+        trades closed by position cuts with what remains of each position, and (when there
+        are cuts) the engine state to persist with them."""
         if rec.cash is not None:
             eng.cash = float(rec.cash)
+        ts = (eng.last_ts + MINUTE_MS) if eng.last_ts is not None else int(time.time() * 1000)
+        cuts = []
         for sym, qty in rec.positions.items():
-            pos = eng.positions.get(sym)
-            if pos is None:
-                continue
-            eng._close(sym)
-            if qty > 0:
-                eng._open(dataclasses.replace(pos, qty=float(qty)))
+            trade, rest = eng.cut_position(sym, float(qty), ts)
+            if trade is not None:
+                cuts.append((trade, rest))
         eng.entry_block = None if rec.complete else RECONCILE_PENDING
+        state: dict[str, Any] = {}
+        if cuts and eng.last_ts is not None:
+            state = {"state": eng.state_dict(), "ts": eng.last_ts, "cash": eng.cash, "equity": eng.equity()}
+        return cuts, state
 
     async def poll_loop(self) -> None:
         while True:

@@ -45,10 +45,12 @@ ORDER_FAULTS = ("order_lost_response", "order_partial", "order_delayed", "order_
 
 
 def write_config(home: Path, dsn: str, sim: ExchangeSimulator, mode: str, *, sizing: str = "risk",
-                 max_entry_lag_s: float = 600.0) -> Path:
-    """The test daemon's config. `max_entry_lag_s`: 600 exchange seconds are 5 real seconds at
-    the faulted run's 120x clock (a daemon that keeps up is 1-3 exchange minutes behind there;
-    after a kill -9 the restart takes longer, and those minutes are caught up without entries)."""
+                 max_entry_lag_s: float = 1200.0) -> Path:
+    """The test daemon's config. `max_entry_lag_s`: 1200 exchange seconds are 10 real seconds at
+    the faulted run's 120x clock: a daemon that keeps up is 1-3 exchange minutes behind there
+    (up to ~12 on a loaded 2-core machine); a restart after a kill -9 takes 8-17 real seconds,
+    so the longer ones are caught up without entries, as a restart of more than 90 s would be
+    in production (the default)."""
     cfg = home / "config.yaml"
     cfg.write_text(yaml.safe_dump({
         "mode": mode,
@@ -84,6 +86,10 @@ class LiveDaemon(Daemon):
             stdout=asyncio.subprocess.DEVNULL, stderr=open(self.home / "stderr.txt", "ab"),  # noqa: SIM115
             env={**os.environ, "BOT_API_KEY": FAKE_KEY, "BOT_API_SECRET": FAKE_SECRET, **self.env},
         )  # fmt: skip
+
+    @staticmethod
+    def keys_env() -> dict[str, str]:
+        return {"BOT_API_KEY": FAKE_KEY, "BOT_API_SECRET": FAKE_SECRET}
 
     async def last_minute(self) -> int | None:
         conn = await asyncpg.connect(self.dsn)

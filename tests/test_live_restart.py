@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -211,3 +212,74 @@ async def test_kill_between_submit_and_fill_persist_recovers_from_the_exchange(
             assert "orphan_order" in {e.get("kind") for e in d.events()[n:]}
     else:
         assert not after["catch_up_skips"]
+
+
+async def test_a_position_cut_by_reconciliation_is_a_reconciled_trade(db_dsn: str, book30, bundle_path: Path,  # noqa: F811
+                                                                      tmp_path: Path) -> None:  # fmt: skip
+    """Coins of a held position leave the account outside the bot (sold by hand): the rule cuts
+    the position to what the exchange holds, and the cut is a closed trade (exit reason
+    'reconciled', PnL at the last price), so `bot status` and the reports agree with the exchange."""
+    import subprocess
+    import sys
+
+    from tests.test_live_paper import ROOT
+
+    start, end, _ = window(bundle_path, 3)
+    real = minutes_with_candles(book30, start, end)
+    sim = sim_for(book30, start)
+    await sim.start()
+    await promote_bundle(db_dsn, bundle_path)
+    cfg = write_config(tmp_path, db_dsn, sim, "live", sizing="equal_slots", max_entry_lag_s=LAG_S)
+    d = LiveDaemon(cfg, tmp_path, db_dsn, "live")
+    try:
+        await d.start()
+        await d.wait_event("engine_ready")
+        await lockstep(d, sim, range(start, start + 3 * MINUTE_MS, MINUTE_MS), real)
+        await final_reconciliation(d)  # nothing in flight: the store's positions are the exchange's
+        held = {p["symbol"]: p for p in (await store_view(db_dsn))["state"]["positions"]}
+        assert len(held) >= 2, "the bundle opened fewer than 2 positions in 3 minutes"
+        full, part = sorted(held)[:2]
+        # by hand: all of one coin sold, 60 % of another
+        sim.account._add(full[:-4], -float(sim.account.free.get(full[:-4], 0.0)))
+        sim.account._add(part[:-4], -0.6 * float(held[part]["qty"]))
+        ev = await final_reconciliation(d)
+        assert ev["mismatches"] >= 2
+        assert await d.terminate() == 0
+    finally:
+        if d.proc is not None and d.proc.returncode is None:
+            d.proc.kill()
+        await sim.stop()
+    after = await store_view(db_dsn)
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        rows = [dict(r) for r in await conn.fetch(
+            "SELECT symbol, status, qty, entry_price, exit_price, exit_reason, pnl, details FROM positions "
+            "WHERE mode = 'live' AND exit_reason = 'reconciled' ORDER BY symbol")]  # fmt: skip
+        # PnL at a price the exchange printed: the symbol's close in a minute of this run
+        printed = {r["symbol"]: await conn.fetchval("SELECT count(*) FROM candles WHERE symbol = $1 AND close = $2 AND ts >= $3",
+                                                    r["symbol"], r["exit_price"], start) for r in rows}  # fmt: skip
+    finally:
+        await conn.close()
+    out = subprocess.run([sys.executable, "-m", "bot", "--config", str(cfg), "status", "--json"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, env={**os.environ, **d.keys_env()})  # fmt: skip
+    assert out.returncode == 3, out.stdout + out.stderr  # 3: no daemon running (it was stopped)
+    status = json.loads(out.stdout)
+    by_sym = {r["symbol"]: r for r in rows}
+    print(f"\nRECONCILED TRADES: {[(r['symbol'], round(r['qty'], 6), round(r['pnl'], 4)) for r in rows]}; "
+          f"status positions {[p['symbol'] for p in status['positions']]}")  # fmt: skip
+    assert set(by_sym) == {full, part}
+    for sym, cut in ((full, held[full]["qty"]), (part, 0.6 * held[part]["qty"])):
+        r = by_sym[sym]
+        p = held[sym]
+        # the exchange keeps fee and lot dust beyond the books: the cut is what the books held beyond it
+        assert r["status"] == "closed" and r["qty"] == pytest.approx(cut, rel=5e-3)
+        fee = p["entry_fee"] * r["qty"] / p["qty"]
+        assert r["pnl"] == pytest.approx(r["qty"] * (r["exit_price"] - p["entry_price"]) - fee, rel=1e-9, abs=1e-9)
+        assert json.loads(r["details"])["trade"]["exit_reason"] == "reconciled"
+        assert printed[sym] >= 1
+    engine = {p["symbol"]: p["qty"] for p in after["state"]["positions"]}
+    assert full not in engine and engine[part] == pytest.approx(0.4 * held[part]["qty"], rel=1e-2)
+    assert engine[part] + by_sym[part]["qty"] == pytest.approx(held[part]["qty"], rel=1e-9)
+    shown = {p["symbol"]: p["qty"] for p in status["positions"]}
+    assert shown == pytest.approx(engine)  # bot status == the engine (== the exchange, checked next)
+    assert await position_mismatches(db_dsn, sim) == []

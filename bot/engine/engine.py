@@ -6,7 +6,7 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -370,6 +370,36 @@ class Engine:
             res.cancelled.append((cid, why))
         if up.fills:
             self.on_fills(up.fills, res)
+
+    def cut_position(self, symbol: str, qty: float, ts: int, price: float | None = None) -> tuple[ClosedTrade | None, Position | None]:
+        """Reconciliation found less of `symbol` on the exchange than the position (sold outside
+        the bot, an exit the books missed): the exchange is the truth. The position is cut to
+        `qty` (0: closed) and the difference recorded as a trade closed at `price` (default:
+        the symbol's last close, i.e. the exchange's last price the engine saw) with exit reason
+        'reconciled' and its share of the entry fee; the cash is the reconciliation's business.
+        Returns (the closed part, the remaining position or None)."""
+        pos = self.positions.get(symbol)
+        if pos is None:
+            return None, None
+        qty = min(max(float(qty), 0.0), pos.qty)
+        cut = pos.qty - qty
+        if cut <= 0:
+            return None, pos
+        px = float(price) if price is not None and math.isfinite(price) and price > 0 else float(self._last_close[self.index[symbol]])
+        if not (math.isfinite(px) and px > 0):
+            px = pos.entry_price
+        fee = pos.entry_fee * cut / pos.qty
+        pnl = cut * (px - pos.entry_price) - fee
+        cost = cut * pos.entry_price + fee
+        trade = ClosedTrade(symbol, pos.decision_ts, pos.entry_ts, int(ts), cut, pos.entry_price, px, fee, pnl,
+                            pnl / cost if cost > 0 else float("nan"), "reconciled", pos.er, pos.p, pos.model_version,
+                            pos.entry_ref_price, px)  # fmt: skip
+        self._close(symbol)
+        rest = None
+        if qty > 0:
+            rest = replace(pos, qty=qty, entry_fee=pos.entry_fee - fee)
+            self._open(rest)
+        return trade, rest
 
     def pending_meta(self, client_order_id: str) -> dict[str, Any] | None:
         """The decision behind a pending entry (barrier fractions, er, p, decision minute): a live
