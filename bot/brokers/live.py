@@ -451,6 +451,7 @@ class LiveBroker:
                     continue
                 if eid not in self._interest:
                     # not asked for by this engine (yet): after a restart it may decide it again
+                    t = self.ex.tracked.get(eid)
                     if t is not None:
                         t.adopted = True
                     continue
