@@ -13,12 +13,14 @@
 - `load_orders`: the store's orders, before the engine restores its pending ones;
 - `reconcile`: `bot.brokers.reconcile` at start and every `live.reconcile_interval_s`, its result
   applied to the engine in the engine's worker thread (so never during a step);
-- `poll_loop`: fills of orders still open, every `live.fill_poll_interval_s`.
+- `poll_loop`: fills from the user data stream (`watch_orders`) where the exchange has one, and
+  look-ups of orders still open (every `live.fill_poll_interval_s`; slower while the stream is up).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -217,10 +219,29 @@ class LiveHooks:
             state = {"state": eng.state_dict(), "ts": eng.last_ts, "cash": eng.cash, "equity": eng.equity()}
         return cuts, state
 
+    def streams_orders(self) -> bool:
+        return self.cfg.live.watch_orders and bool(self.exchange.has.get("watchOrders"))
+
     async def poll_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.live.fill_poll_interval_s)
-            try:
-                await self.executor.poll_open()
-            except Exception as e:  # noqa: BLE001 - polling must never end the daemon
-                log.warning("order_poll_failed", error=type(e).__name__)
+        """Fills: the user data stream (`LiveExecutor.watch_loop`) where the exchange has one and
+        `live.watch_orders` is on, and polling always: every `fill_poll_interval_s`, or every
+        `stream_poll_interval_s` while the stream is up (a safety net for reports lost in a drop)."""
+        cfg = self.cfg.live
+        watcher = asyncio.create_task(self.executor.watch_loop(), name="order-stream") if self.streams_orders() else None
+        last = time.monotonic()
+        try:
+            while True:
+                await asyncio.sleep(cfg.fill_poll_interval_s)
+                every = cfg.stream_poll_interval_s if self.executor.stream_up else cfg.fill_poll_interval_s
+                if time.monotonic() - last < every:
+                    continue
+                last = time.monotonic()
+                try:
+                    await self.executor.poll_open()
+                except Exception as e:  # noqa: BLE001 - polling must never end the daemon
+                    log.warning("order_poll_failed", error=type(e).__name__)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher

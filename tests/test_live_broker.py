@@ -269,3 +269,77 @@ async def test_reconciliation_adopts_ours_leaves_foreign_alone_and_repairs_drift
         await ex.ex.close()
         await pool.close()
         await sim.stop()
+
+
+async def wait_for(cond, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_fills_arrive_by_the_user_data_stream_without_polling(book, db_dsn):
+    """`watch_orders` (ccxt.pro binance: the WebSocket API user data stream) against the
+    simulator's /ws-api/v3: a delayed fill is known when it happens, with no look-up at all."""
+    sim = await started(book, ["order_delayed"])
+    ex, pool = await executor(sim.urls, db_dsn)
+    watcher = asyncio.create_task(ex.watch_loop())
+    try:
+        assert ex.ex.has["watchOrders"]
+        await wait_for(lambda: ex.stream_up)
+        it = intent(qty=0.02)
+        await ex.place(it)  # accepted as NEW; it fills at the next minute's close
+        assert not ex.outbox
+        lookups = ex.counts["lookups"]
+        sim.clock.set(now_ms=APR10_1200 + 2 * MINUTE_MS + 5_000)
+        await wait_for(lambda: bool(ex.outbox))
+        _, fill, _ = ex.outbox.popleft()
+        (trade,) = sim.account.trades
+        assert fill.qty == pytest.approx(trade.qty - trade.commission)  # the fee in BTC, as the report says
+        assert ex.counts["polls"] == 0 and ex.counts["lookups"] == lookups and ex.counts["reports"] >= 2
+        (row,) = await rows(db_dsn, "SELECT status, filled_qty, exchange_order_id FROM orders")
+        assert row["status"] == "filled" and row["filled_qty"] == pytest.approx(0.02)
+        assert row["exchange_order_id"] == str(trade.order_id)
+        assert await rows(db_dsn, "SELECT fee, fee_asset FROM fills") == [{"fee": pytest.approx(trade.commission),
+                                                                          "fee_asset": "BTC"}]  # fmt: skip
+    finally:
+        watcher.cancel()
+        await ex.ex.close()
+        await pool.close()
+        await sim.stop()
+
+
+async def test_a_user_stream_gap_is_covered_by_polling_and_the_stream_comes_back(book, db_dsn):
+    """Reports lost while the stream is silent (a stalled connection) are found by the polling
+    safety net; after the connection drops, ccxt connects and subscribes again and reports flow."""
+    sim = await started(book, ["order_delayed", "order_delayed"])
+    ex, pool = await executor(sim.urls, db_dsn)
+    watcher = asyncio.create_task(ex.watch_loop())
+    try:
+        await wait_for(lambda: ex.stream_up)
+        a = intent(qty=0.02)
+        await ex.place(a)
+        user = [c for c in sim._conns if c.user_sub is not None]
+        assert len(user) == 1
+        user[0].stalled = True  # silent: what happens now is never reported on it
+        sim.clock.set(now_ms=APR10_1200 + 2 * MINUTE_MS + 5_000)
+        await wait_for(lambda: len(sim.account.trades) == 1)
+        await asyncio.sleep(0.3)
+        assert not ex.outbox
+        await ex.poll_open()  # the safety net
+        assert [e for e, f, _ in ex.outbox if f is not None] == [a.client_order_id]
+        ex.outbox.clear()
+        user[0].abort()  # the stalled connection drops
+        await wait_for(lambda: any(c.user_sub is not None and c.live for c in sim._conns), timeout=20)
+        reports, polls = ex.counts["reports"], ex.counts["polls"]
+        b = intent(26967601, "ETHUSDT", qty=0.1)
+        await ex.place(b)
+        sim.clock.set(now_ms=APR10_1200 + 4 * MINUTE_MS + 5_000)  # b fills at the close of the minute after it
+        await wait_for(lambda: bool(ex.outbox))
+        assert ex.outbox[0][0] == b.client_order_id and ex.counts["reports"] > reports and ex.counts["polls"] == polls
+        assert len(await sim_orders(sim.base_url)) == 2  # nothing sent twice
+    finally:
+        watcher.cancel()
+        await ex.ex.close()
+        await pool.close()
+        await sim.stop()

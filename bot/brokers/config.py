@@ -12,6 +12,14 @@ class LiveConfig(BaseModel):
         180.0, gt=0, description="seconds between reconciliations with the exchange (open orders, balances, positions)"
     )
     fill_poll_interval_s: float = Field(2.0, gt=0, description="seconds between look-ups of orders still open (fills)")
+    watch_orders: bool = Field(
+        True, description="fills from the exchange's user data stream (ccxt watch_orders) where it has one; polling "
+        "stays as the safety net"
+    )  # fmt: skip
+    stream_poll_interval_s: float = Field(
+        30.0, gt=0, description="seconds between look-ups of orders still open while the user data stream is up "
+        "(fill_poll_interval_s while it is down)"
+    )  # fmt: skip
     recv_window_ms: int = Field(
         5000, ge=1000, le=60_000,
         description="Binance recvWindow sent with each order: an order the exchange does not know this long (+1 s) "

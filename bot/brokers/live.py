@@ -43,7 +43,7 @@ import structlog
 from bot import crashpoint
 from bot.brokers.config import LiveConfig
 from bot.brokers.errors import Kind, classify
-from bot.brokers.orders import FINAL, FROM_EXCHANGE, OrderStore, StoredOrder, Trade
+from bot.brokers.orders import FINAL, FROM_EXCHANGE, RANK, OrderStore, StoredOrder, Trade
 from bot.engine.broker import BrokerUpdate
 from bot.engine.records import Fill, OrderIntent
 
@@ -89,6 +89,7 @@ class Tracked:
     adopted: bool = False  # found by reconciliation (exchange or store): no engine waits for its outcome yet
     orphan: bool = False  # adopted, and the engine stepped past its minute without asking for it
     meta: dict[str, Any] | None = None  # the engine's decision behind an entry (kept with the order)
+    last_report: tuple | None = None  # the last user data stream report applied
 
 
 class LiveExecutor:
@@ -105,7 +106,8 @@ class LiveExecutor:
         self.adoptions: deque[Tracked] = deque()  # orphans for the engine to wait for (`orphaned`)
         self.anchor: int | None = None
         self.counts: dict[str, int] = {"sent": 0, "lookups": 0, "retries": 0, "rejected": 0, "not_placed": 0,
-                                       "adopted": 0}  # fmt: skip
+                                       "adopted": 0, "reports": 0, "polls": 0}  # fmt: skip
+        self.stream_up = False  # the user data stream (`watch_loop`) is subscribed and answering
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -255,11 +257,44 @@ class LiveExecutor:
                 return False
             await asyncio.sleep(min(1.0, grace / 4000))
 
+    async def watch_loop(self) -> None:
+        """Fills as they happen, from the exchange's user data stream (ccxt `watch_orders`: for
+        Binance spot the WebSocket API's `userDataStream.subscribe.signature`, then an
+        `executionReport` per order event). A drop is said once; the stream is subscribed again
+        with backoff, and polling (`poll_open`) goes back to its fast interval meanwhile: it is the
+        safety net for any report lost in a drop."""
+        delay = 1.0
+        while True:
+            try:
+                if not self.stream_up:
+                    await self.ex.authenticate()  # the subscription; its answer says the stream is up
+                    self.stream_up = True
+                    delay = 1.0
+                    log.info("order_stream_up", text="ORDERS user data stream up: fills arrive as they happen")
+                got = await self.ex.watch_orders()
+                # ccxt returns the updates since the last call, but one that arrived while this
+                # loop was busy can be folded into an order already returned: the cache holds each
+                # order's latest report, so every report of an order still followed is applied
+                # (trades a folded report hides are fetched: `_settle`)
+                cached = list(getattr(self.ex, "orders", None) or [])
+                for o in [*got, *cached]:
+                    await self.on_report(o.get("info") or {})
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the stream must never end the daemon; polling covers it
+                if self.stream_up:
+                    log.warning("order_stream_down", error=type(e).__name__,
+                                text=f"ORDERS user data stream down ({type(e).__name__}): fills by polling meanwhile")  # fmt: skip
+                self.stream_up = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
     async def poll_open(self) -> None:
         """Look up every order still open or unanswered (fills, delayed fills, cancellations)."""
         for t in list(self.tracked.values()):
             if t.outcome_ready or t.status in FINAL or t.busy:
                 continue
+            self.counts["polls"] += 1
             if t.status in ("new", "submitted"):
                 await self.resolve(t, deadline_s=0)
                 continue
@@ -272,15 +307,46 @@ class LiveExecutor:
 
     async def _apply(self, t: Tracked, info: Mapping[str, Any]) -> None:
         """Take the exchange's view of the order (a POST /order FULL answer or a GET /order)."""
-        status = FROM_EXCHANGE.get(str(info.get("status")), "accepted")
         oid = str(info["orderId"]) if info.get("orderId") is not None else t.exchange_order_id
-        t.exchange_order_id = oid
-        executed = float(info.get("executedQty") or 0.0)
-        base = t.intent.symbol[: -len(self.quote)]
         for f in info.get("fills") or []:
             tid = str(f["tradeId"])
             t.trades.setdefault(tid, Trade(tid, float(f["qty"]), float(f["price"]), float(f["commission"]),
                                            str(f["commissionAsset"]), int(info.get("transactTime") or now_ms())))  # fmt: skip
+        await self._settle(t, str(info.get("status")), oid, float(info.get("executedQty") or 0.0))
+
+    async def on_report(self, info: Mapping[str, Any]) -> bool:
+        """One `executionReport` of the user data stream (`watch_orders`): the order's new state
+        and, for a TRADE event, its trade with the fee as reported. False if it is not an order
+        this process follows (a foreign one, or one of ours not loaded: polling and
+        reconciliation deal with those)."""
+        cid = str((info.get("C") if info.get("x") == "CANCELED" and info.get("C") else info.get("c")) or "")
+        t = self.tracked.get(engine_client_id(cid)) if cid else None
+        if t is None or t.xcid != cid or t.outcome_ready:
+            return False
+        key = (info.get("x"), info.get("X"), info.get("z"), info.get("t"))
+        if key == t.last_report:
+            return False  # already applied (the loop re-reads ccxt's cache of latest reports)
+        t.last_report = key
+        self.counts["reports"] += 1
+        if info.get("x") == "TRADE" and int(info.get("t", -1)) >= 0:
+            tid = str(info["t"])
+            t.trades.setdefault(tid, Trade(tid, float(info["l"]), float(info["L"]), float(info.get("n") or 0.0),
+                                           str(info.get("N") or ""), int(info.get("T") or now_ms())))  # fmt: skip
+        await self._settle(t, str(info.get("X")), str(info["i"]) if info.get("i") is not None else None,
+                           float(info.get("z") or 0.0))  # fmt: skip
+        return True
+
+    async def _settle(self, t: Tracked, exchange_status: str, oid: str | None, executed: float) -> None:
+        """The order's state from the exchange's status and cumulative executed quantity, with
+        the trades gathered so far (missing ones fetched); stored, and final -> the engine's."""
+        if t.outcome_ready:
+            return
+        status = FROM_EXCHANGE.get(exchange_status, "accepted")
+        if RANK[status] < RANK.get(t.status, 0):
+            status = t.status  # an answer older than one already seen (REST and stream race)
+        oid = oid or t.exchange_order_id
+        t.exchange_order_id = oid
+        base = t.intent.symbol[: -len(self.quote)]
         if executed > sum(x.qty for x in t.trades.values()) + 1e-12:
             with contextlib.suppress(ccxt.BaseError):
                 for tr in await self.ex.fetch_my_trades(self._sym(t.intent.symbol), None, None, {"orderId": oid}):
