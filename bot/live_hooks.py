@@ -232,6 +232,10 @@ class LiveHooks:
         try:
             while True:
                 await asyncio.sleep(cfg.fill_poll_interval_s)
+                try:
+                    await self.executor.expire_limits()
+                except Exception as e:  # noqa: BLE001 - never end the daemon
+                    log.warning("order_expire_failed", error=type(e).__name__)
                 every = cfg.stream_poll_interval_s if self.executor.stream_up else cfg.fill_poll_interval_s
                 if time.monotonic() - last < every:
                     continue

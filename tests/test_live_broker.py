@@ -6,6 +6,7 @@ alone and repairs balance drift by the rule."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -343,3 +344,52 @@ async def test_a_user_stream_gap_is_covered_by_polling_and_the_stream_comes_back
         await ex.ex.close()
         await pool.close()
         await sim.stop()
+
+
+def limit_intent(price: float, minute: int = 26967600, symbol: str = "BTCUSDT", qty: float = 0.01):  # type: ignore[no-untyped-def]
+    return dataclasses.replace(intent(minute, symbol, qty=qty), order_type="limit", limit_price=price)
+
+
+async def test_limit_entries_on_the_tick_grid_fill_or_are_cancelled_when_they_expire(book, db_dsn):
+    """An entry the engine asks as a limit order: sent as a LIMIT with the live config's time in
+    force at a price on the market's tick grid never above the asked one; a resting one is
+    cancelled after `live.limit_ttl_s` (its outcome: 'limit_expired'); a marketable one fills."""
+    from decimal import Decimal
+
+    sim = await started(book)
+    ex, pool = await executor(sim.urls, db_dsn, limit_ttl_s=0.3)
+    try:
+        tick = Decimal(str(ex.ex.markets["BTC/USDT"]["precision"]["price"]))
+        last = float(sim._last_price("BTCUSDT", sim.clock.now_ms()))
+        low = limit_intent(last * 0.9 + float(tick) * 0.37)  # off the grid, far below the market: rests
+        await ex.place(low)
+        (o,) = await sim_orders(sim.base_url)
+        assert o["type"] == "LIMIT" and o["timeInForce"] == "GTC" and o["status"] == "NEW"
+        sent = Decimal(o["price"])
+        assert sent % tick == 0 and float(sent) <= low.limit_price and float(sent) > low.limit_price - float(tick)
+        assert not ex.outbox
+        await ex.expire_limits()  # before its time to live: nothing
+        assert (await sim_orders(sim.base_url))[0]["status"] == "NEW"
+        await asyncio.sleep(0.35)
+        await ex.expire_limits()
+        assert (await sim_orders(sim.base_url))[0]["status"] == "CANCELED"
+        assert list(ex.outbox) == [(low.client_order_id, None, "limit_expired")]
+        ex.outbox.clear()
+        eth = float(sim._last_price("ETHUSDT", sim.clock.now_ms()))
+        high = limit_intent(eth * 1.01, minute=26967601, symbol="ETHUSDT", qty=0.1)  # marketable: fills now
+        await ex.place(high)
+        (eid, fill, _), = list(ex.outbox)
+        assert eid == high.client_order_id and fill is not None and fill.price <= high.limit_price
+        got = {r["client_order_id"]: r for r in await rows(db_dsn, "SELECT client_order_id, type, price, status FROM orders")}
+        assert got[low.client_order_id] == {"client_order_id": low.client_order_id, "type": "limit", "price": float(sent),
+                                            "status": "cancelled"}  # fmt: skip
+        assert got[high.client_order_id]["type"] == "limit" and got[high.client_order_id]["status"] == "filled"
+        # an exit carries its barrier as a limit price for the paper fill model: sent at market
+        x = dataclasses.replace(intent(26967602, "ETHUSDT", "sell", 0.05, "exit"), order_type="limit", limit_price=1.0)
+        await ex.place(x)
+        assert [o["type"] for o in await sim_orders(sim.base_url)][-1] == "MARKET"
+    finally:
+        await ex.ex.close()
+        await pool.close()
+        await sim.stop()
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -33,6 +35,14 @@ class LiveConfig(BaseModel):
         description="no new entry on a minute that closed more than this many seconds before the exchange's "
         "clock (minutes re-stepped after a restart or an outage: their signal is old, the price is today's); "
         "exits still run",
+    )  # fmt: skip
+    limit_time_in_force: Literal["GTC", "IOC", "FOK"] = Field(
+        "GTC", description="time in force of a limit order (sent for an entry the engine asks as a limit order; "
+        "exits are market orders)"
+    )  # fmt: skip
+    limit_ttl_s: float = Field(
+        60.0, gt=0, description="a resting limit order not filled this many seconds after it was sent is cancelled "
+        "(what filled of it stays)"
     )  # fmt: skip
     submit_timeout_s: float = Field(
         60.0, gt=0, description="how long an engine step waits for its orders to be sent and answered; orders still "

@@ -12,15 +12,20 @@ Two halves:
   "not placed", and only then may a *new attempt* with another id (`<id>.2`, ...) be sent.
   429/418 answers (nothing placed) are retried with the same id after a backoff; rejections
   (balance, filters) are dropped with a reason code (`bot.brokers.errors`).
-  Fills are polled (`fill_poll_interval_s`) for orders still open; the simulator, like a key
-  without a user-data stream, has no `watch_orders`, so polling is the one path.
+  Fills come from the exchange's user data stream where it has one (`watch_loop`: ccxt
+  `watch_orders`, one `executionReport` per order event) and are polled in any case for orders
+  still open (`poll_open`: every `fill_poll_interval_s`, every `stream_poll_interval_s` while
+  the stream is up), the safety net for reports lost in a drop.
 - `LiveBroker` (sync, the engine's `Broker` protocol, called from the engine's worker thread)
   hands intents to the executor and blocks until they are answered; `poll`/`flush` return what
   became final: one aggregated `Fill` per order (partial fills summed, quantity net of a fee
   taken in the base asset, fees in quote value) or a cancellation with its reason code.
 
 Exits are sent as market orders (the engine's barrier price is its paper fill model; a resting
-limit at a take-profit the price already left would never fill).
+limit at a take-profit the price already left would never fill). An entry the engine asks as a
+limit order is sent as a LIMIT (`live.limit_time_in_force`) at its price on the tick grid
+(never worse than asked) and cancelled after `live.limit_ttl_s` (what filled of it stays); the
+engine asks only for market orders today.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 import ccxt
@@ -90,6 +96,8 @@ class Tracked:
     orphan: bool = False  # adopted, and the engine stepped past its minute without asking for it
     meta: dict[str, Any] | None = None  # the engine's decision behind an entry (kept with the order)
     last_report: tuple | None = None  # the last user data stream report applied
+    limit_price: float | None = None  # a limit order: its price, on the tick grid
+    expires_at: float | None = None  # time.monotonic() when a resting limit order is cancelled
 
 
 class LiveExecutor:
@@ -165,16 +173,16 @@ class LiveExecutor:
             log.error("order_attempts_exhausted", client_order_id=eid, text=f"ORDER {eid}: {MAX_ATTEMPTS} attempts, giving up")
             return
         qty = await self._qty(it, attempt)
-        t = Tracked(it, attempt, exchange_client_id(eid, attempt), meta=meta)
+        t = Tracked(it, attempt, exchange_client_id(eid, attempt), meta=meta, limit_price=self._limit_price(it))
         self.tracked[eid] = t
         if qty <= 0:
             t.reason = "rejected_below_lot_size"
-            await self.store.insert_new(it, t.xcid, max(it.qty, 1e-12), attempt, now_ms(), meta)
+            await self.store.insert_new(it, t.xcid, max(it.qty, 1e-12), attempt, now_ms(), meta, t.limit_price)
             await self._final(t, "rejected", t.reason)
             return
         t.busy = True
         try:
-            if not await self.store.insert_new(it, t.xcid, qty, attempt, now_ms(), meta):
+            if not await self.store.insert_new(it, t.xcid, qty, attempt, now_ms(), meta, t.limit_price):
                 await self.resolve(t)  # the id is already in the store: it may be on the exchange
                 return
             await self._send(t, qty)
@@ -206,9 +214,13 @@ class LiveExecutor:
             t.status = "submitted"
             try:
                 self.counts["sent"] += 1
-                o = await self.ex.create_order(sym, "market", it.side, qty, None,
-                                               {"newClientOrderId": t.xcid, "newOrderRespType": "FULL",
-                                                "recvWindow": cfg.recv_window_ms})  # fmt: skip
+                params = {"newClientOrderId": t.xcid, "newOrderRespType": "FULL", "recvWindow": cfg.recv_window_ms}
+                if t.limit_price is not None:
+                    t.expires_at = time.monotonic() + cfg.limit_ttl_s
+                    o = await self.ex.create_order(sym, "limit", it.side, qty, t.limit_price,
+                                                   {**params, "timeInForce": cfg.limit_time_in_force})  # fmt: skip
+                else:
+                    o = await self.ex.create_order(sym, "market", it.side, qty, None, params)
             except ccxt.BaseError as e:
                 kind, code = classify(e)
                 log.warning("order_error", client_order_id=t.xcid, symbol=it.symbol, kind=kind.value, reason=code,
@@ -256,6 +268,43 @@ class LiveExecutor:
             if time.monotonic() > end:
                 return False
             await asyncio.sleep(min(1.0, grace / 4000))
+
+    def _limit_price(self, it: OrderIntent) -> float | None:
+        """A limit order's price on the market's tick grid, never worse than asked (a buy rounds
+        down, a sell up); None for a market order. The engine's exits carry their barrier as a
+        limit price for its paper fill model: they are sent at market (see the module)."""
+        if it.order_type != "limit" or it.leg != "entry" or not it.limit_price or not it.limit_price > 0:
+            return None
+        market = self.ex.markets.get(self._sym(it.symbol)) or {}
+        tick = (market.get("precision") or {}).get("price")
+        if not tick or self.ex.precisionMode != ccxt.TICK_SIZE:
+            return float(it.limit_price)
+        step, px = Decimal(str(tick)), Decimal(str(it.limit_price))
+        n = (px / step).to_integral_value(rounding=ROUND_FLOOR if it.side == "buy" else ROUND_CEILING)
+        return float(n * step)
+
+    async def expire_limits(self) -> None:
+        """Cancel each resting limit order past its `live.limit_ttl_s`; what filled of it stays
+        (the outcome is its fills, or a cancellation with reason `limit_expired`)."""
+        now = time.monotonic()
+        for t in list(self.tracked.values()):
+            if t.expires_at is None or now < t.expires_at or t.outcome_ready or t.status in FINAL or t.busy:
+                continue
+            t.busy = True
+            try:
+                sym = self._sym(t.intent.symbol)
+                try:
+                    o = await self.ex.cancel_order(None, sym, {"origClientOrderId": t.xcid})
+                except (ccxt.OrderNotFound, ccxt.InvalidOrder):  # ended meanwhile (filled): its state decides
+                    o = await self.ex.fetch_order(None, sym, {"origClientOrderId": t.xcid})
+                t.reason = "limit_expired"
+                log.info("order_expired", client_order_id=t.xcid, symbol=t.intent.symbol,
+                         text=f"ORDER {t.xcid} limit {t.limit_price} not filled in {self.cfg.limit_ttl_s:g}s: cancelled")  # fmt: skip
+                await self._apply(t, o.get("info") or {})
+            except ccxt.BaseError as e:
+                log.info("order_cancel_retry", client_order_id=t.xcid, error=type(e).__name__)
+            finally:
+                t.busy = False
 
     async def watch_loop(self) -> None:
         """Fills as they happen, from the exchange's user data stream (ccxt `watch_orders`: for
@@ -405,6 +454,9 @@ class LiveExecutor:
         if meta:
             t.meta = {k: (float("nan") if v is None and k in ("er", "p", "tp_frac", "sl_frac") else v) for k, v in meta.items()}
         t.trades = {x.trade_id: x for x in so.trades}
+        if (so.reason or {}).get("limit_price") is not None:  # a limit order: its time to live starts again
+            t.limit_price = float(so.reason["limit_price"])
+            t.expires_at = time.monotonic() + self.cfg.limit_ttl_s
         t.executed = sum(x.qty for x in so.trades)
         t.reason = (so.reason or {}).get("code")
         t.sent_ms = now_ms()  # unknown: count the grace from now (a restart is long after any send anyway)
