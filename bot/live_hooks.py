@@ -153,6 +153,8 @@ class LiveHooks:
         for t in self.executor.orphans_through(ts):
             self.mismatches += 1
             log_mismatch(orphan_mismatch(t))
+        if ts % (60 * MINUTE_MS) == 0:  # hourly: the executor forgets orders older than a day
+            self.executor.prune(ts - DAY_MS)
 
     async def load_orders(self, anchor: int, *, persisted: bool = True) -> None:
         """The store's orders. `persisted`: the engine state of `anchor` is in the store; when no

@@ -393,3 +393,23 @@ async def test_limit_entries_on_the_tick_grid_fill_or_are_cancelled_when_they_ex
         await pool.close()
         await sim.stop()
 
+
+
+async def test_pruned_orders_are_still_never_sent_twice(book, db_dsn):
+    """The executor forgets day-old orders (bounded memory); the store still knows their ids, so
+    a decision asked again after that is looked up, never sent a second time."""
+    sim = await started(book)
+    ex, pool = await executor(sim.urls, db_dsn)
+    try:
+        it = intent()
+        await ex.place(it)
+        ex.outbox.clear()  # the engine booked it
+        assert ex.prune(it.decision_ts) == 0  # not older than the cut-off
+        assert ex.prune(it.decision_ts + 1) == 1 and it.client_order_id not in ex.tracked
+        sent = ex.counts["sent"]
+        await ex.place(it)
+        assert ex.counts["sent"] == sent and len(await sim_orders(sim.base_url)) == 1
+    finally:
+        await ex.ex.close()
+        await pool.close()
+        await sim.stop()

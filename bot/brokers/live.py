@@ -508,6 +508,18 @@ class LiveExecutor:
             self._finish(t)
         return t
 
+    def prune(self, before_ts: int) -> int:
+        """Forget orders decided before `before_ts` whose outcome the engine has (bounded memory
+        over months; the store keeps them, and no decision that old is ever made again)."""
+        old = [eid for eid, t in self.tracked.items()
+               if t.outcome_ready and not t.adopted and 0 < t.intent.decision_ts < before_ts
+               and not any(e == eid for e, _, _ in self.outbox)]  # fmt: skip
+        for eid in old:
+            del self.tracked[eid]
+        for eid in [e for e, so in self.known.items() if 0 < so.decision_ts < before_ts and so.status in FINAL]:
+            del self.known[eid]
+        return len(old)
+
     def orphans_through(self, engine_ts: int) -> list[Tracked]:
         """After the engine stepped `engine_ts`: orders sent for that minute or an earlier one by a
         process that died before persisting it, which the engine did not decide again (see
