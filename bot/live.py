@@ -166,6 +166,12 @@ class LiveTrader:
                       text=f"CONFIG symbols not listed by the exchange: {', '.join(missing)}; remove them from `symbols` "
                            "in the config (the model is built for the configured set) and start again")  # fmt: skip
             return 2
+        missing = unlisted_symbols(self._exchange, self._symbols_with_references(), cfg.exchange.quote)
+        if missing:
+            log.error("symbols_not_listed", symbols=missing,
+                      text=f"CONFIG reference symbols not listed by the exchange: {', '.join(missing)}; change "
+                           "features.reference_symbols in the config and start again")  # fmt: skip
+            return 2
         bundle = await self._bundle()
         if self.stop.is_set():
             return 0
@@ -242,7 +248,7 @@ class LiveTrader:
             self.on_warm()  # systemd READY: a first backfill and training can take long; the daemon is doing its job
         log.info("train_first_start", days=days,
                  text=f"TRAIN first model: backfilling {days} days of history, then training in a separate process")  # fmt: skip
-        if not await self._backfill(cfg.symbols, days):
+        if not await self._backfill(self._symbols_with_references(), days):  # the features read the references too
             return None
         data_dir = cfg.paths.data_dir
         job = TrainJob(
@@ -257,6 +263,11 @@ class LiveTrader:
             return await self._await_training(task, pool)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _symbols_with_references(self) -> list[str]:
+        """The traded symbols, then the features' reference symbols that are not traded (the
+        engine streams them as feature-only rows; the trainer reads their history)."""
+        return list(dict.fromkeys([*self.cfg.symbols, *self.cfg.features.reference_symbols]))
 
     async def _await_training(self, task: Any, pool: Any) -> Any:
         from bot.store.model_versions import get_model_version, promote
@@ -279,10 +290,28 @@ class LiveTrader:
             log.error("train_first_rejected", version=summary.get("version"), status=summary.get("status"),
                       text=f"TRAIN first model {summary.get('version')} is {summary.get('status')}: not used")  # fmt: skip
             return None
-        await promote(self.store.pool, summary["version"], status.now_ms())
-        log.info("train_first_done", version=summary["version"],
-                 text=f"TRAIN first model {summary['version']} trained and promoted")  # fmt: skip
-        return await get_model_version(self.store.pool, summary["version"])
+        version = summary["version"]
+        edge = self._first_edge(summary)
+        if not edge.ok:  # with no champion, the first bundle must clear the engine's no-edge floor
+            from bot.store.model_versions import set_status
+
+            why = edge.reason.removesuffix(", watching only")
+            with contextlib.suppress(Exception):  # the line below says it either way
+                await set_status(self.store.pool, version, "rejected", reason=f"first model below the no-edge floor: {why}")
+            log.warning("train_first_rejected", version=version, status="rejected", reason=why, pf=edge.profit_factor,
+                        trades=edge.trades, text=f"TRAIN first model {version} not promoted: {why}; collecting candles only "
+                                                 "until a model is promoted (bot train --promote) and the daemon restarted")  # fmt: skip
+            return None
+        await promote(self.store.pool, version, status.now_ms())
+        log.info("train_first_done", version=version, pf=edge.profit_factor, trades=edge.trades,
+                 text=f"TRAIN first model {version} trained and promoted ({edge.reason})")  # fmt: skip
+        return await get_model_version(self.store.pool, version)
+
+    def _first_edge(self, summary: dict[str, Any]) -> Any:
+        """The engine's own no-edge verdict on a freshly trained bundle's walk-forward result."""
+        from bot.engine.engine import validated_edge
+
+        return validated_edge({"version": summary["version"], "walk_forward": summary.get("walk_forward")}, self.cfg.trading)
 
     async def _backfill(self, symbols: Any, days: float) -> bool:
         """Backfill until it completes (network trouble: retried, said once); False if stopped."""
@@ -475,7 +504,7 @@ class LiveTrader:
         await status.write_heartbeat(self.store.pool, watch_only=True, watch_reason=reason)
         if self.on_warm is not None:
             self.on_warm()
-        self.feed = feed = self._new_feed(self.cfg.symbols, None)  # type: ignore[arg-type]
+        self.feed = feed = self._new_feed(self._symbols_with_references(), None)  # type: ignore[arg-type]
         feed_task = asyncio.create_task(feed.run(), name="feed")
         hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         drain = asyncio.create_task(self._drain(feed.queue), name="drain")
