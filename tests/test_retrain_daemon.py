@@ -146,8 +146,10 @@ async def test_retrain_in_a_running_daemon_promotes_and_hot_swaps_then_survives_
         assert "RETRAIN" in done["text"] and "PROMOTED" in done["text"] and done["reason"]
         new = done["version"]
         swapped = await d.wait_event("model_swapped", after=n, timeout=120)
-        # each training fits its own regime model, which the online features use: rebuilt (off the loop)
-        assert swapped["version"] == new and swapped["previous"] == champion and swapped["features_rebuilt"] is True
+        # each training fits its own regime model; the feature config is the same: the buffers are
+        # kept and only the regime filter is re-run under the new model (no warm-up from the store)
+        assert swapped["version"] == new and swapped["previous"] == champion and swapped["features_rebuilt"] is False
+        assert swapped["regime_refiltered"] is True and "features kept, regime refiltered" in swapped["text"]
         await d.wait_minute((await d.last_minute()) + 3 * MINUTE_MS)
 
         # 2. a second retrain, its training process killed with SIGKILL
