@@ -55,6 +55,7 @@ from bot.marketdata.exchange import build_exchange, unlisted_symbols
 from bot.marketdata.retry import Backoff, describe_network_error, reachability
 from bot.store import daemon_lock as status
 from bot.store.trading import StepRecords, TradingStore
+from bot.survived import ErrorStreak
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
 
 log = structlog.get_logger("bot.live")
@@ -139,6 +140,7 @@ class LiveTrader:
         self.retrainer: Any = None  # bot.retrain.Retrainer, while streaming
         self.events = LiveEvents(self.mode)  # human-line events (bot.live_events)
         self.on_warm: Any = None  # called once the engine is warm (bot.daemon: systemd READY)
+        self._heartbeat_errors = ErrorStreak("store heartbeat", "heartbeat_failed", log)
 
     async def _in_worker(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
@@ -548,7 +550,9 @@ class LiveTrader:
         try:
             await status.write_heartbeat(self.store.pool, last_minute_ts=self.last_minute, details=self.details())
         except Exception as e:  # noqa: BLE001 - the heartbeat must never end the daemon
-            log.warning("heartbeat_failed", error=type(e).__name__)
+            self._heartbeat_errors.failed(e)
+            return
+        self._heartbeat_errors.ok()
 
     async def _heartbeat_loop(self) -> None:
         while True:

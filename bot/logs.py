@@ -77,6 +77,8 @@ def human_line(event: Mapping[str, Any], *, with_exception: bool = True) -> str:
     level = str(event.get("level", "info")).lower()
     line = f"{line_time(event)} {LEVEL_TAGS.get(level, level.upper() + ' ')}{render_body(event)}"
     exc = event.get("exception")
+    if event.get("event") == "error":  # an error the daemon survived: one line (the JSON log keeps the traceback)
+        return line
     return f"{line}\n{exc}" if (exc and with_exception) else line
 
 

@@ -43,8 +43,10 @@ class BinanceClient(ccxtpro.binance):
         if cb is not None:
             try:
                 cb(message)
-            except Exception:  # a consumer bug must not break ccxt's receive loop
-                log.exception("kline_callback_failed")
+            except Exception as e:  # a consumer bug must not break ccxt's receive loop
+                from bot.survived import log_survived
+
+                log_survived(log, "feed kline", e, what="kline_callback_failed", exc_info=True)
         super().handle_ohlcv(client, message)
 
 
