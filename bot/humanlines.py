@@ -119,7 +119,8 @@ def render_body(ev: Mapping[str, Any]) -> str:
     return kv_line(ev)
 
 
-_META = {"timestamp", "level", "logger", "event", "text", "exception", "_record", "_from_structlog", "event_ts"}
+_META = {"timestamp", "level", "logger", "event", "text", "exception", "_record", "_from_structlog", "event_ts",
+         "line_tag"}
 
 
 def kv_line(ev: Mapping[str, Any]) -> str:

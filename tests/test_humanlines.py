@@ -178,3 +178,34 @@ def test_an_error_the_daemon_survives_is_one_line_even_with_a_traceback(tmp_path
     first = records[0]
     assert first["event"] == "error" and first["what"] == "feed_ws_unexpected_error" and "Traceback" in first["exception"]
     assert [r["event"] for r in records[1:]] == ["error", "error_cleared"]  # the repeats were debug (below the level)
+
+
+def test_a_line_tag_from_the_config_ends_every_line_and_survives_into_the_json(tmp_path: Path) -> None:
+    """`logging.line_tag` (make demo sets `demo`): every human line ends with `[demo]`, in bot.log
+    and on the console alike, and `bot tail` (which renders from the JSON log) shows it too."""
+    from bot.config import Config
+    from bot.logs import setup_from_config
+
+    cfg = Config.model_validate({"logging": {"line_tag": "demo", "console": False}, "paths": {"logs_dir": str(tmp_path)}})
+    setup_from_config(cfg)
+    log = structlog.get_logger("t")
+    for name, level, fields, _body in CASES:
+        getattr(log, level)(name, **fields)
+    logging.getLogger("some.library").warning("a stdlib record")
+    for h in logging.getLogger().handlers:
+        h.flush()
+    lines = (tmp_path / "bot.log").read_text().splitlines()
+    assert len(lines) == len(CASES) + 1
+    for line, (_n, _l, _f, body) in zip(lines, CASES, strict=False):
+        assert line.endswith(f"{body}  [demo]"), line
+    assert lines[-1].endswith("a stdlib record  [demo]"), lines[-1]
+    records = [json.loads(x) for x in (tmp_path / "bot.jsonl").read_text().splitlines()]
+    assert all(r["line_tag"] == "demo" for r in records)
+    assert [human_line(r) for r in records[:-1]] == lines[:-1]  # what `bot tail` prints
+    setup_logging(tmp_path / "plain", console=False)  # the tag is not sticky
+    structlog.get_logger("t").info("daemon_ready", mode="paper")
+    for h in logging.getLogger().handlers:
+        h.flush()
+    assert (tmp_path / "plain" / "bot.log").read_text().strip().endswith("READY paper")
+    with pytest.raises(ValueError, match="line_tag"):
+        Config.model_validate({"logging": {"line_tag": "two words"}})
