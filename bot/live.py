@@ -6,9 +6,11 @@
    its markets: an unlisted symbol is an error naming it (the bundle's features are built for
    the configured symbol set, so trading a subset silently would change the model's inputs);
 2. the promoted bundle (`model_versions` champion), loaded in a thread; none: say so, and
-   unless `--no-train` backfill the training history and train the first bundle in a spawned
-   process (progress lines in the log), then promote it; with `--no-train` the daemon only
-   collects candles;
+   unless `--no-train` backfill the training history (traded and reference symbols) and train
+   the first bundle in a spawned process (progress lines in the log), then promote it if it
+   clears the engine's no-edge floor; with no usable model the daemon only collects candles
+   (with the retrain schedule, unless `--no-train`) until a champion is promoted, then starts
+   over with it (`_collect_only`);
 3. backfill by REST what the store lacks up to the exchange's clock, then warm the engine's
    features from the store in a thread, up to the *anchor* minute: the last persisted step
    after a restart, else the last closed minute;
@@ -178,7 +180,9 @@ class LiveTrader:
         if self.stop.is_set():
             return 0
         if bundle is None:
-            return await self._collect_only()
+            if not await self._collect_only():
+                return 0
+            return await self._run()  # a model was promoted while collecting: start with it
         if self.mode == "live":
             from bot.live_hooks import LiveHooks
 
@@ -232,7 +236,7 @@ class LiveTrader:
         except BundleError as e:  # a broken champion must not crash-loop the service
             log.error("model_unusable", version=mv.version, reason=str(e),
                       text=f"MODEL {mv.version} cannot be used: {e}; collecting candles only until another is "
-                           "promoted (bot models rollback / promote VERSION) and the daemon restarted")  # fmt: skip
+                           "promoted (bot models rollback / promote VERSION): it is picked up without a restart")  # fmt: skip
             return None
         self.model_version = mv.version
         log.info("model_loaded", version=mv.version, seconds=round(time.monotonic() - t0, 2), rss_mb=rss_mb(),
@@ -302,7 +306,7 @@ class LiveTrader:
                 await set_status(self.store.pool, version, "rejected", reason=f"first model below the no-edge floor: {why}")
             log.warning("train_first_rejected", version=version, status="rejected", reason=why, pf=edge.profit_factor,
                         trades=edge.trades, text=f"TRAIN first model {version} not promoted: {why}; collecting candles only "
-                                                 "until a model is promoted (bot train --promote) and the daemon restarted")  # fmt: skip
+                                                 "until a model is promoted (the retrain schedule, or bot train --promote)")  # fmt: skip
             return None
         await promote(self.store.pool, version, status.now_ms())
         log.info("train_first_done", version=version, pf=edge.profit_factor, trades=edge.trades,
@@ -499,32 +503,60 @@ class LiveTrader:
         res = eng.step(ts, bars)
         return res, eng.state_dict()
 
-    async def _collect_only(self) -> int:
-        """No model and --no-train: keep the candle history current, trade nothing."""
+    async def _collect_only(self) -> bool:
+        """No usable model (none promoted and --no-train, a first model below the no-edge floor,
+        a broken champion): keep the candle history current (traded and reference symbols),
+        trade nothing, and watch the store: True when another champion is promoted (`bot
+        models promote`, `bot train --promote`, or the retrain schedule, which runs here too
+        unless --no-train: with no champion it promotes a model that clears the floor), and
+        the caller starts over with it; False when the daemon is stopped."""
+        from bot.store.model_versions import champion_version
+
         reason = "no model: train one (`bot train`) and promote it (`bot models promote`)"
         log.warning("watch_only", reason=reason, text=f"WATCH ONLY: {reason}; collecting candles")
         await status.write_heartbeat(self.store.pool, watch_only=True, watch_reason=reason)
         if self.on_warm is not None:
             self.on_warm()
+        was = await champion_version(self.store.pool)
         self.feed = feed = self._new_feed(self._symbols_with_references(), None)  # type: ignore[arg-type]
         feed_task = asyncio.create_task(feed.run(), name="feed")
         hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
-        drain = asyncio.create_task(self._drain(feed.queue), name="drain")
+        drain = asyncio.create_task(self._drain(feed), name="drain")
+        if not self.no_train:
+            from bot.retrain import Retrainer
+
+            self.retrainer = Retrainer(self)
+            self.retrainer.start()
+        promoted = None
         try:
-            await self.stop.wait()
+            while not await _sleep_or_stop(self.stop, HEARTBEAT_S):
+                with contextlib.suppress(Exception):  # the store may be down: ask again next time
+                    promoted = await champion_version(self.store.pool)
+                if promoted is not None and promoted != was:
+                    log.info("collect_only_done", version=promoted,
+                             text=f"MODEL {promoted} promoted: leaving collect-only, starting the engine with it")  # fmt: skip
+                    break
         finally:
+            if self.retrainer is not None:
+                await self.retrainer.stop()
+                self.retrainer = None
             feed.stop()
             drain.cancel()
             hb.cancel()
             for t in (feed_task, drain, hb):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-        return 0
+            self.feed = None
+        return not self.stop.is_set()
 
-    @staticmethod
-    async def _drain(queue: asyncio.Queue) -> None:
+    async def _drain(self, feed: Any) -> None:
+        """Take the feed's events (they are stored by the feed); the last minute every symbol
+        has reached is what a retrain started now may train on."""
         while True:
-            await queue.get()
+            await feed.queue.get()
+            through = feed.released_through()
+            if through:
+                self.last_minute = min(through.values())
 
     # -- status --------------------------------------------------------------------------------
 

@@ -120,9 +120,9 @@ class Daemon:
         self.cfg, self.home, self.dsn = cfg, home, dsn
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> None:
+    async def start(self, *args: str) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "--config", str(self.cfg), "run", cwd=ROOT,
+            sys.executable, "-m", "bot", "--config", str(self.cfg), "run", *args, cwd=ROOT,
             stdout=asyncio.subprocess.DEVNULL, stderr=open(self.home / "stderr.txt", "ab"),  # noqa: SIM115
         )  # fmt: skip
 
@@ -583,3 +583,39 @@ async def test_first_model_is_promoted_only_above_the_no_edge_floor(db_dsn, bund
     else:
         assert got is not None and got.version == m["version"] and row.status == "champion"
         assert "train_first_rejected" not in names and "train_first_done" in names
+
+
+async def test_collect_only_daemon_starts_trading_when_a_model_is_promoted(db_dsn, book30, bundle_path, tmp_path) -> None:
+    """No champion and --no-train: the daemon collects candles only, and watches the store.
+    A model promoted from another shell (what `bot models promote` does) is picked up without
+    a restart: the engine starts with it and scores the next minutes (`decisions`)."""
+    start, end, _ = window(bundle_path, 0.5)
+    sim = ExchangeSimulator(book30, SimSettings(speed=0, start_ms=start, update_interval_s=0.5))
+    await sim.start()
+    d = Daemon(write_config(tmp_path, db_dsn, sim), tmp_path, db_dsn)
+    try:
+        await d.start("--no-train")
+        watch = await d.wait_event("watch_only")
+        assert watch["reason"].startswith("no model")
+        await d.wait_event("feed_ws_up")
+        assert "model_loaded" not in [e["event"] for e in d.events()]
+        version = await promote_bundle(db_dsn, bundle_path)
+        done = await d.wait_event("collect_only_done", timeout=60)
+        assert done["version"] == version and done["text"].startswith(f"MODEL {version} promoted: leaving collect-only")
+        loaded = await d.wait_event("model_loaded")
+        assert loaded["version"] == version
+        await d.wait_event("engine_ready")
+        await run_until(sim, end)
+        await d.wait_minute(end - MINUTE_MS)
+        assert d.proc.returncode is None  # the same process all along
+        assert await d.terminate() == 0
+    finally:
+        if d.proc is not None and d.proc.returncode is None:
+            d.proc.kill()
+        await sim.stop()
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        scored = await conn.fetchval("SELECT count(*) FROM decisions WHERE model_version = $1", version)
+    finally:
+        await conn.close()
+    assert scored > 0
