@@ -518,7 +518,11 @@ class LiveTrader:
         if self.on_warm is not None:
             self.on_warm()
         was = await champion_version(self.store.pool)
-        self.feed = feed = self._new_feed(self._symbols_with_references(), None)  # type: ignore[arg-type]
+        symbols = self._symbols_with_references()
+        ends = [await self.store.last_candle_ts(s) for s in symbols]
+        if all(t is not None for t in ends):  # what a retrain may train on before the feed moves
+            self.last_minute = int(min(ends))  # type: ignore[type-var]
+        self.feed = feed = self._new_feed(symbols, None)  # type: ignore[arg-type]
         feed_task = asyncio.create_task(feed.run(), name="feed")
         hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         drain = asyncio.create_task(self._drain(feed), name="drain")
