@@ -53,6 +53,7 @@ def bundle_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         TRAIN_END,
         CsvSource,
         _code_digest,
+        cache_lock,
         small_settings,
     )
 
@@ -60,13 +61,14 @@ def bundle_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     key = hashlib.sha256(json.dumps({"set": settings.to_dict(), "code": _code_digest(), "live": 1}, sort_keys=True,
                                     default=str).encode()).hexdigest()[:16]  # fmt: skip
     cache = Path(request.config.cache.mkdir("live-bundles"))
-    found = list((cache / key).glob("*/manifest.json"))
-    if found:
-        return found[0].parent
-    run = run_training(CsvSource(DATA_DIR), SYMBOLS, settings, start_ms=APR2, end_ms=TRAIN_END,
-                       work_dir=tmp_path_factory.mktemp("live-train"))  # fmt: skip
-    manifest = bundle_manifest(run, created_ms=1_700_000_000_000, code="test")
-    return write_bundle(cache / key, new_version(1_700_000_000_000, manifest), run.predictor, manifest)
+    with cache_lock(cache):
+        found = list((cache / key).glob("*/manifest.json"))
+        if found:
+            return found[0].parent
+        run = run_training(CsvSource(DATA_DIR), SYMBOLS, settings, start_ms=APR2, end_ms=TRAIN_END,
+                           work_dir=tmp_path_factory.mktemp("live-train"))  # fmt: skip
+        manifest = bundle_manifest(run, created_ms=1_700_000_000_000, code="test")
+        return write_bundle(cache / key, new_version(1_700_000_000_000, manifest), run.predictor, manifest)
 
 
 def window(bundle: Path, hours: float) -> tuple[int, int, int]:
