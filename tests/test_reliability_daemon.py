@@ -326,6 +326,40 @@ async def test_a_malformed_websocket_frame_is_dropped_and_the_connection_keeps_r
     await store.close()
 
 
+async def test_a_klines_page_that_is_not_json_is_fetched_again_not_taken_for_downtime(db_dsn, book30) -> None:  # noqa: F811
+    """ccxt returns [] for a 200 whose body is cut in the middle: the backfill read that as
+    "no candles there" (exchange downtime) and skipped the page, losing its minutes. The body
+    now raises BadResponse, which is retried."""
+    from bot.config import Config
+    from bot.marketdata.backfill import backfill
+    from bot.marketdata.exchange import build_exchange
+    from bot.simulator.replay import CandleBook
+    from bot.store.db import Store
+
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    book = CandleBook({s: book30.candles[s] for s in symbols})
+    now = 1618875600000
+    sim = sim_for(book, now)
+    sim.add_faults([Fault("rest_malformed", now - 60_000) for _ in range(3)])
+    await sim.start()
+    sim.faults.due(now, connected=False)  # armed: the next three klines answers are cut
+    cfg = Config.model_validate({"symbols": symbols, "exchange": {"urls": sim.urls, "rate_limit_ms": 0}})
+    ex = build_exchange(cfg)
+    store = await Store.connect(db_dsn)
+    try:
+        reps = await backfill(ex, store, symbols, days=1.5, now_ms=now, retry_base_s=0.01, retry_max_s=0.05)
+        rows = {s: await store.read_candles(s, now - 2 * 86_400_000, now) for s in symbols}
+    finally:
+        await ex.close()
+        await store.close()
+        await sim.stop()
+    assert sim.faults.applied_counts()["rest_malformed"] == 3
+    assert all(r.exchange_gap_minutes == 0 for r in reps), [(r.symbol, r.exchange_gap_minutes) for r in reps]
+    for s in symbols:
+        src = book.range(s, reps[0].start_ms, now - MINUTE_MS)
+        assert len(src) > 2000 and list(rows[s].ts[-len(src):]) == list(src.ts), s
+
+
 def test_a_training_process_dies_with_the_daemon_that_started_it(tmp_path: Path) -> None:
     """kill -9 of the daemon used to leave its training process running as an orphan (for up to
     hours, beside the restarted daemon's own). A parent starts the real retrain child against a
@@ -376,8 +410,8 @@ def test_a_training_process_dies_with_the_daemon_that_started_it(tmp_path: Path)
 
 
 async def test_short_live_run_with_every_fault_kind_and_two_kills(db_dsn, book30, bundle_path, tmp_path) -> None:  # noqa: F811
-    """make test's variant: live mode, 1.5 h, two of every fault kind, two kill -9 restarts."""
-    fig = await daemon_run("live", book30, bundle_path, db_dsn, tmp_path, hours=1.5, feed_each=2, order_each=2, kills=2,
+    """make test's variant: live mode, 1 h, two of every fault kind, two kill -9 restarts."""
+    fig = await daemon_run("live", book30, bundle_path, db_dsn, tmp_path, hours=1, feed_each=2, order_each=2, kills=2,
                            retrain_kill=False, seed=3)  # fmt: skip
     assert_clean(fig, min_faults=30, kinds=FEED_KINDS)
     assert fig["kills"] == 2

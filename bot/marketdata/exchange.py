@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import ccxt
 import ccxt.pro as ccxtpro
 import structlog
 
@@ -46,6 +47,20 @@ class BinanceClient(ccxtpro.binance):
 
     on_kline: KlineCallback | None = None
     malformed_frames: int = 0
+
+    def parse_json(self, http_response: Any) -> Any:
+        """A REST body that starts like JSON but does not decode (cut by a proxy, a dropped
+        connection) raises `ccxt.BadResponse` (retried like a 5xx; an order's outcome is then
+        looked up). ccxt's own parse_json returns None for it, and the call then returns []:
+        a klines page that came back broken read as "no candles there", which the backfill
+        took for exchange downtime and skipped, losing those minutes."""
+        if isinstance(http_response, str) and self.is_json_encoded_object(http_response):
+            try:
+                return self.on_json_response(http_response)
+            except ValueError as e:
+                raise ccxt.BadResponse(f"{self.id} answered a body that is not JSON ({len(http_response)} bytes): "
+                                       f"{str(e)[:80]}") from None  # fmt: skip
+        return None
 
     def client(self, url: str) -> Any:  # ccxt's factory of websocket connections, one per url
         c = super().client(url)

@@ -716,11 +716,12 @@ class ExchangeSimulator:
                 c.drop_after_queued()
             elif f.kind == "ws_stall":
                 c.stalled = True
-            elif f.kind == "ws_malformed":
+            elif f.kind == "ws_malformed":  # applied when the frame reaches a socket
                 sym = next(iter(sorted(c.symbols)), "BTCUSDT")
                 text = json.dumps(bf.kline_event(sym, now - now % MINUTE_MS, ("1", "1", "1", "1", "1"), False, now))
-                c.send(text[: len(text) // 2])
-        self.faults.record(f.kind, None, now, now, f"{len(conns)} connection(s)")
+                c.send(text[: len(text) // 2], self._recorder(f.kind, None, now, "a kline frame cut in half"))
+        if f.kind != "ws_malformed":
+            self.faults.record(f.kind, None, now, now, f"{len(conns)} connection(s)")
         log.info("sim_fault_connection", kind=f.kind, connections=len(conns))
 
     # -- control API -----------------------------------------------------------------------
