@@ -72,40 +72,44 @@ def _count(events: list[dict[str, Any]], name: str, **match: Any) -> int:
 
 
 def fault_table(sim: ExchangeSimulator, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every fault kind the simulator has: planned-and-applied count, and the outcome as the
-    daemon's own log shows it (what it detected and how it recovered)."""
+    """Every fault kind the simulator has: how many were applied, and the outcome as the
+    daemon's own log shows it (what it detected, how it recovered)."""
     applied = sim.faults.applied_counts()
-    issue = Counter(e.get("reason") for e in events if e.get("event") == "candle_issue")
+    issue = Counter((e.get("reason"), e.get("action")) for e in events if e.get("event") == "candle_issue")
     retry = Counter(e.get("error") for e in events if e.get("event") == "exchange_retry")
-    oerr = Counter(str(e.get("kind")) for e in events if e.get("event") == "order_error")
-    finals = Counter(str(e.get("status")) for e in events if e.get("event") == "order_final")
-    gaps = _count(events, "feed_rest_fill")
+    oerr = Counter(str(e.get("reason")) for e in events if e.get("event") == "order_error")
+    final = Counter((str(e.get("status")), str(e.get("reason"))) for e in events if e.get("event") == "order_final")
+    sent = Counter(str(e.get("status")) for e in events if e.get("event") == "order_sent")
+    n = lambda name: _count(events, name)  # noqa: E731
+    ref = lambda reason: f"{issue[(reason, 'refetch')]} x candle_issue {reason}, refetched by REST"  # noqa: E731
     outcome = {
-        "skip": f"missing minute noticed ({issue['missing']} candle_issue missing), refetched by REST ({gaps} REST fills)",
-        "duplicate": f"dropped as duplicate ({issue['duplicate']})",
-        "out_of_order": f"dropped as out of order ({issue['out_of_order']}), the minute kept from REST/ws",
-        "nan": f"refused ({issue['nan']} nan), refetched",
-        "zero": f"refused ({issue['non_positive_price']} non_positive_price), refetched",
-        "high_low": f"refused ({issue['high_lt_low']} high_lt_low), refetched",
-        "neg_volume": f"refused ({issue['negative_volume']} negative_volume), refetched",
-        "unaligned": f"refused ({issue['ts_unaligned']} ts_unaligned), refetched",
-        "ws_drop": f"{_count(events, 'feed_ws_down')} websocket down lines, reconnected ({_count(events, 'feed_ws_up')} up lines)",
-        "ws_stall": f"{_count(events, 'feed_ws_stalled')} stalls detected, reconnected, REST meanwhile",
-        "ws_malformed": f"{_count(events, 'ws_frame_malformed')} frames dropped, connection kept",
-        "rest_429": f"retried ({retry['DDoSProtection']} DDoSProtection retries, 429 and 418 together)",
-        "rest_418": "retried after Retry-After (counted with 429)",
-        "rest_5xx": f"retried ({retry['ExchangeNotAvailable']} ExchangeNotAvailable retries)",
-        "rest_timeout": f"retried ({retry['RequestTimeout']} RequestTimeout retries)",
-        "rest_malformed": f"retried ({sum(v for k, v in retry.items() if k not in ('DDoSProtection', 'ExchangeNotAvailable', 'RequestTimeout'))} "
-                          f"other retries: {dict((k, v) for k, v in retry.items() if k not in ('DDoSProtection', 'ExchangeNotAvailable', 'RequestTimeout'))})",
-        "order_lost_response": f"looked up by client id ({_count(events, 'order_lookup_retry')} look-up retries), adopted, never re-sent",
-        "order_partial": f"followed to the end ({finals.get('partially_filled', 0)} ended partly filled)",
-        "order_delayed": "followed until filled at the next minute's close",
-        "order_reject_balance": f"recorded as rejected ({oerr})",
-        "order_reject_filter": "recorded as rejected",
-        "order_429": "retried with the same client id after Retry-After",
-        "order_418": "retried with the same client id after Retry-After",
-        "order_5xx": "looked up by client id, re-sent only when the exchange never had it",
+        "skip": f"minute missing from the stream, filled by REST ({n('feed_rest_fill')} feed_rest_fill lines, all faults)",
+        "duplicate": f"{issue[('duplicate', 'dropped')]} x candle_issue duplicate, dropped",
+        "out_of_order": f"{issue[('out_of_order', 'dropped')]} x candle_issue out_of_order, dropped (the minute came in order)",
+        "nan": ref("nan"),
+        "zero": ref("non_positive_price"),
+        "high_low": ref("high_lt_low"),
+        "neg_volume": ref("negative_volume"),
+        "unaligned": ref("ts_unaligned"),
+        "ws_drop": f"{n('feed_ws_down')} x feed_ws_down, reconnected ({n('feed_ws_up')} x feed_ws_up incl. starts), REST meanwhile",
+        "ws_stall": f"{n('feed_ws_stalled')} x feed_ws_stalled, reconnected, REST meanwhile",
+        "ws_malformed": f"{n('ws_frame_malformed')} x ws_frame_malformed: frame dropped, connection kept reading",
+        "rest_429": f"{retry['DDoSProtection']} x exchange_retry DDoSProtection (429 and 418), retried after Retry-After",
+        "rest_418": "retried after Retry-After (counted with rest_429)",
+        "rest_5xx": f"{retry['ExchangeNotAvailable']} x exchange_retry ExchangeNotAvailable, retried",
+        "rest_timeout": f"client timeout: {n('exchange_unreachable')} x exchange_unreachable / {n('exchange_reachable')} x "
+                        f"exchange_reachable lines (retries at debug level), retried",
+        "rest_malformed": f"{retry['BadResponse']} x exchange_retry BadResponse, retried",
+        "order_lost_response": f"{oerr['no_answer_requesttimeout']} x no answer (RequestTimeout): looked up by client id, "
+                               "never sent twice",
+        "order_partial": f"{sent['PARTIALLY_FILLED']} x answered PARTIALLY_FILLED, followed until final",
+        "order_delayed": f"{sent['NEW']} x answered NEW, followed until filled",
+        "order_reject_balance": f"{final[('rejected', 'rejected_insufficient_balance')]} x final rejected_insufficient_balance",
+        "order_reject_filter": f"{final[('rejected', 'rejected_price_filter')]} x final rejected_price_filter",
+        "order_429": f"{oerr['rate_limited']} x rate_limited (429 and 418): re-sent with the same decision id after Retry-After",
+        "order_418": "re-sent after Retry-After (counted with order_429)",
+        "order_5xx": f"{oerr['no_answer_exchangenotavailable']} x no answer (5xx): looked up; "
+                     f"{final[('expired', 'order_not_placed')]} x final order_not_placed (the exchange never had it)",
     }  # fmt: skip
     kinds = FEED_KINDS + ORDER_KINDS
     return [{"kind": k, "applied": applied.get(k, 0), "outcome": outcome[k]} for k in kinds]
