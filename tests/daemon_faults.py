@@ -14,8 +14,11 @@ import asyncpg
 import numpy as np
 
 from bot.simulator.faults import (
+    CANDLE_KINDS,
+    CONNECTION_KINDS,
     FEED_KINDS,
     ORDER_KINDS,
+    REST_KINDS,
     Fault,
     random_plan,
 )
@@ -27,12 +30,15 @@ from tests.conftest import symbols30
 FINAL = ("filled", "cancelled", "rejected", "expired")
 
 
-def fault_plan(start: int, end: int, feed_each: int, order_each: int, seed: int) -> list[Fault]:
-    """`feed_each` faults of every feed kind (candle, connection, REST, malformed JSON) and
-    `order_each` of every order kind, spread over [start + 5 min, end - 25 min)."""
+def fault_plan(start: int, end: int, *, candle: int, conn: int, rest: int, order: int, seed: int) -> list[Fault]:
+    """`candle` faults of every candle kind, `conn` of every connection kind (websocket drop,
+    stall, malformed frame), `rest` of every REST kind and `order` of every order kind, spread
+    over [start + 5 min, end - 25 min). Few connection faults: while the websocket is down or
+    silent no candle fault can reach the daemon."""
     minutes = list(range(start + 5 * MINUTE_MS, end - 25 * MINUTE_MS, MINUTE_MS))
-    counts = {k: feed_each for k in FEED_KINDS} | {k: order_each for k in ORDER_KINDS if order_each}
-    return random_plan(counts, symbols30(), minutes, seed=seed)
+    counts = ({k: candle for k in CANDLE_KINDS} | {k: conn for k in CONNECTION_KINDS} | {k: rest for k in REST_KINDS}
+              | {k: order for k in ORDER_KINDS})  # fmt: skip
+    return random_plan({k: n for k, n in counts.items() if n}, symbols30(), minutes, seed=seed)
 
 
 async def candles_lost(dsn: str, book: CandleBook, start: int, end: int) -> dict[str, int]:

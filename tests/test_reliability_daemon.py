@@ -186,15 +186,15 @@ class Run:
         return {"child_pid": pid, "child_died_with_daemon": gone}
 
 
-async def daemon_run(mode: str, book: Any, bundle: Path, dsn: str, home: Path, *, hours: float, feed_each: int,
-                     order_each: int, kills: int, retrain_kill: bool, seed: int) -> dict[str, Any]:  # fmt: skip
+async def daemon_run(mode: str, book: Any, bundle: Path, dsn: str, home: Path, *, hours: float, faults: dict[str, int],
+                     kills: int, retrain_kill: bool, seed: int) -> dict[str, Any]:  # fmt: skip
     """One run of `bot run` in `mode` over `hours` of real candles with the planned faults and
     `kills` kill -9 restarts at random exchange times; returns the figures."""
     t0 = time.monotonic()
     start, end, _ = window(bundle, hours)
     rng = random.Random(seed)
     sim = sim_for(book, start)
-    planned = fault_plan(start, end, feed_each, order_each if mode == "live" else 0, seed)
+    planned = fault_plan(start, end, **{**faults, "order": faults.get("order", 0) if mode == "live" else 0}, seed=seed)
     sim.add_faults(planned)
     await sim.start()
     await promote_bundle(dsn, bundle)
@@ -258,7 +258,7 @@ async def daemon_run(mode: str, book: Any, bundle: Path, dsn: str, home: Path, *
         except AssertionError as e:
             mism = [str(e)[:500]]
         dups = await store_duplicates(dsn, mode)
-    trades = sum(1 for e in events if e.get("event") == "position_closed")
+    trades = sum(1 for e in events if e.get("event") == "trade_close")
     out = {
         "mode": mode, "hours": hours, "symbols": len(book.symbols), "speed": SPEED,
         "faults_planned": len(planned), "faults_injected": sum(r["applied"] for r in table), "faults": table,
@@ -360,6 +360,41 @@ async def test_a_klines_page_that_is_not_json_is_fetched_again_not_taken_for_dow
         assert len(src) > 2000 and list(rows[s].ts[-len(src):]) == list(src.ts), s
 
 
+async def test_a_connection_reset_while_subscribing_is_a_websocket_down_line_not_a_traceback() -> None:
+    """aiohttp's ClientConnectionResetError (the socket reset while ccxt sends SUBSCRIBE)
+    escaped ccxt unwrapped and was logged as feed_ws_unexpected_error with a traceback."""
+    import aiohttp
+    import structlog
+
+    from bot.config import Config
+    from bot.marketdata.feed import CandleFeed
+
+    class ResetOnce:
+        on_kline = None
+        clients: dict = {}
+        calls = 0
+
+        async def watch_ohlcv_for_symbols(self, pairs: Any) -> Any:
+            self.calls += 1
+            if self.calls == 1:
+                raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+            await asyncio.sleep(3600)
+
+    cfg = Config.model_validate({"symbols": ["BTCUSDT"], "feed": {"reconnect_base_s": 0.01, "stall_timeout_s": 5.0}})
+    ex = ResetOnce()
+    feed = CandleFeed(cfg, None, exchange=ex)  # type: ignore[arg-type]
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(feed._ws_loop())
+        for _ in range(100):
+            if ex.calls >= 2:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+    names = [e["event"] for e in logs]
+    assert ex.calls >= 2 and feed.stats["ws_errors"] == 1
+    assert "feed_ws_down" in names and "feed_ws_unexpected_error" not in names, names
+
+
 def test_a_training_process_dies_with_the_daemon_that_started_it(tmp_path: Path) -> None:
     """kill -9 of the daemon used to leave its training process running as an orphan (for up to
     hours, beside the restarted daemon's own). A parent starts the real retrain child against a
@@ -411,7 +446,7 @@ def test_a_training_process_dies_with_the_daemon_that_started_it(tmp_path: Path)
 
 async def test_short_live_run_with_every_fault_kind_and_two_kills(db_dsn, book30, bundle_path, tmp_path) -> None:  # noqa: F811
     """make test's variant: live mode, 1 h, two of every fault kind, two kill -9 restarts."""
-    fig = await daemon_run("live", book30, bundle_path, db_dsn, tmp_path, hours=1, feed_each=2, order_each=2, kills=2,
+    fig = await daemon_run("live", book30, bundle_path, db_dsn, tmp_path, hours=1, faults={"candle": 2, "conn": 1, "rest": 2, "order": 2}, kills=2,
                            retrain_kill=False, seed=3)  # fmt: skip
     assert_clean(fig, min_faults=30, kinds=FEED_KINDS)
     assert fig["kills"] == 2
@@ -419,7 +454,7 @@ async def test_short_live_run_with_every_fault_kind_and_two_kills(db_dsn, book30
 
 @pytest.mark.reliability
 async def test_paper_fault_run_30_symbols(db_dsn, book30, bundle_path, tmp_path) -> None:  # noqa: F811
-    fig = await daemon_run("paper", book30, bundle_path, db_dsn, tmp_path, hours=3, feed_each=14, order_each=0, kills=0,
+    fig = await daemon_run("paper", book30, bundle_path, db_dsn, tmp_path, hours=4, faults={"candle": 18, "conn": 6, "rest": 12}, kills=0,
                            retrain_kill=False, seed=21)  # fmt: skip
     reliability_figures.record("daemon_fault_run_paper", fig)
     assert_clean(fig, min_faults=200, kinds=FEED_KINDS)
@@ -427,7 +462,7 @@ async def test_paper_fault_run_30_symbols(db_dsn, book30, bundle_path, tmp_path)
 
 @pytest.mark.reliability
 async def test_live_fault_run_30_symbols(db_dsn, book30, bundle_path, tmp_path) -> None:  # noqa: F811
-    fig = await daemon_run("live", book30, bundle_path, db_dsn, tmp_path, hours=3, feed_each=10, order_each=8, kills=0,
+    fig = await daemon_run("live", book30, bundle_path, db_dsn, tmp_path, hours=4, faults={"candle": 14, "conn": 5, "rest": 8, "order": 8}, kills=0,
                            retrain_kill=False, seed=22)  # fmt: skip
     reliability_figures.record("daemon_fault_run_live", fig)
     assert_clean(fig, min_faults=200, kinds=FEED_KINDS + ORDER_KINDS)
@@ -435,7 +470,7 @@ async def test_live_fault_run_30_symbols(db_dsn, book30, bundle_path, tmp_path) 
 
 @pytest.mark.reliability
 async def test_kill_9_ten_times_one_during_a_retrain(db_dsn, book30, bundle_path, tmp_path) -> None:  # noqa: F811
-    fig = await daemon_run("live", book30, bundle_path, db_dsn, tmp_path, hours=4, feed_each=2, order_each=3, kills=11,
+    fig = await daemon_run("live", book30, bundle_path, db_dsn, tmp_path, hours=4, faults={"candle": 2, "conn": 1, "rest": 2, "order": 3}, kills=11,
                            retrain_kill=True, seed=23)  # fmt: skip
     reliability_figures.record("daemon_kill_run", fig)
     assert fig["kills"] >= 10

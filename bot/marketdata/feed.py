@@ -35,6 +35,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
+import aiohttp
 import ccxt
 import numpy as np
 import structlog
@@ -185,7 +186,9 @@ class CandleFeed:
                 await self._close_ws()
             except asyncio.CancelledError:
                 raise
-            except ccxt.BaseError as e:
+            except (ccxt.BaseError, aiohttp.ClientError, ConnectionError) as e:
+                # aiohttp's own connection errors (a reset while ccxt sends SUBSCRIBE) reach
+                # here unwrapped: the same network trouble, not an unexpected error
                 self.stats["ws_errors"] += 1
                 (log.debug if reachability.down else log.warning)("feed_ws_down", error=type(e).__name__, detail=str(e)[:200],
                             text=f"FEED websocket down ({type(e).__name__}): REST meanwhile, reconnecting")  # fmt: skip
