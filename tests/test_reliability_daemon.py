@@ -53,7 +53,14 @@ from tests.daemon_faults import (
     store_duplicates,
     tracebacks,
 )
-from tests.test_live_mode import LiveDaemon, position_mismatches, sim_for, write_config
+from tests.test_live_mode import (
+    FAKE_KEY,
+    FAKE_SECRET,
+    LiveDaemon,
+    position_mismatches,
+    sim_for,
+    write_config,
+)
 from tests.test_live_paper import (  # noqa: F401 - fixtures
     ROOT,
     assert_books_consistent,
@@ -165,8 +172,9 @@ class Run:
         """`bot retrain --now`; kill -9 the daemon while the training process runs; the
         training process must die with it."""
         n = len(self.d.events())
+        env = {**os.environ, "BOT_API_KEY": FAKE_KEY, "BOT_API_SECRET": FAKE_SECRET}  # a live config needs them
         cli = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bot", "--config", str(cfg), "retrain", "--now"],
-                                      cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+                                      cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
         assert cli.returncode == 0 and "asked the daemon" in cli.stdout, cli.stdout + cli.stderr
         child = await self.d.wait_event("retrain_child", after=n, timeout=120)
         await asyncio.sleep(1.5)
