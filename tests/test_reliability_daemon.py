@@ -478,7 +478,7 @@ async def test_live_fault_run_30_symbols(db_dsn, book30, bundle_path, tmp_path) 
 
 @pytest.mark.reliability
 async def test_kill_9_ten_times_one_during_a_retrain(db_dsn, book30, bundle_path, tmp_path) -> None:  # noqa: F811
-    fig = await daemon_run("live", book30, bundle_path, db_dsn, tmp_path, hours=4, faults={"candle": 2, "conn": 1, "rest": 2, "order": 3}, kills=11,
+    fig = await daemon_run("live", book30, bundle_path, db_dsn, tmp_path, hours=4, faults={"candle": 2, "conn": 1, "rest": 2, "order": 3}, kills=14,
                            retrain_kill=True, seed=23)  # fmt: skip
     reliability_figures.record("daemon_kill_run", fig)
     assert fig["kills"] >= 10
