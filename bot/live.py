@@ -42,6 +42,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import multiprocessing
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,11 +73,14 @@ def rss_mb() -> float:
     return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
-def _train_entry(cfg: Config, job: Any) -> dict[str, Any]:
-    """In the spawned training process: log to the daemon's files (progress lines), train."""
+def _train_entry(cfg: Config, job: Any, parent_pid: int | None = None) -> dict[str, Any]:
+    """In the spawned training process: dies with the daemon (`bot.childguard`), logs to the
+    daemon's files (progress lines), trains."""
+    from bot.childguard import die_with_parent
     from bot.logs import setup_from_config
     from bot.training import _job_entry
 
+    die_with_parent(parent_pid)
     setup_from_config(cfg, console=False)
     return _job_entry(job)
 
@@ -264,7 +268,7 @@ class LiveTrader:
         )  # fmt: skip
         ctx = multiprocessing.get_context("spawn")  # not fork: LightGBM's OpenMP hangs in a forked child
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx)
-        task = asyncio.get_running_loop().run_in_executor(pool, _train_entry, cfg, job)
+        task = asyncio.get_running_loop().run_in_executor(pool, _train_entry, cfg, job, os.getpid())
         try:
             return await self._await_training(task, pool)
         finally:

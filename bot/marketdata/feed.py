@@ -40,6 +40,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
+import aiohttp
 import ccxt
 import numpy as np
 import structlog
@@ -196,7 +197,9 @@ class CandleFeed:
                 await self._close_ws()
             except asyncio.CancelledError:
                 raise
-            except ccxt.BaseError as e:
+            except (ccxt.BaseError, aiohttp.ClientError, ConnectionError) as e:
+                # aiohttp's own connection errors (a reset while ccxt sends SUBSCRIBE) reach
+                # here unwrapped: the same network trouble, not an unexpected error
                 self.stats["ws_errors"] += 1
                 if not self._outage_begins(type(e).__name__, quiet=reachability.down):
                     log.debug("feed_ws_down", error=type(e).__name__, detail=str(e)[:200],
