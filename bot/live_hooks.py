@@ -60,6 +60,9 @@ class LiveHooks:
         self._stale_since: int | None = None  # first minute of the current catch-up (for the log)
         self.stale_minutes = 0  # minutes stepped without entries because they were stale
         self._episode_minutes = 0  # of the current catch-up
+        from bot.survived import ErrorStreak
+
+        self._poll_errors = ErrorStreak("broker order poll", "order_poll_failed", log)
 
     async def setup(self) -> bool:
         from risk.market import MarketRules
@@ -245,7 +248,9 @@ class LiveHooks:
                 try:
                     await self.executor.poll_open()
                 except Exception as e:  # noqa: BLE001 - polling must never end the daemon
-                    log.warning("order_poll_failed", error=type(e).__name__)
+                    self._poll_errors.failed(e)
+                    continue
+                self._poll_errors.ok()
         finally:
             if watcher is not None:
                 watcher.cancel()
