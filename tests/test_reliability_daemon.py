@@ -102,6 +102,8 @@ class Run:
         self.kills = 0
         self.recovered = 0
         self.problems: list[str] = []
+        self.started_at = 0  # index of the current process's first log event
+        self.crash_points: list[dict[str, Any]] = []  # the daemon's own `crash_point` kills (BOT_CRASH_POINT)
 
     def exited(self) -> bool:
         return self.d.proc is not None and self.d.proc.returncode is not None
@@ -111,6 +113,8 @@ class Run:
         before = await engine_row(self.dsn, self.mode)
         sent_for = await last_decision_ts(self.dsn, self.mode)  # the dead process's last order minute
         n = len(self.d.events())
+        self.d.env = {}  # a crash point is armed for one process only
+        self.started_at = n
         await self.d.start()
         problems: list[str] = []
         if before is not None:
@@ -172,14 +176,26 @@ class Run:
             ev = next((e for e in self.d.events()[after:] if e["event"] in names), None)
             if ev is not None:
                 return ev
-            if self.exited():
+            if self.exited():  # its last lines may have landed after the read above
+                ev = next((e for e in self.d.events()[after:] if e["event"] in names), None)
+                if ev is not None:
+                    return ev
                 break
             await asyncio.sleep(0.2)
         raise AssertionError(f"never saw {names}; stderr: {(self.d.home / 'stderr.txt').read_text()[-2000:]}")
 
+    def crash_point_fired(self) -> dict[str, Any] | None:
+        """The `crash_point` line of the current process, if it killed itself at its armed point."""
+        return next((e for e in self.d.events()[self.started_at:] if e["event"] == "crash_point"), None)
+
     async def kill9(self) -> None:
         if self.exited():
-            self.crashes += 1
+            fired = self.crash_point_fired()
+            if fired is not None:  # the armed BOT_CRASH_POINT: a kill -9 at that exact point
+                self.crash_points.append({k: fired.get(k) for k in ("point", "client_order_id", "timestamp")})
+                self.kills += 1
+            else:
+                self.crashes += 1
         else:
             await self.d.kill9()
             self.kills += 1
@@ -212,9 +228,12 @@ class Run:
 
 
 async def daemon_run(mode: str, book: Any, bundle: Path, dsn: str, home: Path, *, hours: float, faults: dict[str, int],
-                     kills: int, retrain_kill: bool, seed: int) -> dict[str, Any]:  # fmt: skip
+                     kills: int, retrain_kill: bool, seed: int, crash_point: str | None = None) -> dict[str, Any]:  # fmt: skip
     """One run of `bot run` in `mode` over `hours` of real candles with the planned faults and
-    `kills` kill -9 restarts at random exchange times; returns the figures."""
+    `kills` kill -9 restarts at random exchange times; returns the figures. `crash_point`
+    (BOT_CRASH_POINT, e.g. `after_submit:entry`) is armed in the first process: it kills itself
+    there (between an order's submission and the persisting of its answer), which counts as one
+    more kill, and the processes after it run unarmed."""
     t0 = time.monotonic()
     start, end, _ = window(bundle, hours)
     rng = random.Random(seed)
@@ -228,7 +247,7 @@ async def daemon_run(mode: str, book: Any, bundle: Path, dsn: str, home: Path, *
         from tests.test_retrain_daemon import import_history
 
         await import_history(dsn, book, start)
-    d = LiveDaemon(cfg, home, dsn, mode)
+    d = LiveDaemon(cfg, home, dsn, mode, env={"BOT_CRASH_POINT": crash_point} if crash_point else None)
     run = Run(d, sim, dsn, mode)
     kill_at = sorted(rng.uniform(start + 15 * MINUTE_MS, end - 30 * MINUTE_MS) for _ in range(kills))
     retrain_at = kill_at.pop(len(kill_at) // 2) if retrain_kill and kill_at else None
@@ -236,9 +255,10 @@ async def daemon_run(mode: str, book: Any, bundle: Path, dsn: str, home: Path, *
     final = None
     try:
         await d.start()
-        await d.wait_event("engine_ready", timeout=300)
-        if mode == "live":
-            await d.wait_event("reconcile_done")
+        # an armed crash point may fire as soon as the first step sends an order
+        ready = await run.wait_any(("engine_ready", "crash_point"), 0, timeout=300)
+        if mode == "live" and ready["event"] != "crash_point":
+            await run.wait_any(("reconcile_done", "crash_point"), 0)
         sim.clock.set(speed=SPEED)
         while sim.clock.now_ms() < end:
             now = sim.clock.now_ms()
@@ -291,6 +311,7 @@ async def daemon_run(mode: str, book: Any, bundle: Path, dsn: str, home: Path, *
         "duplicate_orders": dups, "position_mismatches": len(mism), "mismatch_detail": mism,
         "crashes": run.crashes, "tracebacks": tracebacks(home), "exit_status": rc,
         "kills": run.kills, "kills_recovered": run.recovered, "restart_problems": run.problems, "retrain_kill": retrain,
+        "crash_point_kills": run.crash_points,
         "orders_on_exchange": len(sim.account.orders) if mode == "live" else None, "closed_trade_lines": trades,
         "final_reconcile_mismatches": final["mismatches"] if final else None, "seconds": round(time.monotonic() - t0, 1),
     }  # fmt: skip
@@ -499,9 +520,16 @@ async def test_live_fault_run_30_symbols(db_dsn, book30, bundle_path, tmp_path) 
 
 @pytest.mark.reliability
 async def test_kill_9_ten_times_one_during_a_retrain(db_dsn, book30, bundle_path, tmp_path) -> None:  # noqa: F811
-    fig = await daemon_run("live", book30, bundle_path, db_dsn, tmp_path, hours=4, faults={"candle": 2, "conn": 1, "rest": 2, "order": 3}, kills=14,
-                           retrain_kill=True, seed=23)  # fmt: skip
+    """>= 10 kill -9 in one live run: one while a retrain's training process runs, one at the
+    daemon's own crash point between an entry order's submission and the persisting of its
+    answer (BOT_CRASH_POINT=after_submit:entry), the rest at random exchange minutes. Each
+    restart takes ~20 exchange minutes at 120x (start, warm-up, catch-up, the check), hence
+    5 hours for 14 planned random kills."""
+    fig = await daemon_run("live", book30, bundle_path, db_dsn, tmp_path, hours=5, faults={"candle": 2, "conn": 1, "rest": 2, "order": 3}, kills=14,
+                           retrain_kill=True, seed=23, crash_point="after_submit:entry")  # fmt: skip
     reliability_figures.record("daemon_kill_run", fig)
     assert fig["kills"] >= 10
     assert fig["retrain_kill"] is not None and fig["retrain_kill"]["child_died_with_daemon"], fig["retrain_kill"]
+    assert [c["point"] for c in fig["crash_point_kills"]] == ["after_submit"] and fig["crash_point_kills"][0]["client_order_id"], fig
+    assert fig["crashes"] == 0
     assert_clean(fig, min_faults=30, kinds=ORDER_KINDS)
