@@ -66,11 +66,22 @@ async def candles_lost(dsn: str, book: CandleBook, start: int, end: int) -> dict
 
 def tracebacks(home: Path) -> int:
     """'Traceback' blocks in the daemon's stderr and log files."""
-    n = 0
+    return len(traceback_excerpts(home))
+
+
+def traceback_excerpts(home: Path) -> list[str]:
+    """Each 'Traceback' block in the daemon's stderr and log files: the file and the block's
+    last lines (the exception), so a failed run says what it was after its directory is gone."""
+    out = []
     for p in [home / "stderr.txt", *sorted((home / "logs").glob("*"))]:
-        if p.is_file():
-            n += p.read_text(errors="replace").count("Traceback (most recent call last)")
-    return n
+        if not p.is_file():
+            continue
+        text = p.read_text(errors="replace")
+        for block in text.split("Traceback (most recent call last)")[1:]:
+            lines = [ln for ln in block.splitlines() if ln.strip()]
+            tail = next((i for i, ln in enumerate(lines) if not ln.startswith((" ", "\t", ":"))), len(lines))
+            out.append(f"{p.name}: " + " | ".join(lines[max(0, tail - 2): tail + 1])[:600])
+    return out
 
 
 def _count(events: list[dict[str, Any]], name: str, **match: Any) -> int:

@@ -52,6 +52,7 @@ from tests.daemon_faults import (
     print_fault_table,
     risk_consistent,
     store_duplicates,
+    traceback_excerpts,
     tracebacks,
 )
 from tests.test_live_mode import (
@@ -309,7 +310,7 @@ async def daemon_run(mode: str, book: Any, bundle: Path, dsn: str, home: Path, *
         "faults_planned": len(planned), "faults_injected": sum(r["applied"] for r in table), "faults": table,
         "candles": lost, "candles_lost": lost["missing"] + lost["altered"] + lost["invented"],
         "duplicate_orders": dups, "position_mismatches": len(mism), "mismatch_detail": mism,
-        "crashes": run.crashes, "tracebacks": tracebacks(home), "exit_status": rc,
+        "crashes": run.crashes, "tracebacks": tracebacks(home), "traceback_detail": traceback_excerpts(home), "exit_status": rc,
         "kills": run.kills, "kills_recovered": run.recovered, "restart_problems": run.problems, "retrain_kill": retrain,
         "crash_point_kills": run.crash_points,
         "orders_on_exchange": len(sim.account.orders) if mode == "live" else None, "closed_trade_lines": trades,
@@ -325,7 +326,7 @@ def assert_clean(fig: dict[str, Any], *, min_faults: int, kinds: tuple[str, ...]
     applied = {r["kind"]: r["applied"] for r in fig["faults"]}
     assert fig["faults_injected"] >= min_faults, applied
     assert all(applied[k] >= 1 for k in kinds), {k: applied[k] for k in kinds}
-    assert fig["crashes"] == 0 and fig["tracebacks"] == 0 and fig["exit_status"] == 0, fig
+    assert fig["crashes"] == 0 and fig["tracebacks"] == 0 and fig["exit_status"] == 0, (fig["traceback_detail"], fig)
     assert fig["candles_lost"] == 0 and fig["candles"]["rows"] >= 30 * 50, fig["candles"]
     assert fig["duplicate_orders"] == 0
     assert fig["position_mismatches"] == 0, fig["mismatch_detail"]
