@@ -24,6 +24,12 @@ A stop request ends the loop after the minute in flight is persisted (no new ent
 after it), then the feed flushes its candles and closes (a training process still running is
 killed).
 
+Postgres restarting or stalling while streaming is survived (`bot.store.outage`): the minute's
+records are held in bounded memory and written in one transaction when the store answers,
+entries pause meanwhile (paper), and live mode holds before the next minute (an order is never
+sent before its row is written); the feed holds its candles (bounded; dropped ones are fetched
+again from the exchange); the heartbeat and the champion check skip while the store is away.
+
 Live mode (`mode: live` and `confirm_live`, i.e. `bot run --confirm-live`): the engine's broker
 is `bot.brokers.live.LiveBroker` instead of the paper broker (see `LiveHooks` below: the only
 live-specific code of this loop); its orders and fills are written by the broker itself, before
@@ -54,6 +60,7 @@ from bot.looplag import LoopLag
 from bot.marketdata.exchange import build_exchange, unlisted_symbols
 from bot.marketdata.retry import Backoff, describe_network_error, reachability
 from bot.store import daemon_lock as status
+from bot.store.outage import STORE_UNAVAILABLE, StepBuffer, StoreHealth, is_unavailable
 from bot.store.trading import StepRecords, TradingStore
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
 
@@ -126,6 +133,10 @@ class LiveTrader:
         self.no_train = no_train
         self.mode = cfg.mode
         self.trading = TradingStore(store.pool, self.mode)
+        self.health = StoreHealth()  # the store's availability (bot.store.outage); the daemon lock guard reports too
+        self.steps = StepBuffer(lambda rec: self.trading.write_step(rec, now_ms=status.now_ms()),
+                                lambda recs: self.trading.write_steps(recs, now_ms=status.now_ms()), self.health,
+                                max_minutes=cfg.database.outage_buffer_minutes, timeout_s=cfg.database.write_timeout_s)  # fmt: skip
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self.engine: Any = None
         self.model_version: str | None = None
@@ -367,7 +378,10 @@ class LiveTrader:
     def _new_feed(self, symbols: Any, start_ms: int) -> Any:
         from bot.marketdata.feed import CandleFeed
 
-        return CandleFeed(self.cfg, self.store, exchange=self._exchange, symbols=symbols, start_ms=start_ms)
+        feed = CandleFeed(self.cfg, self.store, exchange=self._exchange, symbols=symbols, start_ms=start_ms)
+        feed.health = self.health
+        self.health.holders.append(feed.held_rows)
+        return feed
 
     async def _stream(self, anchor: int) -> int:
         from bot.marketdata.minutes import MinuteAssembler
@@ -409,10 +423,18 @@ class LiveTrader:
                 ts, bars = nxt.result()
                 if ts <= (self.last_minute or -1):
                     continue
+                if not await self._store_gate():
+                    break  # stopped while waiting for the store
                 if self.live is not None and self.live.reconcile_due():
                     await self.live.reconcile(eng, self._in_worker)
                 await self._step(ts, bars)
-                await follower.check(ts, bars)  # between two minutes: a new champion is swapped in here
+                if self.health.up:
+                    try:
+                        await follower.check(ts, bars)  # between two minutes: a new champion is swapped in here
+                    except Exception as e:
+                        if not is_unavailable(e):
+                            raise
+                        self.health.failed("champion check", e)
         finally:
             if poller is not None:
                 poller.cancel()
@@ -427,8 +449,37 @@ class LiveTrader:
             hb.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await hb
+            await self._flush_at_stop()
             await self._heartbeat()
         return 0
+
+    async def _store_gate(self) -> bool:
+        """Before each minute's step, while the store is unavailable (`bot.store.outage`):
+        paper mode pauses entries (decision rows say `store_unavailable`) and holds the records,
+        but waits when the held backlog is full; live mode waits (its orders are written before
+        they are sent). Waiting retries the store every few seconds. False if stopped meanwhile."""
+        steps, health = self.steps, self.health
+        if steps.held:
+            await steps.flush()
+        while (steps.full or (self.live is not None and not health.up)) and not self.stop.is_set():
+            if steps.held:
+                await steps.flush(force=True)
+            else:
+                await self._heartbeat()  # the probe when nothing is held (live mode)
+            if steps.full or (self.live is not None and not health.up):
+                await _sleep_or_stop(self.stop, steps.retry_s)
+        if self.live is None and self.engine is not None:
+            self.engine.entry_block = None if health.up else STORE_UNAVAILABLE
+        return not self.stop.is_set()
+
+    async def _flush_at_stop(self) -> None:
+        if not self.steps.held:
+            return
+        n = len(self.steps.held)
+        if not await self.steps.flush(force=True):
+            log.error("store_backlog_lost", minutes=n,
+                      text=f"STORE still unavailable at stop: {n} minute(s) of trading records not written; the next "
+                           "start resumes after the store's last minute and steps them again")  # fmt: skip
 
     async def _step(self, ts: int, bars: np.ndarray) -> None:
         eng = self.engine
@@ -437,7 +488,7 @@ class LiveTrader:
         rec = StepRecords.from_step(ts, res, state=state, model_version=self.model_version)
         if self.live is not None:
             rec.fills = ()  # the live broker wrote the exchange's own trades (fees as reported) already
-        await self.trading.write_step(rec, now_ms=status.now_ms())
+        await self.steps.write(rec)  # held in memory while the store is unavailable (bot.store.outage)
         self.last_minute = ts
         st = self.stats
         st.minutes += 1
@@ -513,13 +564,20 @@ class LiveTrader:
             d["feed_ws_up"] = bool(self.feed.ws_up)
         if self.retrainer is not None:
             d.update(self.retrainer.details())
+        d.update(self.health.details())
         return d
 
     async def _heartbeat(self) -> None:
         try:
-            await status.write_heartbeat(self.store.pool, last_minute_ts=self.last_minute, details=self.details())
+            await asyncio.wait_for(status.write_heartbeat(self.store.pool, last_minute_ts=self.last_minute,
+                                                          details=self.details()), self.cfg.database.write_timeout_s)  # fmt: skip
         except Exception as e:  # noqa: BLE001 - the heartbeat must never end the daemon
-            log.warning("heartbeat_failed", error=type(e).__name__)
+            if is_unavailable(e):
+                self.health.failed("heartbeat", e)
+            else:
+                log.warning("heartbeat_failed", error=type(e).__name__)
+        else:
+            self.health.ok()
 
     async def _heartbeat_loop(self) -> None:
         while True:

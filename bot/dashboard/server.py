@@ -14,6 +14,7 @@ says so.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -27,6 +28,7 @@ from bot.dashboard.state import DashboardState, json_clean, read_state
 
 log = structlog.get_logger("bot.dashboard")
 
+READ_TIMEOUT_S = 15.0
 STATE_KEY: web.AppKey[DashboardState] = web.AppKey("state", DashboardState)
 CFG_KEY: web.AppKey[DashboardConfig] = web.AppKey("cfg", DashboardConfig)
 MONITOR_KEY: web.AppKey[Any] = web.AppKey("loop_lag_monitor", object)
@@ -34,7 +36,8 @@ MONITOR_KEY: web.AppKey[Any] = web.AppKey("loop_lag_monitor", object)
 
 async def _state_or_error(request: web.Request) -> tuple[dict[str, Any] | None, str | None]:
     try:
-        return json_clean(await read_state(request.app[STATE_KEY])), None
+        # bounded: a stalled database must not hang the page (the daemon's outage handling: bot.store.outage)
+        return json_clean(await asyncio.wait_for(read_state(request.app[STATE_KEY]), READ_TIMEOUT_S)), None
     except Exception as e:  # noqa: BLE001 - the page reports it; the daemon goes on
         log.warning("dashboard_read_failed", error=f"{type(e).__name__}: {e}",
                     text=f"dashboard: store read failed: {type(e).__name__}: {e}")  # fmt: skip
