@@ -45,14 +45,16 @@ async def _guard_lock(lock: daemon_lock.DaemonLock, stop: asyncio.Event, lost: l
     stalled) the daemon takes it again as soon as the server answers, and meanwhile writes no
     trading records (`health.lock_lost`: the held backlog waits, see `bot.store.outage`). If
     another daemon took it first, this one stops (systemd starts it again, through the lock)."""
+    last_check = time.monotonic()
     while not stop.is_set():
-        await asyncio.sleep(LOCK_RETRY_S if health.lock_lost else LOCK_CHECK_S)  # type: ignore[attr-defined]
+        await asyncio.sleep(LOCK_RETRY_S)  # (the step writer's check may find it lost first)
         if not health.lock_lost:  # type: ignore[attr-defined]
+            if time.monotonic() - last_check < LOCK_CHECK_S:
+                continue
+            last_check = time.monotonic()
             if await lock.alive():
                 continue
-            health.lock_lost = True  # type: ignore[attr-defined]
-            log.warning("daemon_lock_dropped",
-                        text="LOCK connection dropped (database restarted or stalled): taking it again when it answers")  # fmt: skip
+            _lock_dropped(health)
         try:
             if await lock.retake():
                 health.lock_lost = False  # type: ignore[attr-defined]
@@ -73,10 +75,16 @@ def _lock_checker(lock: daemon_lock.DaemonLock, health: object) -> object:
             return False
         if await lock.alive(timeout=5):
             return True
-        health.lock_lost = True  # type: ignore[attr-defined]  # the guard takes it again
+        _lock_dropped(health)  # the guard takes it again
         return False
 
     return check
+
+
+def _lock_dropped(health: object) -> None:
+    health.lock_lost = True  # type: ignore[attr-defined]
+    log.warning("daemon_lock_dropped",
+                text="LOCK connection dropped (database restarted or stalled): taking it again when it answers")  # fmt: skip
 
 
 async def _start_dashboard(cfg: Config, store: object, trader: object) -> object | None:

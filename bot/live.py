@@ -132,7 +132,8 @@ class LiveTrader:
         self.stop = stop
         self.no_train = no_train
         self.mode = cfg.mode
-        self.trading = TradingStore(store.pool, self.mode)
+        self.trading = TradingStore(store.pool, self.mode, acquire_timeout=cfg.database.write_timeout_s)
+        store.write_timeout = cfg.database.write_timeout_s
         self.health = StoreHealth()  # the store's availability (bot.store.outage); the daemon lock guard reports too
         self.steps = StepBuffer(lambda rec: self.trading.write_step(rec, now_ms=status.now_ms()),
                                 lambda recs: self.trading.write_steps(recs, now_ms=status.now_ms()), self.health,
@@ -569,8 +570,9 @@ class LiveTrader:
 
     async def _heartbeat(self) -> None:
         try:
-            await asyncio.wait_for(status.write_heartbeat(self.store.pool, last_minute_ts=self.last_minute,
-                                                          details=self.details()), self.cfg.database.write_timeout_s)  # fmt: skip
+            t = self.cfg.database.write_timeout_s
+            async with asyncio.timeout(2 * t), self.store.pool.acquire(timeout=t) as conn:
+                await status.write_heartbeat(conn, last_minute_ts=self.last_minute, details=self.details())
         except Exception as e:  # noqa: BLE001 - the heartbeat must never end the daemon
             if is_unavailable(e):
                 self.health.failed("heartbeat", e)

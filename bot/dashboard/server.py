@@ -35,6 +35,11 @@ MONITOR_KEY: web.AppKey[Any] = web.AppKey("loop_lag_monitor", object)
 
 
 async def _state_or_error(request: web.Request) -> tuple[dict[str, Any] | None, str | None]:
+    live = request.app[STATE_KEY].live
+    details = live() if live is not None else {}
+    if details.get("store_up") is False:  # the daemon knows: do not wait for a stalled server
+        why = f"the store is unavailable (for {details.get('store_down_s', 0):.0f}s); the daemon holds its writes and retries"
+        return None, why
     try:
         # bounded: a stalled database must not hang the page (the daemon's outage handling: bot.store.outage)
         return json_clean(await asyncio.wait_for(read_state(request.app[STATE_KEY]), READ_TIMEOUT_S)), None

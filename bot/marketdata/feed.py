@@ -540,7 +540,7 @@ class CandleFeed:
                 if self.health is not None:
                     self.health.refetched_candles += written
             del self._refetch[sym]
-            log.info("feed_refetched", symbol=sym, candles=written, first=lo, last=hi)
+            log.debug("feed_refetched", symbol=sym, candles=written, first=lo, last=hi)  # summed in store_recovered
 
     # -- introspection ---------------------------------------------------------------------
 

@@ -187,6 +187,6 @@ class StepBuffer:
             return False
         for _ in backlog:
             self.held.popleft()
-        log.info("store_backlog_written", minutes=len(backlog))
+        log.debug("store_backlog_written", minutes=len(backlog))
         self.health.ok()
         return True

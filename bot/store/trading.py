@@ -122,21 +122,24 @@ def _position_from_details(d: dict[str, Any]) -> Position:
 class TradingStore:
     """Trading-table reads and writes for one mode ('paper', 'live' or 'backtest')."""
 
-    def __init__(self, pool: asyncpg.Pool, mode: str):
+    def __init__(self, pool: asyncpg.Pool, mode: str, *, acquire_timeout: float | None = None):
         self.pool = pool
         self.mode = mode
+        # Bounds taking a pool connection *and* giving it back (asyncpg resets it on release): without
+        # it, a write cancelled on a stalled server waits for the server to wake (bot.store.outage).
+        self.acquire_timeout = acquire_timeout
 
     # -- writes ------------------------------------------------------------------------------
 
     async def write_step(self, rec: StepRecords, *, now_ms: int) -> None:
         """Persist one step atomically (see the module docstring). Safe to call twice."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire(timeout=self.acquire_timeout) as conn, conn.transaction():
             await self._write(conn, rec, now_ms)
 
     async def write_steps(self, recs: Sequence[StepRecords], *, now_ms: int) -> None:
         """Persist several consecutive steps in ONE transaction, in order (the backlog held while
         the store was unavailable: `bot.store.outage`). Only the last may carry the engine state."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire(timeout=self.acquire_timeout) as conn, conn.transaction():
             for rec in recs:
                 await self._write(conn, rec, now_ms)
 
