@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from bot.simulator.replay import CandleBook
 from bot.simulator.server import ExchangeSimulator, SimSettings
 from bot.store.embedded import EmbeddedPostgres
 from models.timeutil import DAY_MS, MINUTE_MS
-from tests.conftest import DATA_DIR, _migrate_sync
+from tests.conftest import DATA_DIR, _migrate_sync, symbols30
 from tests.engine_support import SYMBOLS
 from tests.reliability_figures import record
 from tests.test_live_paper import (  # noqa: F401 - bundle_path is a fixture
@@ -66,9 +67,8 @@ def own_pg() -> Iterator[EmbeddedPostgres]:
     """A Postgres cluster of this module alone (the session's must not be stopped)."""
     base = Path(tempfile.mkdtemp(prefix="bot-test-pg-outage-", dir="/tmp"))
     os.chmod(base, 0o755)
-    server = EmbeddedPostgres(base / "pgdata", dbname="bot", fast_unsafe=True)
+    server = EmbeddedPostgres(base / "pgdata", dbname="postgres", fast_unsafe=True)
     server.start()
-    _migrate_sync(server.dsn())
     try:
         yield server
     finally:
@@ -87,10 +87,24 @@ def _cluster_procs(server: EmbeddedPostgres) -> list[psutil.Process]:
     return [pm, *pm.children(recursive=True)]
 
 
-def write_config(home: Path, dsn: str, sim: ExchangeSimulator, dashboard_port: int) -> Path:
+@pytest.fixture
+def outage_dsn(own_pg: EmbeddedPostgres) -> Iterator[str]:
+    """A fresh, migrated database on this module's cluster."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    own_pg.create_database(name)
+    dsn = own_pg.dsn(name)
+    _migrate_sync(dsn)
+    try:
+        yield dsn
+    finally:
+        if own_pg.running():
+            own_pg.drop_database(name)
+
+
+def write_config(home: Path, dsn: str, sim: ExchangeSimulator, dashboard_port: int, symbols: list[str]) -> Path:
     cfg = home / "config.yaml"
     cfg.write_text(yaml.safe_dump({
-        "symbols": SYMBOLS,
+        "symbols": symbols,
         "database": {"dsn": dsn, "write_timeout_s": WRITE_TIMEOUT_S},
         "exchange": {"urls": sim.urls, "rate_limit_ms": 0, "timeout_ms": 5000, "retry_base_s": 0.1, "retry_max_s": 1.0},
         "feed": {"backfill_days": 0, "rest_poll_interval_s": 0.5, "flush_interval_s": 0.2, "stall_timeout_s": 5.0,
@@ -104,13 +118,13 @@ def write_config(home: Path, dsn: str, sim: ExchangeSimulator, dashboard_port: i
     return cfg
 
 
-async def preload(dsn: str, book: CandleBook, lo: int, hi: int) -> None:
+async def preload(dsn: str, book: CandleBook, lo: int, hi: int, symbols: list[str]) -> None:
     """The warm-up history, so the daemon's start-up backfill has (almost) nothing to fetch."""
     from bot.store.db import Store
 
     s = await Store.connect(dsn)
     try:
-        for sym in SYMBOLS:
+        for sym in symbols:
             await s.write_candles(sym, book.range(sym, lo, hi))
     finally:
         await s.close()
@@ -132,11 +146,11 @@ async def get(url: str, timeout: float = 30) -> tuple[int, str]:
         return r.status, await r.text()
 
 
-async def store_rows(dsn: str, start: int) -> dict[str, Any]:
+async def store_rows(dsn: str, symbols: list[str]) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     try:
         candles = {s: await conn.fetch("SELECT ts, open, high, low, close, volume FROM candles WHERE symbol = $1 ORDER BY ts", s)
-                   for s in SYMBOLS}  # fmt: skip
+                   for s in symbols}  # fmt: skip
         equity = [r["ts"] for r in await conn.fetch("SELECT ts FROM equity_snapshots WHERE mode = 'paper' ORDER BY ts")]
         decisions = [dict(r) for r in await conn.fetch(
             "SELECT ts, symbol, action, reason FROM decisions WHERE mode = 'paper' ORDER BY ts, symbol")]  # fmt: skip
@@ -152,21 +166,34 @@ async def store_rows(dsn: str, start: int) -> dict[str, Any]:
             "status": {"pid": st["pid"], **json.loads(st["details"])}}  # fmt: skip
 
 
-async def test_daemon_survives_a_postgres_restart_and_a_stall(own_pg: EmbeddedPostgres, bundle_path: Path,  # noqa: F811
-                                                               tmp_path: Path) -> None:  # fmt: skip
+async def test_daemon_survives_a_postgres_restart_and_a_stall(own_pg: EmbeddedPostgres, outage_dsn: str,
+                                                               bundle_path: Path, tmp_path: Path) -> None:  # noqa: F811  # fmt: skip
+    """The fast case (make test): 5 symbols, a 12-minute restart and a 10-minute stall."""
+    await scenario(own_pg, outage_dsn, bundle_path, tmp_path, SYMBOLS, restart_min=12, stall_min=10, figure="pg_outages")
+
+
+@pytest.mark.reliability
+async def test_30_symbols_survive_long_postgres_outages(own_pg: EmbeddedPostgres, outage_dsn: str,
+                                                        bundle_path: Path, tmp_path: Path) -> None:  # noqa: F811  # fmt: skip
+    """The long case (make reliability): 30 symbols, a 40-minute restart and a 20-minute stall."""
+    await scenario(own_pg, outage_dsn, bundle_path, tmp_path, symbols30(), restart_min=40, stall_min=20,
+                   figure="pg_outages_30")  # fmt: skip
+
+
+async def scenario(own_pg: EmbeddedPostgres, dsn: str, bundle: Path, tmp_path: Path, symbols: list[str], *,
+                   restart_min: int, stall_min: int, figure: str) -> None:  # fmt: skip
     t_begin = time.monotonic()
-    dsn = own_pg.dsn()
-    book = CandleBook.from_directory(DATA_DIR, SYMBOLS)
-    start, _, _ = window(bundle_path, 1)
+    book = CandleBook.from_directory(DATA_DIR, symbols)
+    start, _, _ = window(bundle, 1)
     start += TRADING_STRETCH_MS
-    await preload(dsn, book, start - 8 * DAY_MS, start - MINUTE_MS)
-    await promote_bundle(dsn, bundle_path)
+    await preload(dsn, book, start - 8 * DAY_MS, start - MINUTE_MS, symbols)
+    await promote_bundle(dsn, bundle)
     sim = ExchangeSimulator(book, SimSettings(speed=0, start_ms=start, update_interval_s=0.5))
     await sim.start()
     port = free_port()
     home = tmp_path
     os.chmod(home, 0o755)
-    cfg = write_config(home, dsn, sim, port)
+    cfg = write_config(home, dsn, sim, port, symbols)
     d = Daemon(cfg, home, dsn)
     outages: list[tuple[str, int, int]] = []  # (kind, exchange time down, exchange time back)
     probes: dict[str, Any] = {}
@@ -176,13 +203,13 @@ async def test_daemon_survives_a_postgres_restart_and_a_stall(own_pg: EmbeddedPo
         await run_clock(sim, 8)
         await d.wait_minute(sim.clock.now_ms() - 2 * MINUTE_MS, timeout=60)
 
-        # 1. restart: stopped for 12 exchange minutes (> HELD_CANDLES: candles dropped, re-fetched)
+        # 1. restart: stopped for `restart_min` exchange minutes (> HELD_CANDLES: candles dropped, re-fetched)
         down = sim.clock.now_ms()
         await asyncio.to_thread(own_pg.stop)
-        await run_clock(sim, 6)
+        await run_clock(sim, restart_min / 2)
         probes["status_rc"], probes["status_out"] = await bot_status(cfg)
         probes["page_status"], _ = await get(f"http://127.0.0.1:{port}/api/state")
-        await run_clock(sim, 6)
+        await run_clock(sim, restart_min / 2)
         assert d.proc.returncode is None, "the daemon died while Postgres was down"
         await asyncio.to_thread(own_pg.start)
         outages.append(("restart", down, sim.clock.now_ms()))
@@ -199,7 +226,7 @@ async def test_daemon_survives_a_postgres_restart_and_a_stall(own_pg: EmbeddedPo
             await run_clock(sim, 4)
             await d.wait_event("store_outage", after=n_events, timeout=30)  # noticed: a write timed out
             probes["page_status_stalled"], _ = await get(f"http://127.0.0.1:{port}/api/state", timeout=10)
-            await run_clock(sim, 6)
+            await run_clock(sim, stall_min - 4)
             assert d.proc.returncode is None, "the daemon died while Postgres was stalled"
         finally:
             for p in procs:
@@ -213,7 +240,7 @@ async def test_daemon_survives_a_postgres_restart_and_a_stall(own_pg: EmbeddedPo
             if sum(e["event"] == "store_recovered" for e in d.events()) >= 2:
                 break
             await asyncio.sleep(0.2)
-        st = await asyncio.to_thread(own_pg.psql, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 7264002 AND granted", "bot")
+        st = await asyncio.to_thread(own_pg.psql, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 7264002 AND granted")
         probes["lock_held_after"] = int(st)
         probes["page_status_after"], _ = await get(f"http://127.0.0.1:{port}/api/state")
         rc = await d.terminate()
@@ -247,10 +274,10 @@ async def test_daemon_survives_a_postgres_restart_and_a_stall(own_pg: EmbeddedPo
     assert sum(" STORE back after " in ln for ln in log) >= 2, "no STORE back line"
     assert any("LOCK taken again" in ln for ln in log)
 
-    rows = await store_rows(dsn, start)
+    rows = await store_rows(dsn, symbols)
     # candles: the store equals the source minute by minute (dropped ones were fetched again)
     first = start - 8 * DAY_MS
-    for sym in SYMBOLS:
+    for sym in symbols:
         got = rows["candles"][sym]
         got = [r for r in got if r["ts"] <= last]
         want = book.range(sym, first, last)
@@ -281,7 +308,7 @@ async def test_daemon_survives_a_postgres_restart_and_a_stall(own_pg: EmbeddedPo
         assert mine, f"no entry paused during the {kind}: {rel}"
         taken = [r for r in rows["decisions"] if r["action"] == "enter" and min(mine) <= r["ts"] <= max(mine)]
         assert not taken, f"entries taken while the store was away ({kind}): {taken[:3]} {rel}"
-    assert all(any(lo - 3 * MINUTE_MS <= r["ts"] <= hi + 10 * MINUTE_MS for _, lo, hi in outages) for r in paused), (
+    assert all(any(lo - 3 * MINUTE_MS <= r["ts"] <= hi + 20 * MINUTE_MS for _, lo, hi in outages) for r in paused), (
         "entries paused outside an outage", rel)
     from collections import Counter
 
@@ -290,6 +317,6 @@ async def test_daemon_survives_a_postgres_restart_and_a_stall(own_pg: EmbeddedPo
     figures = {"survived": len(outages), "kinds": [k for k, _, _ in outages], "minutes_down": [round((hi - lo) / MINUTE_MS) for _, lo, hi in outages],
                "held_steps": [e["held_steps"] for e in rec], "held_candles": [e["held_candles"] for e in rec],
                "dropped_candles": sum(e["dropped_candles"] for e in rec), "refetched_candles": sum(e["refetched_candles"] for e in rec),
-               "entries_paused": len(paused), "symbols": len(SYMBOLS), "candles_lost": 0, "crashes": 0, "seconds": round(elapsed, 1)}  # fmt: skip
+               "entries_paused": len(paused), "symbols": len(symbols), "candles_lost": 0, "crashes": 0, "seconds": round(elapsed, 1)}  # fmt: skip
     print("pg outages:", json.dumps(figures))
-    record("pg_outages", figures)
+    record(figure, figures)
