@@ -67,6 +67,11 @@ from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
 log = structlog.get_logger("bot.live")
 
 HEARTBEAT_S = 5.0
+EXIT_STORE_LOST = 5  # live mode: the store went away inside a step (systemd restarts the daemon)
+
+
+class StoreLostMidStep(RuntimeError):
+    """Live mode: an order row could not be written inside a step (bot.store.outage)."""
 
 
 def rss_mb() -> float:
@@ -162,6 +167,9 @@ class LiveTrader:
         lag = asyncio.create_task(self.lag.run(), name="loop-lag")
         try:
             return await self._run()
+        except StoreLostMidStep as e:
+            log.error("store_lost_mid_step", text=f"STORE {e}")
+            return EXIT_STORE_LOST
         finally:
             lag.cancel()
             self.worker.shutdown(wait=True)
@@ -485,7 +493,15 @@ class LiveTrader:
     async def _step(self, ts: int, bars: np.ndarray) -> None:
         eng = self.engine
         t0 = time.perf_counter()
-        res, state = await self._in_worker(self._step_sync, ts, bars)
+        try:
+            res, state = await self._in_worker(self._step_sync, ts, bars)
+        except Exception as e:
+            if self.live is None or not is_unavailable(e):
+                raise
+            # live: the store went away between the gate and an order row, inside the step; the
+            # engine's state is no longer known to match the store: restart from the store
+            raise StoreLostMidStep(f"the store became unavailable during the live step of {fmt_ts(ts)} "
+                                   f"({type(e).__name__}); restarting from the store") from e  # fmt: skip
         rec = StepRecords.from_step(ts, res, state=state, model_version=self.model_version)
         if self.live is not None:
             rec.fills = ()  # the live broker wrote the exchange's own trades (fees as reported) already

@@ -33,6 +33,10 @@ the store has (the restart path re-steps the minutes after it). Rules while the 
   restart; an exit whose barrier was crossed meanwhile is sent at market then. The live broker
   keeps no resting stop orders on the exchange, so an outage delays protective exits by its
   length: this is the price of never having an order on the exchange the store does not know.
+  The store can also go away *inside* a live step, between the check before it and an order
+  row: the step fails half-way, the engine no longer provably matches the store, so the daemon
+  exits (status 5, `store_lost_mid_step`) and systemd starts it again: the crash-recovery path
+  (state from the store, orders looked up by client order id, reconciliation) takes over.
 """
 
 from __future__ import annotations
