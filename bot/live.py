@@ -470,6 +470,8 @@ class LiveTrader:
         steps, health = self.steps, self.health
         if steps.held:
             await steps.flush()
+        elif self.live is not None and health.up:
+            await self._ping()  # live: make sure before a step that may write order rows
         while (steps.full or (self.live is not None and not health.up)) and not self.stop.is_set():
             if steps.held:
                 await steps.flush(force=True)
@@ -480,6 +482,16 @@ class LiveTrader:
         if self.live is None and self.engine is not None:
             self.engine.entry_block = None if health.up else STORE_UNAVAILABLE
         return not self.stop.is_set()
+
+    async def _ping(self) -> None:
+        t = self.cfg.database.write_timeout_s
+        try:
+            async with asyncio.timeout(2 * t), self.store.pool.acquire(timeout=t) as conn:
+                await conn.fetchval("SELECT 1")
+        except Exception as e:
+            if not is_unavailable(e):
+                raise
+            self.health.failed("store check", e)
 
     async def _flush_at_stop(self) -> None:
         if not self.steps.held:
