@@ -46,8 +46,12 @@ class Store:
         )  # fmt: skip
         return cls(pool, dsn)
 
-    async def close(self) -> None:
-        await self.pool.close()
+    async def close(self, timeout: float = 30.0) -> None:
+        """Close the pool; a server that is down or stalled cannot make this hang or raise."""
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self.pool.terminate()
 
     # -- candles -------------------------------------------------------------------------
 
