@@ -56,17 +56,17 @@ def figures(out: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
                                   f"commands: {', '.join(secrets['commands'])}")  # fmt: skip
     else:
         notes["secrets_found"] = "the test did not record it (failed or not run)"
-    pg = [x for x in (load(out, "pg_outages"), load(out, "pg_outages_30")) if x is not None]
+    pg = [x for x in (load(out, "pg_outages"), load(out, "pg_outages_30"), load(out, "pg_outages_live")) if x is not None]
     if pg:  # tests/test_reliability_pg_outage.py: restarts and stalls under a running paper daemon
         fig["pg_outages_survived"] = sum(int(x["survived"]) for x in pg)
         notes["pg_outages_survived"] = "; ".join(
-            f"{x['symbols']} symbols: {' + '.join(f'{k} {m} min' for k, m in zip(x['kinds'], x['minutes_down'], strict=True))}"
+            f"{x['symbols']} symbols{' live' if 'orders_while_down' in x else ''}: {' + '.join(f'{k} {m} min' for k, m in zip(x['kinds'], x['minutes_down'], strict=True))}"
             f" (exchange time), {x['dropped_candles']} candles dropped from memory and re-fetched, {x['entries_paused']} "
             f"entries paused, candles lost {x['candles_lost']}, crashes {x['crashes']}" for x in pg)  # fmt: skip
     else:
         notes["pg_outages_survived"] = "the test did not record it (failed or not run)"
     extra = {k: load(out, k) for k in ("fuzz_examples_per_property", "bundles_refused", "log_dir_unwritable",
-                                       "pg_outages", "pg_outages_30")}  # fmt: skip
+                                       "pg_outages", "pg_outages_30", "pg_outages_live")}  # fmt: skip
     return fig, notes, extra
 
 
