@@ -53,6 +53,7 @@ async def test_held_in_order_and_written_in_one_transaction_with_only_the_newest
         assert not await b.write(Rec(t, {"s": t}))
     assert not h.up and h.outages == 1 and len(b.held) == 3
     w.down = False
+    await asyncio.sleep(0.01)  # the retry pause after a failed try (as long as the try took) is over
     assert await b.write(Rec(5, {"s": 5}))
     assert w.one == [1]
     assert w.many == [[(2, False), (3, False), (4, False), (5, True)]]  # one call, in order, newest state only

@@ -181,6 +181,7 @@ class StepBuffer:
         if self.health.lock_ok is not None and not await self.health.lock_ok():
             return False  # not while the daemon lock is not provably ours (a second daemon could write)
         backlog = list(self.held)
+        t0 = time.monotonic()
         try:
             # a large backlog is one transaction: allow it a little longer than one minute's write
             await asyncio.wait_for(self._write_many(backlog), self.timeout_s * (1 + len(backlog) / 100))
@@ -188,6 +189,9 @@ class StepBuffer:
             if not is_unavailable(e):
                 raise
             self.health.failed("trading records", e)
+            # a stalled server makes each try last its timeout: wait as long again before the
+            # next, so the loop spends at most half its time waiting on it (steps go on, paused)
+            self._next_try = time.monotonic() + max(self.retry_s, time.monotonic() - t0)
             return False
         for _ in backlog:
             self.held.popleft()
