@@ -25,10 +25,12 @@ from bot.dashboard.config import DashboardConfig
 from bot.dashboard.metrics import DaemonMetrics, LoopLagMonitor
 from bot.dashboard.page import render_page
 from bot.dashboard.state import DashboardState, json_clean, read_state
+from bot.survived import ErrorStreak
 
 log = structlog.get_logger("bot.dashboard")
 
 READ_TIMEOUT_S = 15.0
+_READ_ERRORS = ErrorStreak("dashboard store read", "dashboard_read_failed", log)
 STATE_KEY: web.AppKey[DashboardState] = web.AppKey("state", DashboardState)
 CFG_KEY: web.AppKey[DashboardConfig] = web.AppKey("cfg", DashboardConfig)
 MONITOR_KEY: web.AppKey[Any] = web.AppKey("loop_lag_monitor", object)
@@ -42,11 +44,12 @@ async def _state_or_error(request: web.Request) -> tuple[dict[str, Any] | None, 
         return None, why
     try:
         # bounded: a stalled database must not hang the page (the daemon's outage handling: bot.store.outage)
-        return json_clean(await asyncio.wait_for(read_state(request.app[STATE_KEY]), READ_TIMEOUT_S)), None
+        state = json_clean(await asyncio.wait_for(read_state(request.app[STATE_KEY]), READ_TIMEOUT_S))
     except Exception as e:  # noqa: BLE001 - the page reports it; the daemon goes on
-        log.warning("dashboard_read_failed", error=f"{type(e).__name__}: {e}",
-                    text=f"dashboard: store read failed: {type(e).__name__}: {e}")  # fmt: skip
+        _READ_ERRORS.failed(e)
         return None, f"{type(e).__name__}: {e}"
+    _READ_ERRORS.ok()
+    return state, None
 
 
 async def page(request: web.Request) -> web.Response:
