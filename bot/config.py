@@ -77,6 +77,16 @@ class DatabaseConfig(BaseModel):
     )
     pool_min: int = Field(1, ge=1)
     pool_max: int = Field(4, ge=1, le=64)
+    write_timeout_s: float = Field(
+        15.0, gt=0, le=600,
+        description="the daemon's store writes: no answer within this long = the store is unavailable (a stalled "
+                    "server): the write is held and retried, entries pause (bot.store.outage)",
+    )  # fmt: skip
+    outage_buffer_minutes: int = Field(
+        1440, ge=1, le=100_000,
+        description="minutes of trading records (decisions, orders, fills, positions, equity) held in memory while "
+                    "the store is unavailable; when full the daemon stops taking minutes until it answers, then catches up",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _pool_order(self) -> DatabaseConfig:

@@ -31,6 +31,7 @@ log = structlog.get_logger("bot.daemon")
 EXIT_ALREADY_RUNNING = 3
 EXIT_LOCK_LOST = 4
 LOCK_CHECK_S = 10.0
+LOCK_RETRY_S = 2.0  # while the lock's connection is down: how often to try to take it again
 
 
 async def _watchdog(interval: float) -> None:
@@ -39,15 +40,51 @@ async def _watchdog(interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def _guard_lock(lock: daemon_lock.DaemonLock, stop: asyncio.Event, lost: list[bool]) -> None:
-    """The lock lives as long as its connection: if that drops (database restarted), another
-    daemon could start, so this one stops (and systemd starts it again, through the lock)."""
+async def _guard_lock(lock: daemon_lock.DaemonLock, stop: asyncio.Event, lost: list[bool], health: object) -> None:
+    """The lock lives as long as its connection: when that drops (the database restarted or
+    stalled) the daemon takes it again as soon as the server answers, and meanwhile writes no
+    trading records (`health.lock_lost`: the held backlog waits, see `bot.store.outage`). If
+    another daemon took it first, this one stops (systemd starts it again, through the lock)."""
+    last_check = time.monotonic()
     while not stop.is_set():
-        await asyncio.sleep(LOCK_CHECK_S)
-        if not await lock.alive():
-            log.error("daemon_lock_lost", text="LOCK lost (the database connection holding it dropped): stopping")
+        await asyncio.sleep(LOCK_RETRY_S)  # (the step writer's check may find it lost first)
+        if not health.lock_lost:  # type: ignore[attr-defined]
+            if time.monotonic() - last_check < LOCK_CHECK_S:
+                continue
+            last_check = time.monotonic()
+            if await lock.alive():
+                continue
+            _lock_dropped(health)
+        try:
+            if await lock.retake():
+                health.lock_lost = False  # type: ignore[attr-defined]
+                log.info("daemon_lock_retaken", retaken=lock.retaken, text="LOCK taken again")
+        except daemon_lock.DaemonAlreadyRunning as e:
+            log.error("daemon_lock_lost", holder=e.holder.describe() if e.holder else None,
+                      text=f"LOCK lost: another daemon took it while the database was away ({e}); stopping")  # fmt: skip
             lost.append(True)
             stop.set()
+
+
+def _lock_checker(lock: daemon_lock.DaemonLock, health: object) -> object:
+    """For the trading-record backlog (`bot.store.outage.StepBuffer`): written only while the
+    lock is provably ours (so never beside a second daemon that started while ours was lost)."""
+
+    async def check() -> bool:
+        if health.lock_lost:  # type: ignore[attr-defined]
+            return False
+        if await lock.alive(timeout=5):
+            return True
+        _lock_dropped(health)  # the guard takes it again
+        return False
+
+    return check
+
+
+def _lock_dropped(health: object) -> None:
+    health.lock_lost = True  # type: ignore[attr-defined]
+    log.warning("daemon_lock_dropped",
+                text="LOCK connection dropped (database restarted or stalled): taking it again when it answers")  # fmt: skip
 
 
 async def _start_dashboard(cfg: Config, store: object, trader: object) -> object | None:
@@ -121,8 +158,9 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
                 log.info("daemon_up", db=where, schema=version, startup_s=round(time.monotonic() - t0, 2),
                          text=f"UP {cfg.mode} mode, db {where} (schema v{version}), {time.monotonic() - t0:.1f}s")  # fmt: skip
                 lost: list[bool] = []
-                guard = asyncio.create_task(_guard_lock(lock, stop, lost), name="lock-guard")
                 trader = LiveTrader(cfg, store, stop, no_train=no_train, confirm_live=confirm_live)
+                trader.health.lock_ok = _lock_checker(lock, trader.health)
+                guard = asyncio.create_task(_guard_lock(lock, stop, lost, trader.health), name="lock-guard")
                 trader.on_warm = _ready_once()
                 dashboard = await _start_dashboard(cfg, store, trader)
                 try:
@@ -137,7 +175,7 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
                 log.info("daemon_stopping", text="STOPPING")
             finally:
                 with contextlib.suppress(Exception):
-                    await daemon_lock.write_stopped(store.pool)
+                    await asyncio.wait_for(daemon_lock.write_stopped(store.pool), cfg.database.write_timeout_s)
                 await lock.release()
     finally:
         if dog is not None:

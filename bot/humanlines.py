@@ -53,6 +53,11 @@ Market data
   backfill_progress  done, total, symbol?, rows?   -> `BACKFILL 12/30 symbols  ETHUSDT`
   import_symbol  symbol, written, rows_read?, duplicates_skipped?, rejected?, gaps?, missing_minutes?
                  -> `IMPORT BTCUSDT  +525,600 rows  3 gaps (12 min)`
+Store (bot.store.outage)
+  store_outage   what, reason, error?              (the first failure of an outage: entries pause)
+                 -> `STORE unavailable (server not running): trading records held in memory, entries paused`
+  store_recovered down_s, held_steps?, held_candles?, dropped_candles?, refetched_candles?
+                 -> `STORE back after 3m12s: 42 minutes of trading records and 1,260 candles written late, 300 dropped and re-fetched`
 Errors
   error          where, error, detail?, what? (the kind, e.g. feed_persist_failed)
                  an error the daemon survives (network, store, broker): always one line, the
@@ -378,6 +383,26 @@ def _feed_outage(ev: Mapping[str, Any]) -> str:
         who = f" {syms} symbols"
     since = f" since {fmt_short(int(ev['since_ts']))}" if _present(ev, "since_ts") else ""
     return f"FEED down{who}{reason}{since}: REST meanwhile"
+
+
+@event("store_outage", ("what", "reason"), ("error",))
+def _store_outage(ev: Mapping[str, Any]) -> str:
+    return f"STORE unavailable ({ev['reason']}): trading records held in memory, entries paused"
+
+
+@event("store_recovered", ("down_s",), ("held_steps", "held_candles", "dropped_candles", "refetched_candles"))
+def _store_recovered(ev: Mapping[str, Any]) -> str:
+    late = []
+    if int(ev.get("held_steps") or 0):
+        late.append(f"{int(ev['held_steps']):,} minutes of trading records")
+    if int(ev.get("held_candles") or 0):
+        late.append(f"{int(ev['held_candles']):,} candles")
+    out = f"STORE back after {duration(ev['down_s'])}"
+    if late:
+        out += f": {' and '.join(late)} written late"
+    if int(ev.get("dropped_candles") or 0):
+        out += f"{',' if late else ':'} {int(ev['dropped_candles']):,} dropped and re-fetched"
+    return out
 
 
 @event("exchange_unreachable", ("reason",), ("url", "down_s", "error"))

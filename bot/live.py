@@ -26,6 +26,12 @@ A stop request ends the loop after the minute in flight is persisted (no new ent
 after it), then the feed flushes its candles and closes (a training process still running is
 killed).
 
+Postgres restarting or stalling while streaming is survived (`bot.store.outage`): the minute's
+records are held in bounded memory and written in one transaction when the store answers,
+entries pause meanwhile (paper), and live mode holds before the next minute (an order is never
+sent before its row is written); the feed holds its candles (bounded; dropped ones are fetched
+again from the exchange); the heartbeat and the champion check skip while the store is away.
+
 Live mode (`mode: live` and `confirm_live`, i.e. `bot run --confirm-live`): the engine's broker
 is `bot.brokers.live.LiveBroker` instead of the paper broker (see `LiveHooks` below: the only
 live-specific code of this loop); its orders and fills are written by the broker itself, before
@@ -57,6 +63,7 @@ from bot.looplag import LoopLag
 from bot.marketdata.exchange import build_exchange, unlisted_symbols
 from bot.marketdata.retry import Backoff, describe_network_error, reachability
 from bot.store import daemon_lock as status
+from bot.store.outage import STORE_UNAVAILABLE, StepBuffer, StoreHealth, is_unavailable
 from bot.store.trading import StepRecords, TradingStore
 from bot.survived import ErrorStreak
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
@@ -64,6 +71,11 @@ from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
 log = structlog.get_logger("bot.live")
 
 HEARTBEAT_S = 5.0
+EXIT_STORE_LOST = 5  # live mode: the store went away inside a step (systemd restarts the daemon)
+
+
+class StoreLostMidStep(RuntimeError):
+    """Live mode: an order row could not be written inside a step (bot.store.outage)."""
 
 
 def rss_mb() -> float:
@@ -132,7 +144,12 @@ class LiveTrader:
         self.stop = stop
         self.no_train = no_train
         self.mode = cfg.mode
-        self.trading = TradingStore(store.pool, self.mode)
+        self.trading = TradingStore(store.pool, self.mode, acquire_timeout=cfg.database.write_timeout_s)
+        store.write_timeout = cfg.database.write_timeout_s
+        self.health = StoreHealth()  # the store's availability (bot.store.outage); the daemon lock guard reports too
+        self.steps = StepBuffer(lambda rec: self.trading.write_step(rec, now_ms=status.now_ms()),
+                                lambda recs: self.trading.write_steps(recs, now_ms=status.now_ms()), self.health,
+                                max_minutes=cfg.database.outage_buffer_minutes, timeout_s=cfg.database.write_timeout_s)  # fmt: skip
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self.engine: Any = None
         self.model_version: str | None = None
@@ -158,6 +175,9 @@ class LiveTrader:
         lag = asyncio.create_task(self.lag.run(), name="loop-lag")
         try:
             return await self._run()
+        except StoreLostMidStep as e:
+            log.error("store_lost_mid_step", text=f"STORE {e}")
+            return EXIT_STORE_LOST
         finally:
             lag.cancel()
             self.worker.shutdown(wait=True)
@@ -406,7 +426,10 @@ class LiveTrader:
     def _new_feed(self, symbols: Any, start_ms: int) -> Any:
         from bot.marketdata.feed import CandleFeed
 
-        return CandleFeed(self.cfg, self.store, exchange=self._exchange, symbols=symbols, start_ms=start_ms)
+        feed = CandleFeed(self.cfg, self.store, exchange=self._exchange, symbols=symbols, start_ms=start_ms)
+        feed.health = self.health
+        self.health.holders.append(feed.held_rows)
+        return feed
 
     async def _stream(self, anchor: int) -> int:
         from bot.marketdata.minutes import MinuteAssembler
@@ -448,10 +471,18 @@ class LiveTrader:
                 ts, bars = nxt.result()
                 if ts <= (self.last_minute or -1):
                     continue
+                if not await self._store_gate():
+                    break  # stopped while waiting for the store
                 if self.live is not None and self.live.reconcile_due():
                     await self.live.reconcile(eng, self._in_worker)
                 await self._step(ts, bars)
-                await follower.check(ts, bars)  # between two minutes: a new champion is swapped in here
+                if self.health.up:
+                    try:
+                        await follower.check(ts, bars)  # between two minutes: a new champion is swapped in here
+                    except Exception as e:
+                        if not is_unavailable(e):
+                            raise
+                        self.health.failed("champion check", e)
         finally:
             if poller is not None:
                 poller.cancel()
@@ -466,18 +497,67 @@ class LiveTrader:
             hb.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await hb
+            await self._flush_at_stop()
             await self._heartbeat()
         return 0
+
+    async def _store_gate(self) -> bool:
+        """Before each minute's step, while the store is unavailable (`bot.store.outage`):
+        paper mode pauses entries (decision rows say `store_unavailable`) and holds the records,
+        but waits when the held backlog is full; live mode waits (its orders are written before
+        they are sent). Waiting retries the store every few seconds. False if stopped meanwhile."""
+        steps, health = self.steps, self.health
+        if steps.held:
+            await steps.flush()
+        elif self.live is not None and health.up:
+            await self._ping()  # live: make sure before a step that may write order rows
+        while (steps.full or (self.live is not None and not health.up)) and not self.stop.is_set():
+            if steps.held:
+                await steps.flush(force=True)
+            else:
+                await self._heartbeat()  # the probe when nothing is held (live mode)
+            if steps.full or (self.live is not None and not health.up):
+                await _sleep_or_stop(self.stop, steps.retry_s)
+        if self.live is None and self.engine is not None:
+            self.engine.entry_block = None if health.up else STORE_UNAVAILABLE
+        return not self.stop.is_set()
+
+    async def _ping(self) -> None:
+        t = self.cfg.database.write_timeout_s
+        try:
+            async with asyncio.timeout(2 * t), self.store.pool.acquire(timeout=t) as conn:
+                await conn.fetchval("SELECT 1")
+        except Exception as e:
+            if not is_unavailable(e):
+                raise
+            self.health.failed("store check", e)
+
+    async def _flush_at_stop(self) -> None:
+        if not self.steps.held:
+            return
+        n = len(self.steps.held)
+        if not await self.steps.flush(force=True):
+            log.error("store_backlog_lost", minutes=n,
+                      text=f"STORE still unavailable at stop: {n} minute(s) of trading records not written; the next "
+                           "start resumes after the store's last minute and steps them again")  # fmt: skip
 
     async def _step(self, ts: int, bars: np.ndarray) -> None:
         eng = self.engine
         t0 = time.perf_counter()
         gate = await self.live.entry_gate(ts) if self.live is not None else None
-        res, state = await self._in_worker(self._step_sync, ts, bars, gate)
+        try:
+            res, state = await self._in_worker(self._step_sync, ts, bars, gate)
+        except Exception as e:
+            if self.live is None or not is_unavailable(e):
+                raise
+            # live: the store went away between the gate and an order row, inside the step; the
+            # engine's state is no longer known to match the store: restart from the store
+            raise StoreLostMidStep(f"the store became unavailable during the live step of {fmt_ts(ts)} "
+                                   f"({type(e).__name__}); restarting from the store") from e  # fmt: skip
         rec = StepRecords.from_step(ts, res, state=state, model_version=self.model_version)
         if self.live is not None:
             rec.fills = ()  # the live broker wrote the exchange's own trades (fees as reported) already
-        await self.trading.write_step(rec, now_ms=status.now_ms())
+        await self.steps.write(rec)  # held in memory while the store is unavailable (bot.store.outage)
         self.last_minute = ts
         if self.live is not None:
             self.live.after_step(ts)
@@ -589,15 +669,22 @@ class LiveTrader:
             d["feed_ws_up"] = bool(self.feed.ws_up)
         if self.retrainer is not None:
             d.update(self.retrainer.details())
+        d.update(self.health.details())
         return d
 
     async def _heartbeat(self) -> None:
         try:
-            await status.write_heartbeat(self.store.pool, last_minute_ts=self.last_minute, details=self.details())
+            t = self.cfg.database.write_timeout_s
+            async with asyncio.timeout(2 * t), self.store.pool.acquire(timeout=t) as conn:
+                await status.write_heartbeat(conn, last_minute_ts=self.last_minute, details=self.details())
         except Exception as e:  # noqa: BLE001 - the heartbeat must never end the daemon
-            self._heartbeat_errors.failed(e)
+            if is_unavailable(e):
+                self.health.failed("heartbeat", e)  # said once for the whole store (bot.store.outage)
+            else:
+                self._heartbeat_errors.failed(e)
             return
         self._heartbeat_errors.ok()
+        self.health.ok()
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -207,6 +207,9 @@ def setup_logging(
     # httpx logs every request URL at info, and a Telegram URL holds the bot token.
     for name in ("asyncio", "ccxt", "aiohttp", "apscheduler", "asyncpg", "httpx", "httpcore", "telegram"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # asyncpg's pool warns with a traceback each time it fails to reconnect while the database is
+    # down; the daemon says that once in its own words (store_outage, bot.store.outage).
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
     structlog.configure(
         processors=[*_PRE_CHAIN, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -1,13 +1,11 @@
 """`make reliability`: run the reliability suite (issue 15) and report its figures.
 
 Runs every test of tests/test_reliability_*.py -- the `reliability`-marked long ones included,
-the fuzzing at 2,000 examples per property -- with $RELIABILITY_OUT pointing at a scratch
+the fuzzing at 2,000 examples per property, the 30-symbol Postgres outages -- with $RELIABILITY_OUT pointing at a scratch
 directory where the tests record what they measured (tests/reliability_figures.py). Then prints
 ONE table and writes docs/reliability.md and docs/reliability.json.
 
-A figure no test measured is written as null with the reason, never estimated: the fault run,
-the kill -9 run, the Postgres restarts, the week-long run and the systemd harness need the live
-broker (issue 11) and the retrain scheduler (issue 12), which are not on main yet.
+A figure no test measured is written as null with the reason, never estimated.
 """
 
 from __future__ import annotations
@@ -59,8 +57,18 @@ def figures(out: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
                                   f"commands: {', '.join(secrets['commands'])}")  # fmt: skip
     else:
         notes["secrets_found"] = "the test did not record it (failed or not run)"
+    pg = [x for x in (load(out, "pg_outages"), load(out, "pg_outages_30"), load(out, "pg_outages_live")) if x is not None]
+    if pg:  # tests/test_reliability_pg_outage.py: restarts and stalls under a running paper daemon
+        fig["pg_outages_survived"] = sum(int(x["survived"]) for x in pg)
+        notes["pg_outages_survived"] = "; ".join(
+            f"{x['symbols']} symbols{' live' if 'orders_while_down' in x else ''}: {' + '.join(f'{k} {m} min' for k, m in zip(x['kinds'], x['minutes_down'], strict=True))}"
+            f" (exchange time), {x['dropped_candles']} candles dropped from memory and re-fetched, {x['entries_paused']} "
+            f"entries paused, candles lost {x['candles_lost']}, crashes {x['crashes']}" for x in pg)  # fmt: skip
+    else:
+        notes["pg_outages_survived"] = "the test did not record it (failed or not run)"
     daemon_figures(out, fig, notes)
-    extra = {k: load(out, k) for k in ("fuzz_examples_per_property", "bundles_refused", "log_dir_unwritable")}
+    extra = {k: load(out, k) for k in ("fuzz_examples_per_property", "bundles_refused", "log_dir_unwritable",
+                                       "pg_outages", "pg_outages_30", "pg_outages_live")}  # fmt: skip
     extra["daemon_runs"] = {k: _brief_run(load(out, k)) for k in DAEMON_RUNS}
     return fig, notes, extra
 
@@ -135,7 +143,7 @@ def table(fig: dict[str, Any], notes: dict[str, str], extra: dict[str, Any]) -> 
     for name, v in rows:
         k = key_of[name]
         note = notes[k] if k else NOT_YET
-        shown = v is None or k in ("bad_configs_tried", "secrets_found", *DAEMON_KEYS)
+        shown = v is None or k in ("bad_configs_tried", "secrets_found", "pg_outages_survived", *DAEMON_KEYS)
         out.append(f"| {name} | {'—' if v is None else v} | {note if shown else ''} |")
     for run in (extra.get("daemon_runs") or {}).values():
         if run is not None:
@@ -173,8 +181,9 @@ def main() -> int:
           "Each figure comes from a test that measured it in that run; '—' is not measured yet and says why.", "",
           *rows, "",
           "The fault and kill -9 figures come from tests/test_reliability_daemon.py (outcome of every fault kind in",
-          "docs/reliability.json, extra.daemon_runs). Not measured here: a Postgres restart and stall mid-run, the",
-          "week-long run (RSS, task and fd growth, table and queue sizes) and the systemd restart/watchdog harness.", ""]  # fmt: skip
+          "docs/reliability.json, extra.daemon_runs); the Postgres restarts and stalls from",
+          "tests/test_reliability_pg_outage.py. Not measured here: the week-long run (RSS, task and fd growth, table and",
+          "queue sizes) and the systemd restart/watchdog harness.", ""]  # fmt: skip
     (docs / "reliability.md").write_text("\n".join(md))
     return rc
 

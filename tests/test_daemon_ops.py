@@ -209,21 +209,41 @@ def test_dns_failure_is_said_in_one_clear_line(home: Path) -> None:
         assert "DNS lookup failed" in line, line
         time.sleep(1.5)
         assert proc.poll() is None and lines.count("EXCHANGE unreachable") == 1
-        # The connection holding the daemon lock is cut (e.g. the database restarted): the
-        # daemon can no longer prove it is the only one, so it stops (systemd restarts it).
+        # The connection holding the daemon lock is cut (e.g. the database restarted): the daemon
+        # takes the lock again (bot.store.outage) and goes on ...
         import asyncpg
 
+        dsn = f"postgresql://bot@/bot?host={home}/var/pgdata&port=5432"
+        cut_sql = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                   "WHERE application_name LIKE 'bot run pid=%' AND pid <> pg_backend_pid()")  # fmt: skip
+
         async def cut() -> int:
-            conn = await asyncpg.connect(f"postgresql://bot@/bot?host={home}/var/pgdata&port=5432")
+            conn = await asyncpg.connect(dsn)
             try:
-                return await conn.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                           "WHERE application_name LIKE 'bot run pid=%'")  # fmt: skip
+                return await conn.fetchval(cut_sql)
             finally:
                 await conn.close()
 
         assert asyncio.run(cut()) == 1
-        assert proc.wait(60) == 4, "\n".join(lines.lines)
-        lines.wait_for("LOCK lost")
+        lines.wait_for("LOCK taken again", timeout=60)
+        assert proc.poll() is None
+        # ... but when another daemon took it first, it can no longer prove it is the only one,
+        # so it stops (systemd restarts it, through the lock).
+        async def cut_and_take() -> int:
+            conn = await asyncpg.connect(dsn, server_settings={"application_name": "bot run pid=4242 host=elsewhere"})
+            try:
+                assert await conn.fetchval(cut_sql) == 1
+                for _ in range(200):
+                    if await conn.fetchval("SELECT pg_try_advisory_lock(7264002)"):
+                        break
+                    await asyncio.sleep(0.05)
+                return await asyncio.to_thread(proc.wait, 60)
+            finally:
+                await conn.close()
+
+        assert asyncio.run(cut_and_take()) == 4, "\n".join(lines.lines)
+        line = lines.wait_for("LOCK lost")
+        assert "pid 4242 on host elsewhere" in line, line
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -167,7 +167,7 @@ class _OneConn:
     def __init__(self, conn: asyncpg.Connection):
         self.conn = conn
 
-    def acquire(self) -> _OneConn:
+    def acquire(self, timeout: float | None = None) -> _OneConn:  # (the daemon bounds it: bot.store.outage)
         return self
 
     async def __aenter__(self) -> asyncpg.Connection:

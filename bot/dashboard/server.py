@@ -14,6 +14,7 @@ says so.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -28,6 +29,7 @@ from bot.survived import ErrorStreak
 
 log = structlog.get_logger("bot.dashboard")
 
+READ_TIMEOUT_S = 15.0
 _READ_ERRORS = ErrorStreak("dashboard store read", "dashboard_read_failed", log)
 STATE_KEY: web.AppKey[DashboardState] = web.AppKey("state", DashboardState)
 CFG_KEY: web.AppKey[DashboardConfig] = web.AppKey("cfg", DashboardConfig)
@@ -35,8 +37,14 @@ MONITOR_KEY: web.AppKey[Any] = web.AppKey("loop_lag_monitor", object)
 
 
 async def _state_or_error(request: web.Request) -> tuple[dict[str, Any] | None, str | None]:
+    live = request.app[STATE_KEY].live
+    details = live() if live is not None else {}
+    if details.get("store_up") is False:  # the daemon knows: do not wait for a stalled server
+        why = f"the store is unavailable (for {details.get('store_down_s', 0):.0f}s); the daemon holds its writes and retries"
+        return None, why
     try:
-        state = json_clean(await read_state(request.app[STATE_KEY]))
+        # bounded: a stalled database must not hang the page (the daemon's outage handling: bot.store.outage)
+        state = json_clean(await asyncio.wait_for(read_state(request.app[STATE_KEY]), READ_TIMEOUT_S))
     except Exception as e:  # noqa: BLE001 - the page reports it; the daemon goes on
         _READ_ERRORS.failed(e)
         return None, f"{type(e).__name__}: {e}"

@@ -91,6 +91,11 @@ class FeedConfig(BaseModel):
     )  # fmt: skip
     rest_concurrency: int = Field(4, ge=1, le=32, description="REST gap-fill requests in flight at once")
     flush_max_rows: int = Field(5_000, ge=1, description="persist early once this many candles are buffered")
+    persist_buffer_minutes: int = Field(
+        1440, ge=1, le=100_000,
+        description="candles per symbol held in memory while the store cannot be written; beyond that the oldest are "
+                    "dropped and fetched again from the exchange once the store is back",
+    )  # fmt: skip
     minute_timeout_s: float = Field(
         10.0, gt=0,
         description="minute assembler: release minute t with NaN rows for symbols still missing after this long",

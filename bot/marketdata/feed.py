@@ -28,7 +28,11 @@ attempts during it are debug lines; the first message of a new connection closes
 
 Output: `queue` (bounded, `feed.queue_size`) of `ClosedCandle` / `ExchangeGap` events.
 Candles are persisted in batches (`feed.flush_interval_s`, `feed.flush_max_rows`) through
-`Store.write_candles`; a failed write is kept and retried at the next flush.
+`Store.write_candles`; a failed write is kept and retried at the next flush. While the store is
+unavailable (`bot.store.outage`: down, restarting, stalled past `database.write_timeout_s`) the
+feed keeps streaming to the engine and holds at most `feed.persist_buffer_minutes` candles per
+symbol; older ones are dropped from memory, their range remembered, and fetched again by REST
+and written once the store answers, so the store still ends up equal to the exchange.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from bot.marketdata.exchange import BinanceClient, build_exchange, to_ccxt_symbo
 from bot.marketdata.rest import PAGE_LIMIT, fetch_klines, floor_minute
 from bot.marketdata.retry import Backoff, reachability, with_retry
 from bot.marketdata.sequencer import CONFLICT, DUPLICATE, NEW, OVERFLOW, STALE, SymbolSequencer
+from bot.store.outage import is_unavailable
 from bot.survived import ErrorStreak, log_survived
 from models.candles import Candles
 from models.timeutil import DAY_MS, MINUTE_MS
@@ -105,6 +110,9 @@ class CandleFeed:
         self.persisted_through: dict[str, int] = {}
         self._live_from = 0
         self._rest_bad: dict[tuple[str, int], int] = {}
+        self.health: Any = None  # bot.store.outage.StoreHealth (the daemon's), told about store trouble
+        self._write_timeout_s = float(getattr(getattr(cfg, "database", None), "write_timeout_s", 60.0))
+        self._refetch: dict[str, tuple[int, int]] = {}  # symbol -> (first, last) minute dropped while the store was down
         self._outage: tuple[int, float, int] | None = None  # (since epoch ms, since monotonic, rest_filled then)
         self._persist_errors = ErrorStreak("store", "feed_persist_failed", log)
 
@@ -481,13 +489,20 @@ class CandleFeed:
             a = np.array(rows, dtype=np.float64)
             c = Candles(a[:, 0].astype(np.int64), a[:, 1], a[:, 2], a[:, 3], a[:, 4], a[:, 5])
             try:
-                res = await self.store.write_candles(sym, c)
+                res = await asyncio.wait_for(self.store.write_candles(sym, c), self._write_timeout_s)
             except asyncio.CancelledError:
                 self._persist[sym] = rows + self._persist[sym]
                 raise
-            except Exception as e:  # database down: keep the rows, try again next flush
+            except Exception as e:  # database down: keep the rows (bounded), try again next flush
                 self._persist[sym] = rows + self._persist[sym]
                 self.stats["persist_errors"] += 1
+                if is_unavailable(e):
+                    if self.health is not None:
+                        self.health.failed("candles", e)  # said once for the whole store (bot.store.outage)
+                    else:
+                        self._persist_errors.failed(e, symbol=sym, rows=len(rows))
+                    self._bound_held()
+                    break  # every symbol would fail alike (and a stalled server would cost a timeout each)
                 self._persist_errors.failed(e, symbol=sym, rows=len(rows))
                 continue
             self._persist_errors.ok()
@@ -495,8 +510,77 @@ class CandleFeed:
             self.persisted_through[sym] = int(c.ts[-1])
             self.stats["persisted"] += len(rows)
             self.stats["persist_updated"] += res.updated
+            if self.health is not None and not self.health.up:
+                self.health.held_candles += len(rows)
         self._persist_rows = sum(len(r) for r in self._persist.values())
+        if self._refetch and self._persist_rows == 0:
+            await self._refetch_dropped()
+        if self.health is not None and self._persist_rows == 0 and not self._refetch:
+            self.health.ok()  # (it waits for other holders, e.g. the trading records, before it says so)
         return total
+
+    def held_rows(self) -> int:
+        """Candles not yet in the store: held in memory, or dropped and still to re-fetch."""
+        return self._persist_rows + sum((hi - lo) // MINUTE_MS + 1 for lo, hi in self._refetch.values())
+
+    def _bound_held(self) -> None:
+        """At most `feed.persist_buffer_minutes` candles per symbol in memory: drop the oldest,
+        remember their range (re-fetched from the exchange when the store is back)."""
+        cap = self.fc.persist_buffer_minutes
+        for sym, rows in self._persist.items():
+            if len(rows) <= cap:
+                continue
+            n = len(rows) - cap
+            lo, hi = int(rows[0][0]), int(rows[n - 1][0])
+            del rows[:n]
+            if sym in self._refetch:
+                lo, hi = min(lo, self._refetch[sym][0]), max(hi, self._refetch[sym][1])
+            self._refetch[sym] = (lo, hi)
+            self.stats["persist_dropped"] += n
+            if self.health is not None:
+                self.health.dropped_candles += n
+            log.debug("feed_persist_dropped", symbol=sym, candles=n, first=lo, last=hi)
+        self._persist_rows = sum(len(r) for r in self._persist.values())
+
+    async def _refetch_dropped(self) -> None:
+        """The candles dropped while the store was down, from the exchange again (REST, validated),
+        written like any other; a range stays remembered until it is written."""
+        ex = self.cfg.exchange
+        for sym, (lo, hi) in list(self._refetch.items()):
+            start, written = lo, 0
+            try:
+                while start <= hi:
+                    end = min(hi, start + (PAGE_LIMIT - 1) * MINUTE_MS)
+
+                    async def call(start: int = start, end: int = end, sym: str = sym) -> Candles:
+                        async with self._rest_sem:
+                            return await fetch_klines(self.exchange, self._ccxt[sym], start, end)
+
+                    c = await with_retry(call, what=f"klines {sym}", base_s=ex.retry_base_s, cap_s=ex.retry_max_s,
+                                         exchange=self.exchange, attempts=3)  # fmt: skip
+                    bad = dict(v.invalid_reasons(c))
+                    keep = np.array([i not in bad and start <= int(c.ts[i]) <= end for i in range(len(c))], dtype=bool)
+                    for i, why in bad.items():
+                        self.issues.report(sym, int(c.ts[i]), why, v.DROPPED, "rest", detail="re-fetch after a store outage")
+                    if keep.any():
+                        good = Candles(c.ts[keep], c.open[keep], c.high[keep], c.low[keep], c.close[keep], c.volume[keep])
+                        await asyncio.wait_for(self.store.write_candles(sym, good), self._write_timeout_s)
+                        written += int(keep.sum())
+                    start = end + MINUTE_MS
+                    self._refetch[sym] = (start, hi)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the store or the exchange away again: the rest next flush
+                if is_unavailable(e) and self.health is not None:
+                    self.health.failed("candles", e)
+                log.debug("feed_refetch_failed", symbol=sym, error=type(e).__name__)
+                return
+            finally:
+                self.stats["persist_refetched"] += written
+                if self.health is not None:
+                    self.health.refetched_candles += written
+            del self._refetch[sym]
+            log.debug("feed_refetched", symbol=sym, candles=written, first=lo, last=hi)  # summed in store_recovered
 
     # -- introspection ---------------------------------------------------------------------
 

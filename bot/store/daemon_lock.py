@@ -7,6 +7,11 @@ lock). A second `bot run` on the same database fails `pg_try_advisory_lock` and 
 process holds it: pid and host come from the holder's `application_name` (set when it
 connected), "since" from that backend's start, so the answer is right even if the status row
 is stale.
+
+The lock dies with its connection, and so it does when the server restarts or the connection
+is cut: `retake()` then takes it again on a new connection, unless another daemon took it
+first (`DaemonAlreadyRunning`: this one must stop). While the server still holds the old session
+(a stalled server cleaning up after it wakes), the holder is this very process: wait, retry.
 """
 
 from __future__ import annotations
@@ -86,8 +91,10 @@ async def lock_holder(conn: asyncpg.Connection | asyncpg.Pool) -> LockHolder | N
 class DaemonLock:
     """`await DaemonLock.acquire(dsn)` or raise `DaemonAlreadyRunning`; `await lock.release()`."""
 
-    def __init__(self, conn: asyncpg.Connection):
+    def __init__(self, conn: asyncpg.Connection, dsn: str = ""):
         self.conn = conn
+        self.dsn = dsn
+        self.retaken = 0  # times the lock was taken again after its connection died
 
     @classmethod
     async def acquire(cls, dsn: str) -> DaemonLock:
@@ -99,23 +106,50 @@ class DaemonLock:
         except BaseException:
             await conn.close()
             raise
-        return cls(conn)
+        return cls(conn, dsn)
 
-    async def alive(self) -> bool:
+    async def alive(self, timeout: float = 10) -> bool:
         """Is the lock still ours (its connection up)? A lost connection means a lost lock."""
         if self.conn.is_closed():
             return False
         try:
-            return bool(await self.conn.fetchval("SELECT true", timeout=10))
+            return bool(await self.conn.fetchval("SELECT true", timeout=timeout))
         except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError):
             return False
 
-    async def release(self) -> None:
+    async def retake(self, timeout: float = 10) -> bool:
+        """After the lock's connection died: take the lock again on a new connection. True: held
+        again; False: not yet (the server is still away, or still holds our old session); raises
+        `DaemonAlreadyRunning` when another daemon took it meanwhile."""
         if not self.conn.is_closed():
-            try:
-                await self.conn.execute("SELECT pg_advisory_unlock($1)", DAEMON_LOCK_KEY)
-            finally:
-                await self.conn.close()
+            self.conn.terminate()  # a stalled or half-dead session: the server drops its lock when it sees the socket closed
+        try:
+            conn = await asyncpg.connect(self.dsn, timeout=timeout, server_settings={"application_name": application_name()})
+        except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError):
+            return False
+        try:
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", DAEMON_LOCK_KEY, timeout=timeout):
+                self.conn = conn
+                self.retaken += 1
+                return True
+            holder = await lock_holder(conn)
+        except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError):
+            conn.terminate()
+            return False
+        await conn.close()
+        if holder is None or (holder.pid == os.getpid() and holder.host == socket.gethostname()[: len(holder.host or "")]):
+            return False  # gone meanwhile, or our own old session not cleaned up yet
+        raise DaemonAlreadyRunning(holder)
+
+    async def release(self, timeout: float = 10) -> None:
+        """Unlock and close; with the server away there is nothing to unlock (never raises)."""
+        if self.conn.is_closed():
+            return
+        try:
+            await self.conn.execute("SELECT pg_advisory_unlock($1)", DAEMON_LOCK_KEY, timeout=timeout)
+            await self.conn.close(timeout=timeout)
+        except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError):
+            self.conn.terminate()
 
 
 # -- the status row ----------------------------------------------------------------------------

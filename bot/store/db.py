@@ -31,6 +31,9 @@ class Store:
         self.pool = pool
         self.dsn = dsn  # with any password: never log it (`bot.config.mask_dsn`)
         self.own_cluster = False  # see open_store
+        # The daemon sets it (database.write_timeout_s): bounds taking a connection and giving it
+        # back for candle writes, so a stalled server cannot hang the feed (bot.store.outage).
+        self.write_timeout: float | None = None
 
     @classmethod
     async def connect(cls, dsn: str, *, pool_min: int = 1, pool_max: int = 4) -> Store:
@@ -43,13 +46,17 @@ class Store:
         )  # fmt: skip
         return cls(pool, dsn)
 
-    async def close(self) -> None:
-        await self.pool.close()
+    async def close(self, timeout: float = 30.0) -> None:
+        """Close the pool; a server that is down or stalled cannot make this hang or raise."""
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self.pool.terminate()
 
     # -- candles -------------------------------------------------------------------------
 
     async def write_candles(self, symbol: str, candles: Candles) -> WriteResult:
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire(timeout=self.write_timeout) as conn:
             return await candle_io.write_candles(conn, symbol, candles)
 
     async def stream_candles(

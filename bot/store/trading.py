@@ -122,43 +122,56 @@ def _position_from_details(d: dict[str, Any]) -> Position:
 class TradingStore:
     """Trading-table reads and writes for one mode ('paper', 'live' or 'backtest')."""
 
-    def __init__(self, pool: asyncpg.Pool, mode: str):
+    def __init__(self, pool: asyncpg.Pool, mode: str, *, acquire_timeout: float | None = None):
         self.pool = pool
         self.mode = mode
+        # Bounds taking a pool connection *and* giving it back (asyncpg resets it on release): without
+        # it, a write cancelled on a stalled server waits for the server to wake (bot.store.outage).
+        self.acquire_timeout = acquire_timeout
 
     # -- writes ------------------------------------------------------------------------------
 
     async def write_step(self, rec: StepRecords, *, now_ms: int) -> None:
         """Persist one step atomically (see the module docstring). Safe to call twice."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self._orders(conn, rec.orders, now_ms)
-            await self._fills(conn, rec.fills, now_ms)
-            # A position may close in the step that opened it, and a symbol may close one position
-            # and open the next in one step (one open position per symbol is a unique index).
-            new = {(p.symbol, int(p.entry_ts)) for p in rec.opened}
-            await self._closed(conn, [t for t in rec.closed if (t.symbol, int(t.entry_ts)) not in new])
-            await self._opened(conn, rec.opened)
-            await self._closed(conn, [t for t in rec.closed if (t.symbol, int(t.entry_ts)) in new])
-            await self._decisions(conn, rec.decisions)
-            if rec.equity is not None:
-                e = rec.equity
-                await conn.execute(
-                    """INSERT INTO equity_snapshots (ts, mode, equity, cash, gross_exposure, open_positions)
-                       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (mode, ts) DO NOTHING""",
-                    e.ts, self.mode, e.equity, e.cash, e.gross_exposure, e.open_positions,
-                )  # fmt: skip
-            if rec.state is not None:
-                cash = rec.equity.cash if rec.equity is not None else float(rec.state.get("cash", 0.0))
-                equity = rec.equity.equity if rec.equity is not None else cash
-                await conn.execute(
-                    """INSERT INTO engine_state (mode, last_minute_ts, cash, equity, model_version, state, updated_ts)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7)
-                       ON CONFLICT (mode) DO UPDATE SET last_minute_ts = EXCLUDED.last_minute_ts,
-                           cash = EXCLUDED.cash, equity = EXCLUDED.equity, model_version = EXCLUDED.model_version,
-                           state = EXCLUDED.state, updated_ts = EXCLUDED.updated_ts
-                       WHERE engine_state.last_minute_ts <= EXCLUDED.last_minute_ts""",
-                    self.mode, rec.ts, cash, equity, rec.model_version, json.dumps(rec.state, default=_plain), now_ms,
-                )  # fmt: skip
+        async with self.pool.acquire(timeout=self.acquire_timeout) as conn, conn.transaction():
+            await self._write(conn, rec, now_ms)
+
+    async def write_steps(self, recs: Sequence[StepRecords], *, now_ms: int) -> None:
+        """Persist several consecutive steps in ONE transaction, in order (the backlog held while
+        the store was unavailable: `bot.store.outage`). Only the last may carry the engine state."""
+        async with self.pool.acquire(timeout=self.acquire_timeout) as conn, conn.transaction():
+            for rec in recs:
+                await self._write(conn, rec, now_ms)
+
+    async def _write(self, conn: asyncpg.Connection, rec: StepRecords, now_ms: int) -> None:
+        await self._orders(conn, rec.orders, now_ms)
+        await self._fills(conn, rec.fills, now_ms)
+        # A position may close in the step that opened it, and a symbol may close one position
+        # and open the next in one step (one open position per symbol is a unique index).
+        new = {(p.symbol, int(p.entry_ts)) for p in rec.opened}
+        await self._closed(conn, [t for t in rec.closed if (t.symbol, int(t.entry_ts)) not in new])
+        await self._opened(conn, rec.opened)
+        await self._closed(conn, [t for t in rec.closed if (t.symbol, int(t.entry_ts)) in new])
+        await self._decisions(conn, rec.decisions)
+        if rec.equity is not None:
+            e = rec.equity
+            await conn.execute(
+                """INSERT INTO equity_snapshots (ts, mode, equity, cash, gross_exposure, open_positions)
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (mode, ts) DO NOTHING""",
+                e.ts, self.mode, e.equity, e.cash, e.gross_exposure, e.open_positions,
+            )  # fmt: skip
+        if rec.state is not None:
+            cash = rec.equity.cash if rec.equity is not None else float(rec.state.get("cash", 0.0))
+            equity = rec.equity.equity if rec.equity is not None else cash
+            await conn.execute(
+                """INSERT INTO engine_state (mode, last_minute_ts, cash, equity, model_version, state, updated_ts)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)
+                   ON CONFLICT (mode) DO UPDATE SET last_minute_ts = EXCLUDED.last_minute_ts,
+                       cash = EXCLUDED.cash, equity = EXCLUDED.equity, model_version = EXCLUDED.model_version,
+                       state = EXCLUDED.state, updated_ts = EXCLUDED.updated_ts
+                   WHERE engine_state.last_minute_ts <= EXCLUDED.last_minute_ts""",
+                self.mode, rec.ts, cash, equity, rec.model_version, json.dumps(rec.state, default=_plain), now_ms,
+            )  # fmt: skip
 
     async def _orders(self, conn: asyncpg.Connection, orders: Sequence[OrderIntent], now_ms: int) -> None:
         if not orders:
