@@ -53,6 +53,7 @@ from bot.live_events import LiveEvents
 from bot.looplag import LoopLag
 from bot.marketdata.exchange import build_exchange, unlisted_symbols
 from bot.marketdata.retry import Backoff, describe_network_error, reachability
+from bot.procstats import runtime_figures
 from bot.store import daemon_lock as status
 from bot.store.trading import StepRecords, TradingStore
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
@@ -132,6 +133,7 @@ class LiveTrader:
         self.last_minute: int | None = None
         self.stats = LoopStats()
         self.feed: Any = None
+        self.assembler: Any = None  # bot.marketdata.minutes.MinuteAssembler, while streaming
         self._exchange: Any = None
         self.lag = LoopLag()
         self.metrics: Any = None  # bot.dashboard.metrics.DaemonMetrics, when the dashboard is on
@@ -374,7 +376,7 @@ class LiveTrader:
 
         eng = self.engine
         self.feed = feed = self._new_feed(eng.symbols, anchor + MINUTE_MS)
-        asm = MinuteAssembler(eng.symbols, timeout_s=self.cfg.feed.minute_timeout_s)
+        self.assembler = asm = MinuteAssembler(eng.symbols, timeout_s=self.cfg.feed.minute_timeout_s)
         feed_task = asyncio.create_task(feed.run(), name="feed")
         hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         poller = asyncio.create_task(self.live.poll_loop(), name="order-poll") if self.live is not None else None
@@ -511,9 +513,21 @@ class LiveTrader:
             d.update(equity=round(e.equity, 2), cash=round(e.cash, 2), open_positions=e.open_positions)
         if self.feed is not None:
             d["feed_ws_up"] = bool(self.feed.ws_up)
+        d["runtime"] = runtime_figures()
+        d["queues"] = self.queue_sizes()
         if self.retrainer is not None:
             d.update(self.retrainer.details())
         return d
+
+    def queue_sizes(self) -> dict[str, int]:
+        """The in-memory queues and buffers between the exchange and the store (each bounded;
+        the week-long reliability run samples them)."""
+        q: dict[str, int] = {"step_ms_samples": len(self.stats.step_ms)}
+        if self.feed is not None:
+            q.update(self.feed.buffer_sizes())
+        if self.assembler is not None:
+            q["minutes_pending"] = len(self.assembler._pending)
+        return q
 
     async def _heartbeat(self) -> None:
         try:

@@ -1,0 +1,115 @@
+"""A week, fast (issue 15): `bot run` in paper mode with a trading bundle and the retrain
+schedule on, against the exchange simulator replaying 7 days of real 1m candles for 30
+symbols at a fast clock (tests/week_run.py). Sampled every few simulated hours from outside the
+process (/proc: RSS, fds, threads) and inside (/metrics: asyncio tasks; the heartbeat: queue
+sizes), with every table's row count and the log directory's size. It must show:
+
+- RSS at the end within 5 % of RSS after the warm-up;
+- asyncio tasks, threads and open fds flat (the end equals the baseline up to a few; a retrain
+  in flight briefly adds a child's pipes and a task);
+- every in-memory queue within its configured bound;
+- tables: `candles` grows by design (30 rows a minute, the history the trainer reads),
+  `equity_snapshots` one row per stepped minute, `orders`/`fills`/`positions` with trades,
+  `decisions` at most one row per symbol and minute; `engine_state` and `daemon_status` one row
+  each, the engine state's size bounded; the log directory bounded by its rotation;
+- the daemon keeps up: it is never more than a few simulated minutes behind the clock and
+  catches up within seconds when the clock stops.
+
+`make test` runs a few simulated hours (no retrain) with the same bounds; `make reliability` the
+week, with at least one retrain (promoted, so a hot swap happens too) and records
+`rss_growth_pct` (+ task/fd growth and the table) for docs/reliability.json.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bot.marketdata.feed import MAX_OUTBOX
+from models.timeutil import DAY_MS
+from tests.engine_support import APR2
+from tests.reliability_figures import record
+from tests.week_run import LOG_BACKUPS, LOG_MAX_MB, WeekResult, WeekSpec, run_week
+
+START = APR2 + 11 * DAY_MS  # 2021-04-13 00:00 UTC: after the test bundle's training data (to 04-11)
+QUEUE_BOUNDS = {"feed_queue": 256, "feed_outbox": MAX_OUTBOX + 100, "feed_persist_rows": 5_000 + 30,
+                "feed_seq_pending": 30 * 20_000, "feed_rest_bad": 1_000, "feed_issues_kept": 20_000,
+                "minutes_pending": 1440, "step_ms_samples": 10_000}  # fmt: skip
+
+
+def check_bounds(res: WeekResult, *, retrains: bool) -> None:
+    print("\n" + res.table())
+    spec, base, end = res.spec, res.baseline, res.end
+    n_sym = len(spec.symbols)
+    print(f"wall {res.wall_s:.0f} s for {spec.minutes} simulated minutes at {spec.speed:g}x (start-up {res.startup_s:.0f} s, "
+          f"catch-up after the clock stopped {res.catch_up_s:.1f} s); {res.minutes_stepped} minutes stepped, "
+          f"{res.trades_opened} trades opened, step p99 {res.step_ms_p99} ms; retrains {len(res.retrains)}, swaps {res.swaps}; "
+          f"RSS growth {res.rss_growth_pct():+.2f} %, tasks {res.growth('tasks'):+d}, fds {res.growth('fds'):+d}, "
+          f"threads {res.growth('threads'):+d}")  # fmt: skip
+    assert not res.errors, res.errors
+    assert len(res.samples) >= 5
+    # memory: the end within 5 % of the baseline taken after the warm-up
+    assert res.rss_growth_pct() < 5.0, f"RSS {base.rss_mb:.1f} -> {end.rss_mb:.1f} MB"
+    # tasks, threads, fds: flat (a retrain in flight briefly adds a child, its pipes and a task)
+    assert base.tasks is not None and end.tasks is not None
+    assert end.tasks - base.tasks <= 2 and res.spread("tasks") <= 8, [s.tasks for s in res.samples]
+    assert end.threads - base.threads <= 2 and res.spread("threads") <= 8, [s.threads for s in res.samples]
+    assert end.fds - base.fds <= 3 and res.spread("fds") <= 16, [s.fds for s in res.samples]
+    # in-memory queues within their bounds, in every sample
+    for s in res.samples:
+        assert s.queues, "the heartbeat reports no queue sizes"
+        for k, v in s.queues.items():
+            assert v <= QUEUE_BOUNDS[k], (k, v, s.sim_ms)
+    # tables: candles by design (the trainer's history), one equity row a minute, at most one
+    # decision per symbol and minute, one engine_state / daemon_status row, bounded state
+    stepped = (end.sim_ms - base.sim_ms) // 60_000
+    assert res.run_candles == res.source_candles  # every minute of every symbol, once (candles grow by design)
+    assert abs((end.rows["candles"] - base.rows["candles"]) - stepped * n_sym) <= 5 * n_sym  # the feed runs ahead a little
+    # one equity row per minute stepped (exact: the end is quiet; the clock may stop a few minutes past the end)
+    assert end.rows["equity_snapshots"] == (end.sim_ms - spec.start_ms) // 60_000 + 1
+    assert end.rows["decisions"] - base.rows["decisions"] <= stepped * n_sym
+    assert end.rows["engine_state"] == 1 and end.rows["daemon_status"] == 1
+    assert end.rows["model_versions"] <= 1 + len(res.retrains)
+    assert max(s.state_bytes for s in res.samples) <= 64_000
+    assert max(s.log_bytes for s in res.samples) <= 2 * (LOG_BACKUPS + 1) * LOG_MAX_MB * 2**20 * 1.05
+    # keeping up: a few simulated minutes behind at most, and caught up within seconds
+    per_s = spec.speed / 60  # simulated minutes per wall second
+    assert max(s.lag_min for s in res.samples) <= max(5.0, 4 * per_s), [round(s.lag_min, 1) for s in res.samples]
+    assert res.catch_up_s < 15
+    assert res.minutes_stepped >= spec.minutes and res.trades_opened > 0
+    if retrains:
+        assert any(r["event"] == "retrain_done" for r in res.retrains), res.retrains
+        assert res.swaps >= 1
+
+
+@pytest.mark.slow
+async def test_a_few_hours_fast_stay_bounded(db_dsn: str, engine_bundle: object, tmp_path: Path) -> None:
+    """The short variant in `make test`: 6 simulated hours, 30 symbols, 1200x."""
+    spec = WeekSpec(start_ms=START, minutes=6 * 60, speed=1200, sample_every_min=30, warmup_min=90)
+    res = await run_week(spec, db_dsn, tmp_path, Path(engine_bundle.path))  # type: ignore[attr-defined]
+    check_bounds(res, retrains=False)
+
+
+@pytest.mark.reliability
+@pytest.mark.slow
+async def test_a_week_fast_stays_bounded(db_dsn: str, engine_bundle: object, tmp_path: Path) -> None:
+    """7 simulated days, 30 symbols, the retrain schedule on (every 8 wall minutes)."""
+    speed = float(os.environ.get("WEEK_SPEED", "600"))
+    spec = WeekSpec(start_ms=START, minutes=7 * 1440, speed=speed, sample_every_min=180, warmup_min=1440,
+                    retrain_cron=os.environ.get("WEEK_RETRAIN_CRON", "*/8 * * * *"))  # fmt: skip
+    res = await run_week(spec, db_dsn, tmp_path, Path(engine_bundle.path))  # type: ignore[attr-defined]
+    base, end = res.baseline, res.end
+    record("week", {
+        "rss_growth_pct": res.rss_growth_pct(), "rss_mb": [base.rss_mb, end.rss_mb], "rss_peak_mb": max(s.hwm_mb for s in res.samples),
+        "tasks": [base.tasks, end.tasks], "fds": [base.fds, end.fds], "threads": [base.threads, end.threads],
+        "task_growth": res.growth("tasks"), "fd_growth": res.growth("fds"), "thread_growth": res.growth("threads"),
+        "simulated_days": spec.minutes / 1440, "symbols": len(spec.symbols), "speed": spec.speed,
+        "wall_s": round(res.wall_s), "startup_s": round(res.startup_s), "catch_up_s": round(res.catch_up_s, 1),
+        "max_lag_min": round(max(s.lag_min for s in res.samples), 1), "minutes_stepped": res.minutes_stepped,
+        "trades_opened": res.trades_opened, "step_ms_p99": res.step_ms_p99, "retrains": len(res.retrains),
+        "swaps": res.swaps, "rows_start": base.rows, "rows_end": end.rows, "log_bytes_end": end.log_bytes,
+        "table": res.table(),
+    })  # fmt: skip
+    check_bounds(res, retrains=True)
