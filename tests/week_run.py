@@ -54,8 +54,10 @@ class WeekSpec:
     sample_every_min: int  # simulated minutes between samples
     warmup_min: int  # simulated minutes after which the baseline is taken
     retrain_cron: str = ""  # wall-clock cron (empty: no schedule)
+    decisions_keep_days: float = 2.0  # the retention of skip decisions (the default is 30: a week would not show it)
     history_days: float = 8.0  # imported before the start (warm-up ~5.5 days; the retrain trains on the store)
     symbols: list[str] = field(default_factory=symbols30)
+    ramp: list[tuple[int, float]] = field(default_factory=list)  # (simulated minute offset, speed from there on)
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Sample:
     state_bytes: int  # engine_state.state length
     log_bytes: int
     children: int  # child processes (a retrain in flight)
+    speed: float = 0.0  # the clock's speed when sampled
 
 
 @dataclass
@@ -92,6 +95,7 @@ class WeekResult:
     errors: list[str]
     run_candles: int  # stored candles of the run's minutes, at the end
     source_candles: int  # the simulator's candles of those minutes (what the exchange served)
+    oldest_skip_ms: int | None  # the oldest skip decision left at the end (retention)
 
     @property
     def end(self) -> Sample:
@@ -161,7 +165,7 @@ def write_config(home: Path, dsn: str, sim: ExchangeSimulator, spec: WeekSpec, d
         # promoted whatever it scores, so the run also goes through a hot swap
         "daemon": {"retrain_cron": spec.retrain_cron, "retrain_eval_days": 1.0, "retrain_threads": 1,
                    "retrain_timeout_s": 1800, "promote_min_pf_gain": -1000.0, "promote_min_expectancy_gain": -1.0,
-                   "promote_min_trades": 0},
+                   "promote_min_trades": 0, "decisions_keep_days": spec.decisions_keep_days},
         "paths": {"data_dir": str(home / "var"), "models_dir": str(home / "var" / "models"), "logs_dir": str(home / "logs")},
         "logging": {"console": False, "max_mb": LOG_MAX_MB, "backups": LOG_BACKUPS},
         "dashboard": {"enabled": True, "port": dash_port},
@@ -205,6 +209,7 @@ async def sample(conn: asyncpg.Connection, http: aiohttp.ClientSession, d: Daemo
         rss_mb=int(st["VmRSS"].split()[0]) / 1024, hwm_mb=int(st["VmHWM"].split()[0]) / 1024, fds=fds,
         threads=int(st["Threads"]), tasks=await read_tasks(http, port), queues=dict(det.get("queues") or {}), rows=rows,
         state_bytes=int(es["n"]) if es else 0, log_bytes=dir_bytes(home / "logs"), children=children_of(pid),
+        speed=sim.clock.speed,
     )  # fmt: skip
 
 
@@ -260,6 +265,11 @@ async def run_week(spec: WeekSpec, dsn: str, home: Path, bundle_dir: Path) -> We
             if d.proc.returncode is not None:  # type: ignore[union-attr]
                 raise AssertionError(f"the daemon exited ({d.proc.returncode}) at {fmt_short(last)}:\n"  # type: ignore[union-attr]
                                      + (home / "stderr.txt").read_text()[-3000:])  # fmt: skip
+            if t_stop is None and spec.ramp:
+                off = (sim.clock.now_ms() - spec.start_ms) // MINUTE_MS
+                want = [v for m, v in spec.ramp if off >= m][-1]
+                if want != sim.clock.speed:
+                    sim.clock.set(speed=want)
             if t_stop is None and sim.clock.now_ms() >= end:
                 sim.clock.set(speed=0)  # the last minute has closed: hold the clock
                 t_stop = time.monotonic()
@@ -277,6 +287,7 @@ async def run_week(spec: WeekSpec, dsn: str, home: Path, bundle_dir: Path) -> We
         if samples[-1].sim_ms >= end - MINUTE_MS:
             samples.pop()
         samples.append(await sample(conn, http, d, sim, port, home, t1))
+        oldest_skip = await conn.fetchval("SELECT min(ts) FROM decisions WHERE action = 'skip'")
         run_candles = int(await conn.fetchval("SELECT count(*) FROM candles WHERE ts >= $1 AND ts < $2", spec.start_ms, end))
         source_candles = sum(len(book.range(s, spec.start_ms, end - MINUTE_MS)) for s in book.symbols)
         assert await d.terminate() == 0
@@ -293,7 +304,8 @@ async def run_week(spec: WeekSpec, dsn: str, home: Path, bundle_dir: Path) -> We
     return WeekResult(spec=spec, samples=samples, baseline=base, wall_s=wall_s, startup_s=startup_s, catch_up_s=catch_up_s,
                       retrains=retrains, swaps=counts.get("model_swapped", 0), minutes_stepped=int(det["minutes_processed"]),
                       trades_opened=int(det["trades_opened"]), step_ms_p99=det.get("step_ms_p99"), events=counts,
-                      errors=errors, run_candles=run_candles, source_candles=source_candles)  # fmt: skip
+                      errors=errors, run_candles=run_candles, source_candles=source_candles,
+                      oldest_skip_ms=None if oldest_skip is None else int(oldest_skip))  # fmt: skip
 
 
 __all__ = ["HOUR_MS", "WeekResult", "WeekSpec", "run_week"]
