@@ -53,7 +53,7 @@ from bot.live_events import LiveEvents
 from bot.looplag import LoopLag
 from bot.marketdata.exchange import build_exchange, unlisted_symbols
 from bot.marketdata.retry import Backoff, describe_network_error, reachability
-from bot.procstats import runtime_figures
+from bot.procstats import release_free_memory, runtime_figures
 from bot.store import daemon_lock as status
 from bot.store.trading import StepRecords, TradingStore
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
@@ -93,6 +93,7 @@ def freeze_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.collect()  # resets the collector's count of old objects to what is left unfrozen (~none)
+    release_free_memory()  # the warm-up's history is gone: give its pages back
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:

@@ -1,4 +1,5 @@
-"""The daemon's own resource figures: what a months-long run must keep flat.
+"""The daemon's own resource figures (what a months-long run must keep flat), and giving
+transient memory back to the OS.
 
 Resident memory, open file descriptors, threads and asyncio tasks of this process, read in a
 few microseconds (Linux /proc through psutil; the task count from the running loop). The
@@ -31,3 +32,24 @@ def runtime_figures() -> dict[str, float | int]:
         tasks = len(asyncio.all_tasks())
     out["asyncio_tasks"] = tasks
     return out
+
+
+def release_free_memory() -> bool:
+    """Hand the C heap's free pages back to the OS (glibc `malloc_trim(0)`); False where there
+    is no glibc. Called after the warm-up and after a hot swap, the two moments the daemon
+    allocates a lot for a short while (days of candles for 30 symbols, a second feature engine,
+    a second bundle): glibc keeps such freed memory in its arenas, fragmented, so the RSS stayed
+    ~17 MB higher after every swap's peak (found by the week-long reliability run)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+    return True
