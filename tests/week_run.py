@@ -116,14 +116,14 @@ class WeekResult:
 
     def table(self) -> str:
         head = (f"{'sim time':>11} {'wall s':>7} {'lag m':>6} {'RSS MB':>7} {'peak':>6} {'fds':>4} {'thr':>4} {'tasks':>5} "
-                f"{'kids':>4} {'queues':>6} {'candles':>9} {'orders':>6} {'posit.':>6} {'equity':>6} {'decis.':>7} "
+                f"{'kids':>4} {'feedq':>6} {'candles':>9} {'orders':>6} {'posit.':>6} {'equity':>6} {'decis.':>7} "
                 f"{'state B':>7} {'logs KB':>8}")  # fmt: skip
         out = [head]
         for s in self.samples:
             mark = " <- baseline" if s is self.baseline else ""
             out.append(f"{fmt_short(s.sim_ms):>11} {s.wall_s:7.0f} {s.lag_min:6.1f} {s.rss_mb:7.1f} {s.hwm_mb:6.0f} {s.fds:4d} "
                        f"{s.threads:4d} {s.tasks if s.tasks is not None else '-':>5} {s.children:4d} "
-                       f"{sum(s.queues.values()):6d} {s.rows['candles']:9d} {s.rows['orders']:6d} {s.rows['positions']:6d} "
+                       f"{sum(v for k, v in s.queues.items() if k.startswith('feed') or k == 'minutes_pending'):6d} {s.rows['candles']:9d} {s.rows['orders']:6d} {s.rows['positions']:6d} "
                        f"{s.rows['equity_snapshots']:6d} {s.rows['decisions']:7d} {s.state_bytes:7d} "
                        f"{s.log_bytes // 1024:8d}{mark}")  # fmt: skip
         return "\n".join(out)
@@ -229,7 +229,7 @@ def count_events(path: Path) -> tuple[dict[str, int], list[dict[str, Any]], list
             counts[ev] = counts.get(ev, 0) + 1
             if ev in ("retrain_done", "retrain_failed"):
                 retrains.append(e)
-            if e.get("level") in ("error", "critical"):
+            if e.get("level") in ("error", "critical") and "daemon stopping" not in str(e.get("error")):  # a retrain cut by the stop
                 errors.append(f"{ev}: {e.get('text') or e.get('error') or ''}"[:300])
     return counts, retrains, errors
 
