@@ -40,8 +40,12 @@ install-service:
 uninstall-service:
 	PREFIX=$(PREFIX) sh scripts/uninstall-service.sh
 
+# Two pytest-xdist workers: most of the suite's time is spent waiting on daemons and simulated
+# clocks, not on CPU, so two tests run side by side on 2 cores. Tests are handed out one at a
+# time, the `slow` ones first (tests/conftest.py), so no worker ends the run alone on a long one.
+TEST_JOBS ?= 2
 test: install chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist load --maxschedchunk 1
 
 # Everything but the tests marked `slow` (training runs, 30-symbol replays, long property
 # searches): under a minute of test time on the 2-core development machine when it is quiet.

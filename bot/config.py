@@ -157,6 +157,8 @@ class LoggingConfig(BaseModel):
     console: bool = True
     max_mb: int = Field(20, ge=1, le=1024, description="rotate each log file at this size (MB)")
     backups: int = Field(5, ge=1, le=100, description="rotated files kept per log (bot.log.1 .. bot.log.N)")
+    line_tag: str = Field("", max_length=16, pattern=r"^[A-Za-z0-9_.-]*$",
+                          description="a short tag at the end of every human line, e.g. demo (make demo sets it)")  # fmt: skip
 
     @field_validator("json_file", "human_file")
     @classmethod

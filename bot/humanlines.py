@@ -40,12 +40,12 @@ Models
                  -> `RETRAIN 20261130-2100-ab12  2026-05-01..2026-11-30  PF 1.23  exp +0.050%  412 trades  vs champion PF 1.10 exp +0.020%  -> champion (...)`
   retrain_failed error, detail?                    -> `RETRAIN failed: MemoryError ...`
 Market data
-  feed_outage    reason?, symbols? (count or list), since_ts?
-                 -> `FEED down (NetworkError): REST meanwhile`
+  feed_outage    reason?, symbols? (count or list: names up to 3), since_ts? (the websocket feed)
+                 -> `FEED down 30 symbols (websocket silent 5s) since 11-30 12:31: REST meanwhile`
   exchange_unreachable reason, url?, down_s? (a reminder while it lasts), error?
                  -> `WARN EXCHANGE unreachable (connection refused 127.0.0.1:9): retrying with backoff, nothing traded meanwhile`
   exchange_reachable down_s                        -> `EXCHANGE reachable again after 3m12s`
-  feed_recovered down_s?, filled? (candles back-filled)
+  feed_recovered down_s?, filled? (candles REST filled meanwhile), symbols?, since_ts?
                  -> `FEED back after 3m12s, 42 candles filled`
   backfill_symbol  symbol, start, end, written, fetched?, pages?, invalid?, resumed?,
                  exchange_gap_minutes?
@@ -54,7 +54,9 @@ Market data
   import_symbol  symbol, written, rows_read?, duplicates_skipped?, rejected?, gaps?, missing_minutes?
                  -> `IMPORT BTCUSDT  +525,600 rows  3 gaps (12 min)`
 Errors
-  error          where, error, detail?             -> `ERROR engine: ValueError: boom`
+  error          where, error, detail?, what? (the kind, e.g. feed_persist_failed)
+                 an error the daemon survives (network, store, broker): always one line, the
+                 JSON log keeps the traceback (`bot.survived`)  -> `ERROR store: OSError: boom`
 Emitted today by the feed, the minute assembler, the exchange client and the trainer
   feed_rest_fill symbol, start, end, filled, gap_minutes?  -> `FILL SOLUSDT 11-30 12:00..11-30 12:04  5 candles by REST`
   minute_timeout ts, missing_symbols               -> `MINUTE 11-30 12:31 closed without 2 symbols: ICPUSDT, FILUSDT`
@@ -117,7 +119,8 @@ def render_body(ev: Mapping[str, Any]) -> str:
     return kv_line(ev)
 
 
-_META = {"timestamp", "level", "logger", "event", "text", "exception", "_record", "_from_structlog", "event_ts"}
+_META = {"timestamp", "level", "logger", "event", "text", "exception", "_record", "_from_structlog", "event_ts",
+         "line_tag"}
 
 
 def kv_line(ev: Mapping[str, Any]) -> str:
@@ -369,7 +372,7 @@ def _feed_outage(ev: Mapping[str, Any]) -> str:
     syms = ev.get("symbols")
     who = ""
     if isinstance(syms, list | tuple):
-        who = f" {', '.join(map(str, syms[:3]))}" + (f" +{len(syms) - 3}" if len(syms) > 3 else "")
+        who = f" {', '.join(map(str, syms))}" if len(syms) <= 3 else f" {len(syms)} symbols"
     elif syms:
         who = f" {syms} symbols"
     since = f" since {fmt_short(int(ev['since_ts']))}" if _present(ev, "since_ts") else ""

@@ -6,9 +6,11 @@
    its markets: an unlisted symbol is an error naming it (the bundle's features are built for
    the configured symbol set, so trading a subset silently would change the model's inputs);
 2. the promoted bundle (`model_versions` champion), loaded in a thread; none: say so, and
-   unless `--no-train` backfill the training history and train the first bundle in a spawned
-   process (progress lines in the log), then promote it; with `--no-train` the daemon only
-   collects candles;
+   unless `--no-train` backfill the training history (traded and reference symbols) and train
+   the first bundle in a spawned process (progress lines in the log), then promote it if it
+   clears the engine's no-edge floor; with no usable model the daemon only collects candles
+   (with the retrain schedule, unless `--no-train`) until a champion is promoted, then starts
+   over with it (`_collect_only`);
 3. backfill by REST what the store lacks up to the exchange's clock, then warm the engine's
    features from the store in a thread, up to the *anchor* minute: the last persisted step
    after a restart, else the last closed minute;
@@ -40,6 +42,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import multiprocessing
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +59,7 @@ from bot.marketdata.retry import Backoff, describe_network_error, reachability
 from bot.procstats import release_free_memory, runtime_figures
 from bot.store import daemon_lock as status
 from bot.store.trading import StepRecords, TradingStore
+from bot.survived import ErrorStreak
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
 
 log = structlog.get_logger("bot.live")
@@ -70,11 +74,14 @@ def rss_mb() -> float:
     return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
-def _train_entry(cfg: Config, job: Any) -> dict[str, Any]:
-    """In the spawned training process: log to the daemon's files (progress lines), train."""
+def _train_entry(cfg: Config, job: Any, parent_pid: int | None = None) -> dict[str, Any]:
+    """In the spawned training process: dies with the daemon (`bot.childguard`), logs to the
+    daemon's files (progress lines), trains."""
+    from bot.childguard import die_with_parent
     from bot.logs import setup_from_config
     from bot.training import _job_entry
 
+    die_with_parent(parent_pid)
     setup_from_config(cfg, console=False)
     return _job_entry(job)
 
@@ -159,6 +166,7 @@ class LiveTrader:
         self.events = LiveEvents(self.mode)  # human-line events (bot.live_events)
         self.on_warm: Any = None  # called once the engine is warm (bot.daemon: systemd READY)
         self._pruned_day: int | None = None  # the exchange day of the last decisions retention pass
+        self._heartbeat_errors = ErrorStreak("store heartbeat", "heartbeat_failed", log)
 
     async def _in_worker(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
@@ -186,11 +194,19 @@ class LiveTrader:
                       text=f"CONFIG symbols not listed by the exchange: {', '.join(missing)}; remove them from `symbols` "
                            "in the config (the model is built for the configured set) and start again")  # fmt: skip
             return 2
+        missing = unlisted_symbols(self._exchange, self._symbols_with_references(), cfg.exchange.quote)
+        if missing:
+            log.error("symbols_not_listed", symbols=missing,
+                      text=f"CONFIG reference symbols not listed by the exchange: {', '.join(missing)}; change "
+                           "features.reference_symbols in the config and start again")  # fmt: skip
+            return 2
         bundle = await self._bundle()
         if self.stop.is_set():
             return 0
         if bundle is None:
-            return await self._collect_only()
+            if not await self._collect_only():
+                return 0
+            return await self._run()  # a model was promoted while collecting: start with it
         if self.mode == "live":
             from bot.live_hooks import LiveHooks
 
@@ -244,7 +260,7 @@ class LiveTrader:
         except BundleError as e:  # a broken champion must not crash-loop the service
             log.error("model_unusable", version=mv.version, reason=str(e),
                       text=f"MODEL {mv.version} cannot be used: {e}; collecting candles only until another is "
-                           "promoted (bot models rollback / promote VERSION) and the daemon restarted")  # fmt: skip
+                           "promoted (bot models rollback / promote VERSION): it is picked up without a restart")  # fmt: skip
             return None
         self.model_version = mv.version
         log.info("model_loaded", version=mv.version, seconds=round(time.monotonic() - t0, 2), rss_mb=rss_mb(),
@@ -262,7 +278,7 @@ class LiveTrader:
             self.on_warm()  # systemd READY: a first backfill and training can take long; the daemon is doing its job
         log.info("train_first_start", days=days,
                  text=f"TRAIN first model: backfilling {days} days of history, then training in a separate process")  # fmt: skip
-        if not await self._backfill(cfg.symbols, days):
+        if not await self._backfill(self._symbols_with_references(), days):  # the features read the references too
             return None
         data_dir = cfg.paths.data_dir
         job = TrainJob(
@@ -272,11 +288,16 @@ class LiveTrader:
         )  # fmt: skip
         ctx = multiprocessing.get_context("spawn")  # not fork: LightGBM's OpenMP hangs in a forked child
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx)
-        task = asyncio.get_running_loop().run_in_executor(pool, _train_entry, cfg, job)
+        task = asyncio.get_running_loop().run_in_executor(pool, _train_entry, cfg, job, os.getpid())
         try:
             return await self._await_training(task, pool)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _symbols_with_references(self) -> list[str]:
+        """The traded symbols, then the features' reference symbols that are not traded (the
+        engine streams them as feature-only rows; the trainer reads their history)."""
+        return list(dict.fromkeys([*self.cfg.symbols, *self.cfg.features.reference_symbols]))
 
     async def _await_training(self, task: Any, pool: Any) -> Any:
         from bot.store.model_versions import get_model_version, promote
@@ -299,10 +320,28 @@ class LiveTrader:
             log.error("train_first_rejected", version=summary.get("version"), status=summary.get("status"),
                       text=f"TRAIN first model {summary.get('version')} is {summary.get('status')}: not used")  # fmt: skip
             return None
-        await promote(self.store.pool, summary["version"], status.now_ms())
-        log.info("train_first_done", version=summary["version"],
-                 text=f"TRAIN first model {summary['version']} trained and promoted")  # fmt: skip
-        return await get_model_version(self.store.pool, summary["version"])
+        version = summary["version"]
+        edge = self._first_edge(summary)
+        if not edge.ok:  # with no champion, the first bundle must clear the engine's no-edge floor
+            from bot.store.model_versions import set_status
+
+            why = edge.reason.removesuffix(", watching only")
+            with contextlib.suppress(Exception):  # the line below says it either way
+                await set_status(self.store.pool, version, "rejected", reason=f"first model below the no-edge floor: {why}")
+            log.warning("train_first_rejected", version=version, status="rejected", reason=why, pf=edge.profit_factor,
+                        trades=edge.trades, text=f"TRAIN first model {version} not promoted: {why}; collecting candles only "
+                                                 "until a model is promoted (the retrain schedule, or bot train --promote)")  # fmt: skip
+            return None
+        await promote(self.store.pool, version, status.now_ms())
+        log.info("train_first_done", version=version, pf=edge.profit_factor, trades=edge.trades,
+                 text=f"TRAIN first model {version} trained and promoted ({edge.reason})")  # fmt: skip
+        return await get_model_version(self.store.pool, version)
+
+    def _first_edge(self, summary: dict[str, Any]) -> Any:
+        """The engine's own no-edge verdict on a freshly trained bundle's walk-forward result."""
+        from bot.engine.engine import validated_edge
+
+        return validated_edge({"version": summary["version"], "walk_forward": summary.get("walk_forward")}, self.cfg.trading)
 
     async def _backfill(self, symbols: Any, days: float) -> bool:
         """Backfill until it completes (network trouble: retried, said once); False if stopped."""
@@ -506,32 +545,64 @@ class LiveTrader:
         res = eng.step(ts, bars)
         return res, eng.state_dict()
 
-    async def _collect_only(self) -> int:
-        """No model and --no-train: keep the candle history current, trade nothing."""
+    async def _collect_only(self) -> bool:
+        """No usable model (none promoted and --no-train, a first model below the no-edge floor,
+        a broken champion): keep the candle history current (traded and reference symbols),
+        trade nothing, and watch the store: True when another champion is promoted (`bot
+        models promote`, `bot train --promote`, or the retrain schedule, which runs here too
+        unless --no-train: with no champion it promotes a model that clears the floor), and
+        the caller starts over with it; False when the daemon is stopped."""
+        from bot.store.model_versions import champion_version
+
         reason = "no model: train one (`bot train`) and promote it (`bot models promote`)"
         log.warning("watch_only", reason=reason, text=f"WATCH ONLY: {reason}; collecting candles")
         await status.write_heartbeat(self.store.pool, watch_only=True, watch_reason=reason)
         if self.on_warm is not None:
             self.on_warm()
-        self.feed = feed = self._new_feed(self.cfg.symbols, None)  # type: ignore[arg-type]
+        was = await champion_version(self.store.pool)
+        symbols = self._symbols_with_references()
+        ends = [await self.store.last_candle_ts(s) for s in symbols]
+        if all(t is not None for t in ends):  # what a retrain may train on before the feed moves
+            self.last_minute = int(min(ends))  # type: ignore[type-var]
+        self.feed = feed = self._new_feed(symbols, None)  # type: ignore[arg-type]
         feed_task = asyncio.create_task(feed.run(), name="feed")
         hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
-        drain = asyncio.create_task(self._drain(feed.queue), name="drain")
+        drain = asyncio.create_task(self._drain(feed), name="drain")
+        if not self.no_train:
+            from bot.retrain import Retrainer
+
+            self.retrainer = Retrainer(self)
+            self.retrainer.start()
+        promoted = None
         try:
-            await self.stop.wait()
+            while not await _sleep_or_stop(self.stop, HEARTBEAT_S):
+                with contextlib.suppress(Exception):  # the store may be down: ask again next time
+                    promoted = await champion_version(self.store.pool)
+                if promoted is not None and promoted != was:
+                    log.info("collect_only_done", version=promoted,
+                             text=f"MODEL {promoted} promoted: leaving collect-only, starting the engine with it")  # fmt: skip
+                    break
         finally:
+            if self.retrainer is not None:
+                await self.retrainer.stop()
+                self.retrainer = None
             feed.stop()
             drain.cancel()
             hb.cancel()
             for t in (feed_task, drain, hb):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-        return 0
+            self.feed = None
+        return not self.stop.is_set()
 
-    @staticmethod
-    async def _drain(queue: asyncio.Queue) -> None:
+    async def _drain(self, feed: Any) -> None:
+        """Take the feed's events (they are stored by the feed); the last minute every symbol
+        has reached is what a retrain started now may train on."""
         while True:
-            await queue.get()
+            await feed.queue.get()
+            through = feed.released_through()
+            if through:
+                self.last_minute = min(through.values())
 
     # -- status --------------------------------------------------------------------------------
 
@@ -569,7 +640,9 @@ class LiveTrader:
         try:
             await status.write_heartbeat(self.store.pool, last_minute_ts=self.last_minute, details=self.details())
         except Exception as e:  # noqa: BLE001 - the heartbeat must never end the daemon
-            log.warning("heartbeat_failed", error=type(e).__name__)
+            self._heartbeat_errors.failed(e)
+            return
+        self._heartbeat_errors.ok()
 
     async def _heartbeat_loop(self) -> None:
         while True:

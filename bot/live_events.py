@@ -9,7 +9,8 @@ shows market times. Kept out of `bot.live` so that the loop stays about I/O and 
 The no-edge notice: a bundle whose out-of-sample PF is under the *default* no-edge floor can
 still trade when a config lowers `trading.min_validation_pf` (the demo does, to show trades with
 a quick model). The start line says so; with `BOT_DEMO=1` (set by `scripts/demo.py`) it is the
-demo's wording, which the dashboard shows as its notice too.
+demo's wording, which the dashboard shows as its notice too; every other line of the demo
+carries the short `[demo]` tag (`logging.line_tag`, set by the demo's config: `bot.logs`).
 """
 
 from __future__ import annotations

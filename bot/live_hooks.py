@@ -45,6 +45,9 @@ class LiveHooks:
         self.last_reconcile = 0.0
         self.reconciliations = 0
         self.mismatches = 0
+        from bot.survived import ErrorStreak
+
+        self._poll_errors = ErrorStreak("broker order poll", "order_poll_failed", log)
 
     async def setup(self) -> bool:
         from risk.market import MarketRules
@@ -136,4 +139,6 @@ class LiveHooks:
             try:
                 await self.executor.poll_open()
             except Exception as e:  # noqa: BLE001 - polling must never end the daemon
-                log.warning("order_poll_failed", error=type(e).__name__)
+                self._poll_errors.failed(e)
+                continue
+            self._poll_errors.ok()

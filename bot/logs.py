@@ -61,6 +61,17 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+_line_tag = ""  # logging.line_tag: set by setup_logging
+
+
+def add_line_tag(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: carry `logging.line_tag` in every event, so that the JSON log (and
+    `bot tail`, which renders from it) has it too."""
+    if _line_tag:
+        event.setdefault("line_tag", _line_tag)
+    return event
+
+
 LEVEL_TAGS = {"debug": "DEBUG ", "info": "", "warning": "WARN ", "error": "ERROR ", "critical": "CRITICAL "}
 
 
@@ -76,7 +87,11 @@ def human_line(event: Mapping[str, Any], *, with_exception: bool = True) -> str:
     """One event (as logged, or as read back from the JSON log) -> its short human line."""
     level = str(event.get("level", "info")).lower()
     line = f"{line_time(event)} {LEVEL_TAGS.get(level, level.upper() + ' ')}{render_body(event)}"
+    if event.get("line_tag"):  # e.g. every line of `make demo` ends with [demo]
+        line += f"  [{event['line_tag']}]"
     exc = event.get("exception")
+    if event.get("event") == "error":  # an error the daemon survived: one line (the JSON log keeps the traceback)
+        return line
     return f"{line}\n{exc}" if (exc and with_exception) else line
 
 
@@ -139,6 +154,7 @@ _PRE_CHAIN: list[Any] = [
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
+    add_line_tag,
     redact,
 ]
 
@@ -154,8 +170,12 @@ def setup_logging(
     max_bytes: int = 20 << 20,
     backups: int = 5,
     extra_handlers: Iterable[logging.Handler] = (),
+    line_tag: str = "",
 ) -> None:
-    """Configure structlog + stdlib handlers. Safe to call again (replaces handlers)."""
+    """Configure structlog + stdlib handlers. Safe to call again (replaces handlers).
+    `line_tag`: appended as `[tag]` to every human line (`logging.line_tag`)."""
+    global _line_tag
+    _line_tag = line_tag
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -213,6 +233,7 @@ def setup_from_config(cfg: Any, *, console: bool | None = None) -> None:
         console=cfg.logging.console if console is None else console,
         max_bytes=cfg.logging.max_mb << 20,
         backups=cfg.logging.backups,
+        line_tag=cfg.logging.line_tag,
     )
 
 

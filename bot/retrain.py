@@ -151,8 +151,12 @@ def _limit_child(spec: RetrainSpec) -> None:
         os.environ[var] = threads
 
 
-def _child_entry(cfg: Any, spec: RetrainSpec, result_path: str) -> None:
-    """Entry point of the spawned training process: limits, logging, the job, a result file."""
+def _child_entry(cfg: Any, spec: RetrainSpec, result_path: str, parent_pid: int | None = None) -> None:
+    """Entry point of the spawned training process: dies with the daemon (`bot.childguard`),
+    limits, logging, the job, a result file."""
+    from bot.childguard import die_with_parent
+
+    die_with_parent(parent_pid)
     _limit_child(spec)
     code = 0
     try:
@@ -242,7 +246,7 @@ async def run_retrain_in_child(cfg: Any, spec: RetrainSpec, *, timeout_s: float,
     fd, result_path = tempfile.mkstemp(prefix="retrain-", suffix=".json")
     os.close(fd)
     os.unlink(result_path)
-    proc = ctx.Process(target=_child_entry, args=(cfg, spec, result_path), name="retrain", daemon=True)
+    proc = ctx.Process(target=_child_entry, args=(cfg, spec, result_path, os.getpid()), name="retrain", daemon=True)
     t0 = time.monotonic()
     proc.start()
     if on_start is not None:

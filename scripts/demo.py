@@ -15,7 +15,9 @@ Everything lives under var/demo/ (its own config.yaml, data dir with the embedde
 models, logs); the user's config.yaml is never read or changed. The quick bundle has no
 validated edge: the demo's config lowers the engine's no-edge floor and trades on a zero-cost
 (maker-fee-like) account so that trades happen, and `BOT_DEMO=1` makes the daemon's start line
-and the dashboard say "demo: trading a model without a validated edge, paper only".
+and the dashboard say "demo: trading a model without a validated edge, paper only"; the demo's
+config sets `logging.line_tag: demo`, so every other line (bot.log, console, Telegram, `bot
+tail`) ends with `[demo]`.
 
     python scripts/demo.py [--minutes N] [--no-tail] [--speed 600] [--port 8787] [--fresh]
 """
@@ -71,7 +73,7 @@ def write_config(urls: dict[str, str], port: int) -> Path:
                   "lightgbm": {"num_boost_round": 40, "min_data_in_leaf": 50},
                   "catboost": {"iterations": 25, "max_rows": 2000}},
         "paths": {"data_dir": str(DEMO / "var"), "models_dir": str(DEMO / "models"), "logs_dir": str(DEMO / "logs")},
-        "logging": {"console": False},
+        "logging": {"console": False, "line_tag": "demo"},  # every line of the demo ends with [demo]
         "dashboard": {"enabled": True, "port": port},
     }, sort_keys=False))  # fmt: skip
     return cfg

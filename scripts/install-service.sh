@@ -13,6 +13,8 @@
 # Re-running it upgrades the code in place and keeps config, data and secrets.
 # Variables: PREFIX (/opt/cryptobot) SERVICE_USER (cryptobot) UNIT_DIR (/etc/systemd/system)
 #            ETC_DIR (/etc/cryptobot) PYTHON (python3) START (0) SYSTEMCTL (systemctl)
+#            SYSTEMD_RUN_DIR (/run/systemd/system: exists when systemd is the init system,
+#            sd_booted(3)'s test; the test of this script points it at a directory of its own)
 set -eu
 PREFIX=${PREFIX:-/opt/cryptobot}
 SERVICE_USER=${SERVICE_USER:-cryptobot}
@@ -21,6 +23,7 @@ ETC_DIR=${ETC_DIR:-/etc/cryptobot}
 PYTHON=${PYTHON:-python3}
 START=${START:-0}
 SYSTEMCTL=${SYSTEMCTL:-systemctl}
+SYSTEMD_RUN_DIR=${SYSTEMD_RUN_DIR:-/run/systemd/system}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 
 if [ "$(id -u)" != "0" ]; then echo "install-service: run as root (sudo make install-service)" >&2; exit 1; fi
@@ -66,7 +69,7 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   [ -z "$out" ] || { echo "$out" >&2; exit 1; }
 fi
 
-if [ -d /run/systemd/system ]; then
+if [ -d "$SYSTEMD_RUN_DIR" ]; then
   "$SYSTEMCTL" daemon-reload
   "$SYSTEMCTL" enable cryptobot.service
   [ "$START" = "1" ] && "$SYSTEMCTL" restart cryptobot.service

@@ -9,16 +9,17 @@ UNIT_DIR=${UNIT_DIR:-/etc/systemd/system}
 ETC_DIR=${ETC_DIR:-/etc/cryptobot}
 PURGE=${PURGE:-0}
 SYSTEMCTL=${SYSTEMCTL:-systemctl}
+SYSTEMD_RUN_DIR=${SYSTEMD_RUN_DIR:-/run/systemd/system}  # exists when systemd is the init system
 
 if [ "$(id -u)" != "0" ]; then echo "uninstall-service: run as root (sudo make uninstall-service)" >&2; exit 1; fi
 case "$PREFIX" in /*) ;; *) echo "uninstall-service: PREFIX must be an absolute path" >&2; exit 1;; esac
 [ "$PREFIX" != "/" ] || { echo "uninstall-service: refusing PREFIX=/" >&2; exit 1; }
 
-if [ -d /run/systemd/system ]; then
+if [ -d "$SYSTEMD_RUN_DIR" ]; then
   "$SYSTEMCTL" disable --now cryptobot.service 2>/dev/null || true
 fi
 rm -f "$UNIT_DIR/cryptobot.service"
-[ -d /run/systemd/system ] && "$SYSTEMCTL" daemon-reload || true
+[ -d "$SYSTEMD_RUN_DIR" ] && "$SYSTEMCTL" daemon-reload || true
 
 if [ -d "$PREFIX" ]; then
   find "$PREFIX" -mindepth 1 -maxdepth 1 ! -name var -exec rm -rf {} +

@@ -8,10 +8,14 @@ trades proves nothing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from models.candles import Candles, candle_files, read_candles_csv
 from models.config import CatBoostParams, CostConfig, LightGBMParams, Settings, TrainConfig
@@ -62,16 +66,37 @@ def _code_digest() -> str:
 def train_bundle(source: CsvSource, models_dir: Path, *, symbols: list[str] = SYMBOLS, start: int = APR2,
                  end: int = TRAIN_END, cache_root: Path | None = None, **train: object) -> Path:  # fmt: skip
     """Train and write a bundle (or reuse the cached one with the same key); returns its path."""
-    from bot.training import bundle_manifest, new_version
-    from models.bundle import write_bundle
-
     settings = small_settings(**train)
     key = hashlib.sha256(json.dumps({"s": symbols, "a": start, "b": end, "set": settings.to_dict(), "code": _code_digest()},
                                     sort_keys=True, default=str).encode()).hexdigest()[:16]  # fmt: skip
-    if cache_root is not None:
+    if cache_root is None:
+        return _train_and_write(source, symbols, settings, start, end, models_dir, key, None)
+    with cache_lock(Path(cache_root)):
         cached = Path(cache_root) / key
         if (cached / "manifest.json").exists():
             return cached
+        return _train_and_write(source, symbols, settings, start, end, models_dir, key, Path(cache_root))
+
+
+@contextlib.contextmanager
+def cache_lock(cache_root: Path) -> Iterator[None]:
+    """Held while a cached bundle is looked up or trained: parallel test workers (pytest-xdist)
+    share the cache, so the second one waits for the first one's bundle instead of training it again
+    into the same directory."""
+    cache_root.mkdir(parents=True, exist_ok=True)
+    with open(cache_root / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _train_and_write(source: CsvSource, symbols: list[str], settings: Any, start: int, end: int, models_dir: Path,
+                     key: str, cache_root: Path | None) -> Path:  # fmt: skip
+    from bot.training import bundle_manifest, new_version
+    from models.bundle import write_bundle
+
     work = Path(models_dir) / f"work-{key}"
     run = run_training(source, symbols, settings, start_ms=start, end_ms=end, work_dir=work)
     created = 1_700_000_000_000

@@ -26,7 +26,9 @@ def test_demo_runs_trades_and_says_it_is_a_demo(tmp_path: Path) -> None:
     assert "first trade line" in r.stdout and "stopped (daemon exit 0)" in r.stdout
     log = (home / "logs" / "bot.log").read_text()
     start = [ln for ln in log.splitlines() if " START paper " in ln]
-    assert start and start[-1].endswith("demo: trading a model without a validated edge, paper only"), start
+    assert start and start[-1].endswith("demo: trading a model without a validated edge, paper only  [demo]"), start
+    untagged = [ln for ln in log.splitlines() if ln[:2].isdigit() and not ln.endswith("  [demo]")]
+    assert not untagged, untagged[:5]  # every line of the demo says so (lines, not traceback continuations)
     assert " BUY " in log and "[paper]" in log
     events = [json.loads(x) for x in (home / "logs" / "bot.jsonl").read_text().splitlines()]
     assert sum(e["event"] == "trade_open" for e in events) >= 1

@@ -5,6 +5,7 @@ equal to the source data row by row, whatever the exchange throws at the feed.""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import defaultdict
 
@@ -262,3 +263,53 @@ async def test_a_candle_the_exchange_keeps_serving_bad_is_left_empty_not_invente
     assert feed.issues.by_action[(v.HIGH_LT_LOW, v.UNREPAIRABLE)] == 1
     await assert_store_equals_source(store, book30, ["BTCUSDT"], start - 10 * MINUTE_MS, end)
     await store.close()
+
+
+async def test_a_websocket_stall_is_one_outage_line_and_one_recovery_line(db_dsn, book30, tmp_path):
+    """A `ws_stall` fault (the connection stays open and goes silent): the feed says `FEED down`
+    once, with the symbols, the reason and since when, keeps the minutes coming by REST, and
+    says `FEED back` once with the duration when a new connection delivers; the reconnect
+    attempts in between are debug lines, not more warnings. Lines as `bot.log` has them."""
+    import json
+
+    from bot.logs import setup_logging
+    from bot.simulator.faults import Fault
+
+    symbols = symbols30()[:4]
+    start = APR19_2340
+    sim = ExchangeSimulator(book30, SimSettings(speed=0, start_ms=start, update_interval_s=0.05),
+                            faults=[Fault("ws_stall", start + 3 * MINUTE_MS)])  # fmt: skip
+    await sim.start()
+    setup_logging(tmp_path, console=False)
+    store = await Store.connect(db_dsn)
+    feed = CandleFeed(feed_config(sim, symbols, stall_timeout_s=1.0), store, start_ms=start - 2 * MINUTE_MS)
+    consumer = Consumer(feed)
+    run = asyncio.create_task(feed.run())
+    try:
+        await asyncio.wait_for(feed.wait_ready(), 30)
+        sim.clock.set(speed=60)  # one exchange minute per second: the 1 s stall spans about a minute
+        await wait_until(lambda: sim.faults.pending() == 0, 30, "the stall to be applied")
+        await wait_until(lambda: feed.stats["ws_outages"] >= 1, 30, "the websocket to deliver again")
+        await wait_until(lambda: sim.clock.now_ms() >= start + 8 * MINUTE_MS, 30, "a few more minutes")
+        end = await catch_up_and_stop(sim, feed, run)
+    finally:
+        feed.stop()
+        consumer.stop()
+        await sim.stop()
+        await store.close()
+    for h in __import__("logging").getLogger().handlers:
+        h.flush()
+    events = [json.loads(x) for x in (tmp_path / "bot.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "bot.log").read_text().splitlines()
+    down = [e for e in events if e["event"] == "feed_outage"]
+    back = [e for e in events if e["event"] == "feed_recovered"]
+    assert len(down) == 1 and len(back) == 1 and feed.stats["ws_outages"] == 1, (down, back, feed.stats)
+    assert down[0]["level"] == "warning" and down[0]["symbols"] == symbols and down[0]["reason"] == "websocket silent 1s"
+    assert back[0]["since_ts"] == down[0]["since_ts"] and 1.0 <= back[0]["down_s"] < 30 and back[0]["filled"] >= 0
+    feed_lines = [x for x in lines if " FEED " in x]
+    assert len(feed_lines) == 3, feed_lines  # up, down, back: one line each
+    assert re.fullmatch(r"\d\d-\d\d \d\d:\d\d WARN FEED down 4 symbols \(websocket silent 1s\) since \d\d-\d\d \d\d:\d\d: "
+                        r"REST meanwhile", feed_lines[1]), feed_lines  # fmt: skip
+    assert re.fullmatch(r"\d\d-\d\d \d\d:\d\d FEED back after \d+s, \d+ candles filled", feed_lines[2]), feed_lines
+    assert not [e for e in events if e["event"] in ("feed_ws_stalled", "feed_ws_down") and e["level"] != "debug"]
+    assert_delivered_in_order(consumer, book30, symbols, start - 2 * MINUTE_MS, end)  # and nothing lost meanwhile

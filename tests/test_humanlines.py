@@ -63,6 +63,10 @@ CASES = [
      "RETRAIN failed: MemoryError trainer child killed"),
     ("feed_outage", "warning", dict(reason="NetworkError", symbols=30, since_ts=T), "FEED down 30 symbols (NetworkError) since 11-30 12:31: REST meanwhile"),
     ("feed_recovered", "info", dict(down_s=192, filled=42), "FEED back after 3m12s, 42 candles filled"),
+    ("feed_outage", "warning", dict(reason="websocket silent 5s", symbols=[f"S{i}USDT" for i in range(30)], since_ts=T),
+     "FEED down 30 symbols (websocket silent 5s) since 11-30 12:31: REST meanwhile"),
+    ("feed_outage", "warning", dict(reason="NetworkError", symbols=["BTCUSDT", "ETHUSDT"]), "FEED down BTCUSDT, ETHUSDT (NetworkError): REST meanwhile"),
+    ("feed_recovered", "info", dict(down_s=4.2, filled=0, symbols=["BTCUSDT"], since_ts=T - 5000), "FEED back after 4s, 0 candles filled"),
     ("backfill_symbol", "info", dict(symbol="ETHUSDT", start=1621023960000, end=T, resumed=True, pages=2801, fetched=2801440,
                                      written=2801440, invalid=0, exchange_gap_minutes=0),
      "BACKFILL ETHUSDT 2021-05-14..2025-11-30  +2,801,440 rows  (resumed)"),
@@ -70,6 +74,9 @@ CASES = [
     ("import_symbol", "info", dict(symbol="BTCUSDT", rows_read=10, written=9, duplicates_skipped=1, rejected=0, gaps=2, missing_minutes=5),
      "IMPORT BTCUSDT  +9 rows  1 duplicates  2 gaps (5 min)"),
     ("error", "error", dict(where="engine", error="ValueError", detail="boom"), "engine: ValueError: boom"),
+    ("error", "error", dict(where="store", error="ConnectionDoesNotExistError", what="feed_persist_failed", symbol="BTCUSDT",
+                            detail="connection was closed in the middle of operation"),
+     "store: ConnectionDoesNotExistError: connection was closed in the middle of operation"),
     ("feed_rest_fill", "info", dict(symbol="SOLUSDT", start=T - 240_000, end=T, filled=5, gap_minutes=0),
      "FILL SOLUSDT 11-30 12:27..11-30 12:31  5 candles by REST"),
     ("minute_timeout", "warning", dict(ts=T, missing_symbols=["ICPUSDT", "FILUSDT"]),
@@ -141,3 +148,64 @@ def test_same_line_in_file_and_console_json_keeps_all_fields(tmp_path: Path) -> 
             assert rec[k] == (list(v) if isinstance(v, tuple) else v)
         # the line can be rebuilt from the JSON record alone (that is what `bot tail` does)
         assert human_line(rec) in console
+
+
+def test_an_error_the_daemon_survives_is_one_line_even_with_a_traceback(tmp_path: Path) -> None:
+    """`bot.survived`: one `ERROR where: Type: detail` line in bot.log; the JSON log keeps the
+    traceback and the kind. A streak of failures (a store that is down) is one error line,
+    debug lines for the repeats and one line when it works again."""
+    from bot.survived import ErrorStreak, log_survived
+
+    setup_logging(tmp_path, console=False)
+    log = structlog.get_logger("t")
+    try:
+        raise OSError("disk on fire")
+    except OSError as e:
+        log_survived(log, "feed websocket", e, what="feed_ws_unexpected_error", exc_info=True)
+    streak = ErrorStreak("store heartbeat", "heartbeat_failed", log)
+    for k in range(5):
+        streak.failed(ConnectionError(f"refused {k}"))
+    streak.ok()
+    streak.ok()  # nothing more to say
+    for h in logging.getLogger().handlers:
+        h.flush()
+    lines = (tmp_path / "bot.log").read_text().splitlines()
+    assert len(lines) == 3, lines
+    assert re.fullmatch(r"\d\d-\d\d \d\d:\d\d ERROR feed websocket: OSError: disk on fire", lines[0]), lines
+    assert re.fullmatch(r"\d\d-\d\d \d\d:\d\d ERROR store heartbeat: ConnectionError: refused 0", lines[1]), lines
+    assert re.fullmatch(r"\d\d-\d\d \d\d:\d\d store heartbeat: working again after 5 failure\(s\) in \d+s", lines[2]), lines
+    records = [json.loads(x) for x in (tmp_path / "bot.jsonl").read_text().splitlines()]
+    first = records[0]
+    assert first["event"] == "error" and first["what"] == "feed_ws_unexpected_error" and "Traceback" in first["exception"]
+    assert [r["event"] for r in records[1:]] == ["error", "error_cleared"]  # the repeats were debug (below the level)
+
+
+def test_a_line_tag_from_the_config_ends_every_line_and_survives_into_the_json(tmp_path: Path) -> None:
+    """`logging.line_tag` (make demo sets `demo`): every human line ends with `[demo]`, in bot.log
+    and on the console alike, and `bot tail` (which renders from the JSON log) shows it too."""
+    from bot.config import Config
+    from bot.logs import setup_from_config
+
+    cfg = Config.model_validate({"logging": {"line_tag": "demo", "console": False}, "paths": {"logs_dir": str(tmp_path)}})
+    setup_from_config(cfg)
+    log = structlog.get_logger("t")
+    for name, level, fields, _body in CASES:
+        getattr(log, level)(name, **fields)
+    logging.getLogger("some.library").warning("a stdlib record")
+    for h in logging.getLogger().handlers:
+        h.flush()
+    lines = (tmp_path / "bot.log").read_text().splitlines()
+    assert len(lines) == len(CASES) + 1
+    for line, (_n, _l, _f, body) in zip(lines, CASES, strict=False):
+        assert line.endswith(f"{body}  [demo]"), line
+    assert lines[-1].endswith("a stdlib record  [demo]"), lines[-1]
+    records = [json.loads(x) for x in (tmp_path / "bot.jsonl").read_text().splitlines()]
+    assert all(r["line_tag"] == "demo" for r in records)
+    assert [human_line(r) for r in records[:-1]] == lines[:-1]  # what `bot tail` prints
+    setup_logging(tmp_path / "plain", console=False)  # the tag is not sticky
+    structlog.get_logger("t").info("daemon_ready", mode="paper")
+    for h in logging.getLogger().handlers:
+        h.flush()
+    assert (tmp_path / "plain" / "bot.log").read_text().strip().endswith("READY paper")
+    with pytest.raises(ValueError, match="line_tag"):
+        Config.model_validate({"logging": {"line_tag": "two words"}})

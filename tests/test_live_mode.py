@@ -276,8 +276,11 @@ async def test_paper_and_live_give_the_same_trades_without_order_faults(make_db,
     start, end, horizon = window(bundle_path, 3)
     (tmp_path / "paper").mkdir()
     (tmp_path / "live").mkdir()
-    paper = await lockstep_run(book30, bundle_path, make_db(), tmp_path / "paper", "paper", start, end)
-    live = await lockstep_run(book30, bundle_path, make_db(), tmp_path / "live", "live", start, end)
+    # two daemons, two simulators, two databases: side by side, each in its own lock step
+    paper, live = await asyncio.gather(
+        lockstep_run(book30, bundle_path, make_db(), tmp_path / "paper", "paper", start, end),
+        lockstep_run(book30, bundle_path, make_db(), tmp_path / "live", "live", start, end),
+    )
 
     def key(t: dict[str, Any], live_side: bool) -> tuple:
         # paper exits fill at the barrier inside the step of minute t; live sells at market, at

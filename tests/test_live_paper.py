@@ -53,6 +53,7 @@ def bundle_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         TRAIN_END,
         CsvSource,
         _code_digest,
+        cache_lock,
         small_settings,
     )
 
@@ -60,13 +61,14 @@ def bundle_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     key = hashlib.sha256(json.dumps({"set": settings.to_dict(), "code": _code_digest(), "live": 1}, sort_keys=True,
                                     default=str).encode()).hexdigest()[:16]  # fmt: skip
     cache = Path(request.config.cache.mkdir("live-bundles"))
-    found = list((cache / key).glob("*/manifest.json"))
-    if found:
-        return found[0].parent
-    run = run_training(CsvSource(DATA_DIR), SYMBOLS, settings, start_ms=APR2, end_ms=TRAIN_END,
-                       work_dir=tmp_path_factory.mktemp("live-train"))  # fmt: skip
-    manifest = bundle_manifest(run, created_ms=1_700_000_000_000, code="test")
-    return write_bundle(cache / key, new_version(1_700_000_000_000, manifest), run.predictor, manifest)
+    with cache_lock(cache):
+        found = list((cache / key).glob("*/manifest.json"))
+        if found:
+            return found[0].parent
+        run = run_training(CsvSource(DATA_DIR), SYMBOLS, settings, start_ms=APR2, end_ms=TRAIN_END,
+                           work_dir=tmp_path_factory.mktemp("live-train"))  # fmt: skip
+        manifest = bundle_manifest(run, created_ms=1_700_000_000_000, code="test")
+        return write_bundle(cache / key, new_version(1_700_000_000_000, manifest), run.predictor, manifest)
 
 
 def window(bundle: Path, hours: float) -> tuple[int, int, int]:
@@ -120,9 +122,9 @@ class Daemon:
         self.cfg, self.home, self.dsn = cfg, home, dsn
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> None:
+    async def start(self, *args: str) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "--config", str(self.cfg), "run", cwd=ROOT,
+            sys.executable, "-m", "bot", "--config", str(self.cfg), "run", *args, cwd=ROOT,
             stdout=asyncio.subprocess.DEVNULL, stderr=open(self.home / "stderr.txt", "ab"),  # noqa: SIM115
         )  # fmt: skip
 
@@ -487,15 +489,19 @@ async def test_watch_only_is_said_at_start_and_in_the_status_row(db_dsn, book30,
 async def test_no_model_the_daemon_backfills_trains_promotes_and_runs(db_dsn, book30, tmp_path) -> None:
     """A fresh store: `bot run` says there is no model, backfills the training history, trains
     the first bundle in a spawned process (its progress lines in the daemon's log), promotes it
-    and starts the engine with it."""
+    (the floor is lowered in this config: the small bundle must clear it) and starts the engine
+    with it. The features' reference symbol (BTCUSDT) is not traded here: its history is
+    backfilled too, and the engine streams it as a feature-only row."""
     from tests.engine_support import APR2, SYMBOLS
 
     now = APR2 + 12 * 86_400_000
+    traded = [s for s in SYMBOLS if s != "BTCUSDT"]
     sim = ExchangeSimulator(CandleBook({s: book30.candles[s] for s in SYMBOLS}), SimSettings(speed=0, start_ms=now))
     await sim.start()
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump({
-        "symbols": SYMBOLS, "database": {"dsn": db_dsn},
+        "symbols": traded, "database": {"dsn": db_dsn},
+        "trading": {"min_validation_pf": 0.0, "min_validation_trades": 0},
         "exchange": {"urls": sim.urls, "rate_limit_ms": 0, "retry_base_s": 0.1, "retry_max_s": 1.0},
         "feed": {"backfill_days": 0},
         "train": {"history_days": 9, "threads": 1, "folds": 1, "fold_days": 2, "regime_fit_days": 3, "row_stride": 3,
@@ -515,6 +521,8 @@ async def test_no_model_the_daemon_backfills_trains_promotes_and_runs(db_dsn, bo
         loaded = await d.wait_event("model_loaded")
         assert loaded["version"] == done["version"]
         await d.wait_event("engine_ready")
+        started = await d.wait_event("daemon_start")
+        assert started["symbols"] == len(traded) + 1  # + the reference, as a feature-only row
         assert await d.terminate() == 0
     finally:
         if d.proc is not None and d.proc.returncode is None:
@@ -529,4 +537,87 @@ async def test_no_model_the_daemon_backfills_trains_promotes_and_runs(db_dsn, bo
     finally:
         await conn.close()
     assert champ["version"] == done["version"] and Path(champ["path"]).is_dir()
-    assert days >= 9.9  # the training history was backfilled by REST
+    assert days >= 9.9  # the training history of the (untraded) reference was backfilled by REST
+
+
+@pytest.mark.parametrize("floor", [100.0, 0.0])
+async def test_first_model_is_promoted_only_above_the_no_edge_floor(db_dsn, bundle_path, tmp_path, floor) -> None:
+    """With no champion, the first trained bundle is promoted only when it clears the engine's
+    no-edge floor (`validated_edge` on its walk-forward result). Below it, it is recorded as
+    rejected with the reason, one warning line says so, and the daemon collects only. The
+    small real bundle's own walk-forward result is what is judged, by the daemon's own step."""
+    from bot.config import load_config
+    from bot.live import LiveTrader
+    from bot.store.db import Store
+    from bot.store.model_versions import get_model_version, record_model_version
+
+    m = json.loads((bundle_path / "manifest.json").read_text())
+    pf = float(m["walk_forward"]["all"]["overall"]["profit_factor"])
+    assert 0.0 < pf < 100.0
+    cfg_path = write_config(tmp_path, db_dsn, None)
+    text = yaml.safe_load(cfg_path.read_text())
+    text["trading"] = {"min_validation_pf": floor, "min_validation_trades": 0}
+    cfg_path.write_text(yaml.safe_dump(text))
+    cfg = load_config(cfg_path)
+    store = await Store.connect(db_dsn, pool_min=1, pool_max=2)
+    trader = LiveTrader(cfg, store, asyncio.Event())
+    events: list[dict[str, Any]] = []
+    try:
+        await record_model_version(store.pool, version=m["version"], path=str(bundle_path), created_ts=1_700_000_000_000)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result({"version": m["version"], "status": "candidate", "walk_forward": m["walk_forward"]})
+        import structlog
+
+        with structlog.testing.capture_logs() as events:
+            got = await trader._await_training(done, None)
+        row = await get_model_version(store.pool, m["version"])
+    finally:
+        trader.worker.shutdown(wait=False)
+        await store.close()
+    names = [e["event"] for e in events]
+    if floor > pf:
+        assert got is None and row.status == "rejected", row
+        assert "train_first_done" not in names
+        (rej,) = [e for e in events if e["event"] == "train_first_rejected"]
+        assert rej["log_level"] == "warning" and f"PF {pf:.2f} < {floor:.2f}" in rej["reason"]
+        assert rej["text"].startswith(f"TRAIN first model {m['version']} not promoted: ") and "collecting candles only" in rej["text"]
+        assert "no-edge floor" in row.metrics["reason"] and f"PF {pf:.2f}" in row.metrics["reason"]
+    else:
+        assert got is not None and got.version == m["version"] and row.status == "champion"
+        assert "train_first_rejected" not in names and "train_first_done" in names
+
+
+async def test_collect_only_daemon_starts_trading_when_a_model_is_promoted(db_dsn, book30, bundle_path, tmp_path) -> None:
+    """No champion and --no-train: the daemon collects candles only, and watches the store.
+    A model promoted from another shell (what `bot models promote` does) is picked up without
+    a restart: the engine starts with it and scores the next minutes (`decisions`)."""
+    start, end, _ = window(bundle_path, 0.5)
+    sim = ExchangeSimulator(book30, SimSettings(speed=0, start_ms=start, update_interval_s=0.5))
+    await sim.start()
+    d = Daemon(write_config(tmp_path, db_dsn, sim), tmp_path, db_dsn)
+    try:
+        await d.start("--no-train")
+        watch = await d.wait_event("watch_only")
+        assert watch["reason"].startswith("no model")
+        await d.wait_event("feed_ws_up")
+        assert "model_loaded" not in [e["event"] for e in d.events()]
+        version = await promote_bundle(db_dsn, bundle_path)
+        done = await d.wait_event("collect_only_done", timeout=60)
+        assert done["version"] == version and done["text"].startswith(f"MODEL {version} promoted: leaving collect-only")
+        loaded = await d.wait_event("model_loaded")
+        assert loaded["version"] == version
+        await d.wait_event("engine_ready")
+        await run_until(sim, end)
+        await d.wait_minute(end - MINUTE_MS)
+        assert d.proc.returncode is None  # the same process all along
+        assert await d.terminate() == 0
+    finally:
+        if d.proc is not None and d.proc.returncode is None:
+            d.proc.kill()
+        await sim.stop()
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        scored = await conn.fetchval("SELECT count(*) FROM decisions WHERE model_version = $1", version)
+    finally:
+        await conn.close()
+    assert scored > 0

@@ -146,8 +146,10 @@ async def test_retrain_in_a_running_daemon_promotes_and_hot_swaps_then_survives_
         assert "RETRAIN" in done["text"] and "PROMOTED" in done["text"] and done["reason"]
         new = done["version"]
         swapped = await d.wait_event("model_swapped", after=n, timeout=120)
-        # each training fits its own regime model, which the online features use: rebuilt (off the loop)
-        assert swapped["version"] == new and swapped["previous"] == champion and swapped["features_rebuilt"] is True
+        # each training fits its own regime model; the feature config is the same: the buffers are
+        # kept and only the regime filter is re-run under the new model (no warm-up from the store)
+        assert swapped["version"] == new and swapped["previous"] == champion and swapped["features_rebuilt"] is False
+        assert swapped["regime_refiltered"] is True and "features kept, regime refiltered" in swapped["text"]
         await d.wait_minute((await d.last_minute()) + 3 * MINUTE_MS)
 
         # 2. a second retrain, its training process killed with SIGKILL
@@ -226,3 +228,50 @@ async def test_retrain_in_a_running_daemon_promotes_and_hot_swaps_then_survives_
     assert mv[new]["status"] == "champion" and mv[champion]["status"] == "retired"
     print(f"retrain: {done['seconds']} s in the child, {(at_done - at_start) // MINUTE_MS} minutes stepped meanwhile; "
           f"{done['text']}")  # fmt: skip
+
+
+async def test_a_first_model_below_the_floor_then_a_retrain_that_clears_it_starts_the_engine(db_dsn, tmp_path) -> None:
+    """No champion: the daemon's first training is judged by the engine's no-edge floor. Here
+    the floor asks for more out-of-sample trades than the small run makes, so the first model
+    is recorded as rejected and the daemon collects candles, with the retrain schedule on. A
+    retrain (`bot retrain --now`) is judged with no champion by the retrain's own floor (PF
+    and trade count of daemon.*, permissive here) and promoted; the collecting daemon picks it
+    up without a restart and starts the engine, which says why it only watches."""
+    book = CandleBook.from_directory(ROOT.parent / "shared" / "data" / "candles_1m", SYMBOLS)
+    start = APR2 + 13 * DAY_MS + 7 * 60 * MINUTE_MS
+    sim = ExchangeSimulator(book, SimSettings(speed=0, start_ms=start, update_interval_s=0.5))
+    await sim.start()
+    await import_history(db_dsn, book, start)
+    cfg = retrain_config(tmp_path, db_dsn, sim)
+    text = yaml.safe_load(cfg.read_text())
+    text["trading"]["min_validation_trades"] = 1_000_000
+    cfg.write_text(yaml.safe_dump(text))
+    d = Daemon(cfg, tmp_path, db_dsn)
+    try:
+        await d.start()
+        rejected = await d.wait_event("train_first_rejected", timeout=600)
+        assert "out-of-sample trades < 1000000" in rejected["reason"], rejected
+        await d.wait_event("retrain_scheduled")
+        sim.clock.set(speed=300)
+        n = len(d.events())
+        os.kill(d.proc.pid, signal.SIGUSR1)  # what `bot retrain --now` sends
+        done = await d.wait_event("retrain_done", after=n, timeout=900)
+        assert done["promoted"] is True and done["champion"] is None and done["reason"].startswith("first model: PF"), done
+        picked = await d.wait_event("collect_only_done", after=n, timeout=60)
+        assert picked["version"] == done["version"]
+        loaded = await d.wait_event("model_loaded", after=n)
+        assert loaded["version"] == done["version"]
+        await d.wait_event("engine_ready", after=n)
+        watch = await d.wait_event("watch_only", after=n)
+        assert "out-of-sample trades < 1000000" in watch["reason"]  # the engine's own floor still applies
+        await d.wait_minute((await d.last_minute()) + 3 * MINUTE_MS)
+        sim.clock.set(speed=0)
+        assert await d.terminate() == 0
+    finally:
+        if d.proc is not None and d.proc.returncode is None:
+            d.proc.kill()
+        await sim.stop()
+    rows = {r["version"]: r for r in await fetch(db_dsn, "SELECT version, status, metrics FROM model_versions")}
+    assert rows[rejected["version"]]["status"] == "rejected"
+    assert "no-edge floor" in json.loads(rows[rejected["version"]]["metrics"])["reason"]
+    assert rows[done["version"]]["status"] == "champion"

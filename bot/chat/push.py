@@ -37,6 +37,7 @@ from typing import Any
 import structlog
 
 from bot.chat.config import TelegramConfig
+from bot.survived import log_survived
 
 log = structlog.get_logger("bot.chat.push")
 
@@ -263,7 +264,7 @@ class TelegramPush:
                 try:
                     reply = await self.answer(cmd.split("@")[0].lower(), args)  # type: ignore[misc]
                 except Exception as e:  # a broken answer must not stop the poller
-                    log.warning("telegram_command_failed", command=cmd, error=type(e).__name__, detail=str(e)[:200])
+                    log_survived(log, "telegram command", e, what="telegram_command_failed", command=cmd)
                     reply = f"{cmd}: failed ({type(e).__name__})"
                 self.buffer.reply(reply)
 

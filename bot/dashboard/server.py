@@ -24,9 +24,11 @@ from bot.dashboard.config import DashboardConfig
 from bot.dashboard.metrics import DaemonMetrics, LoopLagMonitor
 from bot.dashboard.page import render_page
 from bot.dashboard.state import DashboardState, json_clean, read_state
+from bot.survived import ErrorStreak
 
 log = structlog.get_logger("bot.dashboard")
 
+_READ_ERRORS = ErrorStreak("dashboard store read", "dashboard_read_failed", log)
 STATE_KEY: web.AppKey[DashboardState] = web.AppKey("state", DashboardState)
 CFG_KEY: web.AppKey[DashboardConfig] = web.AppKey("cfg", DashboardConfig)
 MONITOR_KEY: web.AppKey[Any] = web.AppKey("loop_lag_monitor", object)
@@ -34,11 +36,12 @@ MONITOR_KEY: web.AppKey[Any] = web.AppKey("loop_lag_monitor", object)
 
 async def _state_or_error(request: web.Request) -> tuple[dict[str, Any] | None, str | None]:
     try:
-        return json_clean(await read_state(request.app[STATE_KEY])), None
+        state = json_clean(await read_state(request.app[STATE_KEY]))
     except Exception as e:  # noqa: BLE001 - the page reports it; the daemon goes on
-        log.warning("dashboard_read_failed", error=f"{type(e).__name__}: {e}",
-                    text=f"dashboard: store read failed: {type(e).__name__}: {e}")  # fmt: skip
+        _READ_ERRORS.failed(e)
         return None, f"{type(e).__name__}: {e}"
+    _READ_ERRORS.ok()
+    return state, None
 
 
 async def page(request: web.Request) -> web.Response:

@@ -243,18 +243,27 @@ class Engine:
     def swap_bundle(self, bundle: Any, *, features: OnlineFeatureEngine | None = None) -> None:
         """Use another bundle from the next step on. Open positions keep their barriers.
 
-        The feature engine is kept when the new bundle has the same feature config and regime
-        model; otherwise pass `features`, a new engine already warmed up to `last_ts`.
+        The feature engine is kept when the new bundle has the same feature config: its
+        buffers do not depend on the regime model, and a refitted regime model (each retrain
+        fits one) only re-runs the regime filter over the observations the engine kept
+        (`OnlineFeatureEngine.regime_probs_under`). When the feature config differs, pass
+        `features`, a new engine already warmed up to `last_ts`.
         """
-        same = (bundle.feature_config() == self._b.bundle.feature_config()
-                and (bundle.manifest.get("regime") or None) == (self._b.manifest.get("regime") or None))  # fmt: skip
-        if features is None and not same:
-            raise ValueError("the new bundle's features differ (config or regime model): pass a warmed-up feature engine")
+        same_config = bundle.feature_config() == self._b.bundle.feature_config()
+        if features is None and not same_config:
+            raise ValueError("the new bundle's feature config differs: pass a warmed-up feature engine")
         if features is not None and (list(features.symbols) != self.symbols or features.last_ts != self.features.last_ts):
             raise ValueError("the new feature engine must have the same symbols and be warmed up to the same minute")
         # Check the new bundle fully before changing anything: a refused bundle leaves the
         # engine as it was (its bundle, its features, its rule).
         new = _Bundle(bundle, (features or self.features).names)
+        regime = probs = None
+        same_regime = True
+        if features is None:
+            same_regime = (bundle.manifest.get("regime") or None) == (self._b.manifest.get("regime") or None)
+            if not same_regime:
+                regime = bundle.regime_model()
+                probs = self.features.regime_probs_under(regime)
         old = self._b
         self._b = new
         try:
@@ -265,6 +274,8 @@ class Engine:
             raise
         if features is not None:
             self.features = features
+        elif not same_regime:
+            self.features.set_regime(regime, probs)
 
     # --- the step ---------------------------------------------------------------------------
 

@@ -24,9 +24,11 @@ redactor so that no log line or exception text can show them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
+import ccxt
 import ccxt.pro as ccxtpro
 import structlog
 
@@ -43,17 +45,58 @@ class UnsupportedExchangeError(ValueError):
 
 
 class BinanceClient(ccxtpro.binance):
-    """`ccxt.pro.binance` that also passes each raw kline event to `on_kline`."""
+    """`ccxt.pro.binance` that also passes each raw kline event to `on_kline`, and drops a
+    websocket frame that is not JSON instead of letting it end the connection's reading.
+
+    ccxt decodes each frame inside the callback that also schedules the next read: a frame cut
+    in the middle raised there (an "Exception in callback" traceback on stderr) and the client
+    read nothing more while the socket stayed up and answered pings, so the feed saw only
+    silence until its stall timeout. Dropping the frame loses at most the candle it carried,
+    which the feed's sequencer notices as a missing minute and refetches by REST."""
 
     on_kline: KlineCallback | None = None
+    malformed_frames: int = 0
+
+    def parse_json(self, http_response: Any) -> Any:
+        """A REST body that starts like JSON but does not decode (cut by a proxy, a dropped
+        connection) raises `ccxt.BadResponse` (retried like a 5xx; an order's outcome is then
+        looked up). ccxt's own parse_json returns None for it, and the call then returns []:
+        a klines page that came back broken read as "no candles there", which the backfill
+        took for exchange downtime and skipped, losing those minutes."""
+        if isinstance(http_response, str) and self.is_json_encoded_object(http_response):
+            try:
+                return self.on_json_response(http_response)
+            except ValueError as e:
+                raise ccxt.BadResponse(f"{self.id} answered a body that is not JSON ({len(http_response)} bytes): "
+                                       f"{str(e)[:80]}") from None  # fmt: skip
+        return None
+
+    def client(self, url: str) -> Any:  # ccxt's factory of websocket connections, one per url
+        c = super().client(url)
+        if not getattr(c, "_bot_frames_guarded", False):
+            decode_and_dispatch = c.handle_text_or_binary_message
+
+            def guarded(data: Any) -> None:
+                try:
+                    decode_and_dispatch(data)
+                except json.JSONDecodeError as e:  # orjson's error is a subclass too
+                    self.malformed_frames += 1
+                    log.warning("ws_frame_malformed", bytes=len(data), error=str(e)[:120], count=self.malformed_frames,
+                                text="websocket frame that is not JSON dropped (a candle it carried is refetched)")  # fmt: skip
+
+            c.handle_text_or_binary_message = guarded
+            c._bot_frames_guarded = True
+        return c
 
     def handle_ohlcv(self, client: Any, message: dict) -> None:  # ccxt's hook, called per event
         cb = self.on_kline
         if cb is not None:
             try:
                 cb(message)
-            except Exception:  # a consumer bug must not break ccxt's receive loop
-                log.exception("kline_callback_failed")
+            except Exception as e:  # a consumer bug must not break ccxt's receive loop
+                from bot.survived import log_survived
+
+                log_survived(log, "feed kline", e, what="kline_callback_failed", exc_info=True)
         super().handle_ohlcv(client, message)
         self._mark_read(message)
 

@@ -21,6 +21,11 @@ asks the exchange's clock every `feed.rest_poll_interval_s`, which makes every m
 "now" closed and therefore fetched by REST. REST calls retry forever on network-type errors
 (429/418/5xx/timeouts) with backoff: the feed never dies of the network.
 
+Outage lines: the first websocket failure (silent for `feed.stall_timeout_s`, or an error)
+opens an outage, said in one `feed_outage` line (symbols, reason, since when); the reconnect
+attempts during it are debug lines; the first message of a new connection closes it with one
+`feed_recovered` line (how long, how many candles REST filled meanwhile).
+
 Output: `queue` (bounded, `feed.queue_size`) of `ClosedCandle` / `ExchangeGap` events.
 Candles are persisted in batches (`feed.flush_interval_s`, `feed.flush_max_rows`) through
 `Store.write_candles`; a failed write is kept and retried at the next flush.
@@ -35,6 +40,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
+import aiohttp
 import ccxt
 import numpy as np
 import structlog
@@ -46,6 +52,7 @@ from bot.marketdata.exchange import BinanceClient, build_exchange, to_ccxt_symbo
 from bot.marketdata.rest import PAGE_LIMIT, fetch_klines, floor_minute
 from bot.marketdata.retry import Backoff, reachability, with_retry
 from bot.marketdata.sequencer import CONFLICT, DUPLICATE, NEW, OVERFLOW, STALE, SymbolSequencer
+from bot.survived import ErrorStreak, log_survived
 from models.candles import Candles
 from models.timeutil import DAY_MS, MINUTE_MS
 
@@ -98,6 +105,8 @@ class CandleFeed:
         self.persisted_through: dict[str, int] = {}
         self._live_from = 0
         self._rest_bad: dict[tuple[str, int], int] = {}
+        self._outage: tuple[int, float, int] | None = None  # (since epoch ms, since monotonic, rest_filled then)
+        self._persist_errors = ErrorStreak("store", "feed_persist_failed", log)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -175,27 +184,57 @@ class CandleFeed:
                 if not self.ws_up:
                     self.ws_up = True
                     self.stats["ws_connects"] += 1
-                    log.info("feed_ws_up", symbols=len(pairs), connects=self.stats["ws_connects"],
-                             text=f"FEED websocket up ({len(pairs)} symbols)")  # fmt: skip
+                    (log.debug if self._outage is not None else log.info)(  # after an outage: the FEED back line
+                        "feed_ws_up", symbols=len(pairs), connects=self.stats["ws_connects"],
+                        text=f"FEED websocket up ({len(pairs)} symbols)")  # fmt: skip
+                    self._outage_over()
                 backoff.reset()
                 continue
             except TimeoutError:
                 self.stats["ws_stalls"] += 1
-                log.warning("feed_ws_stalled", silent_s=self.fc.stall_timeout_s, text="websocket silent: reconnecting, REST meanwhile")
+                if not self._outage_begins(f"websocket silent {self.fc.stall_timeout_s:g}s", silent=True):
+                    log.debug("feed_ws_stalled", silent_s=self.fc.stall_timeout_s, text="websocket silent: reconnecting, REST meanwhile")
                 await self._close_ws()
             except asyncio.CancelledError:
                 raise
-            except ccxt.BaseError as e:
+            except (ccxt.BaseError, aiohttp.ClientError, ConnectionError) as e:
+                # aiohttp's own connection errors (a reset while ccxt sends SUBSCRIBE) reach
+                # here unwrapped: the same network trouble, not an unexpected error
                 self.stats["ws_errors"] += 1
-                (log.debug if reachability.down else log.warning)("feed_ws_down", error=type(e).__name__, detail=str(e)[:200],
-                            text=f"FEED websocket down ({type(e).__name__}): REST meanwhile, reconnecting")  # fmt: skip
+                if not self._outage_begins(type(e).__name__, quiet=reachability.down):
+                    log.debug("feed_ws_down", error=type(e).__name__, detail=str(e)[:200],
+                              text=f"FEED websocket down ({type(e).__name__}): REST meanwhile, reconnecting")  # fmt: skip
                 await self._close_ws()
             except Exception as e:  # never die: log and reconnect
                 self.stats["ws_errors"] += 1
-                log.exception("feed_ws_unexpected_error", error=type(e).__name__)
+                log_survived(log, "feed websocket", e, what="feed_ws_unexpected_error", exc_info=True)
+                self._outage_begins(type(e).__name__)
                 await self._close_ws()
             self.ws_up = False
             await asyncio.sleep(backoff.next())
+
+    def _outage_begins(self, reason: str, *, silent: bool = False, quiet: bool = False) -> bool:
+        """The websocket failed: open an outage (one `feed_outage` line) unless one is open.
+        True if this call opened it. `silent`: it went quiet, so the outage began with its last
+        message; `quiet`: the exchange is already said to be unreachable (a debug line)."""
+        if self._outage is not None:
+            return False
+        now = time.monotonic()
+        t0 = self.last_ws_msg if (silent and 0 < now - self.last_ws_msg <= 2 * self.fc.stall_timeout_s) else now
+        since = int((time.time() - (now - t0)) * 1000)
+        self._outage = (since, t0, int(self.stats["rest_filled"]))
+        (log.debug if quiet else log.warning)("feed_outage", reason=reason, symbols=list(self.symbols), since_ts=since)
+        return True
+
+    def _outage_over(self) -> None:
+        """A new connection delivers again: close the outage (one `feed_recovered` line)."""
+        if self._outage is None:
+            return
+        since, t0, filled0 = self._outage
+        self._outage = None
+        self.stats["ws_outages"] += 1
+        log.info("feed_recovered", down_s=round(time.monotonic() - t0, 1), filled=int(self.stats["rest_filled"]) - filled0,
+                 symbols=list(self.symbols), since_ts=since)  # fmt: skip
 
     async def _close_ws(self) -> None:
         clients = dict(getattr(self.exchange, "clients", None) or {})
@@ -449,8 +488,9 @@ class CandleFeed:
             except Exception as e:  # database down: keep the rows, try again next flush
                 self._persist[sym] = rows + self._persist[sym]
                 self.stats["persist_errors"] += 1
-                log.warning("feed_persist_failed", symbol=sym, rows=len(rows), error=type(e).__name__)
+                self._persist_errors.failed(e, symbol=sym, rows=len(rows))
                 continue
+            self._persist_errors.ok()
             total += len(rows)
             self.persisted_through[sym] = int(c.ts[-1])
             self.stats["persisted"] += len(rows)

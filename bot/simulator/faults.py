@@ -16,11 +16,14 @@ Kinds:
     ws_drop       the TCP connection is closed with no websocket close handshake (abnormal
                   closure, code 1006 on the client), after the frames already sent
     ws_stall      the connection stays open but goes silent (no data, no pongs) until the client leaves
+    ws_malformed  a text frame that is not valid JSON (a kline event cut in half) on every open
+                  websocket; the connection stays up and carries on
   REST, armed at a minute — applied to the next kline request(s):
     rest_429      429 Too Many Requests (Binance -1003) with Retry-After
     rest_418      418 IP banned, with Retry-After
     rest_5xx      503 with a non-JSON body (a gateway error)
     rest_timeout  the answer is delayed past any sane client timeout
+    rest_malformed 200 OK, Content-Type application/json, with a body cut in the middle (not JSON)
   order, armed at a minute — applied to the next new-order request (POST /api/v3/order):
     order_lost_response  the order is accepted (and executed) but the answer is held past the
                          client's timeout: the client cannot know whether it was placed
@@ -44,8 +47,8 @@ from models.timeutil import MINUTE_MS
 
 CANDLE_KINDS = ("skip", "duplicate", "out_of_order", "nan", "zero", "high_low", "neg_volume", "unaligned")
 BAD_VALUE_KINDS = ("nan", "zero", "high_low", "neg_volume", "unaligned")
-CONNECTION_KINDS = ("ws_drop", "ws_stall")
-REST_KINDS = ("rest_429", "rest_418", "rest_5xx", "rest_timeout")
+CONNECTION_KINDS = ("ws_drop", "ws_stall", "ws_malformed")
+REST_KINDS = ("rest_429", "rest_418", "rest_5xx", "rest_timeout", "rest_malformed")
 ORDER_KINDS = ("order_lost_response", "order_partial", "order_delayed", "order_reject_balance", "order_reject_filter",
                "order_429", "order_418", "order_5xx")  # fmt: skip
 FEED_KINDS = CANDLE_KINDS + CONNECTION_KINDS + REST_KINDS  # what a market-data client experiences

@@ -244,6 +244,10 @@ class ExchangeSimulator:
                                         content_type="text/html")  # fmt: skip
                 if f.kind == "rest_timeout":
                     await asyncio.sleep(self.settings.timeout_delay_s)
+                if f.kind == "rest_malformed":  # the real answer, cut in the middle: a 200 that is not JSON
+                    good = await handler(request)
+                    body = good.text if isinstance(good, web.Response) and good.text else '[[0,"1.0"]]'
+                    return web.Response(status=200, text=body[: max(1, len(body) // 2)], content_type="application/json")
         return await handler(request)
 
     # -- public REST -----------------------------------------------------------------------
@@ -712,7 +716,12 @@ class ExchangeSimulator:
                 c.drop_after_queued()
             elif f.kind == "ws_stall":
                 c.stalled = True
-        self.faults.record(f.kind, None, now, now, f"{len(conns)} connection(s)")
+            elif f.kind == "ws_malformed":  # applied when the frame reaches a socket
+                sym = next(iter(sorted(c.symbols)), "BTCUSDT")
+                text = json.dumps(bf.kline_event(sym, now - now % MINUTE_MS, ("1", "1", "1", "1", "1"), False, now))
+                c.send(text[: len(text) // 2], self._recorder(f.kind, None, now, "a kline frame cut in half"))
+        if f.kind != "ws_malformed":
+            self.faults.record(f.kind, None, now, now, f"{len(conns)} connection(s)")
         log.info("sim_fault_connection", kind=f.kind, connections=len(conns))
 
     # -- control API -----------------------------------------------------------------------

@@ -10,6 +10,7 @@ must equal, are in `spec` and `batch`.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -170,6 +171,10 @@ class OnlineFeatureEngine:
         self._all_warm = False
         self._regime_period = cfg.regime_minutes * MINUTE_MS
         self._probs = regime.initial() if regime is not None else None
+        # the regime filter's observations (one per regime period, with or without a model),
+        # kept over two warm-ups: enough to re-run the filter under another regime model when a
+        # bundle with the same feature config but a refitted regime is swapped in
+        self._regime_obs: deque[float] = deque(maxlen=2 * self.warmup // cfg.regime_minutes + 1)
         self._ext_buf = np.full(len(cfg.external_columns), np.nan)
         if self._probs is not None:
             self._out64[:, self.layout.regime] = self._probs
@@ -199,6 +204,36 @@ class OnlineFeatureEngine:
     def regime_probs(self) -> np.ndarray | None:
         """Current filtered regime probabilities (K,), or None without a regime model."""
         return None if self._probs is None else self._probs.copy()
+
+    # --- another regime model ----------------------------------------------------------------
+
+    def regime_probs_under(self, regime: RegimeModel | None) -> np.ndarray | None:
+        """The filtered probabilities `regime` would give now: its filter run from its
+        stationary distribution over the observations kept (nothing is changed here).
+
+        Exactly what an engine built with `regime` and fed the same minutes holds, as long as
+        this one has seen at most two warm-ups of minutes; beyond that the filter starts two
+        warm-ups back (a rebuilt engine's warm-up starts only one back)."""
+        check_regime(regime, self.cfg)
+        if regime is None:
+            return None
+        p = regime.initial()
+        for x in self._regime_obs:
+            regime.step(p, x, out=p)
+        return p
+
+    def set_regime(self, regime: RegimeModel | None, probs: np.ndarray | None) -> None:
+        """Use `regime` from the next minute on, with `probs` from `regime_probs_under(regime)`.
+        Every other buffer is kept: they do not depend on the regime model."""
+        if (regime is None) != (probs is None):
+            raise ValueError("set_regime: pass the probabilities regime_probs_under(regime) returned")
+        self.regime = regime
+        self._probs = None if probs is None else np.array(probs, dtype=np.float64)
+        cols = self.layout.regime
+        self._out64[:, cols] = np.nan if self._probs is None else self._probs
+        self._out32[:, cols] = self._out64[:, cols]
+        if not self._all_warm:
+            self._out32[~self._warm] = np.nan
 
     def returns_window(self, n: int) -> np.ndarray:
         """(S, n) copy of the last n 1m log returns, oldest first (0 for filled minutes, NaN
@@ -298,12 +333,14 @@ class OnlineFeatureEngine:
             r0 = self._ref_idx[0]
             for k, lag in enumerate(cfg.lead_lags):
                 out[:, self.layout.lead.start + k] = self._ret.last(lag)[r0]
-            if self._probs is not None and (ts + MINUTE_MS) % self._regime_period == 0:
+            if (ts + MINUTE_MS) % self._regime_period == 0:
                 w = self._ret.window(cfg.regime_vol_window)[r0 : r0 + 1]
                 rv = float(K.rms(w * w)[0])
                 x = float(np.log(rv)) if rv > 0 else float("nan")
-                self.regime.step(self._probs, x, out=self._probs)  # type: ignore[union-attr]
-                out[:, self.layout.regime] = self._probs
+                self._regime_obs.append(x)
+                if self._probs is not None:
+                    self.regime.step(self._probs, x, out=self._probs)  # type: ignore[union-attr]
+                    out[:, self.layout.regime] = self._probs
         if self.external is not None and self.layout.external is not None:
             self.external.asof_one(ts + MINUTE_MS, self._ext_buf)
             out[:, self.layout.external] = self._ext_buf
