@@ -54,9 +54,15 @@ def check_bounds(res: WeekResult, *, retrains: bool) -> None:
     assert res.rss_growth_pct() < 5.0, f"RSS {base.rss_mb:.1f} -> {end.rss_mb:.1f} MB"
     # tasks, threads, fds: flat (a retrain in flight briefly adds a child, its pipes and a task)
     assert base.tasks is not None and end.tasks is not None
-    assert end.tasks - base.tasks <= 2 and res.spread("tasks") <= 8, [s.tasks for s in res.samples]
-    assert end.threads - base.threads <= 2 and res.spread("threads") <= 8, [s.threads for s in res.samples]
-    assert end.fds - base.fds <= 3 and res.spread("fds") <= 16, [s.fds for s in res.samples]
+    # One-off steps are allowed (the first retrain starts multiprocessing's resource tracker, a
+    # pipe, and the store pool opens up to its 4 connections; a retrain still in flight at the
+    # end holds a task and its child's sentinel), growth is not: the second half is flat.
+    half = [s for s in res.after_warmup() if s.sim_ms >= (base.sim_ms + end.sim_ms) // 2]
+    # (tasks also vary by what is in flight when /metrics is read: a query, a REST call, the request itself)
+    for attr, step, band in (("tasks", 4, 4), ("threads", 2, 2), ("fds", 5, 2)):
+        vals = [getattr(s, attr) for s in res.samples]
+        assert getattr(end, attr) - getattr(base, attr) <= step and res.spread(attr) <= 8 + step, (attr, vals)
+        assert max(getattr(s, attr) for s in half) - min(getattr(s, attr) for s in half) <= band, (attr, vals)
     # in-memory queues within their bounds, in every sample
     for s in res.samples:
         assert s.queues, "the heartbeat reports no queue sizes"
