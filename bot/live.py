@@ -225,7 +225,7 @@ class LiveTrader:
         if anchor is None:
             return 0
         if self.live is not None:
-            await self.live.load_orders(anchor)
+            await self.live.load_orders(anchor, persisted=resume.last_minute_ts is not None)
         await self._warm_and_restore(anchor, resume)
         if self.live is not None:
             await self.live.reconcile(eng, self._in_worker)
@@ -493,12 +493,15 @@ class LiveTrader:
     async def _step(self, ts: int, bars: np.ndarray) -> None:
         eng = self.engine
         t0 = time.perf_counter()
-        res, state = await self._in_worker(self._step_sync, ts, bars)
+        gate = await self.live.entry_gate(ts) if self.live is not None else None
+        res, state = await self._in_worker(self._step_sync, ts, bars, gate)
         rec = StepRecords.from_step(ts, res, state=state, model_version=self.model_version)
         if self.live is not None:
             rec.fills = ()  # the live broker wrote the exchange's own trades (fees as reported) already
         await self.trading.write_step(rec, now_ms=status.now_ms())
         self.last_minute = ts
+        if self.live is not None:
+            self.live.after_step(ts)
         if ts // DAY_MS != self._pruned_day:
             await self._prune(ts)
         st = self.stats
@@ -538,10 +541,12 @@ class LiveTrader:
             log.info("decisions_pruned", rows=n, keep_days=keep,
                      text=f"DECISIONS {n:,} skip rows older than {keep:g} days deleted (daemon.decisions_keep_days)")
 
-    def _step_sync(self, ts: int, bars: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    def _step_sync(self, ts: int, bars: np.ndarray, gate: str | None = None) -> tuple[Any, dict[str, Any]]:
         eng = self.engine
         if self.stop.is_set() and hasattr(eng, "stopping"):
             eng.stopping = True  # no new entries in the minute that ends the run
+        if self.live is not None:
+            self.live.apply_gate(eng, gate)  # live: no entry on a stale (caught-up) minute
         res = eng.step(ts, bars)
         return res, eng.state_dict()
 

@@ -56,6 +56,7 @@ from typing import Any
 
 import structlog
 
+from bot import crashpoint
 from models.timeutil import MINUTE_MS, fmt_short, fmt_ts
 
 log = structlog.get_logger("bot.retrain")
@@ -251,6 +252,7 @@ async def run_retrain_in_child(cfg: Any, spec: RetrainSpec, *, timeout_s: float,
     proc.start()
     if on_start is not None:
         on_start(proc.pid)
+    crashpoint.reached("during_retrain")  # test hook: the daemon dies while its trainer runs
     why: str | None = None
     try:
         while proc.exitcode is None:  # waitpid(WNOHANG): never blocks

@@ -83,7 +83,7 @@ def _brief_run(r: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     keep = ("mode", "hours", "symbols", "speed", "faults_planned", "faults_injected", "candles", "candles_lost",
             "duplicate_orders", "position_mismatches", "crashes", "tracebacks", "kills", "kills_recovered",
-            "restart_problems", "retrain_kill", "orders_on_exchange", "seconds")  # fmt: skip
+            "restart_problems", "retrain_kill", "crash_point_kills", "orders_on_exchange", "seconds")  # fmt: skip
     return {**{k: r.get(k) for k in keep}, "faults_by_kind": {f["kind"]: f["applied"] for f in r["faults"]},
             "outcomes": {f["kind"]: f["outcome"] for f in r["faults"]}}  # fmt: skip
 
@@ -114,8 +114,10 @@ def daemon_figures(out: Path, fig: dict[str, Any], notes: dict[str, str]) -> Non
     if kr is not None:
         fig["kills_recovered"] = kr["kills_recovered"]
         rk = kr.get("retrain_kill") or {}
+        cp = ", ".join(str(c.get("point")) for c in kr.get("crash_point_kills") or []) or "none"
         notes["kills_recovered"] = (f"of {kr['kills']} kill -9 in one live run (one during a retrain: training process died "
-                                    f"with the daemon: {rk.get('child_died_with_daemon')}); each restart checked: restored "
+                                    f"with the daemon: {rk.get('child_died_with_daemon')}; at BOT_CRASH_POINT, between an "
+                                    f"order's submission and the persisting of its answer: {cp}); each restart checked: restored "
                                     f"cash/positions/last minute, kill-switch day state, positions/cash/open orders vs the "
                                     f"exchange; problems: {len(kr['restart_problems'])}")  # fmt: skip
     else:
@@ -211,8 +213,7 @@ def main() -> int:
           "Each figure comes from a test that measured it in that run; '—' is not measured yet and says why.", "",
           *rows, "",
           "The fault and kill -9 figures come from tests/test_reliability_daemon.py (outcome of every fault kind in",
-          "docs/reliability.json, extra.daemon_runs). Not measured here: a kill between order submit and fill persist",
-          "(needs the crash-point hook of issue 11), a Postgres restart and stall mid-run.", "",
+          "docs/reliability.json, extra.daemon_runs). Not measured here: a Postgres restart and stall mid-run.", "",
           *week_table(extra.get("week")), ""]  # fmt: skip
     (docs / "reliability.md").write_text("\n".join(md))
     return rc

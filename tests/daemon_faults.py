@@ -66,11 +66,22 @@ async def candles_lost(dsn: str, book: CandleBook, start: int, end: int) -> dict
 
 def tracebacks(home: Path) -> int:
     """'Traceback' blocks in the daemon's stderr and log files."""
-    n = 0
+    return len(traceback_excerpts(home))
+
+
+def traceback_excerpts(home: Path) -> list[str]:
+    """Each 'Traceback' block in the daemon's stderr and log files: the file and the block's
+    last lines (the exception), so a failed run says what it was after its directory is gone."""
+    out = []
     for p in [home / "stderr.txt", *sorted((home / "logs").glob("*"))]:
-        if p.is_file():
-            n += p.read_text(errors="replace").count("Traceback (most recent call last)")
-    return n
+        if not p.is_file():
+            continue
+        text = p.read_text(errors="replace")
+        for block in text.split("Traceback (most recent call last)")[1:]:
+            lines = [ln for ln in block.splitlines() if ln.strip()]
+            tail = next((i for i, ln in enumerate(lines) if not ln.startswith((" ", "\t", ":"))), len(lines))
+            out.append(f"{p.name}: " + " | ".join(lines[max(0, tail - 2): tail + 1])[:600])
+    return out
 
 
 def _count(events: list[dict[str, Any]], name: str, **match: Any) -> int:
@@ -87,6 +98,9 @@ def fault_table(sim: ExchangeSimulator, events: list[dict[str, Any]]) -> list[di
     final = Counter((str(e.get("status")), str(e.get("reason"))) for e in events if e.get("event") == "order_final")
     sent = Counter(str(e.get("status")) for e in events if e.get("event") == "order_sent")
     n = lambda name: _count(events, name)  # noqa: E731
+    outage = [str(e.get("reason", "")) for e in events if e.get("event") == "feed_outage"]
+    stalls = sum(1 for r in outage if r.startswith("websocket silent"))
+    drops = len(outage) - stalls
     ref = lambda reason: f"{issue[(reason, 'refetch')]} x candle_issue {reason}, refetched by REST"  # noqa: E731
     outcome = {
         "skip": f"minute missing from the stream, filled by REST ({n('feed_rest_fill')} feed_rest_fill lines, all faults)",
@@ -97,8 +111,9 @@ def fault_table(sim: ExchangeSimulator, events: list[dict[str, Any]]) -> list[di
         "high_low": ref("high_lt_low"),
         "neg_volume": ref("negative_volume"),
         "unaligned": ref("ts_unaligned"),
-        "ws_drop": f"{n('feed_ws_down')} x feed_ws_down, reconnected ({n('feed_ws_up')} x feed_ws_up incl. starts), REST meanwhile",
-        "ws_stall": f"{n('feed_ws_stalled')} x feed_ws_stalled, reconnected, REST meanwhile",
+        "ws_drop": f"{drops} x feed_outage (connection error), REST meanwhile; {n('feed_recovered')} x feed_recovered "
+                   "(all outages), reconnected",
+        "ws_stall": f"{stalls} x feed_outage (websocket silent), reconnected, REST meanwhile",
         "ws_malformed": f"{n('ws_frame_malformed')} x ws_frame_malformed: frame dropped, connection kept reading",
         "rest_429": f"{retry['DDoSProtection']} x exchange_retry DDoSProtection (429 and 418), retried after Retry-After",
         "rest_418": "retried after Retry-After (counted with rest_429)",
@@ -155,6 +170,18 @@ async def engine_row(dsn: str, mode: str) -> dict[str, Any] | None:
     if r is None:
         return None
     return {"last": int(r["last_minute_ts"]), "cash": float(r["cash"]), "state": json.loads(r["state"])}
+
+
+async def last_decision_ts(dsn: str, mode: str) -> int | None:
+    """The latest decision minute of any order in the store (a killed daemon may have sent
+    orders for minutes it never persisted: its successor books them only once it has stepped
+    those minutes again, or stepped past them and adopted the orphans)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        v = await conn.fetchval("SELECT max(decision_ts) FROM orders WHERE mode = $1", mode)
+    finally:
+        await conn.close()
+    return int(v) if v is not None else None
 
 
 async def live_books_vs_exchange(dsn: str, sim: ExchangeSimulator) -> dict[str, Any]:

@@ -6,6 +6,7 @@ alone and repairs balance drift by the rule."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -265,6 +266,149 @@ async def test_reconciliation_adopts_ours_leaves_foreign_alone_and_repairs_drift
         assert kinds["cash"].store == pytest.approx(cash_store) and rec.cash == pytest.approx(cash_store - 250.0)
         assert kinds["position"].exchange == pytest.approx(held) and rec.positions == {"BTCUSDT": pytest.approx(held)}
         assert "web_manual_1" in {m.exchange for m in rec.mismatches}  # still reported, still left alone
+    finally:
+        await ex.ex.close()
+        await pool.close()
+        await sim.stop()
+
+
+async def wait_for(cond, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_fills_arrive_by_the_user_data_stream_without_polling(book, db_dsn):
+    """`watch_orders` (ccxt.pro binance: the WebSocket API user data stream) against the
+    simulator's /ws-api/v3: a delayed fill is known when it happens, with no look-up at all."""
+    sim = await started(book, ["order_delayed"])
+    ex, pool = await executor(sim.urls, db_dsn)
+    watcher = asyncio.create_task(ex.watch_loop())
+    try:
+        assert ex.ex.has["watchOrders"]
+        await wait_for(lambda: ex.stream_up)
+        it = intent(qty=0.02)
+        await ex.place(it)  # accepted as NEW; it fills at the next minute's close
+        assert not ex.outbox
+        lookups = ex.counts["lookups"]
+        sim.clock.set(now_ms=APR10_1200 + 2 * MINUTE_MS + 5_000)
+        await wait_for(lambda: bool(ex.outbox))
+        _, fill, _ = ex.outbox.popleft()
+        (trade,) = sim.account.trades
+        assert fill.qty == pytest.approx(trade.qty - trade.commission)  # the fee in BTC, as the report says
+        assert ex.counts["polls"] == 0 and ex.counts["lookups"] == lookups and ex.counts["reports"] >= 2
+        (row,) = await rows(db_dsn, "SELECT status, filled_qty, exchange_order_id FROM orders")
+        assert row["status"] == "filled" and row["filled_qty"] == pytest.approx(0.02)
+        assert row["exchange_order_id"] == str(trade.order_id)
+        assert await rows(db_dsn, "SELECT fee, fee_asset FROM fills") == [{"fee": pytest.approx(trade.commission),
+                                                                          "fee_asset": "BTC"}]  # fmt: skip
+    finally:
+        watcher.cancel()
+        await ex.ex.close()
+        await pool.close()
+        await sim.stop()
+
+
+async def test_a_user_stream_gap_is_covered_by_polling_and_the_stream_comes_back(book, db_dsn):
+    """Reports lost while the stream is silent (a stalled connection) are found by the polling
+    safety net; after the connection drops, ccxt connects and subscribes again and reports flow."""
+    sim = await started(book, ["order_delayed", "order_delayed"])
+    ex, pool = await executor(sim.urls, db_dsn)
+    watcher = asyncio.create_task(ex.watch_loop())
+    try:
+        await wait_for(lambda: ex.stream_up)
+        a = intent(qty=0.02)
+        await ex.place(a)
+        user = [c for c in sim._conns if c.user_sub is not None]
+        assert len(user) == 1
+        user[0].stalled = True  # silent: what happens now is never reported on it
+        sim.clock.set(now_ms=APR10_1200 + 2 * MINUTE_MS + 5_000)
+        await wait_for(lambda: len(sim.account.trades) == 1)
+        await asyncio.sleep(0.3)
+        assert not ex.outbox
+        await ex.poll_open()  # the safety net
+        assert [e for e, f, _ in ex.outbox if f is not None] == [a.client_order_id]
+        ex.outbox.clear()
+        user[0].abort()  # the stalled connection drops
+        await wait_for(lambda: any(c.user_sub is not None and c.live for c in sim._conns), timeout=20)
+        reports, polls = ex.counts["reports"], ex.counts["polls"]
+        b = intent(26967601, "ETHUSDT", qty=0.1)
+        await ex.place(b)
+        sim.clock.set(now_ms=APR10_1200 + 4 * MINUTE_MS + 5_000)  # b fills at the close of the minute after it
+        await wait_for(lambda: bool(ex.outbox))
+        assert ex.outbox[0][0] == b.client_order_id and ex.counts["reports"] > reports and ex.counts["polls"] == polls
+        assert len(await sim_orders(sim.base_url)) == 2  # nothing sent twice
+    finally:
+        watcher.cancel()
+        await ex.ex.close()
+        await pool.close()
+        await sim.stop()
+
+
+def limit_intent(price: float, minute: int = 26967600, symbol: str = "BTCUSDT", qty: float = 0.01):  # type: ignore[no-untyped-def]
+    return dataclasses.replace(intent(minute, symbol, qty=qty), order_type="limit", limit_price=price)
+
+
+async def test_limit_entries_on_the_tick_grid_fill_or_are_cancelled_when_they_expire(book, db_dsn):
+    """An entry the engine asks as a limit order: sent as a LIMIT with the live config's time in
+    force at a price on the market's tick grid never above the asked one; a resting one is
+    cancelled after `live.limit_ttl_s` (its outcome: 'limit_expired'); a marketable one fills."""
+    from decimal import Decimal
+
+    sim = await started(book)
+    ex, pool = await executor(sim.urls, db_dsn, limit_ttl_s=0.3)
+    try:
+        tick = Decimal(str(ex.ex.markets["BTC/USDT"]["precision"]["price"]))
+        last = float(sim._last_price("BTCUSDT", sim.clock.now_ms()))
+        low = limit_intent(last * 0.9 + float(tick) * 0.37)  # off the grid, far below the market: rests
+        await ex.place(low)
+        (o,) = await sim_orders(sim.base_url)
+        assert o["type"] == "LIMIT" and o["timeInForce"] == "GTC" and o["status"] == "NEW"
+        sent = Decimal(o["price"])
+        assert sent % tick == 0 and float(sent) <= low.limit_price and float(sent) > low.limit_price - float(tick)
+        assert not ex.outbox
+        await ex.expire_limits()  # before its time to live: nothing
+        assert (await sim_orders(sim.base_url))[0]["status"] == "NEW"
+        await asyncio.sleep(0.35)
+        await ex.expire_limits()
+        assert (await sim_orders(sim.base_url))[0]["status"] == "CANCELED"
+        assert list(ex.outbox) == [(low.client_order_id, None, "limit_expired")]
+        ex.outbox.clear()
+        eth = float(sim._last_price("ETHUSDT", sim.clock.now_ms()))
+        high = limit_intent(eth * 1.01, minute=26967601, symbol="ETHUSDT", qty=0.1)  # marketable: fills now
+        await ex.place(high)
+        (eid, fill, _), = list(ex.outbox)
+        assert eid == high.client_order_id and fill is not None and fill.price <= high.limit_price
+        got = {r["client_order_id"]: r for r in await rows(db_dsn, "SELECT client_order_id, type, price, status FROM orders")}
+        assert got[low.client_order_id] == {"client_order_id": low.client_order_id, "type": "limit", "price": float(sent),
+                                            "status": "cancelled"}  # fmt: skip
+        assert got[high.client_order_id]["type"] == "limit" and got[high.client_order_id]["status"] == "filled"
+        # an exit carries its barrier as a limit price for the paper fill model: sent at market
+        x = dataclasses.replace(intent(26967602, "ETHUSDT", "sell", 0.05, "exit"), order_type="limit", limit_price=1.0)
+        await ex.place(x)
+        assert [o["type"] for o in await sim_orders(sim.base_url)][-1] == "MARKET"
+    finally:
+        await ex.ex.close()
+        await pool.close()
+        await sim.stop()
+
+
+
+async def test_pruned_orders_are_still_never_sent_twice(book, db_dsn):
+    """The executor forgets day-old orders (bounded memory); the store still knows their ids, so
+    a decision asked again after that is looked up, never sent a second time."""
+    sim = await started(book)
+    ex, pool = await executor(sim.urls, db_dsn)
+    try:
+        it = intent()
+        await ex.place(it)
+        ex.outbox.clear()  # the engine booked it
+        assert ex.prune(it.decision_ts) == 0  # not older than the cut-off
+        assert ex.prune(it.decision_ts + 1) == 1 and it.client_order_id not in ex.tracked
+        sent = ex.counts["sent"]
+        await ex.place(it)
+        assert ex.counts["sent"] == sent and len(await sim_orders(sim.base_url)) == 1
     finally:
         await ex.ex.close()
         await pool.close()

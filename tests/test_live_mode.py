@@ -44,7 +44,13 @@ ORDER_FAULTS = ("order_lost_response", "order_partial", "order_delayed", "order_
                 "order_429", "order_418", "order_5xx")  # fmt: skip
 
 
-def write_config(home: Path, dsn: str, sim: ExchangeSimulator, mode: str, *, sizing: str = "risk") -> Path:
+def write_config(home: Path, dsn: str, sim: ExchangeSimulator, mode: str, *, sizing: str = "risk",
+                 max_entry_lag_s: float = 3600.0) -> Path:
+    """The test daemon's config. `max_entry_lag_s`: 3600 exchange seconds are 30 real seconds at
+    the faulted run's 120x clock, which turns a restart after a kill -9 (8-40 real seconds on a
+    2-core machine shared with other test runs) into 16-80 exchange minutes of catch-up: only
+    the longest are caught up without entries (in production the default 90 s is several
+    restarts long); tests/test_live_restart.py tests the gate itself with the default."""
     cfg = home / "config.yaml"
     cfg.write_text(yaml.safe_dump({
         "mode": mode,
@@ -57,7 +63,7 @@ def write_config(home: Path, dsn: str, sim: ExchangeSimulator, mode: str, *, siz
         "costs": {"fee_rate": 0.001, "slippage_bps": 0.0},
         "paper": {"initial_equity": 10_000.0},
         "live": {"reconcile_interval_s": 3.0, "fill_poll_interval_s": 0.3, "recv_window_ms": 1000, "retry_base_s": 0.05,
-                 "retry_max_s": 0.2, "submit_timeout_s": 20.0},
+                 "retry_max_s": 0.2, "submit_timeout_s": 20.0, "max_entry_lag_s": max_entry_lag_s},
         "paths": {"data_dir": str(home / "var"), "models_dir": str(home / "var" / "models"), "logs_dir": str(home / "logs")},
         "logging": {"console": False},
         "dashboard": {"enabled": False},
@@ -68,17 +74,22 @@ def write_config(home: Path, dsn: str, sim: ExchangeSimulator, mode: str, *, siz
 class LiveDaemon(Daemon):
     """`bot run --confirm-live` with the fake keys in its environment."""
 
-    def __init__(self, cfg: Path, home: Path, dsn: str, mode: str):
+    def __init__(self, cfg: Path, home: Path, dsn: str, mode: str, env: dict[str, str] | None = None):
         super().__init__(cfg, home, dsn)
         self.mode = mode
+        self.env = dict(env or {})  # e.g. BOT_CRASH_POINT for the next start only
 
     async def start(self) -> None:
         args = ["run", "--confirm-live"] if self.mode == "live" else ["run"]
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "--config", str(self.cfg), *args, cwd=ROOT,
             stdout=asyncio.subprocess.DEVNULL, stderr=open(self.home / "stderr.txt", "ab"),  # noqa: SIM115
-            env={**os.environ, "BOT_API_KEY": FAKE_KEY, "BOT_API_SECRET": FAKE_SECRET},
+            env={**os.environ, "BOT_API_KEY": FAKE_KEY, "BOT_API_SECRET": FAKE_SECRET, **self.env},
         )  # fmt: skip
+
+    @staticmethod
+    def keys_env() -> dict[str, str]:
+        return {"BOT_API_KEY": FAKE_KEY, "BOT_API_SECRET": FAKE_SECRET}
 
     async def last_minute(self) -> int | None:
         conn = await asyncpg.connect(self.dsn)

@@ -47,10 +47,12 @@ from tests.daemon_faults import (
     exchange_duplicates,
     fault_plan,
     fault_table,
+    last_decision_ts,
     live_books_vs_exchange,
     print_fault_table,
     risk_consistent,
     store_duplicates,
+    traceback_excerpts,
     tracebacks,
 )
 from tests.test_live_mode import (
@@ -101,6 +103,8 @@ class Run:
         self.kills = 0
         self.recovered = 0
         self.problems: list[str] = []
+        self.started_at = 0  # index of the current process's first log event
+        self.crash_points: list[dict[str, Any]] = []  # the daemon's own `crash_point` kills (BOT_CRASH_POINT)
 
     def exited(self) -> bool:
         return self.d.proc is not None and self.d.proc.returncode is not None
@@ -108,7 +112,10 @@ class Run:
     async def restart_checked(self) -> None:
         """Start again after a kill (or a crash) and check the restart (see the module docstring)."""
         before = await engine_row(self.dsn, self.mode)
+        sent_for = await last_decision_ts(self.dsn, self.mode)  # the dead process's last order minute
         n = len(self.d.events())
+        self.d.env = {}  # a crash point is armed for one process only
+        self.started_at = n
         await self.d.start()
         problems: list[str] = []
         if before is not None:
@@ -121,11 +128,26 @@ class Run:
         await self.d.wait_event("engine_ready", after=n)
         if self.mode == "live":
             await self.wait_any(("reconcile_done", "reconcile_deferred"), n)
-        await self.d.wait_minute((await self.d.last_minute() or 0) + 2 * MINUTE_MS, timeout=120)
-        # a quiet moment: the exchange clock held, the answers in flight in
+        # Stepped two live minutes, and past every minute the dead process sent an order for: an
+        # order decided in a step it never persisted is in the books only once the new engine
+        # has decided that minute again (its own order then) or stepped past it (an orphan,
+        # adopted after that step and waited for from the next one).
+        settled = (await self.d.last_minute() or 0) + 2 * MINUTE_MS
+        if sent_for is not None and before is not None and sent_for > before["last"]:
+            settled = max(settled, sent_for + MINUTE_MS)
+        await self.d.wait_minute(settled, timeout=120)
+        # A quiet moment: the exchange clock held, and the daemon caught up with it (a restart
+        # begins behind the exchange and steps the missed minutes in a burst: a step of that
+        # burst sends its orders before it persists its minute, so a check in the middle of it
+        # sees an exchange the store cannot show yet), then the answers in flight in.
         speed = self.sim.clock.speed
         self.sim.clock.set(speed=0)
-        await asyncio.sleep(2.5)
+        closed = self.sim.clock.now_ms() // MINUTE_MS * MINUTE_MS - MINUTE_MS
+        try:
+            await self.d.wait_minute(closed, timeout=90)
+        except AssertionError as e:
+            problems.append(f"never caught up with the held exchange clock: {e}")
+        await asyncio.sleep(2.0)
         try:
             if self.mode == "live":
                 mism = await position_mismatches(self.dsn, self.sim)
@@ -155,14 +177,26 @@ class Run:
             ev = next((e for e in self.d.events()[after:] if e["event"] in names), None)
             if ev is not None:
                 return ev
-            if self.exited():
+            if self.exited():  # its last lines may have landed after the read above
+                ev = next((e for e in self.d.events()[after:] if e["event"] in names), None)
+                if ev is not None:
+                    return ev
                 break
             await asyncio.sleep(0.2)
         raise AssertionError(f"never saw {names}; stderr: {(self.d.home / 'stderr.txt').read_text()[-2000:]}")
 
+    def crash_point_fired(self) -> dict[str, Any] | None:
+        """The `crash_point` line of the current process, if it killed itself at its armed point."""
+        return next((e for e in self.d.events()[self.started_at:] if e["event"] == "crash_point"), None)
+
     async def kill9(self) -> None:
         if self.exited():
-            self.crashes += 1
+            fired = self.crash_point_fired()
+            if fired is not None:  # the armed BOT_CRASH_POINT: a kill -9 at that exact point
+                self.crash_points.append({k: fired.get(k) for k in ("point", "client_order_id", "timestamp")})
+                self.kills += 1
+            else:
+                self.crashes += 1
         else:
             await self.d.kill9()
             self.kills += 1
@@ -195,9 +229,12 @@ class Run:
 
 
 async def daemon_run(mode: str, book: Any, bundle: Path, dsn: str, home: Path, *, hours: float, faults: dict[str, int],
-                     kills: int, retrain_kill: bool, seed: int) -> dict[str, Any]:  # fmt: skip
+                     kills: int, retrain_kill: bool, seed: int, crash_point: str | None = None) -> dict[str, Any]:  # fmt: skip
     """One run of `bot run` in `mode` over `hours` of real candles with the planned faults and
-    `kills` kill -9 restarts at random exchange times; returns the figures."""
+    `kills` kill -9 restarts at random exchange times; returns the figures. `crash_point`
+    (BOT_CRASH_POINT, e.g. `after_submit:entry`) is armed in the first process: it kills itself
+    there (between an order's submission and the persisting of its answer), which counts as one
+    more kill, and the processes after it run unarmed."""
     t0 = time.monotonic()
     start, end, _ = window(bundle, hours)
     rng = random.Random(seed)
@@ -211,7 +248,7 @@ async def daemon_run(mode: str, book: Any, bundle: Path, dsn: str, home: Path, *
         from tests.test_retrain_daemon import import_history
 
         await import_history(dsn, book, start)
-    d = LiveDaemon(cfg, home, dsn, mode)
+    d = LiveDaemon(cfg, home, dsn, mode, env={"BOT_CRASH_POINT": crash_point} if crash_point else None)
     run = Run(d, sim, dsn, mode)
     kill_at = sorted(rng.uniform(start + 15 * MINUTE_MS, end - 30 * MINUTE_MS) for _ in range(kills))
     retrain_at = kill_at.pop(len(kill_at) // 2) if retrain_kill and kill_at else None
@@ -219,9 +256,10 @@ async def daemon_run(mode: str, book: Any, bundle: Path, dsn: str, home: Path, *
     final = None
     try:
         await d.start()
-        await d.wait_event("engine_ready", timeout=300)
-        if mode == "live":
-            await d.wait_event("reconcile_done")
+        # an armed crash point may fire as soon as the first step sends an order
+        ready = await run.wait_any(("engine_ready", "crash_point"), 0, timeout=300)
+        if mode == "live" and ready["event"] != "crash_point":
+            await run.wait_any(("reconcile_done", "crash_point"), 0)
         sim.clock.set(speed=SPEED)
         while sim.clock.now_ms() < end:
             now = sim.clock.now_ms()
@@ -272,8 +310,9 @@ async def daemon_run(mode: str, book: Any, bundle: Path, dsn: str, home: Path, *
         "faults_planned": len(planned), "faults_injected": sum(r["applied"] for r in table), "faults": table,
         "candles": lost, "candles_lost": lost["missing"] + lost["altered"] + lost["invented"],
         "duplicate_orders": dups, "position_mismatches": len(mism), "mismatch_detail": mism,
-        "crashes": run.crashes, "tracebacks": tracebacks(home), "exit_status": rc,
+        "crashes": run.crashes, "tracebacks": tracebacks(home), "traceback_detail": traceback_excerpts(home), "exit_status": rc,
         "kills": run.kills, "kills_recovered": run.recovered, "restart_problems": run.problems, "retrain_kill": retrain,
+        "crash_point_kills": run.crash_points,
         "orders_on_exchange": len(sim.account.orders) if mode == "live" else None, "closed_trade_lines": trades,
         "final_reconcile_mismatches": final["mismatches"] if final else None, "seconds": round(time.monotonic() - t0, 1),
     }  # fmt: skip
@@ -287,7 +326,7 @@ def assert_clean(fig: dict[str, Any], *, min_faults: int, kinds: tuple[str, ...]
     applied = {r["kind"]: r["applied"] for r in fig["faults"]}
     assert fig["faults_injected"] >= min_faults, applied
     assert all(applied[k] >= 1 for k in kinds), {k: applied[k] for k in kinds}
-    assert fig["crashes"] == 0 and fig["tracebacks"] == 0 and fig["exit_status"] == 0, fig
+    assert fig["crashes"] == 0 and fig["tracebacks"] == 0 and fig["exit_status"] == 0, (fig["traceback_detail"], fig)
     assert fig["candles_lost"] == 0 and fig["candles"]["rows"] >= 30 * 50, fig["candles"]
     assert fig["duplicate_orders"] == 0
     assert fig["position_mismatches"] == 0, fig["mismatch_detail"]
@@ -368,9 +407,10 @@ async def test_a_klines_page_that_is_not_json_is_fetched_again_not_taken_for_dow
         assert len(src) > 2000 and list(rows[s].ts[-len(src):]) == list(src.ts), s
 
 
-async def test_a_connection_reset_while_subscribing_is_a_websocket_down_line_not_a_traceback() -> None:
+async def test_a_connection_reset_while_subscribing_is_a_feed_outage_line_not_a_traceback() -> None:
     """aiohttp's ClientConnectionResetError (the socket reset while ccxt sends SUBSCRIBE)
-    escaped ccxt unwrapped and was logged as feed_ws_unexpected_error with a traceback."""
+    escaped ccxt unwrapped and was logged as feed_ws_unexpected_error with a traceback. It is
+    network trouble like any other: one `feed_outage` line naming it, then a reconnect."""
     import aiohttp
     import structlog
 
@@ -400,7 +440,10 @@ async def test_a_connection_reset_while_subscribing_is_a_websocket_down_line_not
         task.cancel()
     names = [e["event"] for e in logs]
     assert ex.calls >= 2 and feed.stats["ws_errors"] == 1
-    assert "feed_ws_down" in names and "feed_ws_unexpected_error" not in names, names
+    outages = [e for e in logs if e["event"] == "feed_outage"]
+    assert len(outages) == 1 and outages[0]["reason"] == "ClientConnectionResetError", logs
+    assert outages[0]["log_level"] == "warning" and "exc_info" not in outages[0], outages[0]
+    assert "feed_ws_unexpected_error" not in names, names
 
 
 def test_a_training_process_dies_with_the_daemon_that_started_it(tmp_path: Path) -> None:
@@ -478,9 +521,16 @@ async def test_live_fault_run_30_symbols(db_dsn, book30, bundle_path, tmp_path) 
 
 @pytest.mark.reliability
 async def test_kill_9_ten_times_one_during_a_retrain(db_dsn, book30, bundle_path, tmp_path) -> None:  # noqa: F811
-    fig = await daemon_run("live", book30, bundle_path, db_dsn, tmp_path, hours=4, faults={"candle": 2, "conn": 1, "rest": 2, "order": 3}, kills=14,
-                           retrain_kill=True, seed=23)  # fmt: skip
+    """>= 10 kill -9 in one live run: one while a retrain's training process runs, one at the
+    daemon's own crash point between an entry order's submission and the persisting of its
+    answer (BOT_CRASH_POINT=after_submit:entry), the rest at random exchange minutes. Each
+    restart takes ~20 exchange minutes at 120x (start, warm-up, catch-up, the check), hence
+    5 hours for 14 planned random kills."""
+    fig = await daemon_run("live", book30, bundle_path, db_dsn, tmp_path, hours=5, faults={"candle": 2, "conn": 1, "rest": 2, "order": 3}, kills=14,
+                           retrain_kill=True, seed=23, crash_point="after_submit:entry")  # fmt: skip
     reliability_figures.record("daemon_kill_run", fig)
     assert fig["kills"] >= 10
     assert fig["retrain_kill"] is not None and fig["retrain_kill"]["child_died_with_daemon"], fig["retrain_kill"]
+    assert [c["point"] for c in fig["crash_point_kills"]] == ["after_submit"] and fig["crash_point_kills"][0]["client_order_id"], fig
+    assert fig["crashes"] == 0
     assert_clean(fig, min_faults=30, kinds=ORDER_KINDS)

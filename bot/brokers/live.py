@@ -12,15 +12,20 @@ Two halves:
   "not placed", and only then may a *new attempt* with another id (`<id>.2`, ...) be sent.
   429/418 answers (nothing placed) are retried with the same id after a backoff; rejections
   (balance, filters) are dropped with a reason code (`bot.brokers.errors`).
-  Fills are polled (`fill_poll_interval_s`) for orders still open; the simulator, like a key
-  without a user-data stream, has no `watch_orders`, so polling is the one path.
+  Fills come from the exchange's user data stream where it has one (`watch_loop`: ccxt
+  `watch_orders`, one `executionReport` per order event) and are polled in any case for orders
+  still open (`poll_open`: every `fill_poll_interval_s`, every `stream_poll_interval_s` while
+  the stream is up), the safety net for reports lost in a drop.
 - `LiveBroker` (sync, the engine's `Broker` protocol, called from the engine's worker thread)
   hands intents to the executor and blocks until they are answered; `poll`/`flush` return what
   became final: one aggregated `Fill` per order (partial fills summed, quantity net of a fee
   taken in the base asset, fees in quote value) or a cancellation with its reason code.
 
 Exits are sent as market orders (the engine's barrier price is its paper fill model; a resting
-limit at a take-profit the price already left would never fill).
+limit at a take-profit the price already left would never fill). An entry the engine asks as a
+limit order is sent as a LIMIT (`live.limit_time_in_force`) at its price on the tick grid
+(never worse than asked) and cancelled after `live.limit_ttl_s` (what filled of it stays); the
+engine asks only for market orders today.
 """
 
 from __future__ import annotations
@@ -34,15 +39,17 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 import ccxt
 import numpy as np
 import structlog
 
+from bot import crashpoint
 from bot.brokers.config import LiveConfig
 from bot.brokers.errors import Kind, classify
-from bot.brokers.orders import FINAL, FROM_EXCHANGE, OrderStore, StoredOrder, Trade
+from bot.brokers.orders import FINAL, FROM_EXCHANGE, RANK, OrderStore, StoredOrder, Trade
 from bot.engine.broker import BrokerUpdate
 from bot.engine.records import Fill, OrderIntent
 
@@ -87,6 +94,10 @@ class Tracked:
     busy: bool = False  # being sent or looked up: the poller leaves it alone
     adopted: bool = False  # found by reconciliation (exchange or store): no engine waits for its outcome yet
     orphan: bool = False  # adopted, and the engine stepped past its minute without asking for it
+    meta: dict[str, Any] | None = None  # the engine's decision behind an entry (kept with the order)
+    last_report: tuple | None = None  # the last user data stream report applied
+    limit_price: float | None = None  # a limit order: its price, on the tick grid
+    expires_at: float | None = None  # time.monotonic() when a resting limit order is cancelled
 
 
 class LiveExecutor:
@@ -100,9 +111,11 @@ class LiveExecutor:
         self.tracked: dict[str, Tracked] = {}  # engine id -> order
         self.known: dict[str, StoredOrder] = {}  # engine id -> its latest stored attempt (from the store at start)
         self.outbox: deque[tuple[str, Fill | None, str | None]] = deque()  # (engine id, fill, cancel reason)
+        self.adoptions: deque[Tracked] = deque()  # orphans for the engine to wait for (`orphaned`)
         self.anchor: int | None = None
         self.counts: dict[str, int] = {"sent": 0, "lookups": 0, "retries": 0, "rejected": 0, "not_placed": 0,
-                                       "adopted": 0}  # fmt: skip
+                                       "adopted": 0, "reports": 0, "polls": 0}  # fmt: skip
+        self.stream_up = False  # the user data stream (`watch_loop`) is subscribed and answering
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -119,11 +132,13 @@ class LiveExecutor:
 
     # -- placing -------------------------------------------------------------------------------
 
-    async def place_all(self, intents: Sequence[OrderIntent]) -> None:
-        await asyncio.gather(*(self.place(it) for it in intents))
+    async def place_all(self, intents: Sequence[OrderIntent], metas: Mapping[str, dict[str, Any] | None] | None = None) -> None:
+        metas = metas or {}
+        await asyncio.gather(*(self.place(it, metas.get(it.client_order_id)) for it in intents))
 
-    async def place(self, it: OrderIntent) -> None:
-        """Send `it` once, or follow the order already sent for it."""
+    async def place(self, it: OrderIntent, meta: dict[str, Any] | None = None) -> None:
+        """Send `it` once, or follow the order already sent for it. `meta`: the engine's
+        decision behind an entry, written with the order (see `OrderStore.insert_new`)."""
         eid = it.client_order_id
         if eid in self.tracked:
             t = self.tracked[eid]
@@ -158,16 +173,16 @@ class LiveExecutor:
             log.error("order_attempts_exhausted", client_order_id=eid, text=f"ORDER {eid}: {MAX_ATTEMPTS} attempts, giving up")
             return
         qty = await self._qty(it, attempt)
-        t = Tracked(it, attempt, exchange_client_id(eid, attempt))
+        t = Tracked(it, attempt, exchange_client_id(eid, attempt), meta=meta, limit_price=self._limit_price(it))
         self.tracked[eid] = t
         if qty <= 0:
             t.reason = "rejected_below_lot_size"
-            await self.store.insert_new(it, t.xcid, max(it.qty, 1e-12), attempt, now_ms())
+            await self.store.insert_new(it, t.xcid, max(it.qty, 1e-12), attempt, now_ms(), meta, t.limit_price)
             await self._final(t, "rejected", t.reason)
             return
         t.busy = True
         try:
-            if not await self.store.insert_new(it, t.xcid, qty, attempt, now_ms()):
+            if not await self.store.insert_new(it, t.xcid, qty, attempt, now_ms(), meta, t.limit_price):
                 await self.resolve(t)  # the id is already in the store: it may be on the exchange
                 return
             await self._send(t, qty)
@@ -199,9 +214,13 @@ class LiveExecutor:
             t.status = "submitted"
             try:
                 self.counts["sent"] += 1
-                o = await self.ex.create_order(sym, "market", it.side, qty, None,
-                                               {"newClientOrderId": t.xcid, "newOrderRespType": "FULL",
-                                                "recvWindow": cfg.recv_window_ms})  # fmt: skip
+                params = {"newClientOrderId": t.xcid, "newOrderRespType": "FULL", "recvWindow": cfg.recv_window_ms}
+                if t.limit_price is not None:
+                    t.expires_at = time.monotonic() + cfg.limit_ttl_s
+                    o = await self.ex.create_order(sym, "limit", it.side, qty, t.limit_price,
+                                                   {**params, "timeInForce": cfg.limit_time_in_force})  # fmt: skip
+                else:
+                    o = await self.ex.create_order(sym, "market", it.side, qty, None, params)
             except ccxt.BaseError as e:
                 kind, code = classify(e)
                 log.warning("order_error", client_order_id=t.xcid, symbol=it.symbol, kind=kind.value, reason=code,
@@ -217,6 +236,7 @@ class LiveExecutor:
                 self.counts["rejected"] += 1
                 await self._final(t, "rejected", code)
                 return
+            crashpoint.reached("after_submit", it.leg, client_order_id=t.xcid)  # test hook: accepted, nothing of the answer written
             log.info("order_sent", client_order_id=t.xcid, symbol=it.symbol, side=it.side, qty=qty,
                      status=(o.get("info") or {}).get("status"))  # fmt: skip
             await self._apply(t, o.get("info") or {})
@@ -249,11 +269,81 @@ class LiveExecutor:
                 return False
             await asyncio.sleep(min(1.0, grace / 4000))
 
+    def _limit_price(self, it: OrderIntent) -> float | None:
+        """A limit order's price on the market's tick grid, never worse than asked (a buy rounds
+        down, a sell up); None for a market order. The engine's exits carry their barrier as a
+        limit price for its paper fill model: they are sent at market (see the module)."""
+        if it.order_type != "limit" or it.leg != "entry" or not it.limit_price or not it.limit_price > 0:
+            return None
+        market = self.ex.markets.get(self._sym(it.symbol)) or {}
+        tick = (market.get("precision") or {}).get("price")
+        if not tick or self.ex.precisionMode != ccxt.TICK_SIZE:
+            return float(it.limit_price)
+        step, px = Decimal(str(tick)), Decimal(str(it.limit_price))
+        n = (px / step).to_integral_value(rounding=ROUND_FLOOR if it.side == "buy" else ROUND_CEILING)
+        return float(n * step)
+
+    async def expire_limits(self) -> None:
+        """Cancel each resting limit order past its `live.limit_ttl_s`; what filled of it stays
+        (the outcome is its fills, or a cancellation with reason `limit_expired`)."""
+        now = time.monotonic()
+        for t in list(self.tracked.values()):
+            if t.expires_at is None or now < t.expires_at or t.outcome_ready or t.status in FINAL or t.busy:
+                continue
+            t.busy = True
+            try:
+                sym = self._sym(t.intent.symbol)
+                try:
+                    o = await self.ex.cancel_order(None, sym, {"origClientOrderId": t.xcid})
+                except (ccxt.OrderNotFound, ccxt.InvalidOrder):  # ended meanwhile (filled): its state decides
+                    o = await self.ex.fetch_order(None, sym, {"origClientOrderId": t.xcid})
+                t.reason = "limit_expired"
+                log.info("order_expired", client_order_id=t.xcid, symbol=t.intent.symbol,
+                         text=f"ORDER {t.xcid} limit {t.limit_price} not filled in {self.cfg.limit_ttl_s:g}s: cancelled")  # fmt: skip
+                await self._apply(t, o.get("info") or {})
+            except ccxt.BaseError as e:
+                log.info("order_cancel_retry", client_order_id=t.xcid, error=type(e).__name__)
+            finally:
+                t.busy = False
+
+    async def watch_loop(self) -> None:
+        """Fills as they happen, from the exchange's user data stream (ccxt `watch_orders`: for
+        Binance spot the WebSocket API's `userDataStream.subscribe.signature`, then an
+        `executionReport` per order event). A drop is said once; the stream is subscribed again
+        with backoff, and polling (`poll_open`) goes back to its fast interval meanwhile: it is the
+        safety net for any report lost in a drop."""
+        delay = 1.0
+        while True:
+            try:
+                if not self.stream_up:
+                    await self.ex.authenticate()  # the subscription; its answer says the stream is up
+                    self.stream_up = True
+                    delay = 1.0
+                    log.info("order_stream_up", text="ORDERS user data stream up: fills arrive as they happen")
+                got = await self.ex.watch_orders()
+                # ccxt returns the updates since the last call, but one that arrived while this
+                # loop was busy can be folded into an order already returned: the cache holds each
+                # order's latest report, so every report of an order still followed is applied
+                # (trades a folded report hides are fetched: `_settle`)
+                cached = list(getattr(self.ex, "orders", None) or [])
+                for o in [*got, *cached]:
+                    await self.on_report(o.get("info") or {})
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the stream must never end the daemon; polling covers it
+                if self.stream_up:
+                    log.warning("order_stream_down", error=type(e).__name__,
+                                text=f"ORDERS user data stream down ({type(e).__name__}): fills by polling meanwhile")  # fmt: skip
+                self.stream_up = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
     async def poll_open(self) -> None:
         """Look up every order still open or unanswered (fills, delayed fills, cancellations)."""
         for t in list(self.tracked.values()):
             if t.outcome_ready or t.status in FINAL or t.busy:
                 continue
+            self.counts["polls"] += 1
             if t.status in ("new", "submitted"):
                 await self.resolve(t, deadline_s=0)
                 continue
@@ -266,15 +356,46 @@ class LiveExecutor:
 
     async def _apply(self, t: Tracked, info: Mapping[str, Any]) -> None:
         """Take the exchange's view of the order (a POST /order FULL answer or a GET /order)."""
-        status = FROM_EXCHANGE.get(str(info.get("status")), "accepted")
         oid = str(info["orderId"]) if info.get("orderId") is not None else t.exchange_order_id
-        t.exchange_order_id = oid
-        executed = float(info.get("executedQty") or 0.0)
-        base = t.intent.symbol[: -len(self.quote)]
         for f in info.get("fills") or []:
             tid = str(f["tradeId"])
             t.trades.setdefault(tid, Trade(tid, float(f["qty"]), float(f["price"]), float(f["commission"]),
                                            str(f["commissionAsset"]), int(info.get("transactTime") or now_ms())))  # fmt: skip
+        await self._settle(t, str(info.get("status")), oid, float(info.get("executedQty") or 0.0))
+
+    async def on_report(self, info: Mapping[str, Any]) -> bool:
+        """One `executionReport` of the user data stream (`watch_orders`): the order's new state
+        and, for a TRADE event, its trade with the fee as reported. False if it is not an order
+        this process follows (a foreign one, or one of ours not loaded: polling and
+        reconciliation deal with those)."""
+        cid = str((info.get("C") if info.get("x") == "CANCELED" and info.get("C") else info.get("c")) or "")
+        t = self.tracked.get(engine_client_id(cid)) if cid else None
+        if t is None or t.xcid != cid or t.outcome_ready:
+            return False
+        key = (info.get("x"), info.get("X"), info.get("z"), info.get("t"))
+        if key == t.last_report:
+            return False  # already applied (the loop re-reads ccxt's cache of latest reports)
+        t.last_report = key
+        self.counts["reports"] += 1
+        if info.get("x") == "TRADE" and int(info.get("t", -1)) >= 0:
+            tid = str(info["t"])
+            t.trades.setdefault(tid, Trade(tid, float(info["l"]), float(info["L"]), float(info.get("n") or 0.0),
+                                           str(info.get("N") or ""), int(info.get("T") or now_ms())))  # fmt: skip
+        await self._settle(t, str(info.get("X")), str(info["i"]) if info.get("i") is not None else None,
+                           float(info.get("z") or 0.0))  # fmt: skip
+        return True
+
+    async def _settle(self, t: Tracked, exchange_status: str, oid: str | None, executed: float) -> None:
+        """The order's state from the exchange's status and cumulative executed quantity, with
+        the trades gathered so far (missing ones fetched); stored, and final -> the engine's."""
+        if t.outcome_ready:
+            return
+        status = FROM_EXCHANGE.get(exchange_status, "accepted")
+        if RANK[status] < RANK.get(t.status, 0):
+            status = t.status  # an answer older than one already seen (REST and stream race)
+        oid = oid or t.exchange_order_id
+        t.exchange_order_id = oid
+        base = t.intent.symbol[: -len(self.quote)]
         if executed > sum(x.qty for x in t.trades.values()) + 1e-12:
             with contextlib.suppress(ccxt.BaseError):
                 for tr in await self.ex.fetch_my_trades(self._sym(t.intent.symbol), None, None, {"orderId": oid}):
@@ -292,6 +413,8 @@ class LiveExecutor:
                                     avg_price=vwap)  # fmt: skip
         t.status = status
         del base
+        if got > 0:
+            crashpoint.reached("after_fill", t.intent.leg, client_order_id=t.xcid)  # test hook: fills stored, not booked by the engine
         if status in FINAL:
             self._finish(t)
 
@@ -311,8 +434,8 @@ class LiveExecutor:
         qty = sum(x.qty for x in trades)
         log.info("order_final", client_order_id=t.xcid, symbol=it.symbol, side=it.side, status=t.status, filled=qty,
                  reason=t.reason, trades=len(trades))  # fmt: skip
-        if t.adopted:
-            return
+        if t.adopted and not t.orphan:
+            return  # the engine may still decide it again: it hears the outcome then (`place`)
         if qty <= 0:
             self.outbox.append((it.client_order_id, None, t.reason or f"order_{t.status}"))
             return
@@ -327,7 +450,13 @@ class LiveExecutor:
 
     def _from_stored(self, it: OrderIntent, so: StoredOrder) -> Tracked:
         t = Tracked(it, int(so.reason.get("attempt", 1)), so.client_order_id, so.status, so.exchange_order_id)
+        meta = (so.reason or {}).get("meta")
+        if meta:
+            t.meta = {k: (float("nan") if v is None and k in ("er", "p", "tp_frac", "sl_frac") else v) for k, v in meta.items()}
         t.trades = {x.trade_id: x for x in so.trades}
+        if (so.reason or {}).get("limit_price") is not None:  # a limit order: its time to live starts again
+            t.limit_price = float(so.reason["limit_price"])
+            t.expires_at = time.monotonic() + self.cfg.limit_ttl_s
         t.executed = sum(x.qty for x in so.trades)
         t.reason = (so.reason or {}).get("code")
         t.sent_ms = now_ms()  # unknown: count the grace from now (a restart is long after any send anyway)
@@ -350,12 +479,58 @@ class LiveExecutor:
                 if t.adopted and not t.orphan and t.intent.decision_ts > a]  # fmt: skip
         return out
 
-    def orphaned(self, engine_id: str) -> None:
-        """The engine stepped past this order's minute without asking for it."""
-        self.known.pop(engine_id, None)
-        t = self.tracked.get(engine_id)
-        if t is not None:
-            t.orphan = True
+    @staticmethod
+    def intent_of(so: StoredOrder, reason: str = "restart") -> OrderIntent:
+        """The engine intent behind a stored order (its price is not kept: NaN)."""
+        return OrderIntent(so.engine_id, so.symbol, so.side, so.leg, so.qty, so.decision_ts, float("nan"), reason)  # type: ignore[arg-type]
+
+    def orphaned(self, engine_id: str) -> Tracked | None:
+        """The engine stepped past this order's minute without deciding it again (it was sent by a
+        process that died before it persisted that minute, and the restarted engine decided
+        otherwise, e.g. no entry on a stale minute). Its outcome is still real: the engine is
+        handed the order (`BrokerUpdate.adopted`, with the decision's meta kept with the order)
+        and waits for it as for its own, so the store keeps what the exchange holds."""
+        so = self.known.pop(engine_id, None)
+        if so is not None:
+            t = self._from_stored(self.intent_of(so, "orphan"), so)
+            self.tracked[engine_id] = t
+            final = so.status in FINAL
+        else:
+            t = self.tracked.get(engine_id)
+            if t is None or t.orphan:
+                return None
+            final = t.outcome_ready  # it ended while nobody asked for it: its outcome was held back
+        t.orphan = True
+        t.adopted = False  # the engine waits for it from now on
+        self.adoptions.append(t)
+        if final:
+            t.outcome_ready = False
+            self._finish(t)
+        return t
+
+    def prune(self, before_ts: int) -> int:
+        """Forget orders decided before `before_ts` whose outcome the engine has (bounded memory
+        over months; the store keeps them, and no decision that old is ever made again)."""
+        old = [eid for eid, t in self.tracked.items()
+               if t.outcome_ready and not t.adopted and 0 < t.intent.decision_ts < before_ts
+               and not any(e == eid for e, _, _ in self.outbox)]  # fmt: skip
+        for eid in old:
+            del self.tracked[eid]
+        for eid in [e for e, so in self.known.items() if 0 < so.decision_ts < before_ts and so.status in FINAL]:
+            del self.known[eid]
+        return len(old)
+
+    def orphans_through(self, engine_ts: int) -> list[Tracked]:
+        """After the engine stepped `engine_ts`: orders sent for that minute or an earlier one by a
+        process that died before persisting it, which the engine did not decide again (see
+        `orphaned`)."""
+        out = []
+        for eid, _, _, decision_ts in self.unclaimed():
+            if decision_ts <= engine_ts:
+                t = self.orphaned(eid)
+                if t is not None:
+                    out.append(t)
+        return out
 
 
 class LiveBroker:
@@ -368,6 +543,8 @@ class LiveBroker:
         self.cfg = cfg
         self._lock = threading.Lock()
         self._interest: set[str] = set()  # engine ids the engine waits for (this process)
+        #: the engine's decision behind an entry id (`Engine.pending_meta`), written with the order
+        self.meta_of: Any = None
 
     def _run(self, coro: Any, timeout: float) -> None:
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
@@ -381,12 +558,21 @@ class LiveBroker:
             return
         with self._lock:
             self._interest.update(it.client_order_id for it in intents)
-        self._run(self.ex.place_all(list(intents)), self.cfg.submit_timeout_s)
+        self._run(self.ex.place_all(list(intents), self._metas(intents)), self.cfg.submit_timeout_s)
+
+    def _metas(self, intents: Sequence[OrderIntent]) -> dict[str, dict[str, Any] | None]:
+        if self.meta_of is None:
+            return {}
+        return {it.client_order_id: self.meta_of(it.client_order_id) for it in intents if it.leg == "entry"}
 
     def _drain(self, exits_only: bool) -> BrokerUpdate:
         up = BrokerUpdate()
         keep = []
         with self._lock:
+            while self.ex.adoptions:  # before the outcomes: the engine must know them to book them
+                t = self.ex.adoptions.popleft()
+                self._interest.add(t.intent.client_order_id)
+                up.adopted.append((t.intent, t.meta))
             while self.ex.outbox:
                 item = self.ex.outbox.popleft()
                 eid, fill, why = item
@@ -421,4 +607,4 @@ class LiveBroker:
         """After a restart: the engine still waits for these; report what became of them."""
         with self._lock:
             self._interest.update(it.client_order_id for it in pending)
-        self._run(self.ex.place_all(list(pending)), self.cfg.submit_timeout_s)
+        self._run(self.ex.place_all(list(pending), self._metas(pending)), self.cfg.submit_timeout_s)

@@ -63,16 +63,26 @@ class OrderStore:
         self.pool = pool
         self.mode = mode
 
-    async def insert_new(self, it: OrderIntent, xcid: str, qty: float, attempt: int, now_ms: int) -> bool:
-        """Write the order as 'new' before it is sent. False if the id was already there."""
-        reason = json.dumps({"reason": it.reason, "ref_price": it.ref_price if it.ref_price == it.ref_price else None,
-                             "attempt": attempt, "engine_id": it.client_order_id})  # fmt: skip
+    async def insert_new(self, it: OrderIntent, xcid: str, qty: float, attempt: int, now_ms: int,
+                         meta: dict[str, Any] | None = None, limit_price: float | None = None) -> bool:  # fmt: skip
+        """Write the order as 'new' before it is sent. False if the id was already there.
+        `meta`: the engine's decision behind an entry (barrier fractions, er, p, decision minute),
+        kept so that a process restarted after a crash can book the fill of an order it did not
+        decide again (see `LiveExecutor.orphaned`)."""
+        body: dict[str, Any] = {"reason": it.reason, "ref_price": it.ref_price if it.ref_price == it.ref_price else None,
+                                "attempt": attempt, "engine_id": it.client_order_id}  # fmt: skip
+        if limit_price is not None:
+            body["limit_price"] = limit_price
+        if meta:
+            body["meta"] = {k: (None if isinstance(v, float) and v != v else v) for k, v in meta.items()}
+        reason = json.dumps(body)
         row = await self.pool.fetchval(
             """INSERT INTO orders (client_order_id, mode, symbol, side, type, qty, price, status, reason, created_ts,
                                    updated_ts, leg, decision_ts, model_version)
-               VALUES ($1, $2, $3, $4, 'market', $5, NULL, 'new', $6::jsonb, $7, $7, $8, $9, $10)
+               VALUES ($1, $2, $3, $4, $11, $5, $12, 'new', $6::jsonb, $7, $7, $8, $9, $10)
                ON CONFLICT (client_order_id) DO NOTHING RETURNING id""",
             xcid, self.mode, it.symbol, it.side, qty, reason, now_ms, it.leg, int(it.decision_ts), it.model_version,
+            "market" if limit_price is None else "limit", limit_price,
         )  # fmt: skip
         return row is not None
 

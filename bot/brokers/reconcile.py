@@ -17,7 +17,9 @@ a minute after the restored state that the re-stepping engine has not decided ag
 fill would show on the exchange before the engine books it); until then that part is
 *deferred* (said in the log, entries go on: blocking them would change the re-stepped
 decisions). Such an order the engine has stepped past without deciding it again is an
-*orphan*: reported, and its holding falls under rule 3. A reconciliation that cannot ask the
+*orphan*: reported, and handed to the engine, which waits for it and books it as its own
+(`LiveExecutor.orphaned`; the live loop looks for orphans after every step too, so the books
+hold them before the next entries are decided). A reconciliation that cannot ask the
 exchange is *pending*, and the engine does not enter until one completes.
 """
 
@@ -34,7 +36,6 @@ import structlog
 from bot.brokers.live import OUR_ID, LiveExecutor, Tracked, engine_client_id, now_ms
 from bot.brokers.orders import FROM_EXCHANGE
 from bot.engine.records import OrderIntent
-from models.timeutil import MINUTE_MS
 
 log = structlog.get_logger("bot.brokers.reconcile")
 
@@ -67,7 +68,7 @@ async def reconcile(ex: LiveExecutor, *, cash: float, positions: Mapping[str, fl
     try:
         # 1. orders the store did not see finish (after a crash: every unfinished one)
         for so in [o for o in ex.known.values() if o.status not in ("filled", "cancelled", "rejected", "expired")]:
-            it = OrderIntent(so.engine_id, so.symbol, so.side, so.leg, so.qty, so.decision_ts, float("nan"), "restart")  # type: ignore[arg-type]
+            it = ex.intent_of(so)
             ex.known.pop(so.engine_id, None)
             t = ex._from_stored(it, so)
             t.adopted = True  # its outcome goes to the engine only if the engine asks for it again
@@ -91,7 +92,12 @@ async def reconcile(ex: LiveExecutor, *, cash: float, positions: Mapping[str, fl
             else:
                 out.mismatches.append(Mismatch("foreign_open_order", sym, None, cid, "not ours: left alone"))
         in_flight = [t.xcid for t in ex.unfinished()]
-        # outcomes final on the exchange that the engine books at its next step: expected on our side
+        if engine_ts is not None:
+            for t in ex.orphans_through(engine_ts):
+                out.mismatches.append(orphan_mismatch(t))
+        in_flight += [xcid for _, xcid, _, _ in ex.unclaimed()]
+        # outcomes final on the exchange that the engine books at its next step (orphans found
+        # just above included): expected on our side
         cash_adj, pos_adj = 0.0, dict.fromkeys(symbols, 0.0)
         for _, f, _ in list(ex.outbox):
             if f is None:
@@ -99,14 +105,6 @@ async def reconcile(ex: LiveExecutor, *, cash: float, positions: Mapping[str, fl
             sign = 1.0 if f.side == "buy" else -1.0
             cash_adj -= sign * f.qty * f.price + f.fee
             pos_adj[f.symbol] = pos_adj.get(f.symbol, 0.0) + sign * f.qty
-        for eid, xcid, symbol, decision_ts in ex.unclaimed():
-            if engine_ts is None or decision_ts + MINUTE_MS >= engine_ts:
-                in_flight.append(xcid)
-            else:  # the engine stepped past its minute without deciding it again
-                ex.orphaned(eid)
-                out.mismatches.append(Mismatch("orphan_order", symbol, None, xcid,
-                                               "sent before a crash, not decided again after it: its holding is "
-                                               "checked by the balance rule"))  # fmt: skip
         if in_flight:
             out.complete = True
             out.deferred = True
@@ -141,6 +139,11 @@ async def reconcile(ex: LiveExecutor, *, cash: float, positions: Mapping[str, fl
     return _logged(out)
 
 
+def orphan_mismatch(t: Tracked) -> Mismatch:
+    return Mismatch("orphan_order", t.intent.symbol, None, t.xcid,
+                    "sent before a crash, not decided again after it: the engine books it as the exchange has it")
+
+
 async def _adopt(ex: LiveExecutor, cid: str, symbol: str, info: Mapping[str, Any]) -> None:
     side = str(info.get("side", "BUY")).lower()
     qty = float(info.get("origQty") or 0.0)
@@ -155,10 +158,14 @@ async def _adopt(ex: LiveExecutor, cid: str, symbol: str, info: Mapping[str, Any
     ex.counts["adopted"] += 1
 
 
+def log_mismatch(m: Mismatch) -> None:
+    log.warning("reconcile_mismatch", kind=m.kind, symbol=m.symbol, store=m.store, exchange=m.exchange, rule=m.rule,
+                text=f"RECONCILE {m.kind} {m.symbol or ''}: store {m.store} vs exchange {m.exchange}; {m.rule}")  # fmt: skip
+
+
 def _logged(r: Reconciliation) -> Reconciliation:
     for m in r.mismatches:
-        log.warning("reconcile_mismatch", kind=m.kind, symbol=m.symbol, store=m.store, exchange=m.exchange, rule=m.rule,
-                    text=f"RECONCILE {m.kind} {m.symbol or ''}: store {m.store} vs exchange {m.exchange}; {m.rule}")  # fmt: skip
+        log_mismatch(m)
     if r.deferred:
         log.info("reconcile_deferred", reason=r.reason, mismatches=len(r.mismatches),
                  text=f"RECONCILE orders checked; balances deferred ({r.reason})")  # fmt: skip

@@ -35,6 +35,10 @@ class BrokerUpdate:
 
     fills: list[Fill] = field(default_factory=list)
     cancelled: list[tuple[str, str]] = field(default_factory=list)  # (client_order_id, reason)
+    # orders of ours this engine never decided (a live broker after a crash: sent by the process
+    # that died before it persisted the decision), with the decision's meta when it is known:
+    # from now on the engine waits for them as for its own (their fills come as `fills`)
+    adopted: list[tuple[OrderIntent, dict | None]] = field(default_factory=list)
 
 
 class Broker(Protocol):

@@ -6,7 +6,7 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -369,6 +369,8 @@ class Engine:
         return res
 
     def _apply_broker(self, up: BrokerUpdate, res: StepResult) -> None:
+        for it, meta in getattr(up, "adopted", ()):
+            self._adopt(it, meta)
         for cid, why in up.cancelled:
             meta = self._pending_meta.pop(cid, None)
             if meta is not None:
@@ -379,6 +381,70 @@ class Engine:
             res.cancelled.append((cid, why))
         if up.fills:
             self.on_fills(up.fills, res)
+
+    def cut_position(self, symbol: str, qty: float, ts: int, price: float | None = None) -> tuple[ClosedTrade | None, Position | None]:
+        """Reconciliation found less of `symbol` on the exchange than the position (sold outside
+        the bot, an exit the books missed): the exchange is the truth. The position is cut to
+        `qty` (0: closed) and the difference recorded as a trade closed at `price` (default:
+        the symbol's last close, i.e. the exchange's last price the engine saw) with exit reason
+        'reconciled' and its share of the entry fee; the cash is the reconciliation's business.
+        Returns (the closed part, the remaining position or None)."""
+        pos = self.positions.get(symbol)
+        if pos is None:
+            return None, None
+        qty = min(max(float(qty), 0.0), pos.qty)
+        cut = pos.qty - qty
+        if cut <= 0:
+            return None, pos
+        px = float(price) if price is not None and math.isfinite(price) and price > 0 else float(self._last_close[self.index[symbol]])
+        if not (math.isfinite(px) and px > 0):
+            px = pos.entry_price
+        fee = pos.entry_fee * cut / pos.qty
+        pnl = cut * (px - pos.entry_price) - fee
+        cost = cut * pos.entry_price + fee
+        trade = ClosedTrade(symbol, pos.decision_ts, pos.entry_ts, int(ts), cut, pos.entry_price, px, fee, pnl,
+                            pnl / cost if cost > 0 else float("nan"), "reconciled", pos.er, pos.p, pos.model_version,
+                            pos.entry_ref_price, px)  # fmt: skip
+        self._close(symbol)
+        rest = None
+        if qty > 0:
+            rest = replace(pos, qty=qty, entry_fee=pos.entry_fee - fee)
+            self._open(rest)
+        return trade, rest
+
+    def pending_meta(self, client_order_id: str) -> dict[str, Any] | None:
+        """The decision behind a pending entry (barrier fractions, er, p, decision minute): a live
+        broker keeps it with the order, for `_adopt` after a crash."""
+        meta = self._pending_meta.get(client_order_id)
+        return dict(meta) if meta is not None else None
+
+    def _adopt(self, it: OrderIntent, meta: Mapping[str, Any] | None) -> bool:
+        """Wait for an order this engine never decided as for its own (sent by a process that died
+        before it persisted the decision; after the restart the engine decided otherwise, e.g.
+        no entry on a stale minute): the exchange will hold its fill, so the books must too. An
+        entry opens its position, when it fills, with the barriers of its decision (`meta`);
+        with no meta known, with no barriers and a hold that already ended, so the exit rule
+        sells it at the next bar (gap_timeout). An exit closes the position it sells. An entry
+        for a symbol already held or pending is not adopted (reconciliation reports the
+        holding)."""
+        cid, sym = it.client_order_id, it.symbol
+        if it.leg != "entry":
+            self._exit_reason.setdefault(cid, "reconciled")
+            return True
+        if sym not in self.index or sym in self.positions or sym in self._pending_syms:
+            return False
+        m = dict(meta or {})
+        if "decision_ts" not in m:
+            last = self.last_ts if self.last_ts is not None else int(it.decision_ts)
+            m["decision_ts"] = int(it.decision_ts) if meta and it.decision_ts > 0 else last - self.horizon_ms
+        for k in ("tp_frac", "sl_frac", "er", "p"):
+            v = m.get(k)
+            m[k] = float("nan") if v is None else float(v)
+        m.setdefault("version", it.model_version or self.model_version)
+        m["symbol"] = sym
+        self._pending_meta[cid] = m
+        self._pending_syms.add(sym)
+        return True
 
     def on_fills(self, fills: Sequence[Fill], res: StepResult | None = None) -> None:
         """Book fills from the broker: entries open positions (with their barriers), exits close them."""

@@ -15,8 +15,9 @@ Side = Literal["buy", "sell"]
 Leg = Literal["entry", "exit"]
 
 #: Exit reasons, as written to `positions.exit_reason`, trades.csv and the log lines. The first
-#: four are the label's barriers (`models.labels`); the others are the engine's own.
-EXIT_REASONS = ("tp", "sl", "timeout", "gap_timeout", "flatten", "end_of_data")
+#: four are the label's barriers (`models.labels`); the others are the engine's own
+#: ("reconciled": live mode, the exchange held less than the position, `Engine.cut_position`).
+EXIT_REASONS = ("tp", "sl", "timeout", "gap_timeout", "flatten", "end_of_data", "reconciled")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,12 +18,22 @@ class ExchangeUrls(BaseModel):
     public: str | None = Field(None, description="REST base for public endpoints, e.g. http://127.0.0.1:8900/api/v3")
     private: str | None = Field(None, description="REST base for signed endpoints (usually the same as public)")
     ws: str | None = Field(None, description="spot websocket base; must contain /stream, e.g. ws://127.0.0.1:8900/stream/ws")
+    ws_api: str | None = Field(
+        None, description="spot WebSocket API (the live broker's user data stream, watch_orders), e.g. ws://127.0.0.1:8900/ws-api/v3"
+    )
 
     @field_validator("public", "private")
     @classmethod
     def _http(cls, v: str | None) -> str | None:
         if v is not None and not (v.startswith(("http://", "https://")) and len(v.split("://", 1)[1]) > 0):
             raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
+        return v
+
+    @field_validator("ws_api")
+    @classmethod
+    def _ws_api(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("ws://", "wss://")):
+            raise ValueError(f"must be a ws:// or wss:// URL, got {v!r}")
         return v
 
     @field_validator("ws")

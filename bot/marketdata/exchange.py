@@ -193,6 +193,8 @@ def build_exchange(cfg: Config, on_kline: KlineCallback | None = None) -> Binanc
                 f"exchange.urls.ws {urls.ws!r} must contain '/stream' (ccxt decides spot vs futures from it)"
             )
         api["ws"]["spot"] = api["ws"]["margin"] = urls.ws.rstrip("/")
+    if urls.ws_api:
+        api["ws"]["ws-api"]["spot"] = urls.ws_api.rstrip("/")
     client.on_kline = on_kline
     log.info("exchange_client", id=cfg.exchange.id, public=api["public"], ws=api["ws"]["spot"],
              rate_limit_ms=client.rateLimit, signed=bool(s.complete))  # fmt: skip

@@ -9,6 +9,7 @@ fee is taken in the asset received (Binance's rule without BNB discounts).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -78,6 +79,13 @@ class Account:
         self._order_ids = itertools.count(1_000_001)
         self._trade_ids = itertools.count(5_000_001)
         self.update_ms = 0
+        #: called on every order event: (execution type NEW|TRADE|CANCELED|EXPIRED, order, the
+        #: trade of a TRADE event): the server's user data stream (`executionReport`)
+        self.listeners: list[Callable[[str, SimOrder, Fill | None], None]] = []
+
+    def _notify(self, kind: str, o: SimOrder, f: Fill | None = None) -> None:
+        for cb in self.listeners:
+            cb(kind, o, f)
 
     # -- orders ----------------------------------------------------------------------------
 
@@ -130,6 +138,7 @@ class Account:
         )  # fmt: skip
         self.orders[oid] = order
         self.by_client_id[(symbol, order.client_order_id)] = oid
+        self._notify("NEW", order)
         if marketable and type_ == "MARKET" and now_fraction < 1.0:
             part = _q(qty * max(now_fraction, 0.0))
             if part > 0:
@@ -141,6 +150,7 @@ class Account:
             if time_in_force in ("IOC", "FOK"):
                 self._unlock(need_asset, need)
                 order.status = "EXPIRED"
+                self._notify("EXPIRED", order)
         return order
 
     def find(self, symbol: str, order_id: int | None, client_order_id: str | None) -> SimOrder | None:
@@ -162,6 +172,7 @@ class Account:
                 self._unlock(base, order.orig_qty)
         order.status = "CANCELED"
         order.update_ms = now_ms
+        self._notify("CANCELED", order)
         return order
 
     def open_orders(self, symbol: str | None) -> list[SimOrder]:
@@ -213,6 +224,7 @@ class Account:
         o.status = "FILLED" if o.executed_qty >= o.orig_qty - 1e-12 else "PARTIALLY_FILLED"
         o.update_ms = now_ms
         self.update_ms = now_ms
+        self._notify("TRADE", o, f)
 
     def _add(self, asset: str, amount: float) -> None:
         self.free[asset] = _q(self.free.get(asset, 0.0) + amount)
@@ -261,6 +273,21 @@ def order_json(o: SimOrder, *, full: bool = False, transact: bool = False) -> di
             for f in o.fills
         ]
     return d
+
+
+def execution_report(kind: str, o: SimOrder, f: Fill | None, event_ms: int) -> dict[str, Any]:
+    """The user data stream's `executionReport` event for one order event (Binance spot)."""
+    return {
+        "e": "executionReport", "E": event_ms, "s": o.symbol, "c": o.client_order_id, "S": o.side, "o": o.type,
+        "f": o.time_in_force or "GTC", "q": bf.fmt(o.orig_qty), "p": bf.fmt(o.price), "P": "0.00000000",
+        "F": "0.00000000", "g": -1, "C": o.client_order_id if kind == "CANCELED" else "", "x": kind, "X": o.status,
+        "r": "NONE", "i": o.order_id, "l": bf.fmt(f.qty if f else 0.0), "z": bf.fmt(o.executed_qty),
+        "L": bf.fmt(f.price if f else 0.0), "n": bf.fmt(f.commission if f else 0.0),
+        "N": f.commission_asset if f else None, "T": o.update_ms, "t": f.trade_id if f else -1, "v": 0,
+        "I": 0, "w": o.status in OPEN_STATUSES, "m": bool(f.is_maker) if f else False, "M": False, "O": o.time_ms,
+        "Z": bf.fmt(o.cum_quote), "Y": bf.fmt(_q(f.qty * f.price) if f else 0.0), "Q": bf.fmt(o.quote_order_qty),
+        "W": o.time_ms, "V": "EXPIRE_MAKER",
+    }  # fmt: skip
 
 
 def cancel_json(o: SimOrder) -> dict[str, Any]:

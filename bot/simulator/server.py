@@ -5,6 +5,13 @@ REST (`/api/v3/...`): ping, time, exchangeInfo, klines; signed (HMAC-SHA256 of t
 string + body, `X-MBX-APIKEY` header, timestamp within recvWindow) account, order
 (POST/GET/DELETE), openOrders, myTrades. Errors are Binance's JSON (`{"code":-2015,...}`).
 
+User data stream (the WebSocket API at `/ws-api/v3`, what ccxt.pro's binance `watch_orders`
+uses for spot): `userDataStream.subscribe.signature` (apiKey, timestamp, HMAC-SHA256 signature of
+the sorted parameters) answers `{"id", "status": 200, "result": {"subscriptionId"}}`; from then on
+every order event of the account (new, each trade, cancel, expiry) is pushed on that connection
+as `{"subscriptionId", "event": {"e": "executionReport", ...}}`. Connection faults (`ws_drop`,
+`ws_stall`) hit these connections too.
+
 Websocket (any path under `/ws` or `/stream`, ccxt uses `<base>/stream/ws/<n>`): answers
 SUBSCRIBE/UNSUBSCRIBE/LIST_SUBSCRIPTIONS and pushes `<symbol>@kline_1m` events: at each minute
 boundary of the replay clock the closing event (`x: true`, the recorded candle) and the first
@@ -46,6 +53,7 @@ from bot.simulator.matching import (
     OrderRejected,
     account_json,
     cancel_json,
+    execution_report,
     order_json,
     trade_json,
 )
@@ -95,6 +103,7 @@ class _Conn:
         self.stalled = False
         self.closed = False
         self.dropping = False
+        self.user_sub: int | None = None  # WebSocket API: the user data subscription id
 
     @property
     def live(self) -> bool:
@@ -135,6 +144,8 @@ class ExchangeSimulator:
         self.clock = ReplayClock(start, s.speed)
         self.faults = FaultInjector(faults)
         self.account = Account(s.balances, s.fee_rate)
+        self.account.listeners.append(self._user_event)
+        self._user_subs = 0
         self._assets = {sym: _split(sym) for sym in book.symbols}
         self._conns: set[_Conn] = set()
         self._held: dict[str, tuple[int, dict[str, Any]]] = {}  # out_of_order: symbol -> (minute, event)
@@ -186,7 +197,8 @@ class ExchangeSimulator:
     def urls(self) -> dict[str, str]:
         """The `exchange.urls` config values that point ccxt at this simulator."""
         ws = self.base_url.replace("http://", "ws://", 1)
-        return {"public": f"{self.base_url}/api/v3", "private": f"{self.base_url}/api/v3", "ws": f"{ws}/stream/ws"}
+        return {"public": f"{self.base_url}/api/v3", "private": f"{self.base_url}/api/v3", "ws": f"{ws}/stream/ws",
+                "ws_api": f"{ws}/ws-api/v3"}
 
     def subscribed_symbols(self) -> set[str]:
         """Symbols some live websocket client is subscribed to."""
@@ -211,6 +223,7 @@ class ExchangeSimulator:
         r.add_delete("/api/v3/order", self._order_cancel)
         r.add_get("/api/v3/openOrders", self._open_orders)
         r.add_get("/api/v3/myTrades", self._my_trades)
+        r.add_get("/ws-api/v3", self._websocket)
         for p in ("/ws", "/ws/{tail:.*}", "/stream", "/stream/{tail:.*}"):
             r.add_get(p, self._websocket)
         r.add_get("/_sim/status", self._ctl_status)
@@ -499,7 +512,10 @@ class ExchangeSimulator:
                     if not conn.stalled:
                         await ws.pong(msg.data)
                 elif msg.type == WSMsgType.TEXT and not conn.stalled:
-                    self._ws_command(conn, msg.data)
+                    if request.path.startswith("/ws-api"):
+                        self._ws_api_command(conn, msg.data)
+                    else:
+                        self._ws_command(conn, msg.data)
                 elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                     break
         except (ConnectionResetError, asyncio.CancelledError):
@@ -542,6 +558,55 @@ class ExchangeSimulator:
             conn.send(json.dumps({"result": sorted(f"{s.lower()}@kline_1m" for s in conn.symbols), "id": rid}))
         else:
             conn.send(json.dumps({"error": {"code": 2, "msg": f"Invalid request: unknown method {method}"}, "id": rid}))
+
+    def _ws_api_command(self, conn: _Conn, text: str) -> None:
+        """A WebSocket API request (JSON-RPC-like): the user data stream subscription."""
+        try:
+            cmd = json.loads(text)
+            method, rid = cmd.get("method"), cmd.get("id")
+            params = {str(k): str(v) for k, v in (cmd.get("params") or {}).items()}
+        except (ValueError, AttributeError):
+            conn.send(json.dumps({"id": None, "status": 400, "error": {"code": -1102, "msg": "Invalid JSON request"}}))
+            return
+
+        def error(status: int, code: int, msg: str) -> None:
+            conn.send(json.dumps({"id": rid, "status": status, "error": {"code": code, "msg": msg}}))
+
+        if method == "userDataStream.subscribe.signature":
+            secret = self.settings.api_keys.get(params.get("apiKey", ""))
+            if secret is None:
+                return error(401, bf.E_REJECTED_MBX_KEY, "API-key format invalid.")
+            payload = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "signature")
+            expected = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(expected, params.get("signature", "")):
+                return error(400, bf.E_INVALID_SIGNATURE, "Signature for this request is not valid.")
+            try:
+                ts, window = int(params["timestamp"]), int(params.get("recvWindow", RECV_WINDOW_MS))
+            except (KeyError, ValueError):
+                return error(400, bf.E_MANDATORY_PARAM, "Mandatory parameter 'timestamp' was not sent.")
+            wall = int(time.time() * 1000)
+            if ts > wall + 1000 or wall - ts > window:
+                return error(400, bf.E_TIMESTAMP_OUTSIDE_RECV_WINDOW, "Timestamp for this request is outside of the recvWindow.")
+            if conn.user_sub is None:
+                conn.user_sub = self._user_subs
+                self._user_subs += 1
+            log.info("sim_user_stream_subscribed", subscription=conn.user_sub)
+            conn.send(json.dumps({"id": rid, "status": 200, "result": {"subscriptionId": conn.user_sub}}))
+        elif method in ("userDataStream.unsubscribe", "session.logout"):
+            conn.user_sub = None
+            conn.send(json.dumps({"id": rid, "status": 200, "result": {}}))
+        else:
+            error(400, -1100, f"Unknown method {method}")
+        return None
+
+    def _user_event(self, kind: str, o: Any, f: Any) -> None:
+        """An account event: an `executionReport` to every user data subscription."""
+        subs = [c for c in self._conns if c.user_sub is not None]
+        if not subs:
+            return
+        ev = execution_report(kind, o, f, self.clock.now_ms())
+        for c in subs:
+            c.send(json.dumps({"subscriptionId": c.user_sub, "event": ev}))
 
     async def _ws_writer(self, conn: _Conn) -> None:
         try:

@@ -237,12 +237,48 @@ class TradingStore:
                       details = p.details || jsonb_build_object('trade', u.trade::jsonb)
                FROM unnest($2::text[], $3::bigint[], $4::float8[], $5::bigint[], $6::text[], $7::float8[], $8::text[])
                     AS u(symbol, entry_ts, exit_price, exit_ts, reason, pnl, trade)
-               WHERE p.mode = $1 AND p.symbol = u.symbol AND p.entry_ts = u.entry_ts""",
+               WHERE p.mode = $1 AND p.symbol = u.symbol AND p.entry_ts = u.entry_ts AND p.status = 'open'""",
             self.mode,
             [t.symbol for t in closed], [int(t.entry_ts) for t in closed], [float(t.exit_price) for t in closed],
             [int(t.exit_ts) for t in closed], [t.exit_reason for t in closed], [float(t.pnl) for t in closed],
             [dumps(t) for t in closed],
         )  # fmt: skip
+
+    async def write_reconciled(self, cuts: Sequence[tuple[ClosedTrade, Position | None]], *, state: dict[str, Any],
+                               last_minute_ts: int, cash: float, equity: float) -> None:  # fmt: skip
+        """Positions cut by reconciliation (`Engine.cut_position`) and the engine state after the
+        cut, in one transaction (a crash cannot record a cut twice or lose one). All of a
+        position cut -> its open row is closed with the trade (exit reason 'reconciled', its
+        PnL); part of it -> the open row keeps the rest, and the cut part is a closed row of its
+        own (entry order id `<entry id>/reconciled@<exit time>`), so realised PnL sums stay true.
+        The state is written only over the same minute (a newer step wins)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._closed(conn, [t for t, rest in cuts if rest is None])
+            for trade, rest in cuts:
+                if rest is None:
+                    continue
+                await conn.execute(
+                    """UPDATE positions SET qty = $3, details = $4::jsonb
+                       WHERE mode = $1 AND symbol = $2 AND status = 'open'""",
+                    self.mode, rest.symbol, float(rest.qty), dumps(rest),
+                )  # fmt: skip
+                await conn.execute(
+                    """INSERT INTO positions (mode, symbol, status, qty, entry_price, entry_ts, take_profit, stop_loss,
+                                              expires_ts, exit_price, exit_ts, exit_reason, pnl, model_version,
+                                              entry_order_id, details)
+                       VALUES ($1, $2, 'closed', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb)
+                       ON CONFLICT (mode, entry_order_id) DO NOTHING""",
+                    self.mode, trade.symbol, float(trade.qty), float(trade.entry_price), int(trade.entry_ts),
+                    _finite(rest.tp_price), _finite(rest.sl_price), int(rest.expires_ts), float(trade.exit_price),
+                    int(trade.exit_ts), trade.exit_reason, float(trade.pnl), trade.model_version,
+                    f"{rest.client_order_id}/reconciled@{int(trade.exit_ts)}",
+                    dumps({**jsonable(dataclasses.replace(rest, qty=trade.qty)), "trade": jsonable(trade)}),
+                )  # fmt: skip
+            await conn.execute(
+                """UPDATE engine_state SET state = $3, cash = $4, equity = $5
+                   WHERE mode = $1 AND last_minute_ts = $2""",
+                self.mode, int(last_minute_ts), json.dumps(state, default=_plain), float(cash), float(equity),
+            )  # fmt: skip
 
     async def _decisions(self, conn: asyncpg.Connection, rows: Sequence[DecisionRow]) -> None:
         if not rows:
