@@ -134,6 +134,10 @@ class DaemonConfig(BaseModel):
     promote_min_expectancy_gain: float = Field(
         0.0, description="... and its expectancy per trade (after costs, a fraction) the champion's by this")
     promote_min_trades: int = Field(30, ge=0, description="... with at least this many trades on the window")
+    decisions_keep_days: float = Field(
+        30.0, ge=0,
+        description="skip decisions (one row per symbol and minute without an entry) older than this many days are "
+        "deleted once a day; entries and exits are kept with the trades; 0 = keep everything")  # fmt: skip
 
     @field_validator("retrain_cron")
     @classmethod

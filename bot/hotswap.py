@@ -131,6 +131,12 @@ class ChampionFollower:
         if features is not None and features.last_ts != eng.features.last_ts:
             raise _NotCaughtUp("the rebuilt features are not at the engine's minute")
         eng.swap_bundle(bundle, features=features)
+        import gc
+
+        from bot.procstats import release_free_memory
+
+        gc.collect()  # the old bundle, the old features and the history read are garbage now (cheap: heap frozen)
+        release_free_memory()
 
 
 class _NotCaughtUp(Exception):

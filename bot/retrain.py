@@ -372,7 +372,7 @@ class Retrainer:
         d = self.cfg.daemon
         self.scheduler = AsyncIOScheduler(timezone=dt.UTC)
         if d.retrain_cron.strip():
-            self.scheduler.add_job(self.run_now, CronTrigger.from_crontab(d.retrain_cron, timezone=dt.UTC), id="retrain",
+            self.scheduler.add_job(self._on_cron, CronTrigger.from_crontab(d.retrain_cron, timezone=dt.UTC), id="retrain",
                                    misfire_grace_time=d.retrain_misfire_grace_s, coalesce=True, max_instances=1)  # fmt: skip
         self.scheduler.start()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -405,6 +405,13 @@ class Retrainer:
     @property
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
+
+    async def _on_cron(self) -> None:
+        """The cron job. A coroutine function on purpose: `AsyncIOScheduler` runs those on the
+        daemon's event loop, but a plain function in a worker thread, where `run_now` finds no
+        running loop and the scheduled retrain never started (only SIGUSR1 did; found by the
+        week-long reliability run)."""
+        self.run_now()
 
     def run_now(self) -> bool:
         """Start a retrain unless one runs (False then)."""

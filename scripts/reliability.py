@@ -5,7 +5,9 @@ the fuzzing at 2,000 examples per property, the 30-symbol Postgres outages -- wi
 directory where the tests record what they measured (tests/reliability_figures.py). Then prints
 ONE table and writes docs/reliability.md and docs/reliability.json.
 
-A figure no test measured is written as null with the reason, never estimated.
+A figure no test measured is written as null with the reason, never estimated. The week-long
+run (tests/test_reliability_week.py) also writes its sample table (RSS, fds, threads, tasks,
+queues, table rows every few simulated hours) under the table.
 """
 
 from __future__ import annotations
@@ -66,9 +68,19 @@ def figures(out: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
             f"entries paused, candles lost {x['candles_lost']}, crashes {x['crashes']}" for x in pg)  # fmt: skip
     else:
         notes["pg_outages_survived"] = "the test did not record it (failed or not run)"
+    week = load(out, "week")
+    if week is not None:
+        fig["rss_growth_pct"] = week["rss_growth_pct"]
+        notes["rss_growth_pct"] = (
+            f"tests/test_reliability_week.py: {week['simulated_days']:g} simulated days, {week['symbols']} real symbols at "
+            f"{week['speed']:g}x ({week['wall_s']} s wall), paper, {week['retrains']} retrain(s) and {week['swaps']} hot "
+            f"swap(s); RSS {week['rss_mb'][0]:.1f} -> {week['rss_mb'][1]:.1f} MB after the first day's warm-up")  # fmt: skip
+    else:
+        notes["rss_growth_pct"] = "the week-long test did not record it (failed or not run)"
     daemon_figures(out, fig, notes)
     extra = {k: load(out, k) for k in ("fuzz_examples_per_property", "bundles_refused", "log_dir_unwritable",
-                                       "pg_outages", "pg_outages_30", "pg_outages_live")}  # fmt: skip
+                                       "pg_outages", "pg_outages_30", "pg_outages_live", "week", "week_keep_up",
+                                       "systemd")}  # fmt: skip
     extra["daemon_runs"] = {k: _brief_run(load(out, k)) for k in DAEMON_RUNS}
     return fig, notes, extra
 
@@ -135,16 +147,33 @@ def table(fig: dict[str, Any], notes: dict[str, str], extra: dict[str, Any]) -> 
         ("bad configs rejected clearly", fig["bad_configs_clear_error"]),
         ("secrets found", fig["secrets_found"]),
         ("RSS growth %", fig["rss_growth_pct"]),
-        ("task and fd growth", None),
     ]
     key_of = dict(zip([r[0] for r in rows], [*KEYS[:7], "bad_configs_tried", "bad_configs_clear_error", "secrets_found",
-                                               "rss_growth_pct", None], strict=True))  # fmt: skip
+                                               "rss_growth_pct"], strict=True))  # fmt: skip
     out = ["| figure | value | note |", "|---|---|---|"]
     for name, v in rows:
         k = key_of[name]
         note = notes[k] if k else NOT_YET
-        shown = v is None or k in ("bad_configs_tried", "secrets_found", "pg_outages_survived", *DAEMON_KEYS)
+        shown = v is None or k in ("bad_configs_tried", "secrets_found", "pg_outages_survived", "rss_growth_pct", *DAEMON_KEYS)
         out.append(f"| {name} | {'—' if v is None else v} | {note if shown else ''} |")
+    wk, sd = extra.get("week"), extra.get("systemd")
+    if wk is not None:
+        out.append(f"| task and fd growth | tasks {wk['task_growth']:+d}, fds {wk['fd_growth']:+d}, threads {wk['thread_growth']:+d} "
+                   f"| week run: tasks {wk['tasks'][0]} -> {wk['tasks'][1]}, fds {wk['fds'][0]} -> {wk['fds'][1]}; max lag "
+                   f"{wk['max_lag_min']} simulated min, step p99 {wk['step_ms_p99']} ms; tables and queues bounded (candles grow by "
+                   "design) |")  # fmt: skip
+    else:
+        out.append("| task and fd growth | — | the week-long test did not record it (failed or not run) |")
+    ku = extra.get("week_keep_up")
+    if ku is not None:
+        lags = ", ".join(f"{float(k):g}x {v['max_lag_wall_s']} s" for k, v in ku["phases"].items())
+        out.append(f"| fastest clock kept up with | {ku['fastest_kept_up']:g}x | 30 symbols, the clock doubled every few "
+                   f"simulated hours; worst lag behind the exchange clock in wall seconds: {lags} |")  # fmt: skip
+    if sd is not None:
+        out.append(f"| systemd restarts (harness) | {sd['restarts']} (crash {sd['crash_restarts']}, watchdog {sd['watchdog_restarts']}) "
+                   f"| tests/systemd_harness.py on the real unit at {sd['scale']:g}x its timings: kill -9 -> READY in "
+                   f"{sd['crash_to_ready_s']} s; stalled loop -> {sd['watchdog_exit_signal']} after {sd['stall_to_watchdog_kill_s']} s "
+                   f"(WatchdogSec {sd['watchdog_sec']:g} s) -> READY in {sd['stall_to_ready_s']} s; state restored, no minute lost |")  # fmt: skip
     for run in (extra.get("daemon_runs") or {}).values():
         if run is not None:
             kinds = ", ".join(f"{k} {n}" for k, n in run["faults_by_kind"].items())
@@ -159,6 +188,19 @@ def table(fig: dict[str, Any], notes: dict[str, str], extra: dict[str, Any]) -> 
         out.append(f"| log dir unwritable | survived: {ld['survived']} | {how}; candles lost 0; stderr lines with the errno: "
                    f"{ld['stderr_lines_naming_errno']}, Python 'Logging error' blocks: {ld['logging_error_blocks']} |")
     return out
+
+
+def week_table(week: dict[str, Any] | None) -> list[str]:
+    """The week-long run's samples, as the test printed them (a code block)."""
+    if not week:
+        return []
+    return ["## The week, fast (samples)", "",
+            f"{week['simulated_days']:g} simulated days, {week['symbols']} symbols at {week['speed']:g}x: {week['wall_s']} s wall "
+            f"(start-up {week['startup_s']} s), {week['minutes_stepped']} minutes stepped, {week['trades_opened']} trades "
+            f"opened, {week['retrains']} retrain(s), {week['swaps']} hot swap(s). `candles` grows by design (30 rows a "
+            "minute: the trainer's history); `orders`/`positions` with the trades; `decisions` at most one row per "
+            "symbol and minute, skip rows kept `daemon.decisions_keep_days` (2 in this run, 30 by default); "
+            "`equity_snapshots` one row a minute; the log directory is bounded by its rotation.", "", "```", week["table"], "```"]  # fmt: skip
 
 
 def main() -> int:
@@ -182,8 +224,8 @@ def main() -> int:
           *rows, "",
           "The fault and kill -9 figures come from tests/test_reliability_daemon.py (outcome of every fault kind in",
           "docs/reliability.json, extra.daemon_runs); the Postgres restarts and stalls from",
-          "tests/test_reliability_pg_outage.py. Not measured here: the week-long run (RSS, task and fd growth, table and",
-          "queue sizes) and the systemd restart/watchdog harness.", ""]  # fmt: skip
+          "tests/test_reliability_pg_outage.py; the week from tests/test_reliability_week.py.", "",
+          *week_table(extra.get("week")), ""]  # fmt: skip
     (docs / "reliability.md").write_text("\n".join(md))
     return rc
 

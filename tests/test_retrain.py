@@ -264,3 +264,35 @@ async def test_the_schedule_is_the_configured_cron_in_utc_coalesced_with_grace(t
         await r.task
     finally:
         await r.stop()
+
+
+async def test_the_cron_firing_starts_a_retrain_on_the_event_loop(tmp_path) -> None:
+    """When the cron time comes, the retrain starts (it did not: APScheduler ran the plain job
+    function in a worker thread, where there is no event loop to start it on; only SIGUSR1 ever
+    started a retrain -- found by the week-long reliability run)."""
+    import asyncio
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from bot.config import load_config
+    from bot.retrain import Retrainer
+
+    cfg = load_config(write_cfg(tmp_path, "", retrain_cron="30 4 * * 2"))
+    r = Retrainer(SimpleNamespace(cfg=cfg))
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    where: list[object] = []
+
+    async def fake_run() -> None:
+        where.append(asyncio.get_running_loop())
+        started.set()
+
+    r._run = fake_run
+    r.start()
+    try:
+        r.scheduler.get_job("retrain").modify(next_run_time=dt.datetime.now(dt.UTC))  # the cron time is now
+        r.scheduler.wakeup()
+        await asyncio.wait_for(started.wait(), 10)
+        assert where == [loop] and r.runs == 0
+    finally:
+        await r.stop()

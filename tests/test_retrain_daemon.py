@@ -264,7 +264,14 @@ async def test_a_first_model_below_the_floor_then_a_retrain_that_clears_it_start
         await d.wait_event("engine_ready", after=n)
         watch = await d.wait_event("watch_only", after=n)
         assert "out-of-sample trades < 1000000" in watch["reason"]  # the engine's own floor still applies
-        await d.wait_minute((await d.last_minute()) + 3 * MINUTE_MS)
+        last = await d.last_minute()
+        for _ in range(600):  # None until the engine's first step is persisted (just after engine_ready)
+            if last is not None:
+                break
+            await asyncio.sleep(0.1)
+            last = await d.last_minute()
+        assert last is not None, "the engine never stepped a minute"
+        await d.wait_minute(last + 3 * MINUTE_MS)
         sim.clock.set(speed=0)
         assert await d.terminate() == 0
     finally:

@@ -19,14 +19,16 @@ Exposed names: bot_bars_processed_total, bot_steps_total, bot_decision_latency_s
 bot_cash_quote, bot_gross_exposure_quote, bot_open_positions, bot_event_loop_lag_seconds
 (histogram), bot_event_loop_lag_last_seconds, bot_watch_only, bot_model_info{version},
 bot_orders_total{side}, bot_trades_closed_total{reason}, bot_entry_skips_total{reason},
-bot_start_time_seconds, and the standard process_* figures (process_resident_memory_bytes is
-the RSS).
+bot_asyncio_tasks and bot_threads (counted when scraped), bot_start_time_seconds, and the
+standard process_* figures (process_resident_memory_bytes is the RSS, process_open_fds the open
+file descriptors).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -72,6 +74,12 @@ class DaemonMetrics:
         self._orders = Counter("bot_orders", "Orders sent, by side", ["side"], registry=r)
         self._closed = Counter("bot_trades_closed", "Round trips closed, by exit reason", ["reason"], registry=r)
         self._skips = Counter("bot_entry_skips", "Entry candidates skipped, by reason", ["reason"], registry=r)
+        # read when scraped (the /metrics handler runs on the daemon's loop), never stale
+        self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
+        Gauge("bot_asyncio_tasks", "asyncio tasks alive on the daemon's event loop", registry=r).set_function(self._task_count)
+        Gauge("bot_threads", "Threads of the daemon process", registry=r).set_function(threading.active_count)
         Gauge("bot_start_time_seconds", "When this daemon started, unix seconds", registry=r).set(time.time())
         if process:
             ProcessCollector(registry=r)  # process_resident_memory_bytes, cpu, open fds (Linux /proc)
@@ -121,6 +129,11 @@ class DaemonMetrics:
         for reason, n in counts.items():
             if n:
                 self._skips.labels(reason=reason).inc(n)
+
+    def _task_count(self) -> float:
+        """Tasks of the loop this registry was made on: flat in a healthy daemon, a rising line
+        when tasks leak. NaN when there is no loop (a registry made outside one)."""
+        return float(len(asyncio.all_tasks(self._loop))) if self._loop is not None else float("nan")
 
     def loop_lag(self, seconds: float) -> None:
         self._loop_lag.observe(seconds)

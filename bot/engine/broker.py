@@ -58,6 +58,13 @@ class Broker(Protocol):
         ...
 
 
+# Order ids the paper broker remembers to refuse a second submit of the same id. An id names
+# (bundle version, symbol, decision minute, leg) and the engine submits each once; the guard is
+# for a replayed step, which is never more than a few orders back. Unbounded, the set grew with
+# every order for the life of the daemon (found by the week-long reliability run).
+SEEN_KEEP = 10_000
+
+
 class PaperBroker:
     """Simulated fills through `models.costs.Costs` (see the module docstring)."""
 
@@ -65,14 +72,16 @@ class PaperBroker:
         self.costs = costs
         self._pending: dict[str, OrderIntent] = {}
         self._ready: list[Fill] = []
-        self._seen: set[str] = set()
+        self._seen: dict[str, None] = {}  # ids accepted, oldest first, at most SEEN_KEEP (see submit)
         self._n = 0
 
     def submit(self, intents: Sequence[OrderIntent]) -> None:
         for it in intents:
             if it.client_order_id in self._seen:
                 continue
-            self._seen.add(it.client_order_id)
+            self._seen[it.client_order_id] = None
+            if len(self._seen) > SEEN_KEEP:  # a daemon runs for months: forget the oldest ids
+                del self._seen[next(iter(self._seen))]
             if it.limit_price is not None:  # an exit resting at its barrier: fills in this bar
                 self._ready.append(self._fill(it, float(it.limit_price), it.decision_ts))
             else:
@@ -104,7 +113,7 @@ class PaperBroker:
     def restore(self, pending: Sequence[OrderIntent], seen: Sequence[str] = ()) -> None:
         """Resume after a restart with the orders that were still pending."""
         self._pending = {it.client_order_id: it for it in pending}
-        self._seen = set(seen) | set(self._pending)
+        self._seen = dict.fromkeys([*seen, *self._pending][-SEEN_KEEP:])
 
     def _fill(self, it: OrderIntent, ref: float, ts: int) -> Fill:
         c = self.costs

@@ -588,6 +588,14 @@ class CandleFeed:
         """symbol -> last minute released (candle or gap)."""
         return {s: q.next_ts - MINUTE_MS for s, q in self.seqs.items()}
 
+    def buffer_sizes(self) -> dict[str, int]:
+        """What the feed holds in memory right now (all bounded: the queue by feed.queue_size,
+        the outbox by MAX_OUTBOX, the write buffer by flush_max_rows, each sequencer by its
+        max_pending); the heartbeat reports them, the week-long reliability run checks them."""
+        return {"feed_queue": self.queue.qsize(), "feed_outbox": len(self._outbox), "feed_persist_rows": self._persist_rows,
+                "feed_seq_pending": sum(len(q.pending) + len(q.gaps) for q in self.seqs.values()),
+                "feed_rest_bad": len(self._rest_bad), "feed_issues_kept": len(self.issues.recent)}  # fmt: skip
+
     def summary(self) -> dict[str, Any]:
         return {"stats": dict(self.stats), "issues": self.issues.as_dict(),
                 "lag_minutes": sum(q.lag_minutes for q in self.seqs.values())}  # fmt: skip

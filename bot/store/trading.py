@@ -335,6 +335,16 @@ class TradingStore:
             used_order_ids={r["client_order_id"] for r in ids},
         )
 
+    async def prune_skips(self, before_ts: int) -> int:
+        """Delete this mode's `skip` decisions older than `before_ts` (the retention of
+        `daemon.decisions_keep_days`): one row per symbol and minute without an entry, the one
+        trading table that grows with time rather than with trades. Entries and exits stay,
+        with the orders and positions they explain. Returns the rows deleted."""
+        async with self.pool.acquire() as conn:
+            done = await conn.execute("DELETE FROM decisions WHERE mode = $1 AND action = 'skip' AND ts < $2",
+                                      self.mode, int(before_ts))  # fmt: skip
+        return int(done.split()[-1])
+
     async def open_positions(self) -> list[Position]:
         return (await self.resume()).open_positions
 
