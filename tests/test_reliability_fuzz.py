@@ -163,6 +163,26 @@ def test_good_kline_events_do_get_through() -> None:
     assert assert_only_good_candles_released(feed) == 10
 
 
+def test_a_kline_from_the_far_future_is_dropped_not_followed() -> None:
+    """Found by the fuzzing at 2,000 examples: one closed (or open) kline with an open time years
+    ahead moved the horizon there, and the next `missing_range` walked minute by minute towards it
+    (the loop froze). Such an event is dropped with its reason; the minutes around it go on."""
+    from bot.marketdata.feed import MAX_WS_LEAP_MS
+
+    feed = _feed()
+    seq = feed.seqs["BTCUSDT"]
+    before = (seq.horizon, seq.next_ts)
+    far = max(seq.horizon, seq.next_ts) + MAX_WS_LEAP_MS + MINUTE_MS
+    for closed in (True, False):
+        feed._on_kline(kline_event("BTCUSDT", far - far % MINUTE_MS, ("10", "11", "9", "10.5", "3"), closed=closed, event_ms=0))
+    assert (seq.horizon, seq.next_ts) == before
+    assert seq.missing_range() is None or seq.missing_range()[1] <= max(before)
+    for k in range(3):  # the stream goes on
+        feed._on_kline(kline_event("BTCUSDT", T0 + k * MINUTE_MS, ("10", "11", "9", "10.5", "3"), closed=True, event_ms=0))
+    assert len(released(feed)["BTCUSDT"]) == 3
+    assert feed.issues.count("ts_too_far_ahead") == 2
+
+
 # --- REST: Binance kline rows with junk fields, parsed by the real ccxt ------------------------
 
 

@@ -63,6 +63,10 @@ from models.timeutil import DAY_MS, MINUTE_MS
 
 log = structlog.get_logger(__name__)
 
+# A websocket kline more than this past the feed's frontier (the latest minute known closed, from
+# the websocket or the exchange's clock) cannot be real: it is dropped, never followed.
+MAX_WS_LEAP_MS = DAY_MS
+
 MAX_OUTBOX = 20_000  # released events not yet taken by the engine; REST catch-up pauses above it
 REST_BAD_LIMIT = 5  # a minute REST keeps answering with an invalid candle is given up after this many answers
 
@@ -256,17 +260,27 @@ class CandleFeed:
         k = message.get("k")
         if not isinstance(k, dict):
             return
-        self.last_ws_msg = time.monotonic()
         sym = k.get("s")
         seq = self.seqs.get(sym) if isinstance(sym, str) else None  # junk (a list, ...) is no symbol of ours
         if seq is None:
+            self.last_ws_msg = time.monotonic()
             return
         self.stats["ws_events"] += 1
         try:
             ts = int(k["t"])
         except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: an infinite open time
+            self.last_ws_msg = time.monotonic()
             self.issues.report(sym, -1, v.UNALIGNED, v.DROPPED, "ws", detail=f"bad open time {k.get('t')!r}")
             return
+        if ts > max(seq.horizon, seq.next_ts) + MAX_WS_LEAP_MS:
+            # Found by fuzzing: a kline from the far future moved the horizon there, and the
+            # sequencer then walked (and REST would have fetched) every minute up to it, which
+            # froze the loop. Not counted as a live websocket: if the exchange really is that far
+            # ahead (a day-long outage of REST too), the stall timeout starts the REST poll, whose
+            # clock moves the horizon up to the exchange's now, and the next events fit again.
+            self.issues.report(sym, ts, v.TOO_FAR_AHEAD, v.DROPPED, "ws", detail=f"open time {ts}")
+            return
+        self.last_ws_msg = time.monotonic()
         if k.get("x") is not True:  # only a kline marked closed (JSON true) is final; "false" is not
             if ts % MINUTE_MS == 0:
                 self._advance(seq, ts - MINUTE_MS)  # minute ts has started: everything before closed

@@ -38,6 +38,7 @@ DUPLICATE = "duplicate"
 OUT_OF_ORDER = "out_of_order"
 MISSING = "missing"  # a minute the websocket never delivered (or delivered bad); REST filled it
 EXCHANGE_GAP = "exchange_gap"  # the exchange has no candle for the minute (confirmed by REST)
+TOO_FAR_AHEAD = "ts_too_far_ahead"  # an open time beyond any minute the feed could have seen close
 VALUE_REASONS = (NAN, NON_POSITIVE, HIGH_LT_LOW, OUTSIDE_RANGE, NEGATIVE_VOLUME, UNALIGNED)
 
 # Actions
