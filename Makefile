@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config.yaml
 
-.PHONY: install postgres systemd-analyze chromium test test-fast reliability run demo bench lint clean install-service uninstall-service
+.PHONY: install postgres systemd-analyze chromium test test-parallel test-fast reliability run demo bench lint clean install-service uninstall-service
 
 # The virtualenv and the package with its dev extras; re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -40,11 +40,14 @@ install-service:
 uninstall-service:
 	PREFIX=$(PREFIX) sh scripts/uninstall-service.sh
 
-# Two pytest-xdist workers: most of the suite's time is spent waiting on daemons and simulated
-# clocks, not on CPU, so two tests run side by side on 2 cores. Tests are handed out one at a
-# time, the `slow` ones first (tests/conftest.py), so no worker ends the run alone on a long one.
-TEST_JOBS ?= 2
+# Serial. `make test-parallel` runs two pytest-xdist workers (slow tests first, tests/conftest.py):
+# about 10 min instead of ~17, but test_telegram.py::test_retry_after_is_obeyed hung under it in 2 of
+# 3 fresh-clone runs (never serially), so CI stays serial until that is found.
 test: install chromium
+	$(BIN)/python -m pytest
+
+TEST_JOBS ?= 2
+test-parallel: install chromium
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist load --maxschedchunk 1
 
 # Everything but the tests marked `slow` (training runs, 30-symbol replays, long property
