@@ -22,7 +22,9 @@ import time
 import structlog
 
 from bot import sdnotify
+from bot.aio import wait_for
 from bot.config import Config, mask_dsn
+from bot.stopwatch import watch_stop
 from bot.store import daemon_lock
 from bot.store.db import open_store
 
@@ -134,6 +136,7 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
             pass
     ping = sdnotify.watchdog_interval_s()
     dog = asyncio.create_task(_watchdog(ping), name="watchdog") if ping else None
+    slow = asyncio.create_task(watch_stop(stop), name="stop-watch")
 
     t0 = time.monotonic()
     dsn = cfg.database.dsn.get_secret_value()
@@ -175,9 +178,10 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
                 log.info("daemon_stopping", text="STOPPING")
             finally:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(daemon_lock.write_stopped(store.pool), cfg.database.write_timeout_s)
+                    await wait_for(daemon_lock.write_stopped(store.pool), cfg.database.write_timeout_s)
                 await lock.release()
     finally:
+        slow.cancel()
         if dog is not None:
             dog.cancel()
     reason = why[0] if why else ("clean" if rc == 0 else f"exit {rc}")

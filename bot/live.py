@@ -57,6 +57,7 @@ import ccxt
 import numpy as np
 import structlog
 
+from bot.aio import wait_for
 from bot.config import Config
 from bot.live_events import LiveEvents
 from bot.looplag import LoopLag
@@ -118,7 +119,7 @@ def freeze_heap() -> None:
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep `seconds` unless `stop` is set first; True if stopped."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+        await wait_for(stop.wait(), timeout=seconds)
     return stop.is_set()
 
 
@@ -202,7 +203,7 @@ class LiveTrader:
             lag.cancel()
             self.worker.shutdown(wait=True)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._exchange.close(), 10)
+                await wait_for(self._exchange.close(), 10)
 
     async def _run(self) -> int:
         cfg = self.cfg

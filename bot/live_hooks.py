@@ -27,6 +27,7 @@ from typing import Any
 import ccxt
 import structlog
 
+from bot.aio import wait_for
 from bot.brokers.live import LiveBroker, LiveExecutor
 from bot.brokers.orders import OrderStore
 from bot.brokers.reconcile import Reconciliation, reconcile
@@ -107,7 +108,7 @@ class LiveHooks:
         if self._ex_now is not None and known_stale_before is not None and self._ex_now > known_stale_before:
             return self._ex_now
         try:
-            t = int(await asyncio.wait_for(self.exchange.fetch_time(), TIME_TIMEOUT_S))
+            t = int(await wait_for(self.exchange.fetch_time(), TIME_TIMEOUT_S))
             self._ex_now, self._ex_now_at = t, time.monotonic()
             return t
         except (ccxt.BaseError, TimeoutError, ValueError, TypeError) as e:

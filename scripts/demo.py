@@ -37,6 +37,8 @@ from pathlib import Path
 
 import yaml
 
+from bot.aio import wait_for
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 CANDLES = SHARED / "candles_1m"
@@ -145,7 +147,7 @@ async def stop_proc(p: asyncio.subprocess.Process | None, timeout: float = 90) -
         return
     p.send_signal(signal.SIGTERM)
     try:
-        await asyncio.wait_for(p.wait(), timeout)
+        await wait_for(p.wait(), timeout)
     except TimeoutError:
         p.kill()
         await p.wait()

@@ -36,6 +36,7 @@ from typing import Any
 
 import structlog
 
+from bot.aio import wait_for
 from bot.chat.config import TelegramConfig
 from bot.survived import log_survived
 
@@ -204,7 +205,7 @@ class TelegramPush:
                 continue
             next_at = loop.time() + self.cfg.min_interval_s
             try:
-                await asyncio.wait_for(self.bot.send_message(self.chat_id, batch.text), self.cfg.timeout_s + 5)
+                await wait_for(self.bot.send_message(self.chat_id, batch.text), self.cfg.timeout_s + 5)
             except RetryAfter as e:
                 with warnings.catch_warnings():  # PTB 22 deprecates the int form
                     warnings.simplefilter("ignore")
@@ -277,12 +278,12 @@ class TelegramPush:
                 if batch is None:
                     break
                 try:
-                    await asyncio.wait_for(self.bot.send_message(self.chat_id, batch.text), max(0.1, deadline - asyncio.get_running_loop().time()))
+                    await wait_for(self.bot.send_message(self.chat_id, batch.text), max(0.1, deadline - asyncio.get_running_loop().time()))
                 except Exception:
                     break
         finally:
             try:
-                await self.bot.shutdown()
+                await wait_for(self.bot.shutdown(), 5.0)  # closes the HTTP clients: bounded, it runs at stop
             except Exception:
                 pass
 

@@ -14,13 +14,13 @@ says so.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from bot.aio import wait_for
 from bot.dashboard.config import DashboardConfig
 from bot.dashboard.metrics import DaemonMetrics, LoopLagMonitor
 from bot.dashboard.page import render_page
@@ -44,7 +44,7 @@ async def _state_or_error(request: web.Request) -> tuple[dict[str, Any] | None, 
         return None, why
     try:
         # bounded: a stalled database must not hang the page (the daemon's outage handling: bot.store.outage)
-        state = json_clean(await asyncio.wait_for(read_state(request.app[STATE_KEY]), READ_TIMEOUT_S))
+        state = json_clean(await wait_for(read_state(request.app[STATE_KEY]), READ_TIMEOUT_S))
     except Exception as e:  # noqa: BLE001 - the page reports it; the daemon goes on
         _READ_ERRORS.failed(e)
         return None, f"{type(e).__name__}: {e}"
@@ -77,6 +77,10 @@ async def metrics(request: web.Request) -> web.Response:
     resp = web.Response(body=m.render())
     resp.headers["Content-Type"] = m.content_type
     return resp
+
+
+#: At stop, how long a request in flight may finish (aiohttp waits 60 s by default).
+SHUTDOWN_TIMEOUT_S = 2.0
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -114,7 +118,8 @@ async def start_dashboard(app_state: DashboardState, cfg: Any) -> web.AppRunner 
     dcfg: DashboardConfig = getattr(cfg, "dashboard", cfg)
     if not dcfg.enabled:
         return None
-    runner = web.AppRunner(make_app(app_state, dcfg), access_log=None, handle_signals=False)
+    runner = web.AppRunner(make_app(app_state, dcfg), access_log=None, handle_signals=False,
+                           shutdown_timeout=SHUTDOWN_TIMEOUT_S)  # fmt: skip
     await runner.setup()
     site = web.TCPSite(runner, dcfg.host, dcfg.port)
     try:

@@ -49,6 +49,7 @@ import ccxt
 import numpy as np
 import structlog
 
+from bot.aio import wait_for
 from bot.config import Config
 from bot.marketdata import validate as v
 from bot.marketdata.events import ClosedCandle, ExchangeGap, FeedEvent
@@ -192,7 +193,7 @@ class CandleFeed:
         backoff = Backoff(self.fc.reconnect_base_s, self.fc.reconnect_max_backoff_s)
         while True:
             try:
-                await asyncio.wait_for(self.exchange.watch_ohlcv_for_symbols(pairs), timeout=self.fc.stall_timeout_s)
+                await wait_for(self.exchange.watch_ohlcv_for_symbols(pairs), timeout=self.fc.stall_timeout_s)
                 if not self.ws_up:
                     self.ws_up = True
                     self.stats["ws_connects"] += 1
@@ -382,7 +383,7 @@ class CandleFeed:
             self.stats["rest_no_progress"] += 1
             news.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(news.wait(), timeout=idle.next())
+                await wait_for(news.wait(), timeout=idle.next())
             wake.clear()
 
     def _count_rest_error(self, e: BaseException) -> None:
@@ -484,7 +485,7 @@ class CandleFeed:
     async def _persist_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._persist_event.wait(), timeout=self.fc.flush_interval_s)
+                await wait_for(self._persist_event.wait(), timeout=self.fc.flush_interval_s)
             self._persist_event.clear()
             await self.flush()
 
@@ -503,7 +504,7 @@ class CandleFeed:
             a = np.array(rows, dtype=np.float64)
             c = Candles(a[:, 0].astype(np.int64), a[:, 1], a[:, 2], a[:, 3], a[:, 4], a[:, 5])
             try:
-                res = await asyncio.wait_for(self.store.write_candles(sym, c), self._write_timeout_s)
+                res = await wait_for(self.store.write_candles(sym, c), self._write_timeout_s)
             except asyncio.CancelledError:
                 self._persist[sym] = rows + self._persist[sym]
                 raise
@@ -578,7 +579,7 @@ class CandleFeed:
                         self.issues.report(sym, int(c.ts[i]), why, v.DROPPED, "rest", detail="re-fetch after a store outage")
                     if keep.any():
                         good = Candles(c.ts[keep], c.open[keep], c.high[keep], c.low[keep], c.close[keep], c.volume[keep])
-                        await asyncio.wait_for(self.store.write_candles(sym, good), self._write_timeout_s)
+                        await wait_for(self.store.write_candles(sym, good), self._write_timeout_s)
                         written += int(keep.sum())
                     start = end + MINUTE_MS
                     self._refetch[sym] = (start, hi)

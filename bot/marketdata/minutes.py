@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import numpy as np
 import structlog
 
+from bot.aio import wait_for
 from bot.marketdata.events import ClosedCandle, ExchangeGap, FeedEvent
 
 log = structlog.get_logger(__name__)
@@ -103,7 +104,7 @@ class MinuteAssembler:
         while True:
             wait = self.next_deadline()
             try:
-                ev = await (asyncio.wait_for(queue.get(), wait) if wait is not None else queue.get())
+                ev = await (wait_for(queue.get(), wait) if wait is not None else queue.get())
                 self.add(ev)
                 while not queue.empty():
                     self.add(queue.get_nowait())

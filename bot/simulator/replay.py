@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.aio import wait_for
 from models.candles import Candles, candle_files, read_candles_csv
 from models.timeutil import MINUTE_MS
 
@@ -73,7 +74,7 @@ class ReplayClock:
         if self._changed is None:
             self._changed = asyncio.Event()
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            await wait_for(self._changed.wait(), timeout)
         except TimeoutError:
             pass
         self._changed.clear()

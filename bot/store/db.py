@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 
+from bot.aio import wait_for
 from bot.store import candles as candle_io
 from bot.store.candles import WriteResult
 from bot.store.embedded import EmbeddedPostgres
@@ -49,7 +50,7 @@ class Store:
     async def close(self, timeout: float = 30.0) -> None:
         """Close the pool; a server that is down or stalled cannot make this hang or raise."""
         try:
-            await asyncio.wait_for(self.pool.close(), timeout)
+            await wait_for(self.pool.close(), timeout)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             self.pool.terminate()
 

@@ -41,7 +41,6 @@ the store has (the restart path re-steps the minutes after it). Rules while the 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -49,6 +48,8 @@ from typing import Any
 
 import asyncpg
 import structlog
+
+from bot.aio import wait_for
 
 log = structlog.get_logger("bot.store.outage")
 
@@ -151,7 +152,7 @@ class StepBuffer:
         """Persist `rec` (after everything held before it). True if it is in the store now."""
         if not self.held:
             try:
-                await asyncio.wait_for(self._write_one(rec), self.timeout_s)
+                await wait_for(self._write_one(rec), self.timeout_s)
             except Exception as e:
                 if not is_unavailable(e):
                     raise
@@ -184,7 +185,7 @@ class StepBuffer:
         t0 = time.monotonic()
         try:
             # a large backlog is one transaction: allow it a little longer than one minute's write
-            await asyncio.wait_for(self._write_many(backlog), self.timeout_s * (1 + len(backlog) / 100))
+            await wait_for(self._write_many(backlog), self.timeout_s * (1 + len(backlog) / 100))
         except Exception as e:
             if not is_unavailable(e):
                 raise
