@@ -238,6 +238,25 @@ def test_rest_klines_with_junk_never_crash_and_release_only_good_candles(rows: l
     assert_only_good_candles_released(feed)
 
 
+def test_a_minute_served_bad_then_good_is_forgotten() -> None:
+    """The feed counts bad REST answers per minute (to give a minute up after a few); once the
+    minute is filled the count is dropped, so a long run under faults keeps no such entries."""
+
+    def answer(high: float) -> Candles:
+        f = np.array([10.0, 10.0])
+        return Candles(np.array([T0, T0 + MINUTE_MS], dtype=np.int64), f, np.array([high, 11.0]), f - 1, f + 0.5, f)
+
+    feed = _feed()
+    seq = feed.seqs["BTCUSDT"]
+    seq.close_through(T0 + MINUTE_MS)
+    feed._apply_rest(seq, T0, T0 + MINUTE_MS, answer(high=1.0))  # high < low at T0: dropped, asked again
+    assert list(feed._rest_bad) == [("BTCUSDT", T0)] and not seq.has(T0)
+    feed._apply_rest(seq, T0, T0 + MINUTE_MS, answer(high=11.0))  # good now: filled
+    assert seq.has(T0) and [c.ts for c in released(feed)["BTCUSDT"]] == [T0, T0 + MINUTE_MS]
+    feed._apply_rest(seq, T0, T0 + MINUTE_MS, answer(high=11.0))  # the next answer for the symbol
+    assert not feed._rest_bad
+
+
 def test_fuzz_figures() -> None:
     record("fuzz_examples_per_property", N)
     assert N >= 100

@@ -396,6 +396,9 @@ class CandleFeed:
         now = time.perf_counter()
         filled = 0
         valid_ts: list[int] = []
+        if self._rest_bad:  # minutes served bad before and filled since (either source): forgotten
+            for key in [k for k in self._rest_bad if k[0] == sym and seq.has(k[1])]:
+                del self._rest_bad[key]
         for i in range(len(c)):
             ts = int(c.ts[i])
             if i in bad:
