@@ -140,7 +140,7 @@ def engine_bundle(engine_source: object, tmp_path_factory: pytest.TempPathFactor
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test-parallel`), hand out the `slow` tests first: the workers then start
+    """Under pytest-xdist (`make test`), hand out the `slow` tests first: the workers then start
     with the long daemon and training runs and fill the rest of their time with the short ones,
     instead of one worker ending the suite alone with a 2-minute test. The order is the same on
     every worker (xdist requires it) and each group keeps pytest's own order."""
