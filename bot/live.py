@@ -73,7 +73,6 @@ from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
 log = structlog.get_logger("bot.live")
 
 HEARTBEAT_S = 5.0
-EXIT_STORE_LOST = 5  # live mode: the store went away inside a step (systemd restarts the daemon)
 
 
 class StoreLostMidStep(RuntimeError):
@@ -185,6 +184,10 @@ class LiveTrader:
         self.on_warm: Any = None  # called once the engine is warm (bot.daemon: systemd READY)
         self._pruned_day: int | None = None  # the exchange day of the last decisions retention pass
         self._heartbeat_errors = ErrorStreak("store heartbeat", "heartbeat_failed", log)
+        self.store_restarts = 0  # runs started over after the store went away where a run cannot hold
+        self._restart_delay = 1.0
+        self._last_restart = -1e9
+        self._feed_holder: Any = None  # the current feed's count of held candles, in `health.holders`
 
     async def _in_worker(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
@@ -195,15 +198,61 @@ class LiveTrader:
         self._exchange = build_exchange(self.cfg)
         lag = asyncio.create_task(self.lag.run(), name="loop-lag")
         try:
-            return await self._run()
-        except StoreLostMidStep as e:
-            log.error("store_lost_mid_step", text=f"STORE {e}")
-            return EXIT_STORE_LOST
+            while True:
+                try:
+                    return await self._run()
+                except Exception as e:
+                    if not (isinstance(e, StoreLostMidStep) or is_unavailable(e)):
+                        raise
+                    # the store went away where the run cannot hold (inside a live step, or
+                    # while starting: bundle, state, warm-up): start over from the store
+                    self.store_restarts += 1
+                    why = str(e) if isinstance(e, StoreLostMidStep) else f"the store became unavailable ({type(e).__name__})"
+                    log.error("store_lost_mid_step" if isinstance(e, StoreLostMidStep) else "store_lost_in_run",
+                              restarts=self.store_restarts,
+                              text=f"STORE {why}: starting over from the store once it answers, in this process")  # fmt: skip
+                    self._forget_run()
+                    if await self._sleep_before_restart() or not await self._wait_for_store():
+                        return 0
         finally:
             lag.cancel()
             self.worker.shutdown(wait=True)
             with contextlib.suppress(Exception):
                 await wait_for(self._exchange.close(), 10)
+
+    def _forget_run(self) -> None:
+        """After the store went away where a run cannot hold (a live step failed half-way:
+        `StoreLostMidStep`; or start-up: bundle, state, warm-up): drop everything the run built
+        (engine, live broker and its order tracking, feed); the next `_run` rebuilds it from the
+        store and the exchange, exactly as a process restarted after a crash does. Records held
+        for the store belong to the old engine and are dropped: the new one re-steps those
+        minutes from the store's last one (in live mode none are held: a step only starts with
+        the backlog written)."""
+        self.engine = self.live = self.feed = self.assembler = self.retrainer = None
+        self.model_version = None
+        self.last_minute = None
+        self.steps.held.clear()
+        if self._feed_holder is not None:  # candles the stopped feed could not write: the new run's
+            with contextlib.suppress(ValueError):  # backfill fetches them again from the exchange
+                self.health.holders.remove(self._feed_holder)
+            self._feed_holder = None
+
+    async def _sleep_before_restart(self) -> bool:
+        """1 s before starting over; doubling (up to 60 s) while runs keep ending this way
+        within a minute of each other. True if stopped meanwhile."""
+        now = time.monotonic()
+        self._restart_delay = min(60.0, self._restart_delay * 2) if now - self._last_restart < 60 else 1.0
+        self._last_restart = now
+        return await _sleep_or_stop(self.stop, self._restart_delay)
+
+    async def _wait_for_store(self) -> bool:
+        """Until the store answers and the daemon lock is ours again (True), or a stop (False)."""
+        while not self.stop.is_set():
+            await self._heartbeat()  # the probe: marks the store up or down (bot.store.outage)
+            if self.health.up and not self.health.lock_lost:
+                return True
+            await _sleep_or_stop(self.stop, self.steps.retry_s)
+        return False
 
     async def _run(self) -> int:
         cfg = self.cfg
@@ -450,6 +499,10 @@ class LiveTrader:
 
         feed = CandleFeed(self.cfg, self.store, exchange=self._exchange, symbols=symbols, start_ms=start_ms)
         feed.health = self.health
+        if self._feed_holder is not None:  # a feed of an earlier run (collect-only, or started over)
+            with contextlib.suppress(ValueError):
+                self.health.holders.remove(self._feed_holder)
+        self._feed_holder = feed.held_rows
         self.health.holders.append(feed.held_rows)
         return feed
 
@@ -575,7 +628,7 @@ class LiveTrader:
             # live: the store went away between the gate and an order row, inside the step; the
             # engine's state is no longer known to match the store: restart from the store
             raise StoreLostMidStep(f"the store became unavailable during the live step of {fmt_ts(ts)} "
-                                   f"({type(e).__name__}); restarting from the store") from e  # fmt: skip
+                                   f"({type(e).__name__})") from e  # fmt: skip
         rec = StepRecords.from_step(ts, res, state=state, model_version=self.model_version)
         if self.live is not None:
             rec.fills = ()  # the live broker wrote the exchange's own trades (fees as reported) already

@@ -59,7 +59,8 @@ def figures(out: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
                                   f"commands: {', '.join(secrets['commands'])}")  # fmt: skip
     else:
         notes["secrets_found"] = "the test did not record it (failed or not run)"
-    pg = [x for x in (load(out, "pg_outages"), load(out, "pg_outages_30"), load(out, "pg_outages_live")) if x is not None]
+    pg = [x for x in (load(out, "pg_outages"), load(out, "pg_outages_30"), load(out, "pg_outages_live"),
+                             load(out, "pg_outage_live_mid_step")) if x is not None]
     if pg:  # tests/test_reliability_pg_outage.py: restarts and stalls under a running paper daemon
         fig["pg_outages_survived"] = sum(int(x["survived"]) for x in pg)
         notes["pg_outages_survived"] = "; ".join(
@@ -79,7 +80,7 @@ def figures(out: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
         notes["rss_growth_pct"] = "the week-long test did not record it (failed or not run)"
     daemon_figures(out, fig, notes)
     extra = {k: load(out, k) for k in ("fuzz_examples_per_property", "bundles_refused", "log_dir_unwritable",
-                                       "pg_outages", "pg_outages_30", "pg_outages_live", "week", "week_keep_up",
+                                       "pg_outages", "pg_outages_30", "pg_outages_live", "pg_outage_live_mid_step", "week", "week_keep_up",
                                        "systemd")}  # fmt: skip
     extra["daemon_runs"] = {k: _brief_run(load(out, k)) for k in DAEMON_RUNS}
     return fig, notes, extra

@@ -358,7 +358,7 @@ async def test_live_mode_sends_no_order_while_postgres_is_down(own_pg: EmbeddedP
         await d.wait_event("reconcile_done", timeout=60)
         await run_clock(sim, 10)
         # every closed minute stepped (nothing in flight: a step whose order row fails half-way
-        # would end the daemon by design, status 5), then the store goes away
+        # starts the run over, the next test), then the store goes away
         await d.wait_minute(sim.clock.now_ms() // MINUTE_MS * MINUTE_MS - MINUTE_MS, timeout=90)
         await asyncio.sleep(1.0)
         await asyncio.to_thread(own_pg.stop)
@@ -403,3 +403,100 @@ async def test_live_mode_sends_no_order_while_postgres_is_down(own_pg: EmbeddedP
     record("pg_outages_live", {"survived": 1, "kinds": ["restart"], "minutes_down": [10], "symbols": len(symbols),
                                "orders_while_down": during, "orders": len(placed), "dropped_candles": 0,
                                "entries_paused": 0, "candles_lost": 0, "crashes": 0})  # fmt: skip
+
+
+@pytest.mark.reliability
+async def test_live_store_lost_inside_a_step_starts_over_in_the_same_process(own_pg: EmbeddedPostgres, outage_dsn: str,
+                                                                            bundle_path: Path, tmp_path: Path) -> None:  # noqa: F811  # fmt: skip
+    """Live mode: Postgres goes away *inside* a step, between the check before it and an entry's
+    order row (the test hook pauses the daemon there, stops Postgres, resumes it). The row
+    cannot be written, so the order is not sent; the daemon logs `store_lost_mid_step`, stays up,
+    waits for the store and starts over from it in the same process (as a restart after a crash
+    would): then no order twice, positions equal the exchange's, every minute stepped once."""
+    import signal
+
+    from tests.test_live_mode import LiveDaemon, duplicates, position_mismatches, sim_for
+    from tests.test_live_mode import write_config as live_config
+
+    dsn, symbols = outage_dsn, symbols30()
+    book = CandleBook.from_directory(DATA_DIR, symbols)
+    start, _, _ = window(bundle_path, 1)
+    start += TRADING_STRETCH_MS
+    await preload(dsn, book, start - 8 * DAY_MS, start - MINUTE_MS, symbols)
+    await promote_bundle(dsn, bundle_path)
+    sim = sim_for(book, start)
+    await sim.start()
+    cfg = live_config(tmp_path, dsn, sim, "live")
+    c = yaml.safe_load(cfg.read_text())
+    c["database"]["write_timeout_s"] = WRITE_TIMEOUT_S
+    cfg.write_text(yaml.safe_dump(c))
+    d = LiveDaemon(cfg, tmp_path, dsn, "live", env={"BOT_CRASH_POINT": "before_order_row:entry", "BOT_CRASH_ACTION": "pause"})
+    try:
+        await d.start()
+        await d.wait_event("engine_ready", timeout=180)
+        await d.wait_event("reconcile_done", timeout=60)
+        proc = psutil.Process(d.proc.pid)
+        sim.clock.set(speed=SPEED)
+        deadline = time.monotonic() + 120
+        while proc.status() != psutil.STATUS_STOPPED:
+            assert time.monotonic() < deadline, "no entry order in 4 exchange hours: the run proves nothing"
+            await asyncio.sleep(0.02)
+        sim.clock.set(speed=0)
+        paused = next(e for e in d.events() if e["event"] == "crash_point")["client_order_id"]
+        before = len(sim.account.orders)
+        await asyncio.to_thread(own_pg.stop)
+        os.kill(proc.pid, signal.SIGCONT)
+        lost = await d.wait_event("store_lost_mid_step", timeout=60)
+        n = d.events().index(lost)
+        await run_clock(sim, 5)
+        assert d.proc.returncode is None, "the live daemon exited when the store went away inside a step"
+        assert len(sim.account.orders) == before, "an order reached the exchange while the store was down"
+        await asyncio.to_thread(own_pg.start)
+        await d.wait_event("engine_ready", after=n, timeout=180)
+        await d.wait_event("reconcile_done", after=n, timeout=60)
+        await run_clock(sim, 10)
+        last = sim.clock.now_ms() // MINUTE_MS * MINUTE_MS - 2 * MINUTE_MS
+        await d.wait_minute(last, timeout=120)
+        m = len(d.events())
+        sim.clock.set(speed=30)  # the last fills and one complete reconciliation
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any(e["event"] == "reconcile_done" for e in d.events()[m:]):
+            await asyncio.sleep(0.2)
+        sim.clock.set(speed=0)
+        await asyncio.sleep(1.0)
+        rc = await d.terminate()
+    finally:
+        if d.proc is not None and d.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(d.proc.pid, signal.SIGCONT)
+            d.proc.kill()
+        await sim.stop()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    names = [e["event"] for e in d.events()]
+    assert rc == 0 and "Traceback" not in stderr, stderr[-3000:]
+    assert names.count("daemon_up") == 1 and names.count("store_lost_mid_step") == 1, names.count("daemon_up")
+    assert names.count("engine_ready") == 2
+    placed = [o.client_order_id for o in sim.account.orders.values()]
+    conn = await asyncpg.connect(dsn)
+    try:
+        known = {r["client_order_id"] for r in await conn.fetch("SELECT client_order_id FROM orders WHERE mode = 'live'")}
+        equity = [r["ts"] for r in await conn.fetch("SELECT ts FROM equity_snapshots WHERE mode = 'live' AND ts <= $1 ORDER BY ts", last)]
+    finally:
+        await conn.close()
+    assert set(placed) <= known, f"orders on the exchange the store does not know: {sorted(set(placed) - known)[:5]}"
+    assert duplicates([{"clientOrderId": x} for x in placed]) == 0
+    assert sum(x.split(".", 1)[0] == paused.split(".", 1)[0] for x in placed) <= 1
+    assert await position_mismatches(dsn, sim) == []
+    assert equity == sorted(minutes_with_candles(book, start, last + MINUTE_MS)), "a minute was lost or doubled"
+    from bot.store.db import Store
+    from tests.test_feed import assert_store_equals_source
+
+    store = await Store.connect(dsn)
+    try:
+        await assert_store_equals_source(store, book, symbols, start, last)  # no candle lost while it was down
+    finally:
+        await store.close()
+    record("pg_outage_live_mid_step", {"survived": 1, "kinds": ["stop inside a live step"], "minutes_down": [5],
+                                       "symbols": len(symbols), "orders_while_down": 0, "orders": len(placed),
+                                       "restarted_in_process": names.count("store_lost_mid_step"), "dropped_candles": 0,
+                                       "entries_paused": 0, "candles_lost": 0, "crashes": 0})  # fmt: skip

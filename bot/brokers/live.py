@@ -182,6 +182,7 @@ class LiveExecutor:
             return
         t.busy = True
         try:
+            crashpoint.reached("before_order_row", it.leg, client_order_id=t.xcid)  # test hook: nothing written or sent yet
             if not await self.store.insert_new(it, t.xcid, qty, attempt, now_ms(), meta, t.limit_price):
                 await self.resolve(t)  # the id is already in the store: it may be on the exchange
                 return

@@ -34,9 +34,11 @@ the store has (the restart path re-steps the minutes after it). Rules while the 
   keeps no resting stop orders on the exchange, so an outage delays protective exits by its
   length: this is the price of never having an order on the exchange the store does not know.
   The store can also go away *inside* a live step, between the check before it and an order
-  row: the step fails half-way, the engine no longer provably matches the store, so the daemon
-  exits (status 5, `store_lost_mid_step`) and systemd starts it again: the crash-recovery path
-  (state from the store, orders looked up by client order id, reconciliation) takes over.
+  row: the step fails half-way (that order is neither written nor sent) and the engine no
+  longer provably matches the store, so the run is started over from the store in the same
+  process once it answers (`store_lost_mid_step`, `bot.live.LiveTrader.run`): the
+  crash-recovery path (state from the store, orders looked up by client order id,
+  reconciliation) takes over, without the crash.
 """
 
 from __future__ import annotations
