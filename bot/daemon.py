@@ -26,7 +26,7 @@ from bot.aio import wait_for
 from bot.config import Config, mask_dsn
 from bot.stopwatch import watch_stop
 from bot.store import daemon_lock
-from bot.store.db import open_store
+from bot.store.db import Store, open_store
 
 log = structlog.get_logger("bot.daemon")
 
@@ -34,6 +34,7 @@ EXIT_ALREADY_RUNNING = 3
 EXIT_LOCK_LOST = 4
 LOCK_CHECK_S = 10.0
 LOCK_RETRY_S = 2.0  # while the lock's connection is down: how often to try to take it again
+STORE_RETRY_BASE_S, STORE_RETRY_MAX_S = 1.0, 30.0  # an external database that does not answer at start
 
 
 async def _watchdog(interval: float) -> None:
@@ -145,7 +146,10 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
     rc = 0
     telegram: object | None = None
     try:
-        async with open_store(cfg, log=lambda m: log.info("db", text=m)) as store:
+        async with contextlib.AsyncExitStack() as stack:
+            store = await _open_store_until_up(cfg, stop, stack)
+            if store is None:
+                return 0  # stopped before the store answered
             try:
                 lock = await daemon_lock.DaemonLock.acquire(store.dsn)
             except daemon_lock.DaemonAlreadyRunning as e:
@@ -191,6 +195,33 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
     if telegram is not None:
         await telegram.aclose()  # sends what waits, the stop line included (a few seconds at most)
     return rc
+
+
+async def _open_store_until_up(cfg: Config, stop: asyncio.Event, stack: contextlib.AsyncExitStack) -> Store | None:
+    """Open the store; an external server that does not answer yet (a network error, or the
+    database host still booting) is retried with backoff until it does, said once, instead of
+    ending the daemon. None if stopped meanwhile. The embedded cluster is started by
+    `open_store` itself: if it cannot be reached, that is not a network error and is raised."""
+    from bot.marketdata.retry import Backoff
+    from bot.store.outage import describe, is_unavailable
+
+    external = bool(cfg.database.dsn.get_secret_value())
+    backoff = Backoff(STORE_RETRY_BASE_S, STORE_RETRY_MAX_S)
+    said = False
+    while not stop.is_set():
+        try:
+            return await stack.enter_async_context(open_store(cfg, log=lambda m: log.info("db", text=m)))
+        except Exception as e:
+            if not (external and is_unavailable(e)):
+                raise
+            why = describe(e.__cause__ or e)  # (open_store's ConnectionError carries the socket's error)
+            (log.debug if said else log.warning)(
+                "store_unreachable", db=mask_dsn(cfg.database.dsn.get_secret_value()), reason=why,
+                text=f"STORE {mask_dsn(cfg.database.dsn.get_secret_value())} does not answer ({why}): retrying until it does")  # fmt: skip
+            said = True
+        with contextlib.suppress(TimeoutError):
+            await wait_for(stop.wait(), backoff.next())
+    return None
 
 
 def _ready_once() -> object:

@@ -179,6 +179,44 @@ async def test_daemon_survives_a_postgres_restart_and_a_stall(own_pg: EmbeddedPo
                    figure="pg_outages")  # fmt: skip
 
 
+async def test_a_database_that_is_down_at_start_is_waited_for(own_pg: EmbeddedPostgres, outage_dsn: str,
+                                                              tmp_path: Path) -> None:
+    """`bot run` against an external server that does not answer yet (rebooting with the PC):
+    one clear line, retried with backoff, no exit; up as soon as the server answers; SIGTERM
+    while waiting or after stops it cleanly."""
+    from tests.test_live_paper import Daemon
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "symbols": SYMBOLS,
+        "database": {"dsn": outage_dsn},
+        "exchange": {"urls": {"public": "http://127.0.0.1:9/api/v3", "private": "http://127.0.0.1:9/api/v3"},
+                     "retry_base_s": 0.2, "retry_max_s": 1.0},
+        "paths": {"data_dir": str(tmp_path / "var"), "models_dir": str(tmp_path / "var" / "models"), "logs_dir": str(tmp_path / "logs")},
+        "logging": {"console": False},
+        "dashboard": {"enabled": False},
+    }))  # fmt: skip
+    await asyncio.to_thread(own_pg.stop)
+    d = Daemon(cfg, tmp_path, outage_dsn)
+    try:
+        await d.start("--no-train")
+        said = await d.wait_event("store_unreachable", timeout=60)
+        await asyncio.sleep(6.0)  # past the first attempt (it tries for ~5 s) and into the next
+        assert d.proc.returncode is None, "the daemon gave up on a database that was not up yet"
+        assert sum(e["event"] == "store_unreachable" for e in d.events()) == 1  # said once, then debug
+        await asyncio.to_thread(own_pg.start)
+        await d.wait_event("daemon_up", timeout=90)
+        rc = await d.terminate()
+    finally:
+        if d.proc is not None and d.proc.returncode is None:
+            d.proc.kill()
+        if not own_pg.running():
+            await asyncio.to_thread(own_pg.start)
+    assert rc == 0
+    assert "does not answer" in said["text"] and "server not running" in said["text"], said
+    assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+
+
 @pytest.mark.reliability
 async def test_30_symbols_survive_long_postgres_outages(own_pg: EmbeddedPostgres, outage_dsn: str,
                                                         bundle_path: Path, tmp_path: Path) -> None:  # noqa: F811  # fmt: skip

@@ -107,7 +107,7 @@ async def _connect_retry(dsn: str, attempts: int = 20, delay: float = 0.25) -> A
             last = e
             await asyncio.sleep(delay)
     else:
-        raise ConnectionError(f"cannot connect to the database: {type(last).__name__}: {last}") from None
+        raise ConnectionError(f"cannot connect to the database: {type(last).__name__}: {last}") from last
     try:
         yield conn
     finally:
