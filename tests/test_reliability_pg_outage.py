@@ -372,8 +372,9 @@ async def scenario(own_pg: EmbeddedPostgres, dsn: str, bundle: Path, tmp_path: P
 async def test_live_mode_sends_no_order_while_postgres_is_down(own_pg: EmbeddedPostgres, outage_dsn: str,
                                                                bundle_path: Path, tmp_path: Path) -> None:  # noqa: F811  # fmt: skip
     """Live mode against the simulator's signed endpoints, 30 symbols: Postgres stopped for 10
-    exchange minutes. No order reaches the exchange while it is down (each is written before it is
-    sent), the loop holds and catches up after; no order twice, positions equal the exchange's."""
+    exchange minutes, later stalled (SIGSTOP) for 8. No order reaches the exchange while it is
+    down (each is written before it is sent), the loop holds and catches up after; no order
+    twice, positions equal the exchange's."""
     from tests.test_live_mode import LiveDaemon, duplicates, position_mismatches, sim_for
     from tests.test_live_mode import write_config as live_config
 
@@ -405,6 +406,22 @@ async def test_live_mode_sends_no_order_while_postgres_is_down(own_pg: EmbeddedP
         assert d.proc.returncode is None, "the live daemon died while Postgres was down"
         during = len(sim.account.orders) - before
         await asyncio.to_thread(own_pg.start)
+        await run_clock(sim, 10)
+        # then a stall: every server process stopped (connections hang) for > write_timeout_s
+        await d.wait_minute(sim.clock.now_ms() // MINUTE_MS * MINUTE_MS - MINUTE_MS, timeout=120)
+        await asyncio.sleep(1.0)
+        procs = _cluster_procs(own_pg)
+        before = len(sim.account.orders)
+        try:
+            for p in procs:
+                p.suspend()
+            await run_clock(sim, 8)
+            assert d.proc.returncode is None, "the live daemon died while Postgres was stalled"
+            during += len(sim.account.orders) - before
+        finally:
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    p.resume()
         await run_clock(sim, 10)
         last = sim.clock.now_ms() // MINUTE_MS * MINUTE_MS - 2 * MINUTE_MS
         await d.wait_minute(last, timeout=120)
@@ -438,7 +455,8 @@ async def test_live_mode_sends_no_order_while_postgres_is_down(own_pg: EmbeddedP
     assert duplicates([{"clientOrderId": x} for x in placed]) == 0
     assert await position_mismatches(dsn, sim) == []
     assert equity == sorted(minutes_with_candles(book, start, last + MINUTE_MS)), "a minute was lost or doubled"
-    record("pg_outages_live", {"survived": 1, "kinds": ["restart"], "minutes_down": [10], "symbols": len(symbols),
+    assert names.count("store_outage") >= 2 and names.count("store_recovered") >= 2, "the stall was not noticed"
+    record("pg_outages_live", {"survived": 2, "kinds": ["restart", "stall"], "minutes_down": [10, 8], "symbols": len(symbols),
                                "orders_while_down": during, "orders": len(placed), "dropped_candles": 0,
                                "entries_paused": 0, "candles_lost": 0, "crashes": 0})  # fmt: skip
 
