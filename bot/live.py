@@ -205,12 +205,10 @@ class LiveTrader:
                     if not (isinstance(e, StoreLostMidStep) or is_unavailable(e)):
                         raise
                     # the store went away where the run cannot hold (inside a live step, or
-                    # while starting: bundle, state, warm-up): start over from the store
+                    # while starting: bundle, state, warm-up), or a socket error escaped from
+                    # elsewhere: start over from the store, as a restarted process would
                     self.store_restarts += 1
-                    why = str(e) if isinstance(e, StoreLostMidStep) else f"the store became unavailable ({type(e).__name__})"
-                    log.error("store_lost_mid_step" if isinstance(e, StoreLostMidStep) else "store_lost_in_run",
-                              restarts=self.store_restarts,
-                              text=f"STORE {why}: starting over from the store once it answers, in this process")  # fmt: skip
+                    await self._say_run_lost(e)
                     self._forget_run()
                     if await self._sleep_before_restart() or not await self._wait_for_store():
                         return 0
@@ -219,6 +217,21 @@ class LiveTrader:
             self.worker.shutdown(wait=True)
             with contextlib.suppress(Exception):
                 await wait_for(self._exchange.close(), 10)
+
+    async def _say_run_lost(self, e: Exception) -> None:
+        """One line: the store's loss (`store_lost_mid_step` / `store_lost_in_run`), or, when
+        the store answers right away, a network error that ended the run (`run_lost`)."""
+        if isinstance(e, StoreLostMidStep):
+            name, what = "store_lost_mid_step", f"STORE {e}"
+        else:
+            await self._heartbeat()  # a probe: was it the store?
+            detail = f"{type(e).__name__}: {str(e)[:120]}".rstrip(": ")
+            if self.health.up:
+                name, what = "run_lost", f"RUN ended by a network error ({detail})"
+            else:
+                name, what = "store_lost_in_run", f"STORE became unavailable during the run ({detail})"
+        log.error(name, restarts=self.store_restarts, error=type(e).__name__,
+                  text=f"{what}: starting over from the store in this process")  # fmt: skip
 
     def _forget_run(self) -> None:
         """After the store went away where a run cannot hold (a live step failed half-way:

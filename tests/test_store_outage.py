@@ -142,3 +142,47 @@ async def test_lock_retaken_after_its_connection_died_but_a_second_daemon_is_sti
             await other.close()
     finally:
         await lock.release()  # never raises, even with its connection gone
+
+
+async def test_a_run_lost_to_a_socket_error_starts_over_in_the_same_process(db_dsn: str, tmp_path) -> None:  # noqa: ANN001
+    """`LiveTrader.run`: an `OSError`/timeout escaping a run (the store lost where a run cannot
+    hold, or a network error from elsewhere) starts the run over after a short pause instead of
+    ending the daemon; the line names the store only when the store does not answer; a bug
+    (any other exception) still ends it."""
+    from structlog.testing import capture_logs
+
+    from bot.config import Config
+    from bot.live import LiveTrader
+    from bot.store.db import Store
+
+    cfg = Config.model_validate({"symbols": ["BTCUSDT", "ETHUSDT"], "database": {"dsn": db_dsn},
+                                 "paths": {"data_dir": str(tmp_path / "var"), "logs_dir": str(tmp_path / "logs"),
+                                           "models_dir": str(tmp_path / "models")}})  # fmt: skip
+    store = await Store.connect(db_dsn)
+    try:
+        trader = LiveTrader(cfg, store, asyncio.Event())
+        calls: list[int] = []
+
+        async def run_once() -> int:
+            calls.append(1)
+            if len(calls) == 1:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            return 0
+
+        trader._run = run_once  # type: ignore[method-assign]
+        with capture_logs() as logs:
+            assert await trader.run() == 0
+        assert len(calls) == 2 and trader.store_restarts == 1
+        lost = [e for e in logs if e["event"] == "run_lost"]
+        assert lost and "network error (ConnectionResetError" in lost[0]["text"], logs
+
+        trader = LiveTrader(cfg, store, asyncio.Event())
+
+        async def bug() -> int:
+            raise KeyError("a bug is not an outage")
+
+        trader._run = bug  # type: ignore[method-assign]
+        with pytest.raises(KeyError):
+            await trader.run()
+    finally:
+        await store.close()
