@@ -171,6 +171,61 @@ async def store_rows(dsn: str, symbols: list[str]) -> dict[str, Any]:
             "status": {"pid": st["pid"], **json.loads(st["details"])}}  # fmt: skip
 
 
+async def live_setup(dsn: str, bundle: Path, tmp_path: Path, symbols: list[str]) -> tuple[CandleBook, int, ExchangeSimulator, Path]:
+    """A live run's start: 8 days of history, the bundle promoted, the simulator (signed
+    endpoints, clock held) at a trading stretch, the config with this module's write timeout."""
+    from tests.test_live_mode import sim_for
+    from tests.test_live_mode import write_config as live_config
+
+    book = CandleBook.from_directory(DATA_DIR, symbols)
+    start, _, _ = window(bundle, 1)
+    start += TRADING_STRETCH_MS
+    await preload(dsn, book, start - 8 * DAY_MS, start - MINUTE_MS, symbols)
+    await promote_bundle(dsn, bundle)
+    sim = sim_for(book, start)
+    await sim.start()
+    cfg = live_config(tmp_path, dsn, sim, "live")
+    c = yaml.safe_load(cfg.read_text())
+    c["database"]["write_timeout_s"] = WRITE_TIMEOUT_S
+    cfg.write_text(yaml.safe_dump(c))
+    return book, start, sim, cfg
+
+
+async def finish_live_run(d: Any, sim: ExchangeSimulator) -> tuple[int, int]:
+    """The end of a live run: 10 more exchange minutes, stepped; the last fills and one complete
+    reconciliation at a slower clock; SIGTERM. Returns (exit status, the last minute checked)."""
+    await run_clock(sim, 10)
+    last = sim.clock.now_ms() // MINUTE_MS * MINUTE_MS - 2 * MINUTE_MS
+    await d.wait_minute(last, timeout=120)
+    n = len(d.events())
+    sim.clock.set(speed=30)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not any(e["event"] == "reconcile_done" for e in d.events()[n:]):
+        await asyncio.sleep(0.2)
+    sim.clock.set(speed=0)
+    await asyncio.sleep(1.0)
+    return await d.terminate(), last
+
+
+async def assert_live_books(dsn: str, sim: ExchangeSimulator, book: CandleBook, start: int, last: int) -> list[str]:
+    """Every order on the exchange is in the store, none twice, positions equal the exchange's,
+    every minute with candles stepped once (one equity row each). Returns the client ids placed."""
+    from tests.test_live_mode import duplicates, position_mismatches
+
+    placed = [o.client_order_id for o in sim.account.orders.values()]
+    conn = await asyncpg.connect(dsn)
+    try:
+        known = {r["client_order_id"] for r in await conn.fetch("SELECT client_order_id FROM orders WHERE mode = 'live'")}
+        equity = [r["ts"] for r in await conn.fetch("SELECT ts FROM equity_snapshots WHERE mode = 'live' AND ts <= $1 ORDER BY ts", last)]
+    finally:
+        await conn.close()
+    assert set(placed) <= known, f"orders on the exchange the store does not know: {sorted(set(placed) - known)[:5]}"
+    assert duplicates([{"clientOrderId": x} for x in placed]) == 0
+    assert await position_mismatches(dsn, sim) == []
+    assert equity == sorted(minutes_with_candles(book, start, last + MINUTE_MS)), "a minute was lost or doubled"
+    return placed
+
+
 async def test_daemon_survives_a_postgres_restart_and_a_stall(own_pg: EmbeddedPostgres, outage_dsn: str,
                                                                bundle_path: Path, tmp_path: Path) -> None:  # noqa: F811  # fmt: skip
     """The fast case (make test): 5 symbols, a 12-minute restart (longer than the 8 minutes of
@@ -375,21 +430,10 @@ async def test_live_mode_sends_no_order_while_postgres_is_down(own_pg: EmbeddedP
     exchange minutes, later stalled (SIGSTOP) for 8. No order reaches the exchange while it is
     down (each is written before it is sent), the loop holds and catches up after; no order
     twice, positions equal the exchange's."""
-    from tests.test_live_mode import LiveDaemon, duplicates, position_mismatches, sim_for
-    from tests.test_live_mode import write_config as live_config
+    from tests.test_live_mode import LiveDaemon
 
     dsn, symbols = outage_dsn, symbols30()
-    book = CandleBook.from_directory(DATA_DIR, symbols)
-    start, _, _ = window(bundle_path, 1)
-    start += TRADING_STRETCH_MS
-    await preload(dsn, book, start - 8 * DAY_MS, start - MINUTE_MS, symbols)
-    await promote_bundle(dsn, bundle_path)
-    sim = sim_for(book, start)
-    await sim.start()
-    cfg = live_config(tmp_path, dsn, sim, "live")
-    c = yaml.safe_load(cfg.read_text())
-    c["database"]["write_timeout_s"] = WRITE_TIMEOUT_S
-    cfg.write_text(yaml.safe_dump(c))
+    book, start, sim, cfg = await live_setup(dsn, bundle_path, tmp_path, symbols)
     d = LiveDaemon(cfg, tmp_path, dsn, "live")
     try:
         await d.start()
@@ -422,17 +466,7 @@ async def test_live_mode_sends_no_order_while_postgres_is_down(own_pg: EmbeddedP
             for p in procs:
                 with contextlib.suppress(psutil.Error):
                     p.resume()
-        await run_clock(sim, 10)
-        last = sim.clock.now_ms() // MINUTE_MS * MINUTE_MS - 2 * MINUTE_MS
-        await d.wait_minute(last, timeout=120)
-        n = len(d.events())
-        sim.clock.set(speed=30)  # the last fills and one complete reconciliation
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not any(e["event"] == "reconcile_done" for e in d.events()[n:]):
-            await asyncio.sleep(0.2)
-        sim.clock.set(speed=0)
-        await asyncio.sleep(1.0)
-        rc = await d.terminate()
+        rc, last = await finish_live_run(d, sim)
     finally:
         if d.proc is not None and d.proc.returncode is None:
             d.proc.kill()
@@ -443,18 +477,8 @@ async def test_live_mode_sends_no_order_while_postgres_is_down(own_pg: EmbeddedP
     assert names.count("daemon_up") == 1 and "store_lost_mid_step" not in names
     assert "store_outage" in names and "store_recovered" in names
     assert during == 0, f"{during} order(s) reached the exchange while the store was down"
-    placed = [o.client_order_id for o in sim.account.orders.values()]
-    conn = await asyncpg.connect(dsn)
-    try:
-        known = {r["client_order_id"] for r in await conn.fetch("SELECT client_order_id FROM orders WHERE mode = 'live'")}
-        equity = [r["ts"] for r in await conn.fetch("SELECT ts FROM equity_snapshots WHERE mode = 'live' AND ts <= $1 ORDER BY ts", last)]
-    finally:
-        await conn.close()
+    placed = await assert_live_books(dsn, sim, book, start, last)
     assert placed, "no order at all: the run proves little"
-    assert set(placed) <= known, f"orders on the exchange the store does not know: {sorted(set(placed) - known)[:5]}"
-    assert duplicates([{"clientOrderId": x} for x in placed]) == 0
-    assert await position_mismatches(dsn, sim) == []
-    assert equity == sorted(minutes_with_candles(book, start, last + MINUTE_MS)), "a minute was lost or doubled"
     assert names.count("store_outage") >= 2 and names.count("store_recovered") >= 2, "the stall was not noticed"
     record("pg_outages_live", {"survived": 2, "kinds": ["restart", "stall"], "minutes_down": [10, 8], "symbols": len(symbols),
                                "orders_while_down": during, "orders": len(placed), "dropped_candles": 0,
@@ -471,21 +495,10 @@ async def test_live_store_lost_inside_a_step_starts_over_in_the_same_process(own
     would): then no order twice, positions equal the exchange's, every minute stepped once."""
     import signal
 
-    from tests.test_live_mode import LiveDaemon, duplicates, position_mismatches, sim_for
-    from tests.test_live_mode import write_config as live_config
+    from tests.test_live_mode import LiveDaemon
 
     dsn, symbols = outage_dsn, symbols30()
-    book = CandleBook.from_directory(DATA_DIR, symbols)
-    start, _, _ = window(bundle_path, 1)
-    start += TRADING_STRETCH_MS
-    await preload(dsn, book, start - 8 * DAY_MS, start - MINUTE_MS, symbols)
-    await promote_bundle(dsn, bundle_path)
-    sim = sim_for(book, start)
-    await sim.start()
-    cfg = live_config(tmp_path, dsn, sim, "live")
-    c = yaml.safe_load(cfg.read_text())
-    c["database"]["write_timeout_s"] = WRITE_TIMEOUT_S
-    cfg.write_text(yaml.safe_dump(c))
+    book, start, sim, cfg = await live_setup(dsn, bundle_path, tmp_path, symbols)
     d = LiveDaemon(cfg, tmp_path, dsn, "live", env={"BOT_CRASH_POINT": "before_order_row:entry", "BOT_CRASH_ACTION": "pause"})
     try:
         await d.start()
@@ -510,17 +523,7 @@ async def test_live_store_lost_inside_a_step_starts_over_in_the_same_process(own
         await asyncio.to_thread(own_pg.start)
         await d.wait_event("engine_ready", after=n, timeout=180)
         await d.wait_event("reconcile_done", after=n, timeout=60)
-        await run_clock(sim, 10)
-        last = sim.clock.now_ms() // MINUTE_MS * MINUTE_MS - 2 * MINUTE_MS
-        await d.wait_minute(last, timeout=120)
-        m = len(d.events())
-        sim.clock.set(speed=30)  # the last fills and one complete reconciliation
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not any(e["event"] == "reconcile_done" for e in d.events()[m:]):
-            await asyncio.sleep(0.2)
-        sim.clock.set(speed=0)
-        await asyncio.sleep(1.0)
-        rc = await d.terminate()
+        rc, last = await finish_live_run(d, sim)
     finally:
         if d.proc is not None and d.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -532,18 +535,8 @@ async def test_live_store_lost_inside_a_step_starts_over_in_the_same_process(own
     assert rc == 0 and "Traceback" not in stderr, stderr[-3000:]
     assert names.count("daemon_up") == 1 and names.count("store_lost_mid_step") == 1, names.count("daemon_up")
     assert names.count("engine_ready") == 2
-    placed = [o.client_order_id for o in sim.account.orders.values()]
-    conn = await asyncpg.connect(dsn)
-    try:
-        known = {r["client_order_id"] for r in await conn.fetch("SELECT client_order_id FROM orders WHERE mode = 'live'")}
-        equity = [r["ts"] for r in await conn.fetch("SELECT ts FROM equity_snapshots WHERE mode = 'live' AND ts <= $1 ORDER BY ts", last)]
-    finally:
-        await conn.close()
-    assert set(placed) <= known, f"orders on the exchange the store does not know: {sorted(set(placed) - known)[:5]}"
-    assert duplicates([{"clientOrderId": x} for x in placed]) == 0
+    placed = await assert_live_books(dsn, sim, book, start, last)
     assert sum(x.split(".", 1)[0] == paused.split(".", 1)[0] for x in placed) <= 1
-    assert await position_mismatches(dsn, sim) == []
-    assert equity == sorted(minutes_with_candles(book, start, last + MINUTE_MS)), "a minute was lost or doubled"
     from bot.store.db import Store
     from tests.test_feed import assert_store_equals_source
 
