@@ -234,6 +234,7 @@ async def test_daemon_survives_a_postgres_restart_and_a_stall(own_pg: EmbeddedPo
                    figure="pg_outages")  # fmt: skip
 
 
+@pytest.mark.reliability  # 15 s: make test's share of this suite stays under 2 minutes
 async def test_a_database_that_is_down_at_start_is_waited_for(own_pg: EmbeddedPostgres, outage_dsn: str,
                                                               tmp_path: Path) -> None:
     """`bot run` against an external server that does not answer yet (rebooting with the PC):
