@@ -40,12 +40,19 @@ def data_dir() -> Path:
     return shared_data_or_skip()
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[EmbeddedPostgres]:
-    base = Path(tempfile.mkdtemp(prefix="bot-test-pg-", dir="/tmp"))
+def new_test_cluster(prefix: str) -> tuple[Path, EmbeddedPostgres]:
+    """A private, started Postgres cluster for tests, under a fresh /tmp directory the postgres
+    user can traverse (remove the directory after `server.stop()`)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     os.chmod(base, 0o755)
     server = EmbeddedPostgres(base / "pgdata", dbname="postgres", fast_unsafe=True)
     server.start()
+    return base, server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    base, server = new_test_cluster("bot-test-pg-")
     server.create_database(TEMPLATE_DB)
     _migrate_sync(server.dsn(TEMPLATE_DB))
     try:

@@ -115,6 +115,18 @@ def exchange_open_orders(sim: ExchangeSimulator) -> set[str]:
     return {o.client_order_id for o in sim.account.orders.values() if o.status in ("NEW", "PARTIALLY_FILLED")}
 
 
+async def live_run_setup(book: Any, bundle: Path, dsn: str, home: Path) -> tuple[int, set[int], ExchangeSimulator, Path, LiveDaemon]:
+    """The simulator at the bundle's 3-day window (clock held), the bundle promoted, the live
+    config (equal slots, this module's catch-up limit) and its daemon, not started yet."""
+    start, end, _ = window(bundle, 3)
+    real = minutes_with_candles(book, start, end)
+    sim = sim_for(book, start)
+    await sim.start()
+    await promote_bundle(dsn, bundle)
+    cfg = write_config(home, dsn, sim, "live", sizing="equal_slots", max_entry_lag_s=LAG_S)
+    return start, real, sim, cfg, LiveDaemon(cfg, home, dsn, "live")
+
+
 # (crash point, minutes of trading persisted before the hooked start, exchange minutes the daemon
 # stays down): a crash in the very first step (no engine state at all), quick restart; a crash
 # later on, restart 45 minutes later (the crashed minute and the missed ones are stale)
@@ -122,13 +134,7 @@ def exchange_open_orders(sim: ExchangeSimulator) -> set[str]:
 async def test_kill_between_submit_and_fill_persist_recovers_from_the_exchange(
     point: str, prelude: int, down_minutes: int, db_dsn: str, book30, bundle_path: Path, tmp_path: Path  # noqa: F811
 ) -> None:  # fmt: skip
-    start, end, _ = window(bundle_path, 3)
-    real = minutes_with_candles(book30, start, end)
-    sim = sim_for(book30, start)
-    await sim.start()
-    await promote_bundle(db_dsn, bundle_path)
-    cfg = write_config(tmp_path, db_dsn, sim, "live", sizing="equal_slots", max_entry_lag_s=LAG_S)
-    d = LiveDaemon(cfg, tmp_path, db_dsn, "live")
+    start, real, sim, cfg, d = await live_run_setup(book30, bundle_path, db_dsn, tmp_path)
     try:
         first = start
         if prelude:
@@ -224,13 +230,7 @@ async def test_a_position_cut_by_reconciliation_is_a_reconciled_trade(db_dsn: st
 
     from tests.test_live_paper import ROOT
 
-    start, end, _ = window(bundle_path, 3)
-    real = minutes_with_candles(book30, start, end)
-    sim = sim_for(book30, start)
-    await sim.start()
-    await promote_bundle(db_dsn, bundle_path)
-    cfg = write_config(tmp_path, db_dsn, sim, "live", sizing="equal_slots", max_entry_lag_s=LAG_S)
-    d = LiveDaemon(cfg, tmp_path, db_dsn, "live")
+    start, real, sim, cfg, d = await live_run_setup(book30, bundle_path, db_dsn, tmp_path)
     try:
         await d.start()
         await d.wait_event("engine_ready")

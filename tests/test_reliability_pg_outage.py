@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from bot.simulator.replay import CandleBook
 from bot.simulator.server import ExchangeSimulator, SimSettings
 from bot.store.embedded import EmbeddedPostgres
 from models.timeutil import DAY_MS, MINUTE_MS
-from tests.conftest import DATA_DIR, _migrate_sync, symbols30
+from tests.conftest import DATA_DIR, _migrate_sync, new_test_cluster, symbols30
 from tests.engine_support import SYMBOLS
 from tests.reliability_figures import record
 from tests.test_live_paper import (  # noqa: F401 - bundle_path is a fixture
@@ -65,10 +64,7 @@ TRADING_STRETCH_MS = 12 * 60 * MINUTE_MS
 @pytest.fixture(scope="module")
 def own_pg() -> Iterator[EmbeddedPostgres]:
     """A Postgres cluster of this module alone (the session's must not be stopped)."""
-    base = Path(tempfile.mkdtemp(prefix="bot-test-pg-outage-", dir="/tmp"))
-    os.chmod(base, 0o755)
-    server = EmbeddedPostgres(base / "pgdata", dbname="postgres", fast_unsafe=True)
-    server.start()
+    base, server = new_test_cluster("bot-test-pg-outage-")
     try:
         yield server
     finally:
