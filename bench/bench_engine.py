@@ -5,7 +5,7 @@
   `Engine.step`, over a day of minutes; baseline in the same run: features recomputed with the
   batch path over the trailing warm-up window and each symbol scored separately.
   `engine.decision_speedup` = baseline p50 / engine p50.
-* `backtest.symbol_bars_per_s`: `bot.backtest.run_backtest` over every minute of the data after
+* `backtest.symbol_bars_per_s`: `bot.backtest.runner.run_backtest` over every minute of the data after
   the warm-up (about 37 days x 30 symbols), block scoring; baseline: the same replay scoring
   minute by minute.
 
@@ -48,10 +48,10 @@ def bundle_path(source: Source, syms: list[str]) -> Path:
     env = os.environ.get("BENCH_ENGINE_BUNDLE")
     if env:
         return Path(env)
-    from bot.training import bundle_manifest, new_version
-    from models.bundle import write_bundle
+    from bot.training.job import bundle_manifest, new_version
+    from models.bundle.directory import write_bundle
     from models.config import Settings, TrainConfig
-    from models.train import run_training
+    from models.training.run import run_training
 
     cache = ROOT / "var" / "bench" / "engine-bundle"
     found = sorted(p for p in cache.glob("*/manifest.json"))
@@ -68,11 +68,11 @@ def bundle_path(source: Source, syms: list[str]) -> Path:
 
 
 def main() -> None:
-    from bot.backtest import load_window, minute_matrix, run_backtest
+    from bot.backtest.runner import load_window, minute_matrix, run_backtest
     from bot.engine import Engine, TradingConfig
-    from models.bundle import load_bundle
+    from models.bundle.directory import load_bundle
     from models.features.batch import compute_batch
-    from models.rules import EntryRule, entry_fractions
+    from models.trading.rules import EntryRule, entry_fractions
     from risk.inputs import Candidates, Portfolio
 
     data_dir = require_shared_data()

@@ -24,8 +24,8 @@ from pathlib import Path
 import asyncpg
 
 from bench.harness import figure, record, require_shared_data, symbols30
-from bot.importer import import_directory
-from bot.logs import setup_logging
+from bot.history.importer import import_directory
+from bot.logs.setup import setup_logging
 from bot.store.db import Store
 from bot.store.embedded import EmbeddedPostgres
 from models.candles import read_candles_csv

@@ -39,11 +39,11 @@ def held_day(keep_every_state: bool, every_symbol_a_candidate: bool = False) -> 
     import dataclasses
     import gc
 
-    from bot.backtest import load_window, minute_matrix
+    from bot.backtest.runner import load_window, minute_matrix
     from bot.engine import Engine, TradingConfig
     from bot.store.outage import StepBuffer, StoreHealth
     from bot.store.trading import StepRecords
-    from models.bundle import load_bundle
+    from models.bundle.directory import load_bundle
 
     syms = symbols30()
     source = Source(require_shared_data(), syms)

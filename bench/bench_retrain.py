@@ -9,7 +9,7 @@ for `DAYS` days; this process plays the daemon: an asyncio loop that measures it
 (a 20 ms sleep, how late it wakes up), does a store round trip every second (the heartbeat)
 and runs the real engine on the 30 symbols (a bundle from a first, unmeasured retrain; features
 warmed from the store) stepping one stored minute every 0.5 s in a worker thread, as
-`bot.live` does. On it, the same retrain (now judged against that bundle as the champion) (`bot.retrain`: train the challenger on the
+`bot.live.trader` does. On it, the same retrain (now judged against that bundle as the champion) (`bot.training.retrain`: train the challenger on the
 store's candles with the last `EVAL_DAYS` held out, then score it on them) runs twice:
 1. in a spawned child, as the daemon does (`run_retrain_in_child`: nice 10, RLIMIT_AS,
    `daemon.retrain_threads`=1) -- `retrain.loop_lag_p99_ms`;
@@ -107,7 +107,7 @@ class Sampler:
 
 class Trading:
     """The daemon's own work: the engine (a real bundle, 30 symbols, warmed from the store)
-    stepping one stored minute every 0.5 s in a worker thread, as `bot.live` does."""
+    stepping one stored minute every 0.5 s in a worker thread, as `bot.live.trader` does."""
 
     def __init__(self, engine: Any, minutes: np.ndarray, bars: np.ndarray):
         import concurrent.futures
@@ -125,7 +125,7 @@ class Trading:
 
 async def build_trading(store: Any, cfg: Any, bundle_path: str, warm_to: int, end: int) -> Trading:
     from bot.engine import Engine
-    from models.bundle import load_bundle
+    from models.bundle.directory import load_bundle
 
     bundle = await asyncio.to_thread(load_bundle, bundle_path)
     c = cfg
@@ -166,10 +166,10 @@ async def measure(pool: Any, pg_dir: Path, work: Any, trading: Trading) -> dict[
 
 
 async def main_async(symbols: list[str], quick: bool) -> list[Any]:
-    from bot.retrain import run_retrain, run_retrain_in_child, spec_from_config
     from bot.store.db import Store
     from bot.store.embedded import SMALL_MACHINE_SETTINGS, EmbeddedPostgres
     from bot.store.migrate import migrate
+    from bot.training.retrain import run_retrain, run_retrain_in_child, spec_from_config
     from models.candles import candle_files, read_candles_csv
 
     data = require_shared_data()
@@ -189,7 +189,7 @@ async def main_async(symbols: list[str], quick: bool) -> list[Any]:
         print(f"imported {len(symbols)} symbols x {DAYS} days in {time.monotonic() - t0:.0f} s", flush=True)
         history = DAYS - EVAL_DAYS - 6  # what is left after the held-out days and the feature warm-up
         cfg = config(home, pg.dsn(), symbols, history)
-        from bot.logs import setup_from_config
+        from bot.logs.setup import setup_from_config
 
         setup_from_config(cfg, console=False)
         spec = spec_from_config(cfg, pg.dsn(), end, None)

@@ -1,6 +1,6 @@
 """What the Telegram push costs the daemon: import RSS and the time of one log call.
 
-1. RSS: a fresh interpreter imports what the daemon imports (`bot.daemon`, `bot.logs`,
+1. RSS: a fresh interpreter imports what the daemon imports (`bot.live.daemon`, `bot.logs.setup`,
    `ccxt.pro`), then the Telegram client (`telegram.Bot` + `HTTPXRequest`, python-telegram-bot).
    Baseline: the same process before the client import. Median of 3 fresh processes. aiogram,
    the other maintained async client, is measured the same way when it is installed (it is not
@@ -24,7 +24,7 @@ from bench.harness import figure, record
 PROBE = """
 import json, sys, time, psutil
 def rss(): return psutil.Process().memory_info().rss / 2**20
-import bot.daemon, bot.logs, ccxt.pro
+import bot.live.daemon, bot.logs.setup, ccxt.pro
 before = rss(); t0 = time.perf_counter()
 if sys.argv[1] == "ptb":
     from telegram import Bot
@@ -51,8 +51,8 @@ def emit_latency(n: int = 5000) -> tuple[float, float]:
 
     import structlog
 
-    from bot.chat.push import LineBuffer
-    from bot.logs import add_human_handler, setup_logging
+    from bot.logs.setup import add_human_handler, setup_logging
+    from bot.ops.chat.push import LineBuffer
 
     d = tempfile.mkdtemp(prefix="bench-tg-")
     setup_logging(d, console=False)
@@ -76,7 +76,7 @@ def main() -> None:
     ptb = probe("ptb")
     assert ptb is not None, "python-telegram-bot is a dependency: it must import"
     figs.append(figure("telegram_client_import_rss", ptb["after"], "MB", baseline=ptb["before"], higher_is_better=False,
-                       data="daemon imports (bot.daemon, bot.logs, ccxt.pro) then python-telegram-bot; median of 3 processes",
+                       data="daemon imports (bot.live.daemon, bot.logs.setup, ccxt.pro) then python-telegram-bot; median of 3 processes",
                        note=f"+{ptb['after'] - ptb['before']:.1f} MB, import {ptb['import_s'] * 1000:.0f} ms"))  # fmt: skip
     aio = probe("aiogram")
     if aio is not None:

@@ -8,7 +8,7 @@ volatility clustering, cross-symbol correlation) for the 30 symbols of symbols30
 parent samples the RSS of the child's whole process tree every 0.2 s and also takes the
 child's own ru_maxrss; the peak is the larger. Wall time is the child's, start to exit.
 
-- ours: `models.train.run_training` with no walk-forward folds and no audit (the benchmark
+- ours: `models.training.run.run_training` with no walk-forward folds and no audit (the benchmark
   measures one full training: features + labels + 4 LightGBM targets + CatBoost + meta, no
   Optuna), then the bundle is written. Threads: the config default (all cores but one).
 - naive: what the seed did -- per symbol a float64 DataFrame of the same features and labels,
@@ -57,8 +57,8 @@ def _settings(stride: int | None = None):  # noqa: ANN202
 
 def child_ours(days: float, work: Path, stride: int | None = None) -> dict:
     from bench.synthetic import SyntheticMarket
-    from models.bundle import write_bundle
-    from models.train import run_training
+    from models.bundle.directory import write_bundle
+    from models.training.run import run_training
 
     syms = symbols30()
     market = SyntheticMarket(syms, days)
@@ -83,12 +83,12 @@ def child_naive(days: float) -> dict:
     from catboost import CatBoostRegressor
 
     from bench.synthetic import SyntheticMarket
-    from models.boosters import lgb_base_params
-    from models.costs import Costs
-    from models.featureset import FeatureSet
-    from models.labels import triple_barrier
-    from models.predictor import meta_matrix
+    from models.bundle.predictor import meta_matrix
+    from models.labels.triple_barrier import triple_barrier
     from models.timeutil import DAY_MS
+    from models.trading.costs import Costs
+    from models.training.boosters import lgb_base_params
+    from models.training.featureset import FeatureSet
 
     syms = symbols30()
     market = SyntheticMarket(syms, days)

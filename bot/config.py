@@ -30,11 +30,11 @@ from pydantic import (
 )
 from pydantic_core import to_jsonable_python
 
-from bot.brokers.config import LiveConfig
-from bot.chat.config import TelegramConfig
-from bot.dashboard.config import DashboardConfig
 from bot.engine.config import TradingConfig
+from bot.execution.config import LiveConfig
 from bot.marketdata.config import ExchangeConfig, FeedConfig
+from bot.ops.chat.config import TelegramConfig
+from bot.ops.dashboard.config import DashboardConfig
 from models.config import CostConfig, LabelConfig, TrainConfig
 from models.features.config import FeatureConfig
 from risk.config import RiskConfig

@@ -13,7 +13,7 @@ from models.features.config import FeatureConfig
 
 
 class CostConfig(BaseModel):
-    """Fees and slippage. Applied in exactly one place: `models.costs`."""
+    """Fees and slippage. Applied in exactly one place: `models.trading.costs`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -29,7 +29,7 @@ class LogProgress(Progress):
     def __init__(self) -> None:
         import structlog
 
-        self._log = structlog.get_logger("models.train")
+        self._log = structlog.get_logger("models.training.run")
 
     def begin(self, key: str, label: str, total: float) -> None:
         self._log.info("train_stage_begin", stage=key, label=label, total=total)

@@ -1,6 +1,6 @@
 """`make demo`: the whole system on a machine with no exchange access, in a few minutes.
 
-1. the exchange simulator (bot/simulator) replays the real 1m candles of ../shared/data for the
+1. the exchange simulator (bot/exchange_sim) replays the real 1m candles of ../shared/data for the
    30 symbols of symbols30.txt, on a local port, first held still, then fast (`--speed`,
    exchange minutes per wall second x 60);
 2. a quick bundle is trained from those CSV files if var/demo has none (5 symbols, 9 days,
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from bot.aio import wait_for
+from bot.runtime.aio import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -157,8 +157,8 @@ async def main(args: argparse.Namespace) -> int:
     global DEMO
     if args.home:
         DEMO = Path(args.home).resolve()
-    from bot.simulator.replay import CandleBook
-    from bot.simulator.server import ExchangeSimulator, SimSettings
+    from bot.exchange_sim.replay import CandleBook
+    from bot.exchange_sim.server import ExchangeSimulator, SimSettings
     from models.timeutil import parse_time
 
     if not CANDLES.is_dir():

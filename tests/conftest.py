@@ -139,7 +139,7 @@ def engine_source() -> object:
 @pytest.fixture(scope="session")
 def engine_bundle(engine_source: object, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> object:
     """A small bundle trained on real candles (5 symbols, 9 days), cached across sessions."""
-    from models.bundle import load_bundle
+    from models.bundle.directory import load_bundle
     from tests.engine_support import train_bundle
 
     cache = Path(request.config.cache.mkdir("engine-bundles"))

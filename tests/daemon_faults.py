@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from bot.simulator.faults import (
+from bot.exchange_sim.faults import (
     CANDLE_KINDS,
     CONNECTION_KINDS,
     FEED_KINDS,
@@ -22,8 +22,8 @@ from bot.simulator.faults import (
     Fault,
     random_plan,
 )
-from bot.simulator.replay import CandleBook
-from bot.simulator.server import ExchangeSimulator
+from bot.exchange_sim.replay import CandleBook
+from bot.exchange_sim.server import ExchangeSimulator
 from models.timeutil import MINUTE_MS
 from tests.conftest import symbols30
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from models.candles import Candles, candle_files, read_candles_csv
 from models.config import CatBoostParams, CostConfig, LightGBMParams, Settings, TrainConfig
-from models.train import run_training
+from models.training.run import run_training
 
 DAY = 86_400_000
 APR2 = 1_617_321_600_000
@@ -94,8 +94,8 @@ def cache_lock(cache_root: Path) -> Iterator[None]:
 
 def _train_and_write(source: CsvSource, symbols: list[str], settings: Any, start: int, end: int, models_dir: Path,
                      key: str, cache_root: Path | None) -> Path:  # fmt: skip
-    from bot.training import bundle_manifest, new_version
-    from models.bundle import write_bundle
+    from bot.training.job import bundle_manifest, new_version
+    from models.bundle.directory import write_bundle
 
     work = Path(models_dir) / f"work-{key}"
     run = run_training(source, symbols, settings, start_ms=start, end_ms=end, work_dir=work)

@@ -14,11 +14,11 @@ import aiohttp
 import asyncpg
 from pydantic import SecretStr
 
-from bot.brokers.config import LiveConfig
-from bot.brokers.live import LiveExecutor
-from bot.brokers.orders import OrderStore
 from bot.config import Config, Secrets
 from bot.engine.records import OrderIntent
+from bot.execution.config import LiveConfig
+from bot.execution.live_broker import LiveExecutor
+from bot.execution.orders import OrderStore
 from bot.marketdata.exchange import build_exchange
 
 KEY, SECRET = "livekey-" + "k" * 56, "livesecret-" + "s" * 53

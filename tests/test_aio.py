@@ -1,4 +1,4 @@
-"""`bot.aio.wait_for` never loses a cancellation, and it is the only wait_for the daemon uses.
+"""`bot.runtime.aio.wait_for` never loses a cancellation, and it is the only wait_for the daemon uses.
 
 The case that hung `bot run` on SIGTERM: a task loops on a timed wait; the awaited future
 completes and, before the task runs again, the task is cancelled (the feed's websocket loop,
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bot.aio import wait_for
+from bot.runtime.aio import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,4 +76,4 @@ def test_nothing_in_the_daemon_uses_asyncio_wait_for() -> None:
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if re.search(r"\basyncio\.wait_for\(", line):
                 offenders.append(f"{path.relative_to(ROOT)}:{n}")
-    assert not offenders, f"use bot.aio.wait_for (3.11's asyncio.wait_for loses cancellations): {offenders}"
+    assert not offenders, f"use bot.runtime.aio.wait_for (3.11's asyncio.wait_for loses cancellations): {offenders}"

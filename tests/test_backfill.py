@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from bot.config import Config
-from bot.marketdata.backfill import backfill, plan_range
+from bot.exchange_sim.faults import Fault
+from bot.exchange_sim.replay import CandleBook
+from bot.exchange_sim.server import ExchangeSimulator, SimSettings
+from bot.history.backfill import backfill, plan_range
 from bot.marketdata.exchange import build_exchange
-from bot.simulator.faults import Fault
-from bot.simulator.replay import CandleBook
-from bot.simulator.server import ExchangeSimulator, SimSettings
 from bot.store.db import Store
 from models.candles import Candles
 from models.timeutil import MINUTE_MS

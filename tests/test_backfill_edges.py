@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from bot.config import Config
-from bot.marketdata.backfill import backfill
+from bot.exchange_sim.replay import CandleBook
+from bot.exchange_sim.server import ExchangeSimulator, SimSettings
+from bot.history.backfill import backfill
 from bot.marketdata.exchange import build_exchange, unlisted_symbols
-from bot.simulator.replay import CandleBook
-from bot.simulator.server import ExchangeSimulator, SimSettings
 from bot.store.db import Store
 from models.candles import Candles
 from tests.conftest import DATA_DIR

@@ -12,10 +12,17 @@ import numpy as np
 import pytest
 from catboost import CatBoostRegressor
 
-from models.bundle import CAT_FILE, MANIFEST, BundleError, load_bundle, read_manifest, write_bundle
+from models.bundle.directory import (
+    CAT_FILE,
+    MANIFEST,
+    BundleError,
+    load_bundle,
+    read_manifest,
+    write_bundle,
+)
+from models.bundle.predictor import META_EXTRA, TARGETS, Predictor, meta_feature_names, meta_matrix
 from models.features.config import FeatureConfig
 from models.features.spec import feature_names
-from models.predictor import META_EXTRA, TARGETS, Predictor, meta_feature_names, meta_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 FCFG = FeatureConfig()
@@ -125,10 +132,10 @@ def test_loading_and_scoring_stays_light(tmp_path: Path, predictor: Predictor) -
     path = write_bundle(tmp_path, "v1", predictor, manifest())
     code = (
         "import sys, numpy as np\n"
-        "from models.bundle import load_bundle\n"
+        "from models.bundle.directory import load_bundle\n"
         f"b = load_bundle({str(path)!r})\n"
         "b.score(np.zeros((3, len(b.feature_names)), np.float32))\n"
-        "heavy = [m for m in ('optuna', 'sqlalchemy', 'models.train', 'bot') if m in sys.modules]\n"
+        "heavy = [m for m in ('optuna', 'sqlalchemy', 'models.training.run', 'bot') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

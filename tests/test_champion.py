@@ -1,9 +1,9 @@
-"""Champion/challenger rules (models.champion), pure: degenerate bundles, the audit, margins,
+"""Champion/challenger rules (models.bundle.champion), pure: degenerate bundles, the audit, margins,
 the first-model floor, and the judging windows that neither bundle was trained on."""
 
 from __future__ import annotations
 
-from models.champion import (
+from models.bundle.champion import (
     Margins,
     Score,
     champion_window,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models.config import CostConfig
-from models.costs import Costs
+from models.trading.costs import Costs
 
 C = Costs(fee_rate=0.001, slippage=0.0002)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.simulator.replay import CandleBook
-from bot.simulator.server import ExchangeSimulator, SimSettings
+from bot.exchange_sim.replay import CandleBook
+from bot.exchange_sim.server import ExchangeSimulator, SimSettings
 from tests.conftest import DATA_DIR
 
 pytestmark = pytest.mark.slow  # real processes, each with its own embedded cluster (15-40 s a test)

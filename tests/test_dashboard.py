@@ -17,10 +17,10 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.config import Config, ConfigError, load_config
-from bot.dashboard.config import DashboardConfig
-from bot.dashboard.metrics import DaemonMetrics
-from bot.dashboard.server import make_app, page, start_dashboard
-from bot.dashboard.state import DashboardState, now_ms, read_state
+from bot.ops.dashboard.config import DashboardConfig
+from bot.ops.dashboard.metrics import DaemonMetrics
+from bot.ops.dashboard.server import make_app, page, start_dashboard
+from bot.ops.dashboard.state import DashboardState, now_ms, read_state
 from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, fmt_short, fmt_ts
 from tests.headless_chromium import color_share, dump_dom, inject_probe, probe_box, screenshot
 

@@ -13,15 +13,15 @@ import math
 import numpy as np
 import pytest
 
-from bot.backtest import load_window, minute_matrix, online_feature_rows, run_backtest
+from bot.backtest.runner import load_window, minute_matrix, online_feature_rows, run_backtest
 from bot.engine import Engine, PaperBroker, TradingConfig, client_order_id, validated_edge
 from bot.engine.records import OrderIntent
 from models.config import CostConfig
-from models.costs import Costs
-from models.evaluate import evaluate_bundle
+from models.evaluation.bundle_eval import evaluate_bundle
+from models.evaluation.trade_sim import trade_stats
 from models.features.online import OnlineFeatureEngine
-from models.simulate import trade_stats
 from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS
+from models.trading.costs import Costs
 from risk.config import RiskConfig
 from tests.engine_support import SYMBOLS
 
@@ -33,7 +33,7 @@ FLOOR_OFF = TradingConfig(min_validation_pf=0, min_validation_trades=0)
 TRAINER_PROFILE = FLOOR_OFF.model_copy(update={"sizing": "equal_slots"})
 RISK_AT_BUNDLE_GATE = RiskConfig(min_probability=0.0)
 # the bundle was trained without costs (so that its er is often > 0 and the risk manager trades);
-# the paper account pays the default fee and slippage, through models.costs
+# the paper account pays the default fee and slippage, through models.trading.costs
 PAPER = CostConfig()
 RISK = RiskConfig(cooldown_after_stop_minutes=0)  # more trades per test day
 

@@ -1,5 +1,5 @@
 """The research levers of the one entry rule (cadence, cross-section top-k, cost multiple) are
-applied by the engine exactly as `models.rules.EntryRule` defines them, so a lever chosen by the
+applied by the engine exactly as `models.trading.rules.EntryRule` defines them, so a lever chosen by the
 research runner trades the same way in the daemon and the backtest."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from collections import Counter
 
 import pytest
 
-from bot.backtest import load_window, run_backtest
+from bot.backtest.runner import load_window, run_backtest
 from bot.engine import Engine, TradingConfig
 from models.config import CostConfig
-from models.costs import Costs
 from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS
+from models.trading.costs import Costs
 from risk.config import RiskConfig
 from tests.engine_support import SYMBOLS
 

@@ -7,9 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from models.simulate import SymbolResult, Trades, equity_stats, report, take_trades, trade_stats
-from models.splits import Window
+from models.evaluation.trade_sim import (
+    SymbolResult,
+    Trades,
+    equity_stats,
+    report,
+    take_trades,
+    trade_stats,
+)
 from models.timeutil import DAY_MS
+from models.training.splits import Window
 
 T0 = 1_617_321_600_000
 MIN = 60_000

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bot.cli import main
+from bot.cli.main import main
 from models.candles import candle_files, read_candles_csv
 from models.timeutil import parse_time
 from tests.conftest import shared_data_or_skip

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from bot.cli import main
+from bot.cli.main import main
 from models.features.config import FeatureConfig, TimeframeFeatures
 from models.features.spec import feature_names
 from tests.conftest import shared_data_or_skip

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from bot.config import Config
+from bot.exchange_sim.faults import BAD_VALUE_KINDS, FEED_KINDS, random_plan
+from bot.exchange_sim.replay import CandleBook
+from bot.exchange_sim.server import ExchangeSimulator, SimSettings
 from bot.marketdata import validate as v
 from bot.marketdata.events import ClosedCandle, ExchangeGap
 from bot.marketdata.feed import CandleFeed
-from bot.simulator.faults import BAD_VALUE_KINDS, FEED_KINDS, random_plan
-from bot.simulator.replay import CandleBook
-from bot.simulator.server import ExchangeSimulator, SimSettings
 from bot.store.db import Store
 from models.timeutil import MINUTE_MS
 from tests.conftest import DATA_DIR, symbols30
@@ -272,8 +272,8 @@ async def test_a_websocket_stall_is_one_outage_line_and_one_recovery_line(db_dsn
     attempts in between are debug lines, not more warnings. Lines as `bot.log` has them."""
     import json
 
-    from bot.logs import setup_logging
-    from bot.simulator.faults import Fault
+    from bot.exchange_sim.faults import Fault
+    from bot.logs.setup import setup_logging
 
     symbols = symbols30()[:4]
     start = APR19_2340

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bot.backtest import load_window, minute_matrix
+from bot.backtest.runner import load_window, minute_matrix
 from models.features.online import OnlineFeatureEngine
 from models.features.regime import RegimeModel
 from models.timeutil import DAY_MS, HOUR_MS
@@ -73,8 +73,8 @@ def test_engine_and_daemon_swap_keep_the_feature_engine_when_only_the_regime_cha
     import asyncio
 
     from bot.engine import Engine, TradingConfig
-    from bot.hotswap import ChampionFollower
-    from models.bundle import load_bundle
+    from bot.live.hotswap import ChampionFollower
+    from models.bundle.directory import load_bundle
 
     minutes, bars = minutes_bars
     p = shutil.copytree(engine_bundle.path, tmp_path / "refit")
@@ -95,7 +95,7 @@ def test_engine_and_daemon_swap_keep_the_feature_engine_when_only_the_regime_cha
     eng._sync_from_features()
     ref._sync_from_features()
 
-    class Trader:  # what the follower reads of bot.live.LiveTrader
+    class Trader:  # what the follower reads of bot.live.trader.LiveTrader
         engine = eng
 
     assert asyncio.run(ChampionFollower(Trader())._features_for(bundle)) is None  # no rebuild from the store

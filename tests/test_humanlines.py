@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from bot.humanlines import EVENTS, render_body
-from bot.logs import human_line, setup_logging
+from bot.logs.event_lines import EVENTS, render_body
+from bot.logs.setup import human_line, setup_logging
 
 T = 1764505860000  # 2025-11-30 12:31 UTC
 DAY = 86_400_000
@@ -156,10 +156,10 @@ def test_same_line_in_file_and_console_json_keeps_all_fields(tmp_path: Path) -> 
 
 
 def test_an_error_the_daemon_survives_is_one_line_even_with_a_traceback(tmp_path: Path) -> None:
-    """`bot.survived`: one `ERROR where: Type: detail` line in bot.log; the JSON log keeps the
+    """`bot.logs.error_lines`: one `ERROR where: Type: detail` line in bot.log; the JSON log keeps the
     traceback and the kind. A streak of failures (a store that is down) is one error line,
     debug lines for the repeats and one line when it works again."""
-    from bot.survived import ErrorStreak, log_survived
+    from bot.logs.error_lines import ErrorStreak, log_survived
 
     setup_logging(tmp_path, console=False)
     log = structlog.get_logger("t")
@@ -189,7 +189,7 @@ def test_a_line_tag_from_the_config_ends_every_line_and_survives_into_the_json(t
     """`logging.line_tag` (make demo sets `demo`): every human line ends with `[demo]`, in bot.log
     and on the console alike, and `bot tail` (which renders from the JSON log) shows it too."""
     from bot.config import Config
-    from bot.logs import setup_from_config
+    from bot.logs.setup import setup_from_config
 
     cfg = Config.model_validate({"logging": {"line_tag": "demo", "console": False}, "paths": {"logs_dir": str(tmp_path)}})
     setup_from_config(cfg)

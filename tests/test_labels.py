@@ -7,8 +7,7 @@ import pytest
 
 from models.candles import Candles
 from models.config import CostConfig, LabelConfig
-from models.costs import Costs
-from models.labels import (
+from models.labels.triple_barrier import (
     EXIT_GAP_TIMEOUT,
     EXIT_NONE,
     EXIT_SL,
@@ -18,6 +17,7 @@ from models.labels import (
     triple_barrier,
 )
 from models.timeutil import MINUTE_MS
+from models.trading.costs import Costs
 
 T0 = 1_617_321_600_000  # 2021-04-02 00:00 UTC
 FREE = Costs(0.0, 0.0)

@@ -17,13 +17,13 @@ import asyncpg
 import numpy as np
 import pytest
 
-from bot.brokers.errors import Kind, classify
-from bot.brokers.live import BINANCE_CLIENT_ID, OUR_ID, LiveBroker, exchange_client_id
-from bot.brokers.reconcile import reconcile
 from bot.engine import client_order_id
-from bot.simulator.faults import Fault
-from bot.simulator.replay import CandleBook
-from bot.simulator.server import ExchangeSimulator, SimSettings
+from bot.exchange_sim.faults import Fault
+from bot.exchange_sim.replay import CandleBook
+from bot.exchange_sim.server import ExchangeSimulator, SimSettings
+from bot.execution.errors import Kind, classify
+from bot.execution.live_broker import BINANCE_CLIENT_ID, OUR_ID, LiveBroker, exchange_client_id
+from bot.execution.reconcile import reconcile
 from models.timeutil import MINUTE_MS
 from tests.conftest import DATA_DIR
 from tests.live_broker_support import APR10_1200, KEY, SECRET, SYMBOLS, executor, intent, sim_orders

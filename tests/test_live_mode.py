@@ -24,8 +24,8 @@ import asyncpg
 import pytest
 import yaml
 
-from bot.simulator.faults import Fault
-from bot.simulator.server import ExchangeSimulator, SimSettings
+from bot.exchange_sim.faults import Fault
+from bot.exchange_sim.server import ExchangeSimulator, SimSettings
 from models.timeutil import MINUTE_MS
 from tests.conftest import symbols30
 from tests.test_live_paper import (  # noqa: F401 - fixtures

@@ -24,8 +24,8 @@ import asyncpg
 import pytest
 import yaml
 
-from bot.simulator.replay import CandleBook
-from bot.simulator.server import ExchangeSimulator, SimSettings
+from bot.exchange_sim.replay import CandleBook
+from bot.exchange_sim.server import ExchangeSimulator, SimSettings
 from models.config import CostConfig
 from models.timeutil import HOUR_MS, MINUTE_MS, fmt_ts
 from tests.conftest import DATA_DIR, symbols30
@@ -44,9 +44,9 @@ def book30() -> CandleBook:
 def bundle_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The engine tests' small real bundle (5 symbols, 9 days), trained on a zero-cost account
     so that its er is often positive and the risk manager takes trades; cached across sessions."""
-    from bot.training import bundle_manifest, new_version
-    from models.bundle import write_bundle
-    from models.train import run_training
+    from bot.training.job import bundle_manifest, new_version
+    from models.bundle.directory import write_bundle
+    from models.training.run import run_training
     from tests.engine_support import (
         APR2,
         SYMBOLS,
@@ -255,7 +255,7 @@ async def bot_status(cfg: Path, *args: str) -> tuple[int, str]:
     return p.returncode or 0, out.decode() + err.decode()
 
 
-# The documented short forms (bot/humanlines.py) of the daemon's lines in bot.log.
+# The documented short forms (bot/logs/event_lines.py) of the daemon's lines in bot.log.
 T = r"\d\d-\d\d \d\d:\d\d"
 HUMAN = {
     "start": re.compile(rf"^{T} START paper  model \S+(  PF \d+\.\d\d)?  30 symbols  trading(  .+)?$"),
@@ -547,7 +547,7 @@ async def test_first_model_is_promoted_only_above_the_no_edge_floor(db_dsn, bund
     rejected with the reason, one warning line says so, and the daemon collects only. The
     small real bundle's own walk-forward result is what is judged, by the daemon's own step."""
     from bot.config import load_config
-    from bot.live import LiveTrader
+    from bot.live.trader import LiveTrader
     from bot.store.db import Store
     from bot.store.model_versions import get_model_version, record_model_version
 

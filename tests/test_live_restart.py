@@ -1,7 +1,7 @@
 """Live mode across a crash, against the exchange simulator (30 symbols, real candles, real ccxt
 on the signed endpoints, a real Postgres and a real bundle), the clock moved minute by minute:
 
-- `BOT_CRASH_POINT` (`bot.crashpoint`) makes the daemon kill -9 itself between an order's
+- `BOT_CRASH_POINT` (`bot.runtime.crashpoint`) makes the daemon kill -9 itself between an order's
   submission and the persisting of its fill; restarted without it, the daemon recovers with no
   manual step: exactly one order on the exchange for that decision, and positions, cash and
   open orders in the store equal the exchange's after reconciliation;
@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot.simulator.server import ExchangeSimulator
+from bot.exchange_sim.server import ExchangeSimulator
 from models.timeutil import MINUTE_MS
 from tests.test_live_mode import LiveDaemon, duplicates, position_mismatches, sim_for, write_config
 from tests.test_live_paper import book30, bundle_path, minutes_with_candles, promote_bundle, window  # noqa: F401

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import structlog
 
-from bot.logs import MASK, register_secret, setup_logging
+from bot.logs.setup import MASK, register_secret, setup_logging
 
 
 def test_json_and_human_lines_and_redaction(tmp_path: Path) -> None:

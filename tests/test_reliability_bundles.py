@@ -1,6 +1,6 @@
 """Corrupt, truncated and incompatible model bundles (issue 15): each is refused with a
 `BundleError` whose message says what is wrong, and an engine that runs a bundle keeps it when
-the next one is refused (`models.bundle.load_bundle` + `Engine.swap_bundle`, the path a
+the next one is refused (`models.bundle.directory.load_bundle` + `Engine.swap_bundle`, the path a
 hot-swap takes; the daemon's own hot-swap is issue 12's work)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from models.bundle import CAT_FILE, LGB_FILES, MANIFEST, BundleError, _sha256, load_bundle
+from models.bundle.directory import CAT_FILE, LGB_FILES, MANIFEST, BundleError, _sha256, load_bundle
 from tests.reliability_figures import record
 
 pytestmark = pytest.mark.slow  # the session's small real bundle (trained once, then cached)
@@ -122,14 +122,14 @@ def test_engine_keeps_its_bundle_when_the_next_one_is_refused(engine_bundle: Any
 async def test_the_daemon_hot_swap_refuses_each_broken_champion_and_keeps_trading_its_bundle(
     engine_bundle: Any, store: Any, tmp_path: Path
 ) -> None:
-    """Through the daemon's own entry point (`bot.hotswap.ChampionFollower.check`, called by the
+    """Through the daemon's own entry point (`bot.live.hotswap.ChampionFollower.check`, called by the
     live loop between minutes): each broken bundle promoted as champion is refused, said in
     the log with its reason, and the engine keeps the bundle it trades with."""
     import numpy as np
     import structlog.testing
 
     from bot.engine import Engine
-    from bot.hotswap import ChampionFollower
+    from bot.live.hotswap import ChampionFollower
     from bot.store.model_versions import promote, record_model_version
     from tests.engine_support import SYMBOLS
 
@@ -174,7 +174,7 @@ async def test_a_broken_champion_at_start_is_said_and_does_not_crash_the_daemon(
     no bundle) instead of exiting, which under systemd would be a restart loop."""
     import structlog.testing
 
-    from bot.live import LiveTrader
+    from bot.live.trader import LiveTrader
     from bot.store.model_versions import promote, record_model_version
 
     p = tmp_path / "broken"

@@ -2,7 +2,7 @@
 `bot config check` and by `bot run` before anything starts -- no database cluster, no lock,
 no file written -- with one line that names the key path and the reason.
 
-In `make test` both commands run in this process through `bot.cli.main` (fast); under
+In `make test` both commands run in this process through `bot.cli.main.main` (fast); under
 `make reliability` each one also runs as a real `bot` process."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main as bot_main
+from bot.cli.main import main as bot_main
 from tests.bad_configs import CORPUS, BadConfig
 from tests.reliability_figures import record
 
@@ -102,7 +102,7 @@ def test_bad_config_refused_by_check_and_run_before_anything_starts(
         started.append(True)
         return 99
 
-    monkeypatch.setattr("bot.daemon.run_daemon", no_daemon)
+    monkeypatch.setattr("bot.live.daemon.run_daemon", no_daemon)
     before = snapshot(home)
     capsys.readouterr()
     assert bot_main(["--config", str(cfg), "config", "check"]) == 2

@@ -37,8 +37,8 @@ import psutil
 import pytest
 import yaml
 
-from bot.simulator.faults import FEED_KINDS, ORDER_KINDS, Fault
-from bot.simulator.server import ExchangeSimulator
+from bot.exchange_sim.faults import FEED_KINDS, ORDER_KINDS, Fault
+from bot.exchange_sim.server import ExchangeSimulator
 from models.timeutil import MINUTE_MS, fmt_ts
 from tests import reliability_figures
 from tests.daemon_faults import (
@@ -348,7 +348,7 @@ async def test_a_malformed_websocket_frame_is_dropped_and_the_connection_keeps_r
     symbols = book30.symbols[:5]
     start = 1618875600000  # 2021-04-19 23:40 UTC
     plan = [Fault("ws_malformed", start + (2 + 2 * k) * MINUTE_MS + 20_000) for k in range(5)]
-    from bot.simulator.replay import CandleBook
+    from bot.exchange_sim.replay import CandleBook
 
     book = CandleBook({s: book30.candles[s] for s in symbols})
     sim = sim_for(book, start)
@@ -378,9 +378,9 @@ async def test_a_klines_page_that_is_not_json_is_fetched_again_not_taken_for_dow
     "no candles there" (exchange downtime) and skipped the page, losing its minutes. The body
     now raises BadResponse, which is retried."""
     from bot.config import Config
-    from bot.marketdata.backfill import backfill
+    from bot.exchange_sim.replay import CandleBook
+    from bot.history.backfill import backfill
     from bot.marketdata.exchange import build_exchange
-    from bot.simulator.replay import CandleBook
     from bot.store.db import Store
 
     symbols = ["BTCUSDT", "ETHUSDT"]
@@ -460,7 +460,7 @@ def test_a_training_process_dies_with_the_daemon_that_started_it(tmp_path: Path)
     script = textwrap.dedent(f"""
         import asyncio, sys
         from bot.config import Config
-        from bot.retrain import run_retrain_in_child, spec_from_config
+        from bot.training.retrain import run_retrain_in_child, spec_from_config
         cfg = Config.model_validate({{"symbols": ["BTCUSDT", "ETHUSDT"],
                                       "paths": {{"data_dir": {str(tmp_path / 'var')!r}, "logs_dir": {str(tmp_path / 'logs')!r}}},
                                       "logging": {{"console": False}}}})

@@ -10,7 +10,7 @@
   parsed by the real ccxt `binance.parse_ohlcvs`, then `rest.fetch_klines` and the feed's
   `_apply_rest`: never raises, never releases a bad candle.
 
-The broker's order/fill parsing (issue 11, `bot/brokers/`) is not on main yet: not fuzzed here.
+The broker's order/fill parsing (issue 11, `bot/execution/`) is not on main yet: not fuzzed here.
 Examples per property: 300 in `make test`, 2,000 under `make reliability` (RELIABILITY_FUZZ).
 """
 
@@ -29,10 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.config import Config
+from bot.exchange_sim.binance_format import kline_event, kline_row
 from bot.marketdata import validate as v
 from bot.marketdata.events import ClosedCandle
 from bot.marketdata.rest import fetch_klines
-from bot.simulator.binance_format import kline_event, kline_row
 from models.candles import Candles
 from models.timeutil import MINUTE_MS
 from tests.reliability_figures import record

@@ -28,8 +28,8 @@ import asyncpg
 import pytest
 import yaml
 
-from bot.simulator.replay import CandleBook
-from bot.simulator.server import ExchangeSimulator, SimSettings
+from bot.exchange_sim.replay import CandleBook
+from bot.exchange_sim.server import ExchangeSimulator, SimSettings
 from tests.conftest import DATA_DIR, TEMPLATE_DB
 from tests.reliability_figures import record
 from tests.test_daemon_ops import APR21_0000, Lines, free_port

@@ -32,8 +32,8 @@ import psutil
 import pytest
 import yaml
 
-from bot.simulator.replay import CandleBook
-from bot.simulator.server import ExchangeSimulator, SimSettings
+from bot.exchange_sim.replay import CandleBook
+from bot.exchange_sim.server import ExchangeSimulator, SimSettings
 from bot.store.embedded import EmbeddedPostgres
 from models.timeutil import DAY_MS, MINUTE_MS
 from tests.conftest import DATA_DIR, _migrate_sync, new_test_cluster, symbols30

@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 import yaml
 
-from bot.simulator.replay import CandleBook
-from bot.simulator.server import ExchangeSimulator, SimSettings
+from bot.exchange_sim.replay import CandleBook
+from bot.exchange_sim.server import ExchangeSimulator, SimSettings
 from models.timeutil import MINUTE_MS
 from tests.conftest import DATA_DIR
 from tests.engine_support import SYMBOLS

@@ -30,8 +30,8 @@ import asyncpg
 import pytest
 import yaml
 
-from bot.simulator.replay import CandleBook
-from bot.simulator.server import ExchangeSimulator, SimSettings
+from bot.exchange_sim.replay import CandleBook
+from bot.exchange_sim.server import ExchangeSimulator, SimSettings
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_ts
 from tests.conftest import DATA_DIR
 from tests.engine_support import APR2, SYMBOLS

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.backtest.report import write_report
+from bot.backtest.report.chart import BENCH, STRATEGY, envelope
+from bot.backtest.report.metrics import compute_metrics
 from bot.engine.records import ClosedTrade, EquityPoint
-from bot.report import write_report
-from bot.report.chart import BENCH, STRATEGY, envelope
-from bot.report.metrics import compute_metrics
 from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, parse_time
 from tests.headless_chromium import color_share, dump_dom, probe_box, screenshot, with_probe
 

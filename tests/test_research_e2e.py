@@ -18,14 +18,14 @@ import numpy as np
 import optuna
 import pytest
 
-from bot.training import optuna_url
+from bot.training.job import optuna_url
 from models.candles import candle_files, read_candles_csv
 from models.research.entry import EntryRule, simulate
 from models.research.grid import parse_grid
 from models.research.runner import LimitedSource, Setup, research, run_workers
 from models.research.table import markdown
 from models.timeutil import parse_time
-from models.train import Settings
+from models.training.run import Settings
 
 pytestmark = pytest.mark.slow  # real training runs
 
@@ -76,13 +76,13 @@ def test_small_grid_end_to_end_and_cached_rerun(data_dir: Path, tmp_path: Path, 
     assert "configurations tried: 8" in text and "(chosen)" in text
 
     # a re-run (new study, same cache) must not train: make any training fail loudly
-    import models.train
+    import models.training.run
 
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("training during a cached re-run")
 
-    monkeypatch.setattr(models.train, "fit_window", boom)
-    monkeypatch.setattr(models.train, "prepare", boom)
+    monkeypatch.setattr(models.training.run, "fit_window", boom)
+    monkeypatch.setattr(models.training.run, "prepare", boom)
     again = research(setup, grid, storage=None, name="s2")
     assert again["meta"]["trained_here"] == 0 and not again["outer"]["trained"]
     assert len(_trained_log(setup)) == 2
@@ -125,12 +125,12 @@ def test_choice_cannot_see_the_outer_block(data_dir: Path, tmp_path: Path) -> No
 
 
 def test_default_rule_reproduces_the_trainer_simulation(data_dir: Path, tmp_path: Path) -> None:
-    from bot.candle_sources import CsvCandleSource
+    from bot.history.sources import CsvCandleSource
     from models.config import TrainConfig
-    from models.featureset import FeatureSet
     from models.research.scores import fold_scores
-    from models.splits import Window
-    from models.train import evaluate_window, fit_window, prepare
+    from models.training.featureset import FeatureSet
+    from models.training.run import evaluate_window, fit_window, prepare
+    from models.training.splits import Window
 
     base = Settings.default()
     train = TrainConfig.model_validate({**base.train.model_dump(), "threads": 1, "catboost": {"iterations": 20},

@@ -7,15 +7,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from models.costs import Costs
+from models.labels.cross_section import relative_to_cross_section
 from models.research.deflated import deflated_sharpe, expected_max_sharpe
 from models.research.diagnostics import signal_diagnostics
 from models.research.entry import EntryRule, signal_mask, simulate, top_k_mask
 from models.research.grid import GridError, apply_overrides, parse_grid
 from models.research.nested import nested_split
 from models.research.scores import FoldScores
-from models.splits import DAY_MS, Window
-from models.xs_target import relative_to_cross_section
+from models.trading.costs import Costs
+from models.training.splits import DAY_MS, Window
 
 T0 = 1_617_321_600_000  # 2021-04-02 00:00 UTC
 
@@ -143,8 +143,8 @@ def test_maker_entry_costs_reprice_consistently() -> None:
 
 
 def test_the_one_entry_rule_carries_the_levers() -> None:
-    from models.rules import EntryRule as Rule
-    from models.rules import on_cadence
+    from models.trading.rules import EntryRule as Rule
+    from models.trading.rules import on_cadence
 
     base = Rule(0.001, 0.55)
     assert base.cadence_minutes == 1 and base.top_k is None and base.regime_states is None  # today's rule

@@ -112,13 +112,13 @@ async def test_models_promote_refuses_a_degenerate_bundle_unless_forced_and_roll
 async def test_a_training_child_over_its_memory_limit_is_reported_and_the_champion_stays(db_dsn, engine_bundle,
                                                                                          tmp_path) -> None:  # fmt: skip
     from bot.config import load_config
-    from bot.retrain import retrain_once
     from bot.store.db import Store
+    from bot.training.retrain import retrain_once
     from models.timeutil import MINUTE_MS
 
     good = await promote_bundle(db_dsn, shutil.copytree(engine_bundle.path, tmp_path / "good"))
     cfg = load_config(write_cfg(tmp_path, db_dsn, retrain_memory_mb=150))
-    from bot.logs import setup_from_config
+    from bot.logs.setup import setup_from_config
 
     setup_from_config(cfg, console=False)
     store = await Store.connect(db_dsn, pool_min=1, pool_max=2)
@@ -170,9 +170,9 @@ def test_a_challenger_trained_on_shuffled_labels_is_rejected(engine_source, engi
     ranges, production margins) rejects the challenger, and not by a hair: its PF and
     expectancy are far below the champion's. Control: the other way round, the true-label
     bundle is promoted over the shuffled one."""
-    import models.train as train_mod
-    from models.bundle import load_bundle
-    from models.champion import Margins, judge
+    import models.training.run as train_mod
+    from models.bundle.champion import Margins, judge
+    from models.bundle.directory import load_bundle
     from models.timeutil import DAY_MS, HOUR_MS
     from tests.engine_support import COSTS, TRAIN_END, train_bundle
 
@@ -207,7 +207,7 @@ def test_a_challenger_trained_on_shuffled_labels_is_rejected(engine_source, engi
                     work_dir=tmp_path / "control")  # fmt: skip
     assert control.promote and control.challenger.trades >= 30, control
     # both are judged under the costs given, not each bundle's own (this one was trained at zero cost)
-    from models.champion import score_bundle
+    from models.bundle.champion import score_bundle
     from models.config import CostConfig
 
     free = score_bundle(engine_source, engine_bundle, window, costs=COSTS, symbols=None, work_dir=tmp_path / "free")
@@ -218,7 +218,7 @@ def test_a_challenger_trained_on_shuffled_labels_is_rejected(engine_source, engi
 
 async def test_a_training_child_over_its_time_limit_is_killed_and_reported(tmp_path) -> None:
     from bot.config import load_config
-    from bot.retrain import run_retrain_in_child, spec_from_config
+    from bot.training.retrain import run_retrain_in_child, spec_from_config
 
     cfg = load_config(write_cfg(tmp_path, "postgresql://nobody@/nowhere?host=/nonexistent"))
     spec = spec_from_config(cfg, "postgresql://nobody@/nowhere?host=/nonexistent", 1_620_000_000_000, None)
@@ -240,7 +240,7 @@ async def test_the_schedule_is_the_configured_cron_in_utc_coalesced_with_grace(t
     from apscheduler.triggers.cron import CronTrigger
 
     from bot.config import load_config
-    from bot.retrain import Retrainer
+    from bot.training.retrain import Retrainer
     from models.timeutil import fmt_ts
 
     cfg = load_config(write_cfg(tmp_path, "", retrain_cron="30 4 * * 2", retrain_misfire_grace_s=900))
@@ -275,7 +275,7 @@ async def test_the_cron_firing_starts_a_retrain_on_the_event_loop(tmp_path) -> N
     from types import SimpleNamespace
 
     from bot.config import load_config
-    from bot.retrain import Retrainer
+    from bot.training.retrain import Retrainer
 
     cfg = load_config(write_cfg(tmp_path, "", retrain_cron="30 4 * * 2"))
     r = Retrainer(SimpleNamespace(cfg=cfg))

@@ -26,8 +26,8 @@ import asyncpg
 import pytest
 import yaml
 
-from bot.simulator.replay import CandleBook
-from bot.simulator.server import ExchangeSimulator, SimSettings
+from bot.exchange_sim.replay import CandleBook
+from bot.exchange_sim.server import ExchangeSimulator, SimSettings
 from models.timeutil import DAY_MS, MINUTE_MS
 from tests.engine_support import APR2, SYMBOLS
 from tests.test_live_paper import Daemon, daemon_status, minutes_with_candles, promote_bundle

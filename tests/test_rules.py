@@ -1,4 +1,4 @@
-"""The one entry rule and the one exit rule (models/rules.py).
+"""The one entry rule and the one exit rule (models/trading/rules.py).
 
 The exit rule is checked against the labels it must reproduce: every label row of a few real
 symbols (both exchange-wide outages included) is walked bar by bar through `check_exits`, and
@@ -12,11 +12,10 @@ import pytest
 
 from models.candles import candle_files, read_candles_csv
 from models.config import LabelConfig
-from models.costs import Costs
 from models.features.batch import compute_batch
 from models.features.config import FeatureConfig
 from models.features.spec import ATR_FRAC, ATR_PERCENTILE, feature_names
-from models.labels import (
+from models.labels.triple_barrier import (
     EXIT_GAP_TIMEOUT,
     EXIT_NONE,
     EXIT_SL,
@@ -24,8 +23,9 @@ from models.labels import (
     EXIT_TP,
     triple_barrier,
 )
-from models.rules import EntryRule, barrier_prices, check_exits, entry_fractions
 from models.timeutil import MINUTE_MS
+from models.trading.costs import Costs
+from models.trading.rules import EntryRule, barrier_prices, check_exits, entry_fractions
 from tests.conftest import shared_data_or_skip
 
 

@@ -44,7 +44,7 @@ class NotifySocket:
 STALLER = textwrap.dedent(
     """
     import asyncio, time
-    from bot import sdnotify
+    from bot.runtime import sdnotify
 
     async def main():
         assert sdnotify.notify("READY=1")
@@ -91,7 +91,7 @@ def test_ready_watchdog_stopping_and_a_stalled_loop_stops_the_pings(tmp_path: Pa
 
 
 def test_watchdog_is_off_without_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot import sdnotify
+    from bot.runtime import sdnotify
 
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
@@ -110,8 +110,8 @@ def test_the_daemon_speaks_sd_notify(tmp_path: Path, db_dsn: str) -> None:
     import asyncio
     import threading
 
-    from bot.simulator.replay import CandleBook
-    from bot.simulator.server import ExchangeSimulator, SimSettings
+    from bot.exchange_sim.replay import CandleBook
+    from bot.exchange_sim.server import ExchangeSimulator, SimSettings
     from tests.conftest import DATA_DIR
     from tests.test_daemon_ops import APR21_0000, free_port, write_config
 

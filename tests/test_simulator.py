@@ -17,11 +17,11 @@ import pytest
 from pydantic import SecretStr
 
 from bot.config import Config, Secrets
+from bot.exchange_sim.faults import Fault
+from bot.exchange_sim.replay import CandleBook
+from bot.exchange_sim.server import ExchangeSimulator, SimSettings
 from bot.marketdata.exchange import BinanceClient, build_exchange, from_ccxt_symbol, to_ccxt_symbol
 from bot.marketdata.retry import with_retry
-from bot.simulator.faults import Fault
-from bot.simulator.replay import CandleBook
-from bot.simulator.server import ExchangeSimulator, SimSettings
 from models.timeutil import MINUTE_MS
 from tests.conftest import DATA_DIR, symbols30
 
@@ -289,7 +289,7 @@ async def test_simulate_exchange_command_serves_ccxt():
 async def test_api_secret_never_reaches_the_logs(book):
     import logging
 
-    from bot.logs import setup_logging
+    from bot.logs.setup import setup_logging
 
     sim = await started(book)
     records: list[str] = []

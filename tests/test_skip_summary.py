@@ -6,8 +6,8 @@ import io
 
 import structlog
 
-from bot.logs import setup_logging
-from bot.skip_summary import SkipSummary
+from bot.live.skip_summary import SkipSummary
+from bot.logs.setup import setup_logging
 from models.timeutil import HOUR_MS, MINUTE_MS
 
 H0 = 1764504000000  # 2025-11-30 12:00 UTC

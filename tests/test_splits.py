@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 
 from models.candles import Candles
 from models.config import LabelConfig
-from models.costs import Costs
-from models.labels import triple_barrier
-from models.splits import (
+from models.labels.triple_barrier import triple_barrier
+from models.timeutil import DAY_MS, MINUTE_MS
+from models.trading.costs import Costs
+from models.training.splits import (
     SplitError,
     Window,
     calibration_split,
@@ -19,7 +20,6 @@ from models.splits import (
     stride_rows,
     walk_forward,
 )
-from models.timeutil import DAY_MS, MINUTE_MS
 
 T0 = 1_617_321_600_000  # 2021-04-02 00:00 UTC
 END = 1_621_023_960_000  # 2021-05-14 20:26 UTC (just after the last candle of the shared data)

@@ -1,4 +1,4 @@
-"""A stop that takes too long says where it waits (`bot.stopwatch`): one `stop_slow` line
+"""A stop that takes too long says where it waits (`bot.runtime.slow_stop`): one `stop_slow` line
 with the stacks of the task that holds the stop and of every thread."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 from structlog.testing import capture_logs
 
-from bot.stopwatch import watch_stop
+from bot.runtime.slow_stop import watch_stop
 
 
 async def test_a_slow_stop_logs_the_stack_of_what_it_waits_on() -> None:

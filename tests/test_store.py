@@ -6,7 +6,7 @@ import asyncpg
 import numpy as np
 import pytest
 
-from bot.importer import import_directory
+from bot.history.importer import import_directory
 from bot.store.candles import encode_copy_binary
 from bot.store.db import Store
 from bot.store.migrate import available_migrations, migrate

@@ -152,7 +152,7 @@ async def test_a_run_lost_to_a_socket_error_starts_over_in_the_same_process(db_d
     from structlog.testing import capture_logs
 
     from bot.config import Config
-    from bot.live import LiveTrader
+    from bot.live.trader import LiveTrader
     from bot.store.db import Store
 
     cfg = Config.model_validate({"symbols": ["BTCUSDT", "ETHUSDT"], "database": {"dsn": db_dsn},

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from bot.tail import Filter, log_chain, parse_since, tail_records
+from bot.ops.tail import Filter, log_chain, parse_since, tail_records
 
 BOT = [sys.executable, "-m", "bot"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -20,7 +20,7 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 WRITER = textwrap.dedent(
     """
     import sys, time, structlog
-    from bot.logs import setup_logging
+    from bot.logs.setup import setup_logging
     n, pause = int(sys.argv[2]), float(sys.argv[3])
     setup_logging(sys.argv[1], console=False, max_bytes=4096, backups=5)
     log = structlog.get_logger("writer")
@@ -158,7 +158,7 @@ def test_tail_follows_a_running_daemon_and_reads_it_after_it_stopped(tmp_path: P
 
 
 def test_follower_reads_a_file_that_came_and_went_between_two_polls(tmp_path: Path) -> None:
-    from bot.tail import Follower
+    from bot.ops.tail import Follower
 
     path = tmp_path / "bot.jsonl"
 

@@ -16,11 +16,11 @@ import asyncpg
 import pytest
 import structlog
 
-from bot.chat.commands import Answers
-from bot.chat.config import TelegramConfig
-from bot.chat.push import TelegramPush, TelegramService
 from bot.config import load_config
-from bot.logs import add_human_handler, setup_logging
+from bot.logs.setup import add_human_handler, setup_logging
+from bot.ops.chat.commands import Answers
+from bot.ops.chat.config import TelegramConfig
+from bot.ops.chat.push import TelegramPush, TelegramService
 from tests.fake_telegram import FakeTelegram
 
 TOKEN = "123456:FAKE-token-abcdefghijklmnop"

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CODE = (
     "from rich.table import Table\n"
-    "from bot.terminal import console\n"
+    "from bot.cli.terminal import console\n"
     "t = Table()\n"
     "for c in 'abcdefghij':\n"
     "    t.add_column('column_' + c)\n"

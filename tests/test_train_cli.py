@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.cli import main
+from bot.cli.main import main
 from tests.conftest import shared_data_or_skip
 
 pytestmark = pytest.mark.slow  # one spawned training run over the store: ~2 min

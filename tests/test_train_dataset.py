@@ -8,7 +8,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from models.dataset import RowFile, RowFileError, RowSequence, RowWriter
+from models.training.dataset import RowFile, RowFileError, RowSequence, RowWriter
 
 
 def _write(tmp_path: Path, x: np.ndarray, name: str = "rows.f32") -> RowFile:

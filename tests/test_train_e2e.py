@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.bundle import load_bundle, write_bundle
+from models.bundle.directory import load_bundle, write_bundle
 from models.candles import Candles, candle_files, read_candles_csv
 from models.config import CatBoostParams, LightGBMParams, Settings, TrainConfig
-from models.evaluate import evaluate_bundle
-from models.featureset import FeatureSet
-from models.prepare import TrainError
-from models.train import run_training
+from models.evaluation.bundle_eval import evaluate_bundle
+from models.training.featureset import FeatureSet
+from models.training.prepare import TrainError
+from models.training.run import run_training
 from tests.conftest import shared_data_or_skip
 
 pytestmark = pytest.mark.slow  # real LightGBM/CatBoost walk-forward runs: about a minute and a half

@@ -7,8 +7,8 @@ import numpy as np
 import optuna
 import pytest
 
-from bot.training import optuna_url
-from models.tuning import TUNED, study_name, tune_er
+from bot.training.job import optuna_url
+from models.training.tuning import TUNED, study_name, tune_er
 
 
 def _datasets() -> tuple[lgb.Dataset, lgb.Dataset]:

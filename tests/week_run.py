@@ -27,8 +27,8 @@ import aiohttp
 import asyncpg
 import yaml
 
-from bot.simulator.replay import CandleBook
-from bot.simulator.server import ExchangeSimulator, SimSettings
+from bot.exchange_sim.replay import CandleBook
+from bot.exchange_sim.server import ExchangeSimulator, SimSettings
 from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, fmt_short
 from tests.conftest import DATA_DIR, symbols30
 from tests.engine_support import APR2

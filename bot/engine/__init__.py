@@ -16,10 +16,10 @@ Public API (stable names; the daemon and the backtest use them):
     no candle; `filled` (S,) bool = rows the feed made up). Order inside a step:
     1. `broker.poll`: entries decided last minute fill at this minute's open (paper), or are
        cancelled (`no_next_bar`);
-    2. exits of open positions on this bar (`models.rules.check_exits`: gap, SL, TP, SL first,
+    2. exits of open positions on this bar (`models.trading.rules.check_exits`: gap, SL, TP, SL first,
        time-out), filled at the barrier (paper);
     3. online features (`OnlineFeatureEngine.update`) -> one scoring call for all symbols ->
-       entry rule (`models.rules.EntryRule.for_trading`) -> engine gates -> sizing
+       entry rule (`models.trading.rules.EntryRule.for_trading`) -> engine gates -> sizing
        (`risk.RiskManager.decide`, or `equal_slots`) -> order intents -> `broker.submit`.
   - `on_fills(fills)`: book fills a (live) broker reports outside `step`.
   - `state_dict()` / `load_state(state)` / `Engine.from_state(state, symbols, bundle, ...)`:
@@ -50,7 +50,7 @@ with the engine's or the risk manager's reason), every exit, and every entry ord
 cancelled. Symbols without a signal make no row (that would be 30 rows a minute of nothing).
 
 The probability gate is one gate: `p > max(bundle meta_threshold, risk.min_probability)` in the
-entry rule; the risk manager is given `min_probability = 0` (see `models.rules`).
+entry rule; the risk manager is given `min_probability = 0` (see `models.trading.rules`).
 """
 
 from typing import Any

@@ -5,7 +5,7 @@ cancellations. The engine calls `poll` at the start of every step with the minut
 simulated broker can fill against them; a live broker (ccxt, another issue) returns whatever
 executions arrived since the last poll and ignores the bars.
 
-Paper semantics (the trainer's simulation and the label, priced only through `models.costs`):
+Paper semantics (the trainer's simulation and the label, priced only through `models.trading.costs`):
 - an entry (market order) decided after the close of minute t fills at the **open of minute
   t+1** at `Costs.buy_fill(open)` plus `Costs.fee`; if the symbol has no candle in minute t+1
   (an outage, a missing bar) the order is cancelled with reason `no_next_bar`, exactly when the
@@ -66,7 +66,7 @@ SEEN_KEEP = 10_000
 
 
 class PaperBroker:
-    """Simulated fills through `models.costs.Costs` (see the module docstring)."""
+    """Simulated fills through `models.trading.costs.Costs` (see the module docstring)."""
 
     def __init__(self, costs: object):
         self.costs = costs

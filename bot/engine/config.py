@@ -42,7 +42,7 @@ class TradingConfig(BaseModel):
     entry_cadence_minutes: int = Field(
         1, ge=1, le=1440,
         description="decide entries only at the close of bars ending a UTC-aligned period of this many minutes "
-        "(15 / 60: fewer, non-overlapping decisions; a research lever of models.rules.EntryRule)",
+        "(15 / 60: fewer, non-overlapping decisions; a research lever of models.trading.rules.EntryRule)",
     )  # fmt: skip
     entry_cost_multiple: float | None = Field(
         None, gt=0, description="if set, er must exceed this multiple of the round-trip cost (replaces the bundle's er threshold)"

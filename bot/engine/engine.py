@@ -15,11 +15,12 @@ from bot.engine.broker import Broker, BrokerUpdate, PaperBroker
 from bot.engine.config import TradingConfig
 from bot.engine.records import ClosedTrade, DecisionRow, EquityPoint, Fill, OrderIntent, Position
 from models.config import CostConfig, LabelConfig
-from models.costs import Costs
 from models.features.online import OnlineFeatureEngine
 from models.features.ringbuffer import RingBuffer
 from models.features.spec import ATR_FRAC, ATR_PERCENTILE
-from models.rules import (
+from models.timeutil import MINUTE_MS
+from models.trading.costs import Costs
+from models.trading.rules import (
     EXIT_NAMES,
     EXIT_SL,
     EntryRule,
@@ -28,7 +29,6 @@ from models.rules import (
     entry_fractions,
     top_k_mask,
 )
-from models.timeutil import MINUTE_MS
 from risk.config import RiskConfig
 from risk.inputs import Candidates, OpenPosition, Portfolio
 from risk.manager import RiskManager
@@ -112,7 +112,7 @@ class _Bundle:
         self.manifest = bundle.manifest
         missing = [k for k in ("label_config", "cost_config") if k not in self.manifest]
         if missing:
-            from models.bundle import BundleError
+            from models.bundle.directory import BundleError
 
             raise BundleError(f"bundle {self.version}: manifest lacks {', '.join(missing)}; the engine needs them")
         self.predictor = bundle.predictor

@@ -15,7 +15,7 @@ Side = Literal["buy", "sell"]
 Leg = Literal["entry", "exit"]
 
 #: Exit reasons, as written to `positions.exit_reason`, trades.csv and the log lines. The first
-#: four are the label's barriers (`models.labels`); the others are the engine's own
+#: four are the label's barriers (`models.labels.triple_barrier`); the others are the engine's own
 #: ("reconciled": live mode, the exchange held less than the position, `Engine.cut_position`).
 EXIT_REASONS = ("tp", "sl", "timeout", "gap_timeout", "flatten", "end_of_data", "reconciled")
 
@@ -40,7 +40,7 @@ class OrderIntent:
 
 @dataclass(frozen=True, slots=True)
 class Fill:
-    """An execution the broker reports back (paper: simulated through `models.costs`)."""
+    """An execution the broker reports back (paper: simulated through `models.trading.costs`)."""
 
     client_order_id: str
     trade_id: str
@@ -76,7 +76,7 @@ class Position:
 @dataclass(frozen=True, slots=True)
 class ClosedTrade:
     """A round trip. `ret` is net of all costs relative to the cash committed (as
-    `models.costs.Costs.net_return`); `pnl` is in quote currency."""
+    `models.trading.costs.Costs.net_return`); `pnl` is in quote currency."""
 
     symbol: str
     decision_ts: int

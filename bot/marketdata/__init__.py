@@ -1,5 +1,5 @@
 """Market data, what the daemon runs: the exchange adapter (ccxt), backfill and the live feed.
-(The exchange simulator the tests and `bot simulate-exchange` use is `bot.simulator`.)
+(The exchange simulator the tests and `bot simulate-exchange` use is `bot.exchange_sim`.)
 
 Public API, by module:
   exchange     build_exchange(cfg) -> ccxt.pro.binance client (URLs, options, keys from config);

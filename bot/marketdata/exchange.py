@@ -94,7 +94,7 @@ class BinanceClient(ccxtpro.binance):
             try:
                 cb(message)
             except Exception as e:  # a consumer bug must not break ccxt's receive loop
-                from bot.survived import log_survived
+                from bot.logs.error_lines import log_survived
 
                 log_survived(log, "feed kline", e, what="kline_callback_failed", exc_info=True)
         super().handle_ohlcv(client, message)
@@ -175,7 +175,7 @@ def build_exchange(cfg: Config, on_kline: KlineCallback | None = None) -> Binanc
         raise UnsupportedExchangeError(
             f"exchange.id {cfg.exchange.id!r} is not supported; the market-data adapter speaks Binance spot (id: binance)"
         )
-    from bot.logs import register_secret
+    from bot.logs.setup import register_secret
 
     s = cfg.secrets
     register_secret(s.api_key.get_secret_value() if s.api_key else None,

@@ -49,16 +49,16 @@ import ccxt
 import numpy as np
 import structlog
 
-from bot.aio import wait_for
 from bot.config import Config
+from bot.logs.error_lines import ErrorStreak, log_survived
 from bot.marketdata import validate as v
 from bot.marketdata.events import ClosedCandle, ExchangeGap, FeedEvent
 from bot.marketdata.exchange import BinanceClient, build_exchange, to_ccxt_symbol
 from bot.marketdata.rest import PAGE_LIMIT, fetch_klines, floor_minute
 from bot.marketdata.retry import Backoff, reachability, with_retry
 from bot.marketdata.sequencer import CONFLICT, DUPLICATE, NEW, OVERFLOW, STALE, SymbolSequencer
+from bot.runtime.aio import wait_for
 from bot.store.outage import is_unavailable
-from bot.survived import ErrorStreak, log_survived
 from models.candles import Candles
 from models.timeutil import DAY_MS, MINUTE_MS
 

@@ -23,8 +23,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import numpy as np
 import structlog
 
-from bot.aio import wait_for
 from bot.marketdata.events import ClosedCandle, ExchangeGap, FeedEvent
+from bot.runtime.aio import wait_for
 
 log = structlog.get_logger(__name__)
 

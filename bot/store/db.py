@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 
-from bot.aio import wait_for
+from bot.runtime.aio import wait_for
 from bot.store import candles as candle_io
 from bot.store.candles import WriteResult
 from bot.store.embedded import EmbeddedPostgres

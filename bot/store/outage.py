@@ -27,7 +27,7 @@ the store has (the restart path re-steps the minutes after it). Rules while the 
   (decision rows with reason `store_unavailable`), the minute's records are held; when the
   buffer is full the loop stops taking minutes and waits for the store (the feed keeps its
   candles meanwhile, bounded), then catches up minute by minute;
-* live mode: an order is written to the store *before* it is sent (`bot.brokers.live`), so no
+* live mode: an order is written to the store *before* it is sent (`bot.execution.live_broker`), so no
   order of any kind can be sent while the store is down: the loop holds before the next minute
   (no step, no entry, **no exit either**) and catches up on recovery, exactly as after a
   restart; an exit whose barrier was crossed meanwhile is sent at market then. The live broker
@@ -36,7 +36,7 @@ the store has (the restart path re-steps the minutes after it). Rules while the 
   The store can also go away *inside* a live step, between the check before it and an order
   row: the step fails half-way (that order is neither written nor sent) and the engine no
   longer provably matches the store, so the run is started over from the store in the same
-  process once it answers (`store_lost_mid_step`, `bot.live.LiveTrader.run`): the
+  process once it answers (`store_lost_mid_step`, `bot.live.trader.LiveTrader.run`): the
   crash-recovery path (state from the store, orders looked up by client order id,
   reconciliation) takes over, without the crash.
 """
@@ -51,7 +51,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from bot.aio import wait_for
+from bot.runtime.aio import wait_for
 
 log = structlog.get_logger("bot.store.outage")
 
@@ -87,7 +87,7 @@ class StoreHealth:
         self.dropped_candles = 0  # candles dropped from memory (re-fetched from the exchange)
         self.refetched_candles = 0
         self.lock_lost = False  # the daemon lock's connection died and is not re-taken yet
-        self.lock_ok: Callable[[], Awaitable[bool]] | None = None  # the daemon's lock check (bot.daemon)
+        self.lock_ok: Callable[[], Awaitable[bool]] | None = None  # the daemon's lock check (bot.live.daemon)
         self.total = {"held_steps": 0, "held_candles": 0, "dropped_candles": 0, "refetched_candles": 0}
         self.holders: list[Callable[[], int]] = []  # how much each part still holds back (recovered when all 0)
 

@@ -23,9 +23,9 @@ import numpy as np
 from scipy.stats import rankdata
 
 from models.candles import MINUTE_MS
-from models.costs import Costs
 from models.research.scores import FoldScores
-from models.splits import DAY_MS
+from models.trading.costs import Costs
+from models.training.splits import DAY_MS
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,10 +1,10 @@
 """Entry-rule levers judged on cached scores: when a trained model's score becomes a trade.
 
 `EntryRule` here is the *grid spec* of the levers (what a grid YAML names); `to_rule` turns it
-into the one entry rule, `models.rules.EntryRule`, which the trainer's simulation and the
+into the one entry rule, `models.trading.rules.EntryRule`, which the trainer's simulation and the
 engine share -- there is no second rule. Its defaults are today's rule (every minute, er >
 train.er_threshold, meta gate at train.meta_threshold, no rank, any regime), and with them
-`simulate` reproduces `models.train.evaluate_window` trade for trade (tested). The levers:
+`simulate` reproduces `models.training.run.evaluate_window` trade for trade (tested). The levers:
 - `cadence_minutes`: decide only at the close of bars that end a 15m / 1h period (fewer,
   non-overlapping decisions instead of 60 near-duplicates an hour);
 - `cost_multiple`: er (a net return) must exceed k x the round-trip cost, a threshold that
@@ -14,7 +14,7 @@ train.er_threshold, meta gate at train.meta_threshold, no rank, any regime), and
 - `use_meta` / `meta_threshold`: the meta-label gate on or off;
 - `regime_states`: trade only while the market regime's most likely state is one of these
   (0 = calmest).
-Trades are then taken by the one simulation (`models.simulate.take_trades` / `report`).
+Trades are then taken by the one simulation (`models.evaluation.trade_sim.take_trades` / `report`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.candles import MINUTE_MS
+from models.evaluation.trade_sim import SymbolResult, report, take_trades
 from models.research.scores import FoldScores
-from models.rules import EntryRule as Rule
-from models.rules import top_k_mask as _top_k_by_minute
-from models.simulate import SymbolResult, report, take_trades
+from models.trading.rules import EntryRule as Rule
+from models.trading.rules import top_k_mask as _top_k_by_minute
 
 
 class EntryRule(BaseModel):
@@ -48,7 +48,7 @@ class EntryRule(BaseModel):
 
 
     def to_rule(self, *, er_threshold: float, meta_threshold: float, round_trip: float, has_meta: bool) -> Rule:
-        """The one entry rule (`models.rules.EntryRule`) these levers stand for."""
+        """The one entry rule (`models.trading.rules.EntryRule`) these levers stand for."""
         thr = er_threshold if self.er_threshold is None else self.er_threshold
         p_thr = (meta_threshold if self.meta_threshold is None else self.meta_threshold) if (self.use_meta and has_meta) else None
         rule = Rule(float(thr), p_thr).with_levers(cadence_minutes=self.cadence_minutes, top_k=self.top_k,
@@ -74,7 +74,7 @@ def top_k_mask(fs: FoldScores, k: int) -> np.ndarray:
 
 
 def simulate(fs: FoldScores, rule: EntryRule, *, er_threshold: float, meta_threshold: float, round_trip: float) -> dict[str, Any]:
-    """The one simulation on `fs` with `rule`: report (models.simulate.report) + signal rate + trade returns."""
+    """The one simulation on `fs` with `rule`: report (models.evaluation.trade_sim.report) + signal rate + trade returns."""
     sig = signal_mask(fs, rule, er_threshold=er_threshold, meta_threshold=meta_threshold, round_trip=round_trip)
     results = []
     for i, (lo, hi) in enumerate(fs.bounds()):

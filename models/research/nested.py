@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.splits import DAY_MS, Fold, SplitError, Window, floor_day, walk_forward
+from models.training.splits import DAY_MS, Fold, SplitError, Window, floor_day, walk_forward
 
 
 @dataclass(frozen=True)

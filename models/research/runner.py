@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from models.costs import Costs
-from models.featureset import FeatureSet
+from models.evaluation.trade_sim import trade_stats
 from models.progress import Progress
 from models.research.deflated import deflated_sharpe, sharpe_stats
 from models.research.diagnostics import signal_diagnostics
@@ -43,8 +42,9 @@ from models.research.entry import EntryRule, simulate
 from models.research.grid import Grid, TrainVariant, apply_overrides
 from models.research.nested import NestedSplit, nested_split
 from models.research.scores import FoldScores, fold_scores
-from models.simulate import trade_stats
-from models.splits import Fold, Window
+from models.trading.costs import Costs
+from models.training.featureset import FeatureSet
+from models.training.splits import Fold, Window
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +57,7 @@ class Setup:
 
     candles_dir: str
     universes: dict[str, list[str]]  # name -> symbols; "default" is used when a variant names none
-    base_settings: dict[str, Any]  # models.train.Settings.to_dict()
+    base_settings: dict[str, Any]  # models.training.run.Settings.to_dict()
     data_start: int
     data_end: int
     cache_dir: str
@@ -77,7 +77,7 @@ class Setup:
 def _settings(setup: Setup, grid_base: dict[str, Any], v: TrainVariant) -> Any:
     from models.config import CostConfig, LabelConfig, TrainConfig
     from models.features.config import FeatureConfig
-    from models.train import Settings
+    from models.training.run import Settings
 
     d = apply_overrides(setup.base_settings, grid_base, v.overrides)
     h = int(d["labels"]["horizon_bars"])
@@ -106,7 +106,7 @@ def variant_key(setup: Setup, settings: Any, symbols: list[str], split: NestedSp
 
 def _train_inner(setup: Setup, settings: Any, symbols: list[str], split: NestedSplit, source: Any,
                  progress: Progress | None = None) -> list[FoldScores]:  # fmt: skip
-    from models.train import check_settings, fit_window, prepare
+    from models.training.run import check_settings, fit_window, prepare
 
     check_settings(settings)
     Path(setup.work_root).mkdir(parents=True, exist_ok=True)
@@ -423,7 +423,7 @@ def _t_of_mean(ret: np.ndarray) -> float | None:
 
 def _fit_outer(setup: Setup, settings: Any, symbols: list[str], split: NestedSplit, outer: Window, rule: EntryRule, *,
                progress: Progress | None, audit: bool) -> tuple[FoldScores, dict[str, Any]]:  # fmt: skip
-    from models.train import fit_window, prepare
+    from models.training.run import fit_window, prepare
 
     Path(setup.work_root).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="research-outer-", dir=setup.work_root))
@@ -436,7 +436,7 @@ def _fit_outer(setup: Setup, settings: Any, symbols: list[str], split: NestedSpl
         fs = fold_scores(prep, pred, outer)
         res: dict[str, Any] = {"enabled": audit}
         if audit:
-            from models.audit import permuted_label_check
+            from models.evaluation.leakage_audit import permuted_label_check
 
             costs = Costs.from_config(settings.costs)
             rep = simulate(fs, rule, er_threshold=settings.train.er_threshold, meta_threshold=settings.train.meta_threshold,

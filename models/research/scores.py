@@ -2,7 +2,7 @@
 
 Training is the expensive part of a configuration; the entry-rule levers (cadence, thresholds,
 cross-section rank, meta gate, regime) only change which of these rows become trades. So a
-trained variant is reduced to this table -- what `models.train.evaluate_window` sees -- and
+trained variant is reduced to this table -- what `models.training.run.evaluate_window` sees -- and
 saved (npz), and every entry rule is judged on it without training again.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.predictor import Predictor
-from models.splits import Window
+from models.bundle.predictor import Predictor
+from models.training.splits import Window
 
 REGIME_COLS = ("regime_p0", "regime_p1", "regime_p2")
 

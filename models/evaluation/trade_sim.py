@@ -1,0 +1,164 @@
+"""Simulated trading on a validation window, and the figures reported for it.
+
+The simulation is deliberately simple and honest, and it is the one code path used by both the
+walk-forward folds and `bot evaluate`:
+- one position per symbol at a time; a signal while the symbol's slot is busy is ignored;
+- the entry is at the open of the bar after the signal, the exit is the triple barrier of the
+  label (TP / SL / time-out), priced with `models.trading.costs` (fees both sides + slippage);
+- equal capital per slot: each symbol trades a fixed 1/N of the starting capital, no
+  compounding, so the portfolio return of a trade is its net return / N;
+- a signal only counts if its whole horizon lies inside the window (labels masked with
+  `Labels.known_before(window.end)`): no trade looks at data after the window.
+
+Reported per symbol and overall: trades, win rate, profit factor, expectancy (mean net return
+per trade), daily Sharpe (annualised with sqrt(365): crypto trades every day), max drawdown of
+the equity curve, exposure (share of symbol-minutes with an open position). Beside it the
+seed's own metric: PF and mean over *every* bar with er > threshold, trades overlapping, no
+slot limit -- what the seed reported as PF 2.64 -- to show how much overlap inflates it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.timeutil import DAY_MS, MINUTE_MS
+from models.training.splits import Window
+
+
+@dataclass(frozen=True, slots=True)
+class Trades:
+    """Trades of one symbol: decision row, exit row, entry ts, exit ts, net return, minutes held."""
+
+    rows: np.ndarray
+    exit_rows: np.ndarray
+    entry_ts: np.ndarray
+    exit_ts: np.ndarray
+    ret: np.ndarray
+    hold: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def take_trades(
+    signal: np.ndarray,
+    ts: np.ndarray,
+    ret_net: np.ndarray,
+    exit_offset: np.ndarray,
+    hold: np.ndarray,
+) -> Trades:
+    """One slot, one position at a time: walk the signals in time order.
+
+    `signal[i]` is True where the strategy wants to enter after bar i closes and bar i has a
+    label (valid inside the window). A trade decided at row i exits at row i + exit_offset[i];
+    the slot is free again from that row's close, so the next trade may be decided at that row.
+    """
+    cand = np.flatnonzero(signal)
+    rows: list[int] = []
+    free = 0
+    k = 0
+    while k < len(cand):
+        i = int(cand[k])
+        rows.append(i)
+        free = i + int(exit_offset[i])
+        k = int(np.searchsorted(cand, free, side="left"))
+        if k < len(cand) and cand[k] <= i:  # exit_offset >= 1 for a valid label; be safe
+            k += 1
+    r = np.asarray(rows, dtype=np.int64)
+    ex = r + exit_offset[r].astype(np.int64)
+    return Trades(
+        rows=r,
+        exit_rows=ex,
+        entry_ts=ts[r] + MINUTE_MS if len(r) else np.empty(0, np.int64),
+        exit_ts=ts[ex] if len(r) else np.empty(0, np.int64),
+        ret=ret_net[r].astype(np.float64),
+        hold=hold[r].astype(np.float64),
+    )
+
+
+def _finite_or_none(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def trade_stats(ret: np.ndarray) -> dict[str, float | int | None]:
+    """Trades, win rate, profit factor (None without losses), expectancy, average win / loss."""
+    ret = np.asarray(ret, dtype=np.float64)
+    n = len(ret)
+    wins, losses = ret[ret > 0], ret[ret <= 0]
+    gross_loss = -losses.sum()
+    pf = wins.sum() / gross_loss if gross_loss > 0 else (None if n == 0 or wins.sum() == 0 else math.inf)
+    return {
+        "trades": n,
+        "win_rate": float(len(wins) / n) if n else None,
+        "profit_factor": _finite_or_none(pf) if pf is not None else None,
+        "expectancy": float(ret.mean()) if n else None,
+        "avg_win": float(wins.mean()) if len(wins) else None,
+        "avg_loss": float(losses.mean()) if len(losses) else None,
+        "total_return": float(ret.sum()),
+    }
+
+
+def equity_stats(exit_ts: np.ndarray, pnl: np.ndarray, window: Window) -> dict[str, float | None]:
+    """Daily Sharpe and max drawdown of an equity curve that starts at 1 and adds `pnl` at exits."""
+    days0 = window.start // DAY_MS
+    n_days = max(1, int((window.end - 1) // DAY_MS - days0 + 1))
+    daily = np.zeros(n_days)
+    if len(pnl):
+        np.add.at(daily, (exit_ts // DAY_MS - days0).clip(0, n_days - 1), pnl)
+    sd = daily.std(ddof=1) if n_days > 1 else 0.0
+    sharpe = float(daily.mean() / sd * math.sqrt(365.0)) if sd > 0 else None
+    order = np.argsort(exit_ts, kind="stable")
+    eq = 1.0 + np.concatenate([[0.0], np.cumsum(pnl[order])])
+    peak = np.maximum.accumulate(eq)
+    mdd = float(((peak - eq) / peak).max()) if len(eq) else 0.0
+    return {"sharpe_daily": sharpe, "max_drawdown": mdd, "days": n_days}
+
+
+@dataclass
+class SymbolResult:
+    """What the simulation needs from one symbol on one window, and the trades it took."""
+
+    symbol: str
+    trades: Trades
+    seed_ret: np.ndarray = field(default_factory=lambda: np.empty(0))  # ret_net of every bar with er > thr
+
+
+def report(results: list[SymbolResult], window: Window) -> dict:
+    """Overall and per-symbol figures (see the module docstring) as plain JSON-able data."""
+    n = max(1, len(results))
+    minutes = (window.end - window.start) / MINUTE_MS
+    per_symbol: dict[str, dict] = {}
+    all_ret, all_exit, all_hold = [], [], []
+    for r in results:
+        t = r.trades
+        st = trade_stats(t.ret)
+        st.update(equity_stats(t.exit_ts, t.ret, window))
+        st["exposure"] = float(t.hold.sum() / minutes) if minutes > 0 else 0.0
+        per_symbol[r.symbol] = st
+        all_ret.append(t.ret)
+        all_exit.append(t.exit_ts)
+        all_hold.append(t.hold)
+    ret = np.concatenate(all_ret) if all_ret else np.empty(0)
+    ex = np.concatenate(all_exit) if all_exit else np.empty(0, np.int64)
+    hold = np.concatenate(all_hold) if all_hold else np.empty(0)
+    overall = trade_stats(ret)
+    overall.update(equity_stats(ex, ret / n, window))  # equal capital per slot
+    overall["exposure"] = float(hold.sum() / (n * minutes)) if minutes > 0 else 0.0
+    overall["portfolio_return"] = float(ret.sum() / n)
+    seed = np.concatenate([r.seed_ret for r in results]) if results else np.empty(0)
+    seed_stats = trade_stats(seed)
+    return {
+        "window": {"start": window.start, "end": window.end, "days": round(window.days, 3)},
+        "symbols": len(results),
+        "overall": overall,
+        "per_symbol": per_symbol,
+        "seed_metric": {
+            "bars": seed_stats["trades"],
+            "profit_factor": seed_stats["profit_factor"],
+            "expectancy": seed_stats["expectancy"],
+            "win_rate": seed_stats["win_rate"],
+        },
+    }
