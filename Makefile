@@ -58,7 +58,7 @@ test-parallel: test
 test-fast: install chromium
 	$(BIN)/python -m pytest -m "not slow and not reliability"
 
-# The reliability suite (issue 15): everything in tests/test_reliability_*.py, the long tests
+# The reliability suite (issue 15): everything in tests/reliability/, the long tests
 # marked `reliability` included (make test leaves those out); prints one table and writes
 # docs/reliability.md and docs/reliability.json. Root is needed for the tmpfs disk-full case.
 reliability: install chromium

@@ -18,7 +18,7 @@ from risk.errors import RiskInputError, RiskStateError
 # risk's own time units, defined once for the whole package (only this module needs them).
 # `risk/` must not import `models/` (the layout test enforces it: risk is pure and stands
 # alone), so it cannot use `models.timeutil`; the values are the same UTC epoch-ms units, and
-# `tests/test_layout.py` checks that they equal `models.timeutil`'s.
+# `tests/unit/test_layout.py` checks that they equal `models.timeutil`'s.
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from risk.errors import RiskInputError
 
-# ccxt.base.decimal_to_precision constants (checked against ccxt in tests/test_risk_market.py)
+# ccxt.base.decimal_to_precision constants (checked against ccxt in tests/unit/risk/test_market.py)
 DECIMAL_PLACES = 2
 SIGNIFICANT_DIGITS = 3
 TICK_SIZE = 4

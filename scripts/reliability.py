@@ -1,12 +1,12 @@
 """`make reliability`: run the reliability suite (issue 15) and report its figures.
 
-Runs every test of tests/test_reliability_*.py -- the `reliability`-marked long ones included,
+Runs every test of tests/reliability/ -- the `reliability`-marked long ones included,
 the fuzzing at 2,000 examples per property, the 30-symbol Postgres outages -- with $RELIABILITY_OUT pointing at a scratch
-directory where the tests record what they measured (tests/reliability_figures.py). Then prints
+directory where the tests record what they measured (tests/support/reliability_figures.py). Then prints
 ONE table and writes docs/reliability.md and docs/reliability.json.
 
 A figure no test measured is written as null with the reason, never estimated. The week-long
-run (tests/test_reliability_week.py) also writes its sample table (RSS, fds, threads, tasks,
+run (tests/reliability/test_week.py) also writes its sample table (RSS, fds, threads, tasks,
 queues, table rows every few simulated hours) under the table.
 """
 
@@ -30,7 +30,7 @@ KEYS = ("faults_injected", "candles_lost", "duplicate_orders", "position_mismatc
 
 
 def run_suite(out: Path) -> int:
-    tests = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_reliability_*.py"))
+    tests = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "reliability").glob("test_*.py"))
     env = {**os.environ, "RELIABILITY_OUT": str(out), "RELIABILITY_FUZZ": os.environ.get("RELIABILITY_FUZZ", "2000")}
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "reliability or not reliability", *tests]
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
@@ -48,7 +48,7 @@ def figures(out: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
     if bad is not None:
         fig["bad_configs_tried"], fig["bad_configs_clear_error"] = bad["tried"], bad["clear_error"]
         notes["bad_configs_tried"] = notes["bad_configs_clear_error"] = (
-            "tests/bad_configs.py; each run as `bot config check` and `bot run` processes: exit 2, one line naming "
+            "tests/support/bad_configs.py; each run as `bot config check` and `bot run` processes: exit 2, one line naming "
             "the key and the reason, no file written")
     else:
         notes["bad_configs_tried"] = notes["bad_configs_clear_error"] = "the test did not record it (failed or not run)"
@@ -61,7 +61,7 @@ def figures(out: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
         notes["secrets_found"] = "the test did not record it (failed or not run)"
     pg = [x for x in (load(out, "pg_outages"), load(out, "pg_outages_30"), load(out, "pg_outages_live"),
                              load(out, "pg_outage_live_mid_step")) if x is not None]
-    if pg:  # tests/test_reliability_pg_outage.py: restarts and stalls under a running paper daemon
+    if pg:  # tests/reliability/test_pg_outage.py: restarts and stalls under a running paper daemon
         fig["pg_outages_survived"] = sum(int(x["survived"]) for x in pg)
         notes["pg_outages_survived"] = "; ".join(
             f"{x['symbols']} symbols{' live' if 'orders_while_down' in x else ''}: {' + '.join(f'{k} {m} min' for k, m in zip(x['kinds'], x['minutes_down'], strict=True))}"
@@ -73,7 +73,7 @@ def figures(out: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
     if week is not None:
         fig["rss_growth_pct"] = week["rss_growth_pct"]
         notes["rss_growth_pct"] = (
-            f"tests/test_reliability_week.py: {week['simulated_days']:g} simulated days, {week['symbols']} real symbols at "
+            f"tests/reliability/test_week.py: {week['simulated_days']:g} simulated days, {week['symbols']} real symbols at "
             f"{week['speed']:g}x ({week['wall_s']} s wall), paper, {week['retrains']} retrain(s) and {week['swaps']} hot "
             f"swap(s); RSS {week['rss_mb'][0]:.1f} -> {week['rss_mb'][1]:.1f} MB after the first day's warm-up")  # fmt: skip
     else:
@@ -86,7 +86,7 @@ def figures(out: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
     return fig, notes, extra
 
 
-DAEMON_RUNS = ("daemon_fault_run_paper", "daemon_fault_run_live", "daemon_kill_run")  # tests/test_reliability_daemon.py
+DAEMON_RUNS = ("daemon_fault_run_paper", "daemon_fault_run_live", "daemon_kill_run")  # tests/reliability/test_daemon.py
 
 
 def _brief_run(r: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -172,7 +172,7 @@ def table(fig: dict[str, Any], notes: dict[str, str], extra: dict[str, Any]) -> 
                    f"simulated hours; worst lag behind the exchange clock in wall seconds: {lags} |")  # fmt: skip
     if sd is not None:
         out.append(f"| systemd restarts (harness) | {sd['restarts']} (crash {sd['crash_restarts']}, watchdog {sd['watchdog_restarts']}) "
-                   f"| tests/systemd_harness.py on the real unit at {sd['scale']:g}x its timings: kill -9 -> READY in "
+                   f"| tests/support/systemd_harness.py on the real unit at {sd['scale']:g}x its timings: kill -9 -> READY in "
                    f"{sd['crash_to_ready_s']} s; stalled loop -> {sd['watchdog_exit_signal']} after {sd['stall_to_watchdog_kill_s']} s "
                    f"(WatchdogSec {sd['watchdog_sec']:g} s) -> READY in {sd['stall_to_ready_s']} s; state restored, no minute lost |")  # fmt: skip
     for run in (extra.get("daemon_runs") or {}).values():
@@ -223,9 +223,9 @@ def main() -> int:
           f"Written by `make reliability` (scripts/reliability.py) on {when}, {machine}; suite exit {rc}.",
           "Each figure comes from a test that measured it in that run; '—' is not measured yet and says why.", "",
           *rows, "",
-          "The fault and kill -9 figures come from tests/test_reliability_daemon.py (outcome of every fault kind in",
+          "The fault and kill -9 figures come from tests/reliability/test_daemon.py (outcome of every fault kind in",
           "docs/reliability.json, extra.daemon_runs); the Postgres restarts and stalls from",
-          "tests/test_reliability_pg_outage.py; the week from tests/test_reliability_week.py.", "",
+          "tests/reliability/test_pg_outage.py; the week from tests/reliability/test_week.py.", "",
           *week_table(extra.get("week")), ""]  # fmt: skip
     (docs / "reliability.md").write_text("\n".join(md))
     return rc

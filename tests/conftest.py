@@ -7,9 +7,7 @@ a normal user. Each test gets its own database cloned from a migrated template, 
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,22 +15,11 @@ from pathlib import Path
 import pytest
 
 from bot.store.embedded import EmbeddedPostgres
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-DATA_DIR = SHARED / "data" / "candles_1m"
-SYMBOLS30_FILE = SHARED / "data" / "symbols30.txt"
-TEMPLATE_DB = "bot_template"
-
-
-def shared_data_or_skip() -> Path:
-    if not DATA_DIR.is_dir():
-        pytest.skip(f"real candle data not found at {DATA_DIR} (../shared is absent)")
-    return DATA_DIR
-
-
-def symbols30() -> list[str]:
-    shared_data_or_skip()
-    return [s.strip() for s in SYMBOLS30_FILE.read_text().split() if s.strip()]
+from tests.support.pg import TEMPLATE_DB, _migrate_sync, new_test_cluster
+from tests.support.shared_data import (
+    shared_data_or_skip,
+    symbols30,
+)
 
 
 @pytest.fixture(scope="session")
@@ -40,14 +27,6 @@ def data_dir() -> Path:
     return shared_data_or_skip()
 
 
-def new_test_cluster(prefix: str) -> tuple[Path, EmbeddedPostgres]:
-    """A private, started Postgres cluster for tests, under a fresh /tmp directory the postgres
-    user can traverse (remove the directory after `server.stop()`)."""
-    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    os.chmod(base, 0o755)
-    server = EmbeddedPostgres(base / "pgdata", dbname="postgres", fast_unsafe=True)
-    server.start()
-    return base, server
 
 
 @pytest.fixture(scope="session")
@@ -62,21 +41,6 @@ def pg_server() -> Iterator[EmbeddedPostgres]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _migrate_sync(dsn: str) -> None:
-    import asyncio
-
-    import asyncpg
-
-    from bot.store.migrate import migrate
-
-    async def run() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
 
 
 @pytest.fixture
@@ -125,13 +89,13 @@ async def store(db_dsn: str) -> AsyncIterator[object]:
         await s.close()
 
 
-# --- the engine's small real bundle (tests/engine_support.py) ---------------------------------
+# --- the engine's small real bundle (tests/support/engine.py) ---------------------------------
 
 
 @pytest.fixture(scope="session")
 def engine_source() -> object:
     """Real CSV candles of ../shared/data, each file parsed once per session."""
-    from tests.engine_support import CsvSource
+    from tests.support.engine import CsvSource
 
     return CsvSource(shared_data_or_skip())
 
@@ -140,7 +104,7 @@ def engine_source() -> object:
 def engine_bundle(engine_source: object, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> object:
     """A small bundle trained on real candles (5 symbols, 9 days), cached across sessions."""
     from models.bundle.directory import load_bundle
-    from tests.engine_support import train_bundle
+    from tests.support.engine import train_bundle
 
     cache = Path(request.config.cache.mkdir("engine-bundles"))
     return load_bundle(train_bundle(engine_source, tmp_path_factory.mktemp("engine-models"), cache_root=cache))
@@ -154,3 +118,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not hasattr(config, "workerinput") and config.getoption("dist", "no") == "no":
         return
     items.sort(key=lambda it: it.get_closest_marker("slow") is None)
+
+
+# --- the paper/live daemon tests' book and bundle (tests/support/paper_daemon.py) -------------
+
+
+@pytest.fixture(scope="module")
+def book30() -> object:
+    """The 30 symbols' real candles as the simulator's order book (once per module)."""
+    from bot.exchange_sim.replay import CandleBook
+
+    return CandleBook.from_directory(shared_data_or_skip(), symbols30())
+
+
+@pytest.fixture(scope="module")
+def bundle_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real bundle that trades (zero-cost training account), cached across sessions."""
+    from tests.support.paper_daemon import live_bundle
+
+    return live_bundle(Path(request.config.cache.mkdir("live-bundles")), tmp_path_factory.mktemp("live-train"))

@@ -8,7 +8,7 @@ cancelled, and whoever awaits the cancelled task waits forever. That is how the 
 sometimes did not stop on SIGTERM (the feed's websocket loop, which completes a wait many
 times a second at a fast clock, swallowed its cancel and `bot run` hung until systemd or the
 test killed it) and how a Telegram sender test hung. Every timeout in `bot/` goes through
-this helper (`tests/test_aio.py` checks both the behaviour and that nothing else is used).
+this helper (`tests/unit/bot/test_aio.py` checks both the behaviour and that nothing else is used).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ few microseconds (Linux /proc through psutil; the task count from the running lo
 heartbeat writes them to the `daemon_status` row (`details.runtime`) and the dashboard's
 `/metrics` exposes them (`bot_asyncio_tasks`, `bot_threads`; the fd count and the RSS are the
 standard `process_open_fds` / `process_resident_memory_bytes`). The week-long reliability run
-(tests/test_reliability_week.py) samples them to prove that none of them grows.
+(tests/reliability/test_week.py) samples them to prove that none of them grows.
 """
 
 from __future__ import annotations

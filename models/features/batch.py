@@ -5,7 +5,7 @@ Follows the rules in `spec` (minute grid, flat fill, completed higher-timeframe 
 with the kernels of `kernels` (recursions, ranks, extremes: the same doubles as online) and
 their O(n) running-sum forms in `rolling` (volatility, volume z-score, correlation: equal to
 rounding), so `online.OnlineFeatureEngine` fed the same candles minute by minute gives the same
-numbers; `tests/test_features_parity.py` proves it on the real data.
+numbers; `tests/unit/models/test_features_parity.py` proves it on the real data.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Exit (`barrier_prices`, `check_exits`): exactly the triple barrier of `models.la
 - outages: a minute the symbol has no candle is not checked (nobody traded it); when the first
   bar after an outage opens after the deadline, the trade exits at that bar's open
   (`EXIT_GAP_TIMEOUT`), as the label does.
-`tests/test_rules.py` checks that walking every label row of real symbols through
+`tests/unit/models/test_rules.py` checks that walking every label row of real symbols through
 `check_exits` bar by bar gives the label's exit row, kind and net return.
 """
 

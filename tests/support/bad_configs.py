@@ -1,0 +1,98 @@
+"""The corpus of malformed configs (issue 15, bad input): each one with the key path and the
+reason its rejection must name. Used by tests/reliability/test_configs.py (in-process in
+`make test`, real `bot` processes under `make reliability`) and counted by scripts/reliability.py.
+
+`text` may use {home} (the case's own directory), {ro} (a directory on a read-only file
+system, or not writable by this user), {secrets_644} (a secrets file readable by others) and
+{secrets_600} (a good one). `env` is the whole environment the loader sees for the case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BadConfig:
+    name: str
+    kind: str
+    text: str
+    key: str  # the key path the one line starts with
+    reason: str  # a substring of the reason on that line
+    env: dict[str, str] = field(default_factory=dict)
+
+
+B = BadConfig
+CORPUS: tuple[BadConfig, ...] = (
+    # wrong types
+    B("int_as_word", "type", "risk:\n  max_positions: many\n", "risk.max_positions", "must be an integer, got 'many'"),
+    B("float_as_word", "type", "costs:\n  fee_rate: cheap\n", "costs.fee_rate", "must be a number, got 'cheap'"),
+    B("bool_as_word", "type", "logging:\n  console: sometimes\n", "logging.console", "must be true or false"),
+    B("section_as_number", "type", "risk: 5\n", "risk", "must be a mapping, got 5"),
+    B("list_as_string", "type", "symbols: BTCUSDT\n", "symbols", "must be a list, got 'BTCUSDT'"),
+    B("int_as_fraction", "type", "train:\n  folds: 2.5\n", "train.folds", "must be an integer, got 2.5"),
+    B("port_as_list", "type", "dashboard:\n  port: [8787]\n", "dashboard.port", "must be an integer"),
+    B("urls_as_string", "type", "exchange:\n  urls: http://127.0.0.1:8900\n", "exchange.urls", "must be a mapping"),
+    B("symbol_as_number", "type", "symbols: [BTCUSDT, 42]\n", "symbols[1]", "must be a string, got 42"),
+    # out of range
+    B("zero_positions", "range", "risk:\n  max_positions: 0\n", "risk.max_positions", "must be >= 1, got 0"),
+    B("kelly_above_one", "range", "risk:\n  kelly_multiplier: 1.5\n", "risk.kelly_multiplier", "must be <= 1, got 1.5"),
+    B("fee_50pct", "range", "costs:\n  fee_rate: 0.5\n", "costs.fee_rate", "must be <= 0.01, got 0.5"),
+    B("zero_horizon", "range", "labels:\n  horizon_bars: 0\n", "labels.horizon_bars", "must be >= 1, got 0"),
+    B("port_too_big", "range", "dashboard:\n  port: 70000\n", "dashboard.port", "must be <= 65535, got 70000"),
+    B("pool_too_big", "range", "database:\n  pool_max: 100\n", "database.pool_max", "must be <= 64, got 100"),
+    B("negative_equity", "range", "paper:\n  initial_equity: -5\n", "paper.initial_equity", "must be > 0, got -5"),
+    B("infinite_loss_limit", "range", "risk:\n  daily_loss_limit: .inf\n", "risk.daily_loss_limit", "must be a finite number, got inf"),
+    B("nan_threshold", "range", "train:\n  er_threshold: .nan\n", "train.er_threshold", "must be a finite number, got nan"),
+    B("bad_regime_step", "range", "features:\n  regime_minutes: 7\n", "features.regime_minutes", "must be one of (1, 5, 15"),
+    B("mode_unknown", "range", "mode: yolo\n", "mode", "must be one of 'paper' or 'live', got 'yolo'"),
+    B("dashboard_public", "range", "dashboard:\n  host: 0.0.0.0\n", "dashboard.host", "must be a loopback address"),
+    # unknown keys
+    B("unknown_section", "unknown", "colour: blue\n", "colour", "unknown key"),
+    B("misspelt_key", "unknown", "risk:\n  max_positons: 3\n", "risk.max_positons", "unknown key"),
+    B("unknown_nested", "unknown", "exchange:\n  urls:\n    rest: http://127.0.0.1:1/api\n", "exchange.urls.rest", "unknown key"),
+    # YAML syntax
+    B("unclosed_list", "yaml", "risk:\n  max_positions: [1\n", "(file)", "not valid YAML at line"),
+    B("tab_indent", "yaml", "risk:\n\tmax_positions: 3\n", "(file)", "not valid YAML at line 2"),
+    B("duplicate_section", "yaml", "risk:\n  max_positions: 3\nmode: paper\nrisk:\n  max_positions: 4\n",
+      "(file)", "key 'risk' appears twice (first at line 1)"),
+    B("top_level_list", "yaml", "- just\n- a list\n", "(top level)", "must be a mapping of sections, got list"),
+    # live without keys
+    B("live_no_keys", "live", "mode: live\n", "mode", "live needs API keys"),
+    B("live_key_no_secret", "live", "mode: live\n", "mode", "live needs API keys", env={"BOT_API_KEY": "K-abcdef123"}),
+    B("inline_secret", "live", "exchange:\n  api_key: abc123456\n", "exchange.api_key", "secrets are not read from the config file"),
+    # contradictions between keys
+    B("embargo_lt_horizon", "contradiction", "labels:\n  horizon_bars: 120\ntrain:\n  embargo_bars: 60\n",
+      "train.embargo_bars", "shorter than labels.horizon_bars (120)"),
+    B("reference_other_quote", "contradiction", "features:\n  reference_symbols: [BTCEUR]\n",
+      "features.reference_symbols", "BTCEUR not a symbol of the quote asset exchange.quote=USDT"),
+    B("symbol_other_quote", "contradiction", "symbols: [BTCUSDT, ETHBTC]\n", "symbols", "ETHBTC do not end in the quote asset"),
+    B("symbol_twice", "contradiction", "symbols: [BTCUSDT, btc/usdt]\n", "symbols", "BTCUSDT is listed twice"),
+    B("pool_order", "contradiction", "database:\n  pool_min: 5\n  pool_max: 2\n", "database", "pool_max (2) must be >= pool_min (5)"),
+    B("vol_pct_order", "contradiction", "labels:\n  low_vol_pct: 90\n", "labels", "low_vol_pct (90.0) must be < high_vol_pct (80.0)"),
+    B("retry_order", "contradiction", "exchange:\n  retry_base_s: 10\n  retry_max_s: 1\n", "exchange", "retry_max_s (1) must be >= retry_base_s (10)"),
+    B("reconnect_order", "contradiction", "feed:\n  reconnect_base_s: 30\n  reconnect_max_backoff_s: 5\n", "feed",
+      "reconnect_max_backoff_s (5) must be >= reconnect_base_s (30)"),
+    B("history_lt_folds", "contradiction", "train:\n  history_days: 20\n", "train.history_days",
+      "needs at least train.regime_fit_days (14)"),
+    B("one_log_file", "contradiction", "logging:\n  json_file: bot.log\n", "logging", "json_file and human_file are both 'bot.log'"),
+    B("log_file_path", "contradiction", "logging:\n  human_file: ../elsewhere.log\n", "logging.human_file", "must be a plain file name"),
+    # the exchange
+    B("unknown_exchange", "exchange", "exchange:\n  id: kraken\n", "exchange.id", "exchange 'kraken' is not supported"),
+    B("exchange_id_format", "exchange", "exchange:\n  id: Binance!\n", "exchange.id", "must match"),
+    B("ws_url_not_ws", "exchange", "exchange:\n  urls:\n    ws: http://127.0.0.1:8900/stream/ws\n", "exchange.urls.ws",
+      "must be a ws:// or wss:// URL containing /stream"),
+    B("rest_url_not_http", "exchange", "exchange:\n  urls:\n    public: 127.0.0.1:8900/api/v3\n", "exchange.urls.public",
+      "must be an http:// or https:// URL"),
+    # the retrain schedule
+    B("cron_four_fields", "cron", "daemon:\n  retrain_cron: '0 3 * *'\n", "daemon.retrain_cron", "Wrong number of fields; got 4"),
+    B("cron_minute_61", "cron", "daemon:\n  retrain_cron: '61 3 * * 6'\n", "daemon.retrain_cron", "not a cron expression"),
+    B("cron_words", "cron", "daemon:\n  retrain_cron: every saturday\n", "daemon.retrain_cron", "not a cron expression"),
+    # the file system
+    B("data_dir_read_only", "paths", "paths:\n  data_dir: {ro}/var\n  models_dir: {home}/m\n  logs_dir: {home}/l\n",
+      "paths.data_dir", "is not writable"),
+    B("logs_dir_under_a_file", "paths", "paths:\n  data_dir: {home}/var\n  models_dir: {home}/m\n  logs_dir: {secrets_600}/logs\n",
+      "paths.logs_dir", "is not a directory"),
+    B("secrets_file_0644", "secrets", "exchange:\n  secrets_file: {secrets_644}\n", "exchange.secrets_file", "is mode 0644; must be 0600"),
+    B("secrets_file_missing", "secrets", "exchange:\n  secrets_file: {home}/nope.yaml\n", "exchange.secrets_file", "does not exist"),
+)
