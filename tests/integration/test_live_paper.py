@@ -20,7 +20,7 @@ import yaml
 
 from bot.exchange_sim.replay import CandleBook
 from bot.exchange_sim.server import ExchangeSimulator, SimSettings
-from models.timeutil import MINUTE_MS, fmt_ts
+from models.timeutil import DAY_MS, MINUTE_MS, fmt_ts
 from tests.support.paper_daemon import (
     SPEED,
     Daemon,
@@ -79,8 +79,19 @@ async def test_paper_run_gives_the_backtests_trades(db_dsn, book30, bundle_path,
         st = json.loads(out)
         assert rc == 0 and st["daemon_running"] and st["pid"] == d.proc.pid and st["mode"] == "paper" and st["trading"]
         assert st["model"]["version"] == status["model_version"] and st["model"]["in_use"]
-        assert st["model"]["validated_pf"] is not None and st["model"]["validated_pf"] >= 0
-        assert st["last_minute_ts"] >= end - MINUTE_MS and st["equity"] > 0 and st["today"]["trades_closed"] >= 0
+        assert st["model"]["validated_pf"] == pytest.approx(json.loads((bundle_path / "manifest.json").read_text())[
+            "walk_forward"]["all"]["overall"]["profit_factor"])
+        assert st["last_minute_ts"] >= end - MINUTE_MS and st["equity"] > 0
+        # today = the UTC day of the last processed minute: its closed trades and realised P&L as the store has them
+        day0 = st["last_minute_ts"] - st["last_minute_ts"] % DAY_MS
+        conn = await asyncpg.connect(db_dsn)
+        try:
+            closed = await conn.fetchrow("SELECT count(*) AS n, coalesce(sum(pnl), 0) AS pnl FROM positions "
+                                         "WHERE mode = 'paper' AND status = 'closed' AND exit_ts >= $1", day0)  # fmt: skip
+        finally:
+            await conn.close()
+        assert st["today"]["day_start_ts"] == day0 and st["today"]["trades_closed"] == closed["n"] > 0
+        assert abs(st["today"]["realised"] - closed["pnl"]) < 1e-6
         assert len(st["feed"]) == 30 and all(v["last_candle_ts"] is not None for v in st["feed"].values())
         assert st["kill_switch"]["tripped"] is None and st["retrain_next"]
         books = await store_books(db_dsn)

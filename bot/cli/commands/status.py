@@ -15,9 +15,12 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.cli.commands import load_config_or_exit
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 EXIT_NO_DAEMON = 3
 
@@ -28,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-async def _read(dsn: str, cfg: Any) -> dict[str, Any]:
+async def _read(dsn: str, cfg: Config) -> dict[str, Any]:
     import asyncpg
 
     from bot.ops.read_model import gather

@@ -15,7 +15,7 @@ says so.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -26,6 +26,9 @@ from bot.ops.dashboard.metrics import DaemonMetrics, LoopLagMonitor
 from bot.ops.dashboard.page import render_page
 from bot.ops.dashboard.state import DashboardState, json_clean, read_state
 from bot.runtime.aio import wait_for
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 log = structlog.get_logger("bot.ops.dashboard")
 
@@ -110,7 +113,7 @@ def make_app(app_state: DashboardState, cfg: DashboardConfig) -> web.Application
     return app
 
 
-async def start_dashboard(app_state: DashboardState, cfg: Any) -> web.AppRunner | None:
+async def start_dashboard(app_state: DashboardState, cfg: Config | DashboardConfig) -> web.AppRunner | None:
     """Serve the dashboard on `cfg.dashboard` (a full `Config`) or `cfg` (a `DashboardConfig`).
 
     Returns the started runner, or None when disabled or when the port cannot be bound.
