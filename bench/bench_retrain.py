@@ -12,7 +12,7 @@ warmed from the store) stepping one stored minute every 0.5 s in a worker thread
 `bot.live.trader` does. On it, the same retrain (now judged against that bundle as the champion) (`bot.training.retrain`: train the challenger on the
 store's candles with the last `EVAL_DAYS` held out, then score it on them) runs twice:
 1. in a spawned child, as the daemon does (`run_retrain_in_child`: nice 10, RLIMIT_AS,
-   `daemon.retrain_threads`=1) -- `retrain.loop_lag_p99_ms`;
+   `training.threads`=1) -- `retrain.loop_lag_p99_ms`;
 2. the baseline: the same `run_retrain` in a thread of the loop's own process
    (`asyncio.to_thread`) -- `retrain.loop_lag_baseline_p99_ms`.
 Memory, sampled every 0.25 s during run 1: the loop process's RSS growth over its RSS before
@@ -53,7 +53,8 @@ def config(home: Path, dsn: str, symbols: list[str], history_days: int) -> Any:
         "symbols": symbols, "database": {"dsn": dsn},
         "train": {"history_days": history_days, "folds": 1, "fold_days": 3, "regime_fit_days": 5, "audit": False,
                   "optuna_trials": 0},
-        "daemon": {"retrain_eval_days": EVAL_DAYS, "retrain_threads": 1, "retrain_memory_mb": 4096},
+        "daemon": {"retrain_eval_days": EVAL_DAYS},
+        "training": {"threads": 1, "memory_mb": 4096, "window_days": history_days},
         "paths": {"data_dir": str(home / "var"), "models_dir": str(home / "var" / "models"), "logs_dir": str(home / "logs")},
         "logging": {"console": False, "level": "warning"},
     })  # fmt: skip

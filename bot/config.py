@@ -1,8 +1,9 @@
 """The one config schema: every section in one pydantic model, loaded from YAML.
 
 Each package owns the schema of its own section (`risk.config`, `models.config`,
-`models.features.config`, `bot.marketdata.config`, `bot.engine.config`); this module composes them, reads the file,
-merges secrets from the environment or a 0600 file, and turns validation failures into one line
+`models.features.config`, `bot.marketdata.config`, `bot.engine.config`, `bot.training.config`, ...);
+this module composes them, reads the file, merges secrets from the environment or a 0600 file,
+moves keys that were renamed (`Config.notices` says which), and turns validation failures into one line
 per problem naming the key path and the reason (`risk.max_positions: must be >= 1, got 0`).
 
 Secrets are never read from the config file itself, never printed, and never part of
@@ -23,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -35,6 +37,7 @@ from bot.execution.config import LiveConfig
 from bot.marketdata.config import ExchangeConfig, FeedConfig
 from bot.ops.chat.config import TelegramConfig
 from bot.ops.dashboard.config import DashboardConfig
+from bot.training.config import MOVED_KEYS, TrainingConfig
 from models.config import CostConfig, LabelConfig, TrainConfig
 from models.features.config import FeatureConfig
 from risk.config import RiskConfig
@@ -104,7 +107,7 @@ class PathsConfig(BaseModel):
 
 
 class DaemonConfig(BaseModel):
-    """The running daemon's own schedule; how a model is trained is the `train` section.
+    """The running daemon's own schedule; how a model is fitted is `train`, the training process `training`.
 
     The retrain time is a property of the daemon (when it starts a training job), not of the
     training (which `bot train` by hand uses too), so it lives here rather than in `train`.
@@ -117,15 +120,6 @@ class DaemonConfig(BaseModel):
         6 * 3600, ge=1,
         description="a retrain whose time passed while the daemon was down or busy still runs if at most this "
         "late (then once only: missed runs are coalesced); later, it waits for the next cron time")  # fmt: skip
-    retrain_threads: int = Field(1, ge=1, description="threads of the training process (LightGBM/CatBoost); "
-                                 "1 leaves a core to the trading loop on a 2-core PC")  # fmt: skip
-    retrain_nice: int = Field(10, ge=0, le=19, description="CPU niceness added to the training process")
-    retrain_memory_mb: int = Field(
-        4096, ge=0,
-        description="address-space limit of the training process (RLIMIT_AS, MB; 0 = none). Virtual size, so "
-        "above the resident peak (thread stacks, allocator arenas); under systemd a cgroup MemoryMax on the unit "
-        "limits resident memory instead")  # fmt: skip
-    retrain_timeout_s: int = Field(4 * 3600, ge=10, description="a training process still running after this is killed")
     retrain_eval_days: float = Field(
         3.0, gt=0,
         description="champion/challenger judging window: the last N days before the retrain, which the "
@@ -216,6 +210,7 @@ class Config(BaseModel):
     features: FeatureConfig = FeatureConfig()
     labels: LabelConfig = LabelConfig()
     train: TrainConfig = TrainConfig()
+    training: TrainingConfig = TrainingConfig()
     paper: PaperConfig = PaperConfig()
     trading: TradingConfig = TradingConfig()
     live: LiveConfig = LiveConfig()
@@ -223,6 +218,38 @@ class Config(BaseModel):
     telegram: TelegramConfig = TelegramConfig()
     dashboard: DashboardConfig = DashboardConfig()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
+    _moved: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _moved_keys(cls, data: Any, handler: Any) -> Config:
+        """Old configs stay readable: `daemon.retrain_nice` and the like are moved to `training.*`
+        (`bot.training.config.MOVED_KEYS`), each said once in `notices`; both names at once is an error."""
+        moved: list[str] = []
+        daemon, training = (data.get("daemon"), data.get("training", {})) if isinstance(data, dict) else (None, None)
+        if isinstance(daemon, dict) and isinstance(training, dict) and set(daemon) & set(MOVED_KEYS):
+            daemon, training = dict(daemon), dict(training)
+            clashes = []
+            for old, new in MOVED_KEYS.items():
+                if old not in daemon:
+                    continue
+                if new in training:
+                    clashes.append(f"daemon.{old}: moved to training.{new}, which is set too; keep only training.{new}")
+                    continue
+                training[new] = daemon.pop(old)
+                moved.append(f"daemon.{old} is now training.{new} (read from the old name; rename it in the config)")
+            if clashes:
+                raise ValueError("\n".join(clashes))
+            data = {**data, "daemon": daemon, "training": training}
+        cfg = handler(data)
+        if moved:
+            cfg._moved = tuple(moved)
+        return cfg
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        """Lines about the file that are not errors (a key read under its old name)."""
+        return self._moved
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -267,6 +294,14 @@ class Config(BaseModel):
             problems.append(f"train.history_days: {t.history_days} days leave {t.history_days - t.folds * t.fold_days:g} "
                             f"for the first fold's training after {t.folds} x train.fold_days ({t.fold_days:g}); it "
                             f"needs at least train.regime_fit_days ({t.regime_fit_days:g})")  # fmt: skip
+        w = self.training.effective_window_days
+        if self.training.window_days > self.training.max_window_days:
+            problems.append(f"training.window_days: {self.training.window_days} is above training.max_window_days "
+                            f"({self.training.max_window_days})")  # fmt: skip
+        elif t.folds > 0 and w - t.folds * t.fold_days < t.regime_fit_days:
+            problems.append(f"{self.training.window_key}: {w} days leave {w - t.folds * t.fold_days:g} for the first "
+                            f"fold's training after {t.folds} x train.fold_days ({t.fold_days:g}); it needs at least "
+                            f"train.regime_fit_days ({t.regime_fit_days:g})")  # fmt: skip
         if problems:
             raise ValueError("\n".join(problems))
         return self

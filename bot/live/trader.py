@@ -7,7 +7,8 @@
    the configured symbol set, so trading a subset silently would change the model's inputs);
 2. the promoted bundle (`model_versions` champion), loaded in a thread; none: say so, and
    unless `--no-train` backfill the training history (traded and reference symbols) and train
-   the first bundle in a spawned process (progress lines in the log), then promote it if it
+   the first bundle in a training process (`bot.training.launcher`: the `training:` limits, as
+   the retrain; progress lines in the log; a failure is one line), then promote it if it
    clears the engine's no-edge floor; with no usable model the daemon only collects candles
    (with the retrain schedule, unless `--no-train`) until a champion is promoted, then starts
    over with it (`_collect_only`);
@@ -19,8 +20,8 @@
 5. stream: the feed (from the anchor + 1 minute, REST catch-up first) -> `MinuteAssembler` ->
    `engine.step` in a worker thread -> records persisted in one transaction per minute -> log
    lines; the equity point each minute; the `daemon_status` heartbeat.
-While streaming, the retrain schedule runs beside the loop (`bot.training.retrain.Retrainer`: training
-in a spawned, niced, memory- and time-limited process), and between two minutes the loop
+While streaming, the retrain schedule runs beside the loop (`bot.training.retrain.Retrainer`, in
+the same kind of training process), and between two minutes the loop
 follows the store's champion (`bot.live.hotswap`): a promoted bundle scores the next minute.
 A stop request ends the loop after the minute in flight is persisted (no new entries are made
 after it), then the feed flushes its candles and closes (a training process still running is
@@ -47,8 +48,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import multiprocessing
-import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -88,18 +87,6 @@ def rss_mb() -> float:
     import psutil
 
     return round(psutil.Process().memory_info().rss / 2**20, 1)
-
-
-def _train_entry(cfg: Config, job: Any, parent_pid: int | None = None) -> dict[str, Any]:
-    """In the spawned training process: dies with the daemon (`bot.training.childguard`), logs to the
-    daemon's files (progress lines), trains."""
-    from bot.logs.setup import setup_from_config
-    from bot.training.childguard import die_with_parent
-    from bot.training.job import _job_entry
-
-    die_with_parent(parent_pid)
-    setup_from_config(cfg, console=False)
-    return _job_entry(job)
 
 
 def freeze_heap() -> None:
@@ -355,54 +342,49 @@ class LiveTrader:
         return bundle
 
     async def _train_first(self) -> Any:
-        """Backfill the training history and train the first bundle in a spawned process."""
-        from bot.training.job import TrainJob, code_version
-        from models.config import Settings
+        """Backfill the training history and train the first bundle in a training process
+        (`bot.training.launcher`, the `training:` limits, as the retrain). A process that fails
+        (memory, time, a signal, an exception) is one error line; the caller then collects."""
+        from bot.training.job import first_backfill_days, first_model_job, run_job_logged
+        from bot.training.launcher import Exit, Limits, run_in_child
 
         cfg = self.cfg
-        days = cfg.train.history_days + 1
+        days = first_backfill_days(cfg)
+        limits = Limits.of(cfg.training)
         if self.on_warm is not None:
             self.on_warm()  # systemd READY: a first backfill and training can take long; the daemon is doing its job
-        log.info("train_first_start", days=days,
-                 text=f"TRAIN first model: backfilling {days} days of history, then training in a separate process")  # fmt: skip
+        log.info("train_first_start", days=days, limits=limits.describe(),
+                 text=f"TRAIN first model: backfilling {days} days of history, then training in a separate process "
+                      f"({limits.describe()})")  # fmt: skip
         if not await self._backfill(self._symbols_with_references(), days):  # the features read the references too
             return None
-        data_dir = cfg.paths.data_dir
-        job = TrainJob(
-            settings=Settings(cfg.features, cfg.labels, cfg.costs, cfg.train).to_dict(), symbols=list(cfg.symbols),
-            models_dir=str(cfg.paths.models_dir), dsn=self.store.dsn, cache_dir=str(data_dir / "cache"),
-            work_root=str(data_dir / "train-work"), code_version=code_version(),
-        )  # fmt: skip
-        ctx = multiprocessing.get_context("spawn")  # not fork: LightGBM's OpenMP hangs in a forked child
-        pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx)
-        task = asyncio.get_running_loop().run_in_executor(pool, _train_entry, cfg, job, os.getpid())
-        try:
-            return await self._await_training(task, pool)
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+
+        def started(pid: int) -> None:
+            log.info("train_first_child", pid=pid, text=f"TRAIN first model: training process pid {pid}")
+
+        res = await run_in_child(run_job_logged, first_model_job(cfg, self.store.dsn), limits=limits, name="train-first",
+                                 log_config=cfg, on_start=started, stop=self.stop)  # fmt: skip
+        if res.exit is Exit.STOPPED:
+            log.warning("train_first_abandoned", text="TRAIN abandoned: stop requested")
+            return None
+        if not res.ok:
+            log.error("train_first_failed", exit=res.exit.value, error=res.line(), pid=res.pid, seconds=res.seconds,
+                      memory_mb=limits.memory_mb, timeout_s=limits.timeout_s,
+                      text=f"TRAIN first model failed: {res.line()}; collecting candles only (the retrain schedule "
+                           "tries again)")  # fmt: skip
+            return None
+        return await self._adopt_first(res.value)
 
     def _symbols_with_references(self) -> list[str]:
         """The traded symbols, then the features' reference symbols that are not traded (the
         engine streams them as feature-only rows; the trainer reads their history)."""
         return list(dict.fromkeys([*self.cfg.symbols, *self.cfg.features.reference_symbols]))
 
-    async def _await_training(self, task: Any, pool: Any) -> Any:
+    async def _adopt_first(self, summary: dict[str, Any]) -> Any:
+        """The first training's bundle: promoted if it is a candidate that clears the engine's
+        no-edge floor, else recorded as rejected (one line says why). Its model version, or None."""
         from bot.store.model_versions import get_model_version, promote
 
-        stopper = asyncio.ensure_future(self.stop.wait())
-        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if task not in done:
-            log.warning("train_first_abandoned", text="TRAIN abandoned: stop requested")
-            for p in list(getattr(pool, "_processes", {}).values()):  # do not wait for a long fit
-                p.terminate()
-            return None
-        try:
-            summary = task.result()
-        except Exception as e:  # noqa: BLE001 - a failed training must not end the daemon
-            log.error("train_first_failed", error=type(e).__name__, detail=str(e)[:500],
-                      text=f"TRAIN first model failed ({type(e).__name__}: {str(e)[:200]}); collecting candles only")  # fmt: skip
-            return None
         if summary.get("status") != "candidate":
             log.error("train_first_rejected", version=summary.get("version"), status=summary.get("status"),
                       text=f"TRAIN first model {summary.get('version')} is {summary.get('status')}: not used")  # fmt: skip

@@ -1,21 +1,19 @@
-"""The bot side of training: the job the scheduler runs, and bundle bookkeeping.
+"""The bot side of training: the job, and bundle bookkeeping.
 
 `models.training.run` does no daemon I/O (no database, no clock); this module gives it what it needs:
 - a candle source from `bot.history.sources` (a CSV directory or the store);
 - `run_train_job(job)`: the whole training in the current process (prepare, walk-forward,
   audit, final fit), the bundle written atomically under `paths.models_dir` and recorded in
   `model_versions` (status `candidate`, or `rejected` if the leakage audit failed);
-- `train_in_subprocess(job)` / `train_async(job)`: the same in a fresh process started with
-  multiprocessing's **spawn** context. The scheduler uses this so the event loop never stalls
-  and the training's memory goes back to the OS when the process ends. Spawn, not fork:
-  LightGBM's OpenMP runtime hangs in a forked child once OpenMP has run in the parent.
+- `run_job_logged(job)`: the same with log lines as progress: what `bot train --spawn` and
+  the daemon's first model run in a child process (`bot.training.launcher`);
+- `first_model_job(cfg, dsn)`: the daemon's first training, on `training.window_days` of the
+  store with `training.threads`, as the retrain (`daemon_settings`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import multiprocessing
 import shutil
 import subprocess
 import tempfile
@@ -31,6 +29,7 @@ from models.timeutil import DAY_MS, MINUTE_MS, fmt_ts, to_datetime
 from models.training.splits import floor_day
 
 if TYPE_CHECKING:
+    from bot.config import Config
     from bot.history.sources import HistorySource
 
 log = structlog.get_logger(__name__)
@@ -103,6 +102,30 @@ class TrainJob:
     cache_dir: str | None = None
     work_root: str | None = None
     code_version: str | None = None
+    window_days: int | None = None  # with no start: this many days before the end (else train.history_days)
+
+
+def daemon_settings(cfg: Config) -> dict[str, Any]:
+    """The trainer settings of a daemon training (first model, retrain): the config's, with the
+    training process's thread count (`training.threads`) in place of `train.threads`."""
+    from models.config import Settings
+
+    train = cfg.train.model_copy(update={"threads": cfg.training.threads})
+    return Settings(cfg.features, cfg.labels, cfg.costs, train).to_dict()
+
+
+def first_model_job(cfg: Config, dsn: str) -> TrainJob:
+    """The daemon's first training: the store's candles up to the last one, on the training window."""
+    data_dir = Path(cfg.paths.data_dir)
+    return TrainJob(settings=daemon_settings(cfg), symbols=list(cfg.symbols), models_dir=str(cfg.paths.models_dir),
+                    dsn=dsn, cache_dir=str(data_dir / "cache"), work_root=str(data_dir / "train-work"),
+                    code_version=code_version(), window_days=cfg.training.effective_window_days)  # fmt: skip
+
+
+def first_backfill_days(cfg: Config) -> int:
+    """Days a fresh store is backfilled by REST before the first training (`training.window_days`;
+    with 0, all the store has is used, and what is fetched is what training needs: train.history_days)."""
+    return (cfg.training.window_days or cfg.train.history_days) + 1
 
 
 def settings_from(d: dict[str, Any]) -> Any:
@@ -194,7 +217,7 @@ def train_and_write(job: TrainJob, source: HistorySource, progress: Any = None) 
 
     settings = settings_from(job.settings)
     anchor = settings.features.reference_symbols[0]
-    start, end = default_range(source, anchor, job.start_ms, job.end_ms, settings.train.history_days)
+    start, end = default_range(source, anchor, job.start_ms, job.end_ms, job.window_days or settings.train.history_days)
     storage = optuna_url(job.dsn) if (job.optuna and job.dsn and settings.train.optuna_trials > 0) else None
     work_root = Path(job.work_root) if job.work_root else None
     if work_root is not None:
@@ -266,24 +289,8 @@ async def _record(dsn: str, out: TrainOutcome) -> None:
         await store.close()
 
 
-def _job_entry(job: TrainJob) -> dict[str, Any]:
-    """Entry point inside the spawned process: log lines as progress."""
+def run_job_logged(job: TrainJob) -> dict[str, Any]:
+    """`run_train_job` with log lines as progress (in a child process: the daemon's log)."""
     from models.progress import LogProgress
 
     return run_train_job(job, LogProgress())
-
-
-def train_in_subprocess(job: TrainJob, timeout: float | None = None) -> dict[str, Any]:
-    """Run the job in a fresh spawned process and wait for its summary."""
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
-        return ex.submit(_job_entry, job).result(timeout=timeout)
-
-
-async def train_async(job: TrainJob) -> dict[str, Any]:
-    """`train_in_subprocess` for the event loop: awaits without blocking it."""
-    ex = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        return await asyncio.get_running_loop().run_in_executor(ex, _job_entry, job)
-    finally:
-        ex.shutdown(wait=False)

@@ -1,22 +1,17 @@
 """Scheduled retraining in its own process, judged champion/challenger, promoted atomically.
 
-One retrain (`run_retrain_in_child`, used by the daemon's scheduler, `bot retrain --now` and
-`bot train --promote`):
-1. the training process is started with multiprocessing's **spawn** context (not fork:
-   LightGBM's OpenMP runtime hangs in a forked child once OpenMP ran in the parent); in the
-   child, before anything heavy is imported: `os.nice(daemon.retrain_nice)` (the trading loop
-   keeps the CPU it needs), `RLIMIT_AS` = `daemon.retrain_memory_mb` (an allocation past it
-   raises MemoryError in the child, never in the daemon), and the thread count
-   `daemon.retrain_threads` for LightGBM/CatBoost;
+One retrain (`retrain_once`: the daemon's scheduler, `bot retrain --now`, `bot train --promote`):
+1. the training runs in a child process started by `bot.training.launcher` under the
+   `training:` limits (spawn, dies with the daemon, nice, threads, RLIMIT_AS, time limit);
 2. the child trains on the store's candles up to the last closed minute, **minus** the judging
    window: the challenger's data ends an embargo before the last `daemon.retrain_eval_days`,
    which are then used to score the challenger and the champion by the same simulation
-   (`models.bundle.champion.judge`); the bundle is written (atomically) and recorded in
-   `model_versions` as `candidate` (may be promoted) or `rejected` with the reason in
-   `metrics.reason` (`bot models list` shows it);
-3. the parent awaits the child without blocking the event loop (it polls the exit code), kills
-   it after `daemon.retrain_timeout_s`; a child that dies (MemoryError, SIGKILL from the OOM
-   killer or a user, an exception) is reported and the champion stays;
+   (`models.bundle.champion.judge`); it learns from `training.window_days` before that (0: all
+   the store has, up to `training.max_window_days`). The bundle is written (atomically) and
+   recorded in `model_versions` as `candidate` (may be promoted) or `rejected` with the reason
+   in `metrics.reason` (`bot models list` shows it);
+3. a child that fails (memory, time, a signal, an exception) is reported in one line and the
+   champion stays;
 4. a challenger the child judged better is verified (loaded: file hashes, boosters, feature
    columns) and promoted in one transaction (`bot.store.model_versions.promote`); a running
    daemon notices the new champion between two minutes (`bot.live.trader`) and swaps bundles.
@@ -31,8 +26,8 @@ The next run time is written to the `daemon_status` row (`details.retrain_next_r
 outcome of the last retrain (`details.retrain_last`). SIGUSR1 (what `bot retrain --now`
 sends) triggers a retrain now.
 
-Memory limit under systemd: `RLIMIT_AS` caps the child's *virtual* size, which is why the
-default leaves room above the resident peak. A unit can instead (or also) cap resident memory
+Memory limit under systemd: `RLIMIT_AS` (`training.memory_mb`) caps the child's *virtual* size,
+which is why the default leaves room above the resident peak. A unit can instead (or also) cap resident memory
 with a cgroup: `MemoryMax=` on the service caps daemon + training together (the kernel's OOM
 killer then picks the biggest process, the trainer); to cap the trainer alone, start it in its
 own scope (`systemd-run --scope -p MemoryMax=1G ...`). The RLIMIT_AS path needs no privileges
@@ -44,9 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
-import multiprocessing
-import os
 import signal
 import tempfile
 import time
@@ -77,8 +69,7 @@ class RetrainSpec:
     eval_days: float
     margins: dict[str, Any]  # models.bundle.champion.Margins fields
     champion_path: str | None
-    nice: int = 10
-    memory_mb: int = 0
+    window_days: int | None = None  # training days before the training end (None: train.history_days)
     work_root: str | None = None
     cache_dir: str | None = None
     code_version: str | None = None
@@ -100,6 +91,7 @@ class RetrainResult:
     seconds: float = 0.0
     promoted: bool = False  # the parent did promote it
     path: str | None = None
+    exit: str = "ok"  # how the training process ended (bot.training.launcher.Exit)
 
     def line(self) -> str:
         """The one human line of the retrain."""
@@ -122,65 +114,21 @@ def _brief(s: dict[str, Any] | None) -> str:
 
 
 def spec_from_config(cfg: Config, dsn: str, end_ms: int, champion_path: str | None) -> RetrainSpec:
-    from bot.training.job import code_version
-    from models.config import Settings
+    from bot.training.job import code_version, daemon_settings
 
     d = cfg.daemon
-    train = cfg.train.model_copy(update={"threads": d.retrain_threads})
     data_dir = Path(cfg.paths.data_dir)
     return RetrainSpec(
-        settings=Settings(cfg.features, cfg.labels, cfg.costs, train).to_dict(), symbols=list(cfg.symbols),
-        models_dir=str(cfg.paths.models_dir), end_ms=int(end_ms), eval_days=d.retrain_eval_days,
+        settings=daemon_settings(cfg), symbols=list(cfg.symbols), models_dir=str(cfg.paths.models_dir), end_ms=int(end_ms),
+        eval_days=d.retrain_eval_days,
         margins={"min_pf_gain": d.promote_min_pf_gain, "min_expectancy_gain": d.promote_min_expectancy_gain,
                  "min_trades": d.promote_min_trades, "floor_pf": cfg.trading.min_validation_pf},
-        champion_path=champion_path, nice=d.retrain_nice, memory_mb=d.retrain_memory_mb,
+        champion_path=champion_path, window_days=cfg.training.effective_window_days,
         work_root=str(data_dir / "train-work"), cache_dir=str(data_dir / "cache"), code_version=code_version(), dsn=dsn,
     )  # fmt: skip
 
 
 # --- in the training process ---------------------------------------------------------------
-
-
-def _limit_child(spec: RetrainSpec) -> None:
-    """Lower priority and cap the address space of this (child) process."""
-    import resource
-
-    if spec.nice:
-        with contextlib.suppress(OSError):
-            os.nice(spec.nice)
-    if spec.memory_mb:
-        cap = int(spec.memory_mb) * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    threads = str(int(spec.settings["train"].get("threads") or 1))
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = threads
-
-
-def _child_entry(cfg: Config, spec: RetrainSpec, result_path: str, parent_pid: int | None = None) -> None:
-    """Entry point of the spawned training process: dies with the daemon (`bot.training.childguard`),
-    limits, logging, the job, a result file."""
-    from bot.training.childguard import die_with_parent
-
-    die_with_parent(parent_pid)
-    _limit_child(spec)
-    code = 0
-    try:
-        from bot.logs.setup import setup_from_config
-
-        setup_from_config(cfg, console=False)
-        out: dict[str, Any] = {"ok": True, **run_retrain(spec)}
-    except MemoryError:
-        out, code = {"ok": False, "error": f"out of memory (limit daemon.retrain_memory_mb={spec.memory_mb} MB)"}, 1
-    except BaseException as e:  # noqa: BLE001 - reported to the parent, which keeps the champion
-        out, code = {"ok": False, "error": f"{type(e).__name__}: {str(e)[:300]}"}, 1
-    try:
-        tmp = result_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(out, f, default=str)
-        os.replace(tmp, result_path)
-    except BaseException:  # noqa: BLE001 - nothing to report with; the exit code says it
-        code = code or 1
-    os._exit(code)  # no atexit work (thread pools, OpenMP) that could hang the exit
 
 
 def run_retrain(spec: RetrainSpec) -> dict[str, Any]:
@@ -195,7 +143,8 @@ def run_retrain(spec: RetrainSpec) -> dict[str, Any]:
 
     t0 = time.monotonic()
     job = TrainJob(settings=spec.settings, symbols=spec.symbols, models_dir=spec.models_dir, dsn=spec.dsn, record=False,
-                   optuna=False, cache_dir=spec.cache_dir, work_root=spec.work_root, code_version=spec.code_version)  # fmt: skip
+                   optuna=False, cache_dir=spec.cache_dir, work_root=spec.work_root, code_version=spec.code_version,
+                   window_days=spec.window_days)  # fmt: skip
     from bot.training.job import settings_from
 
     settings = settings_from(spec.settings)
@@ -233,65 +182,27 @@ def run_retrain(spec: RetrainSpec) -> dict[str, Any]:
 # --- in the parent -------------------------------------------------------------------------
 
 
-def _exit_reason(code: int | None) -> str:
-    if code is None:
-        return "did not exit"
-    if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-        return f"killed by {name}" + (" (kill -9 or the kernel's OOM killer)" if -code == signal.SIGKILL else "")
-    return f"exited with status {code}"
-
-
-async def run_retrain_in_child(cfg: Config, spec: RetrainSpec, *, timeout_s: float,
+async def run_retrain_in_child(cfg: Config, spec: RetrainSpec, *, timeout_s: float | None = None,
                                on_start: Any = None, stop: asyncio.Event | None = None) -> RetrainResult:  # fmt: skip
-    """Start the training process, await it without blocking the loop, read its result.
+    """`run_retrain(spec)` in a training process (`bot.training.launcher`, limits of `training:`;
+    `timeout_s` replaces `training.timeout_s`), awaited without blocking the loop. Killed (and
+    reported) at the time limit, or when `stop` is set (the daemon is stopping)."""
+    from bot.training.launcher import Limits, run_in_child
 
-    Killed (and reported) after `timeout_s`, or when `stop` is set (the daemon is stopping)."""
-    ctx = multiprocessing.get_context("spawn")
-    fd, result_path = tempfile.mkstemp(prefix="retrain-", suffix=".json")
-    os.close(fd)
-    os.unlink(result_path)
-    proc = ctx.Process(target=_child_entry, args=(cfg, spec, result_path, os.getpid()), name="retrain", daemon=True)
-    t0 = time.monotonic()
-    proc.start()
-    if on_start is not None:
-        on_start(proc.pid)
-    crashpoint.reached("during_retrain")  # test hook: the daemon dies while its trainer runs
-    why: str | None = None
-    try:
-        while proc.exitcode is None:  # waitpid(WNOHANG): never blocks
-            if time.monotonic() - t0 > timeout_s:
-                why = f"time limit daemon.retrain_timeout_s={timeout_s:g} s exceeded: killed"
-            elif stop is not None and stop.is_set():
-                why = "daemon stopping: training abandoned"
-            if why:
-                proc.kill()
-                await asyncio.to_thread(proc.join, 10)
-                break
-            await asyncio.sleep(0.25)
-    except asyncio.CancelledError:
-        proc.kill()
-        raise
-    secs = round(time.monotonic() - t0, 1)
-    res = RetrainResult(ok=False, pid=proc.pid, seconds=secs)
-    data: dict[str, Any] = {}
-    if why is None and os.path.exists(result_path):
-        with contextlib.suppress(OSError, ValueError):
-            data = json.loads(Path(result_path).read_text())
-    with contextlib.suppress(OSError):
-        os.unlink(result_path)
-    if why is not None:
-        res.error = why
-    elif not data:
-        res.error = f"training process {_exit_reason(proc.exitcode)} without a result"
-    elif not data.get("ok"):
-        res.error = f"training process failed: {data.get('error')}"
-    else:
-        tw = data.get("train_window")
-        res = RetrainResult(ok=True, version=data["version"], promote=bool(data["promote"]), reason=data["reason"],
-                            verdict=data.get("verdict"), train_window=tuple(tw) if tw else None, pid=proc.pid,
-                            seconds=secs, path=data["path"])  # fmt: skip
-    return res
+    def started(pid: int) -> None:
+        if on_start is not None:
+            on_start(pid)
+        crashpoint.reached("during_retrain")  # test hook: the daemon dies while its trainer runs
+
+    child = await run_in_child(run_retrain, spec, limits=Limits.of(cfg.training, timeout_s=timeout_s), name="retrain",
+                               log_config=cfg, on_start=started, stop=stop)  # fmt: skip
+    if not child.ok:
+        return RetrainResult(ok=False, error=child.line(), pid=child.pid, seconds=child.seconds, exit=child.exit.value)
+    data = child.value
+    tw = data.get("train_window")
+    return RetrainResult(ok=True, version=data["version"], promote=bool(data["promote"]), reason=data["reason"],
+                         verdict=data.get("verdict"), train_window=tuple(tw) if tw else None, pid=child.pid,
+                         seconds=child.seconds, path=data["path"], exit=child.exit.value)  # fmt: skip
 
 
 async def promote_checked(pool: Any, version: str, path: str, *, expect_champion: str | None, reason: str) -> str | None:
@@ -327,7 +238,7 @@ async def retrain_once(cfg: Config, pool: Any, dsn: str, end_ms: int, *, on_star
     spec = spec_from_config(cfg, dsn, end_ms, champ.path if champ else None)
     log.info("retrain_start", end=fmt_ts(end_ms), champion=champ.version if champ else None,
              text=f"RETRAIN started on data up to {fmt_ts(end_ms)} (champion {champ.version if champ else 'none'})")  # fmt: skip
-    res = await run_retrain_in_child(cfg, spec, timeout_s=cfg.daemon.retrain_timeout_s, on_start=on_start, stop=stop)
+    res = await run_retrain_in_child(cfg, spec, on_start=on_start, stop=stop)
     if res.ok and res.promote:
         why_not = await promote_checked(pool, res.version or "", res.path or "", expect_champion=champ.version if champ else None,
                                         reason=res.reason)  # fmt: skip
@@ -350,8 +261,8 @@ async def retrain_once(cfg: Config, pool: Any, dsn: str, end_ms: int, *, on_star
                  champion=cp or None, promoted=res.promoted, reason=res.reason, seconds=res.seconds,
                  text=res.line())  # fmt: skip
     else:
-        log.error("retrain_failed", error=res.error, detail="the champion stays", pid=res.pid, seconds=res.seconds,
-                  text=res.line())
+        log.error("retrain_failed", error=res.error, exit=res.exit, detail="the champion stays", pid=res.pid,
+                  seconds=res.seconds, text=res.line())
     return res
 
 
@@ -431,9 +342,13 @@ class Retrainer:
             # the store's candles (kept current by the feed) up to the last closed, processed minute
             end = (tr.last_minute or 0) + MINUTE_MS
 
+            from bot.training.launcher import Limits
+
+            limits = Limits.of(self.cfg.training).describe()
+
             def started(pid: int) -> None:
                 self.child_pid = pid
-                log.info("retrain_child", pid=pid, text=f"RETRAIN training process pid {pid}")
+                log.info("retrain_child", pid=pid, limits=limits, text=f"RETRAIN training process pid {pid} ({limits})")
 
             res = await retrain_once(self.cfg, tr.store.pool, tr.store.dsn, end, on_start=started, stop=tr.stop)
             self.runs += 1

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 import pytest
 import yaml
 
@@ -217,21 +218,14 @@ async def test_watch_only_is_said_at_start_and_in_the_status_row(db_dsn, book30,
     assert skipped > 0  # it still decides, and records why it did not enter
 
 
-async def test_no_model_the_daemon_backfills_trains_promotes_and_runs(db_dsn, book30, tmp_path) -> None:
-    """A fresh store: `bot run` says there is no model, backfills the training history, trains
-    the first bundle in a spawned process (its progress lines in the daemon's log), promotes it
-    (the floor is lowered in this config: the small bundle must clear it) and starts the engine
-    with it. The features' reference symbol (BTCUSDT) is not traded here: its history is
-    backfilled too, and the engine streams it as a feature-only row."""
-    from tests.support.engine import APR2, SYMBOLS
+FIRST_NOW = 1_617_321_600_000 + 12 * DAY_MS  # 2021-04-14: 12 days of history before it in ../shared/data
 
-    now = APR2 + 12 * 86_400_000
-    traded = [s for s in SYMBOLS if s != "BTCUSDT"]
-    sim = ExchangeSimulator(CandleBook({s: book30.candles[s] for s in SYMBOLS}), SimSettings(speed=0, start_ms=now))
-    await sim.start()
-    cfg = tmp_path / "config.yaml"
+
+def first_training_config(home: Path, dsn: str, sim: ExchangeSimulator, symbols: list[str], **sections: Any) -> Path:
+    """A fresh store, no model: the daemon's first training, small (9 days, 1 fold, 1 thread)."""
+    cfg = home / "config.yaml"
     cfg.write_text(yaml.safe_dump({
-        "symbols": traded, "database": {"dsn": db_dsn},
+        "symbols": symbols, "database": {"dsn": dsn},
         "trading": {"min_validation_pf": 0.0, "min_validation_trades": 0},
         "exchange": {"urls": sim.urls, "rate_limit_ms": 0, "retry_base_s": 0.1, "retry_max_s": 1.0},
         "feed": {"backfill_days": 0},
@@ -239,10 +233,25 @@ async def test_no_model_the_daemon_backfills_trains_promotes_and_runs(db_dsn, bo
                   "meta_min_samples": 30, "er_threshold": -0.002, "seed_metric_threshold": -0.002, "audit": False,
                   "meta_threshold": 0.45, "lightgbm": {"num_boost_round": 40, "min_data_in_leaf": 50},
                   "catboost": {"iterations": 25, "max_rows": 2000}},
-        "paths": {"data_dir": str(tmp_path / "var"), "models_dir": str(tmp_path / "var" / "models"),
-                  "logs_dir": str(tmp_path / "logs")},
+        "paths": {"data_dir": str(home / "var"), "models_dir": str(home / "var" / "models"), "logs_dir": str(home / "logs")},
         "logging": {"console": False},
+        **sections,
     }))  # fmt: skip
+    return cfg
+
+
+async def test_no_model_the_daemon_backfills_trains_promotes_and_runs(db_dsn, book30, tmp_path) -> None:
+    """A fresh store: `bot run` says there is no model, backfills the training history, trains
+    the first bundle in a spawned process (its progress lines in the daemon's log), promotes it
+    (the floor is lowered in this config: the small bundle must clear it) and starts the engine
+    with it. The features' reference symbol (BTCUSDT) is not traded here: its history is
+    backfilled too, and the engine streams it as a feature-only row."""
+    from tests.support.engine import SYMBOLS
+
+    traded = [s for s in SYMBOLS if s != "BTCUSDT"]
+    sim = ExchangeSimulator(CandleBook({s: book30.candles[s] for s in SYMBOLS}), SimSettings(speed=0, start_ms=FIRST_NOW))
+    await sim.start()
+    cfg = first_training_config(tmp_path, db_dsn, sim, traded)
     d = Daemon(cfg, tmp_path, db_dsn)
     try:
         await d.start()
@@ -271,6 +280,75 @@ async def test_no_model_the_daemon_backfills_trains_promotes_and_runs(db_dsn, bo
     assert days >= 9.9  # the training history of the (untraded) reference was backfilled by REST
 
 
+async def test_a_first_training_over_its_memory_limit_is_reported_and_the_daemon_keeps_collecting(db_dsn, book30,
+                                                                                                tmp_path) -> None:  # fmt: skip
+    """No model, and `training.memory_mb` far too small to train: the first training process
+    fails at that limit, one error line says so (which limit, how much), and the daemon stays up
+    collecting candles (the store keeps growing as the exchange's clock runs), promotes nothing,
+    and its retrain schedule still fires later (every minute here), under the same limit."""
+    from tests.support.engine import SYMBOLS
+
+    sim = ExchangeSimulator(CandleBook({s: book30.candles[s] for s in SYMBOLS}), SimSettings(speed=0, start_ms=FIRST_NOW))
+    await sim.start()
+    cfg = first_training_config(tmp_path, db_dsn, sim, SYMBOLS, training={"memory_mb": 150},
+                                daemon={"retrain_cron": "* * * * *"})  # fmt: skip
+    d = Daemon(cfg, tmp_path, db_dsn)
+    try:
+        await d.start()
+        start = await d.wait_event("train_first_start")
+        assert "150 MB address space" in start["text"], start
+        child = await d.wait_event("train_first_child")
+        failed = await d.wait_event("train_first_failed", timeout=400)
+        assert failed["level"] == "error" and failed["exit"] == "memory" and failed["memory_mb"] == 150, failed
+        assert failed["text"].startswith("TRAIN first model failed: training process ran out of memory at its "
+                                         "address-space limit training.memory_mb=150 MB ("), failed["text"]  # fmt: skip
+        assert failed["text"].endswith("; collecting candles only (the retrain schedule tries again)"), failed["text"]
+        assert failed["pid"] == child["pid"] != d.proc.pid
+        watch = await d.wait_event("watch_only")
+        assert watch["reason"].startswith("no model")
+        await d.wait_event("retrain_scheduled")
+        await d.wait_event("feed_ws_up")
+
+        conn = await asyncpg.connect(db_dsn)
+        try:
+            before = await conn.fetchval("SELECT max(ts) FROM candles WHERE symbol = 'ETHUSDT'")
+            sim.clock.set(speed=300)  # five exchange minutes per second
+            deadline = time.monotonic() + 120
+            after = before
+            while time.monotonic() < deadline and after < before + 30 * MINUTE_MS:
+                await asyncio.sleep(0.5)
+                after = await conn.fetchval("SELECT max(ts) FROM candles WHERE symbol = 'ETHUSDT'")
+        finally:
+            await conn.close()
+        assert after >= before + 30 * MINUTE_MS, f"candles stopped arriving: {fmt_ts(before)} -> {fmt_ts(after)}"
+        assert d.proc.returncode is None  # up all along
+
+        n = len(d.events())
+        await d.wait_event("retrain_start", after=n, timeout=120)  # the cron, next wall-clock minute
+        again = await d.wait_event("retrain_failed", after=n, timeout=120)
+        assert again["exit"] == "memory" and "training.memory_mb=150 MB" in again["text"], again
+        sim.clock.set(speed=0)
+        assert await d.terminate() == 0
+    finally:
+        if d.proc is not None and d.proc.returncode is None:
+            d.proc.kill()
+        await sim.stop()
+    human = (tmp_path / "logs" / "bot.log").read_text().splitlines()
+    lines = [x for x in human if "TRAIN first model failed" in x]
+    assert len(lines) == 1 and "training.memory_mb=150 MB" in lines[0], lines  # one clear line
+    assert not psutil.pid_exists(child["pid"]) or psutil.Process(child["pid"]).status() == psutil.STATUS_ZOMBIE
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        versions = await conn.fetchval("SELECT count(*) FROM model_versions")
+        decisions = await conn.fetchval("SELECT count(*) FROM decisions")
+    finally:
+        await conn.close()
+    assert versions == 0 and decisions == 0  # nothing trained, nothing promoted, nothing traded
+    names = [e["event"] for e in d.events()]
+    assert "model_loaded" not in names and "engine_ready" not in names
+    print(lines[0])
+
+
 @pytest.mark.parametrize("floor", [100.0, 0.0])
 async def test_first_model_is_promoted_only_above_the_no_edge_floor(db_dsn, bundle_path, tmp_path, floor) -> None:
     """With no champion, the first trained bundle is promoted only when it clears the engine's
@@ -295,12 +373,10 @@ async def test_first_model_is_promoted_only_above_the_no_edge_floor(db_dsn, bund
     events: list[dict[str, Any]] = []
     try:
         await record_model_version(store.pool, version=m["version"], path=str(bundle_path), created_ts=1_700_000_000_000)
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        done.set_result({"version": m["version"], "status": "candidate", "walk_forward": m["walk_forward"]})
         import structlog
 
         with structlog.testing.capture_logs() as events:
-            got = await trader._await_training(done, None)
+            got = await trader._adopt_first({"version": m["version"], "status": "candidate", "walk_forward": m["walk_forward"]})
         row = await get_model_version(store.pool, m["version"])
     finally:
         trader.worker.shutdown(wait=False)

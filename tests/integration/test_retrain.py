@@ -1,7 +1,8 @@
 """Retrain pieces outside the daemon, on real bundles and a real Postgres:
 - a degenerate bundle is refused by `bot models promote` (with the reason, logged) unless
   `--force`; `bot models rollback` goes back to the previous champion (logged);
-- a training child over its memory limit (RLIMIT_AS) fails, is reported, the champion stays;
+- a training child over its memory limit (RLIMIT_AS, `training.memory_mb`) fails, is reported
+  with the limit, the champion stays; one over its time limit is killed;
 - a challenger trained on shuffled labels loses clearly to a champion trained on the true labels,
   on the same window.
 """
@@ -23,11 +24,11 @@ from tests.support.paper_daemon import promote_bundle
 from tests.support.shared_data import ROOT
 
 
-def write_cfg(home: Path, dsn: str, **daemon: object) -> Path:
+def write_cfg(home: Path, dsn: str, training: dict | None = None, **daemon: object) -> Path:
     cfg = home / "config.yaml"
     cfg.write_text(yaml.safe_dump({
         "symbols": ["BTCUSDT", "ETHUSDT"], "database": {"dsn": dsn},
-        "daemon": {"retrain_cron": "", **daemon},
+        "daemon": {"retrain_cron": "", **daemon}, "training": training or {},
         "paths": {"data_dir": str(home / "var"), "models_dir": str(home / "var" / "models"), "logs_dir": str(home / "logs")},
         "logging": {"console": False},
     }))  # fmt: skip
@@ -116,7 +117,7 @@ async def test_a_training_child_over_its_memory_limit_is_reported_and_the_champi
     from models.timeutil import MINUTE_MS
 
     good = await promote_bundle(db_dsn, shutil.copytree(engine_bundle.path, tmp_path / "good"))
-    cfg = load_config(write_cfg(tmp_path, db_dsn, retrain_memory_mb=150))
+    cfg = load_config(write_cfg(tmp_path, db_dsn, training={"memory_mb": 150}))
     from bot.logs.setup import setup_from_config
 
     setup_from_config(cfg, console=False)
@@ -125,11 +126,12 @@ async def test_a_training_child_over_its_memory_limit_is_reported_and_the_champi
         res = await retrain_once(cfg, store.pool, db_dsn, 1_620_000_000_000 // MINUTE_MS * MINUTE_MS)
     finally:
         await store.close()
-    assert not res.ok and not res.promoted
-    assert res.error and ("memory" in res.error.lower() or "exited with status" in res.error), res.error
+    assert not res.ok and not res.promoted and res.exit == "memory", res
+    assert res.error.startswith("training process ran out of memory at its address-space limit training.memory_mb=150 MB"), res.error
     assert await champion_of(db_dsn) == good
     failed = [e for e in events(tmp_path) if e["event"] == "retrain_failed"]
-    assert failed and "champion stays" in failed[-1]["text"]
+    assert failed and "champion stays" in failed[-1]["text"] and "training.memory_mb=150 MB" in failed[-1]["text"]
+    assert failed[-1]["exit"] == "memory"
     print("child over RLIMIT_AS:", res.error)
 
 
@@ -223,7 +225,7 @@ async def test_a_training_child_over_its_time_limit_is_killed_and_reported(tmp_p
     spec = spec_from_config(cfg, "postgresql://nobody@/nowhere?host=/nonexistent", 1_620_000_000_000, None)
     pids: list[int] = []
     res = await run_retrain_in_child(cfg, spec, timeout_s=0.5, on_start=pids.append)
-    assert not res.ok and "time limit" in res.error and "killed" in res.error, res.error
+    assert not res.ok and res.exit == "timeout" and "time limit training.timeout_s=0.5 s" in res.error and "killed" in res.error, res.error
     import psutil
 
     assert pids and not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE

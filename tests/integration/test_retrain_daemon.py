@@ -49,7 +49,8 @@ def retrain_config(home: Path, dsn: str, sim: ExchangeSimulator, **daemon: objec
                   "meta_min_samples": 30, "er_threshold": -0.002, "seed_metric_threshold": -0.002, "audit": False,
                   "meta_threshold": 0.45, "lightgbm": {"num_boost_round": 40, "min_data_in_leaf": 50},
                   "catboost": {"iterations": 25, "max_rows": 2000}},
-        "daemon": {"retrain_cron": "0 3 * * 6", "retrain_eval_days": 1.0, "retrain_threads": 1,
+        "training": {"threads": 1, "window_days": 6},  # the retrain's window (the store holds more)
+        "daemon": {"retrain_cron": "0 3 * * 6", "retrain_eval_days": 1.0,
                    "promote_min_pf_gain": -1000.0, "promote_min_expectancy_gain": -1.0, "promote_min_trades": 0,
                    **daemon},
         "paths": {"data_dir": str(home / "var"), "models_dir": str(home / "var" / "models"), "logs_dir": str(home / "logs")},

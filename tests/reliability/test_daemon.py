@@ -87,7 +87,8 @@ def daemon_config(home: Path, dsn: str, sim: ExchangeSimulator, mode: str, *, re
     data["feed"]["stall_timeout_s"] = 2.0  # a stall is noticed after 4 exchange minutes at 120x
     if retrain:
         data["train"] = TRAIN
-        data["daemon"] = {"retrain_cron": "0 3 * * 6", "retrain_eval_days": 0.5, "retrain_threads": 1}
+        data["daemon"] = {"retrain_cron": "0 3 * * 6", "retrain_eval_days": 0.5}
+        data["training"] = {"threads": 1, "window_days": TRAIN["history_days"]}
     cfg.write_text(yaml.safe_dump(data))
     return cfg
 

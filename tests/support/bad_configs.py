@@ -95,4 +95,15 @@ CORPUS: tuple[BadConfig, ...] = (
       "paths.logs_dir", "is not a directory"),
     B("secrets_file_0644", "secrets", "exchange:\n  secrets_file: {secrets_644}\n", "exchange.secrets_file", "is mode 0644; must be 0600"),
     B("secrets_file_missing", "secrets", "exchange:\n  secrets_file: {home}/nope.yaml\n", "exchange.secrets_file", "does not exist"),
+    # the training process and its window (training:)
+    B("training_nice_19plus", "range", "training:\n  nice: 30\n", "training.nice", "must be <= 19, got 30"),
+    B("training_memory_negative", "range", "training:\n  memory_mb: -1\n", "training.memory_mb", "must be >= 0, got -1"),
+    B("training_timeout_5s", "range", "training:\n  timeout_s: 5\n", "training.timeout_s", "must be >= 10, got 5"),
+    B("window_negative", "range", "training:\n  window_days: -3\n", "training.window_days", "must be >= 0, got -3"),
+    B("window_above_cap", "contradiction", "training:\n  window_days: 400\n", "training.window_days",
+      "is above training.max_window_days (365)"),
+    B("window_shorter_than_folds", "contradiction", "training:\n  window_days: 20\n", "training.window_days",
+      "needs at least train.regime_fit_days (14)"),
+    B("moved_key_given_twice", "contradiction", "daemon:\n  retrain_memory_mb: 2000\ntraining:\n  memory_mb: 100\n",
+      "daemon.retrain_memory_mb", "moved to training.memory_mb, which is set too"),
 )

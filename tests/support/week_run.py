@@ -163,8 +163,9 @@ def write_config(home: Path, dsn: str, sim: ExchangeSimulator, spec: WeekSpec, d
                   "meta_threshold": 0.45, "lightgbm": {"num_boost_round": 40, "min_data_in_leaf": 50},
                   "catboost": {"iterations": 25, "max_rows": 2000}},
         # promoted whatever it scores, so the run also goes through a hot swap
-        "daemon": {"retrain_cron": spec.retrain_cron, "retrain_eval_days": 1.0, "retrain_threads": 1,
-                   "retrain_timeout_s": 1800, "promote_min_pf_gain": -1000.0, "promote_min_expectancy_gain": -1.0,
+        "training": {"threads": 1, "timeout_s": 1800, "window_days": 6},
+        "daemon": {"retrain_cron": spec.retrain_cron, "retrain_eval_days": 1.0,
+                   "promote_min_pf_gain": -1000.0, "promote_min_expectancy_gain": -1.0,
                    "promote_min_trades": 0, "decisions_keep_days": spec.decisions_keep_days},
         "paths": {"data_dir": str(home / "var"), "models_dir": str(home / "var" / "models"), "logs_dir": str(home / "logs")},
         "logging": {"console": False, "max_mb": LOG_MAX_MB, "backups": LOG_BACKUPS},

@@ -11,12 +11,16 @@ from bot.config import Config, ConfigError, load_config
 
 
 def load_config_or_exit(args: argparse.Namespace) -> Config:
-    """Load the config named by `--config`; on any problem print one line each and exit 2."""
+    """Load the config named by `--config`; on any problem print one line each and exit 2.
+    Notices (a key read under its old name) go to stderr, one line each, and the command goes on."""
     try:
-        return load_config(getattr(args, "config", None))
+        cfg = load_config(getattr(args, "config", None))
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         raise SystemExit(2) from None
+    for line in cfg.notices:
+        print(f"config: {line}", file=sys.stderr)
+    return cfg
 
 
 def read_symbols(arg: str | None, default: tuple[str, ...]) -> list[str]:

@@ -35,6 +35,8 @@ def _check(args: argparse.Namespace) -> int:
         print(str(e), file=sys.stderr)
         return 2
     print(f"config OK: {_summary(cfg, args.config)}")
+    for line in cfg.notices:
+        print(f"  note: {line}")
     if args.show:
         sys.stdout.write(yaml.safe_dump(cfg.masked(), sort_keys=False))
     else:

@@ -6,6 +6,8 @@
 
 The bundle goes to paths.models_dir and is recorded in the store as a candidate (or as
 rejected if the leakage audit fails); `bot models promote VERSION` makes it the champion.
+`--spawn` trains in a separate process under the `training:` limits (`bot.training.launcher`),
+as the daemon does; `--promote` is the daemon's retrain (its window: `training.window_days`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ if TYPE_CHECKING:
     from bot.training.job import TrainJob
 
 
+class TrainingProcessFailed(Exception):
+    """`--spawn`: the training process ended without a bundle (its one line is the message)."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model bundle (walk-forward report + leakage audit)")
     p.add_argument("--candles", metavar="DIR", help="read SYMBOL.csv.gz files from DIR instead of the database")
@@ -40,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models-dir", help="where bundles go (default paths.models_dir)")
     p.add_argument("--work-dir", help="scratch space for row files (default paths.data_dir/train-work)")
     p.add_argument("--no-record", action="store_true", help="do not record the bundle in the database")
-    p.add_argument("--spawn", action="store_true", help="train in a spawned child process, as the scheduler does")
+    p.add_argument("--spawn", action="store_true",
+                   help="train in a separate process under the training: limits (nice, training.threads, memory, time), "
+                        "as the daemon does")  # fmt: skip
     p.add_argument("--json", metavar="FILE", help="also write the summary (report, audit) as JSON")
     p.add_argument("--promote", action="store_true",
                    help="train from the store as the daemon's retrain does (the last daemon.retrain_eval_days held "
@@ -85,7 +93,8 @@ def _run(args: argparse.Namespace) -> int:
         from models.bundle.directory import BundleError
         from models.training.prepare import TrainError
 
-        if isinstance(e, (TrainError, TrainingSetupError, CandleSourceError, BundleError, FileNotFoundError)):
+        if isinstance(e, (TrainError, TrainingSetupError, CandleSourceError, BundleError, FileNotFoundError,
+                          TrainingProcessFailed)):  # fmt: skip
             console.print(f"[red]training failed: {e}[/red]")
             return 1
         raise
@@ -136,7 +145,7 @@ def _job(cfg: Config, args: argparse.Namespace, symbols: list[str], start: int |
 async def _main(cfg: Config, args: argparse.Namespace, job: Any, console: Any) -> dict[str, Any]:
     from bot.history.sources import CsvCandleSource, StoreCandleSource
     from bot.store.db import open_store
-    from bot.training.job import record_outcome, train_and_write, train_async
+    from bot.training.job import record_outcome, train_and_write
 
     need_store = not (args.candles and args.no_record)
     if not need_store:
@@ -144,14 +153,27 @@ async def _main(cfg: Config, args: argparse.Namespace, job: Any, console: Any) -
     async with open_store(cfg, log=lambda m: console.print(m)) as store:
         job.dsn = store.dsn
         if args.spawn:
-            console.print("training in a spawned process (progress in the log)...")
-            return await train_async(job)
+            return await _train_spawned(cfg, job, console)
         source = CsvCandleSource(args.candles) if args.candles else StoreCandleSource(store, asyncio.get_running_loop())
         with RichProgress(console) as progress:
             out = await asyncio.to_thread(train_and_write, job, source, progress)
         if job.record:
             await record_outcome(store.pool, out)
         return out.summary()
+
+
+async def _train_spawned(cfg: Config, job: TrainJob, console: Any) -> dict[str, Any]:
+    """The job in a training process (`bot.training.launcher`), as the daemon runs its own."""
+    from bot.training.job import run_job_logged
+    from bot.training.launcher import Limits, run_in_child
+
+    limits = Limits.of(cfg.training)
+    job.settings = {**job.settings, "train": {**job.settings["train"], "threads": cfg.training.threads}}
+    console.print(f"training in a separate process ({limits.describe()}; progress in the log)...")
+    res = await run_in_child(run_job_logged, job, limits=limits, name="train", log_config=cfg)
+    if not res.ok:
+        raise TrainingProcessFailed(res.line())
+    return res.value
 
 
 async def _train_here(job: TrainJob, source: HistorySource, console: Any) -> dict[str, Any]:

@@ -146,3 +146,31 @@ def test_cli_run_refuses_live_without_confirmation(tmp_path: Path) -> None:
     r = _bot("--config", str(p), "run", env={"BOT_API_KEY": "KEY-abcdef", "BOT_API_SECRET": "SEC-uvwxyz"})
     assert r.returncode == 2
     assert "--confirm-live" in r.stderr
+
+
+def test_the_old_retrain_process_keys_are_read_into_training_and_said(tmp_path: Path) -> None:
+    """`daemon.retrain_nice/threads/memory_mb/timeout_s` moved to `training:`: an old file still
+    gives the same limits, with one notice per key naming the new one; the template has only the
+    new names."""
+    p = write(tmp_path, "daemon:\n  retrain_cron: ''\n  retrain_nice: 5\n  retrain_threads: 2\n"
+                        "  retrain_memory_mb: 1500\n  retrain_timeout_s: 600\n")  # fmt: skip
+    cfg = load_config(p, env={})
+    t = cfg.training
+    assert (t.nice, t.threads, t.memory_mb, t.timeout_s) == (5, 2, 1500, 600)
+    assert cfg.notices == tuple(f"daemon.{old} is now training.{new} (read from the old name; rename it in the config)"
+                                for old, new in (("retrain_nice", "nice"), ("retrain_threads", "threads"),
+                                                 ("retrain_memory_mb", "memory_mb"), ("retrain_timeout_s", "timeout_s")))  # fmt: skip
+    assert cfg.model_copy(update={"mode": "paper"}).notices == cfg.notices
+    assert load_config(write(tmp_path, "training:\n  memory_mb: 1500\n", "new.yaml"), env={}).notices == ()
+    assert "retrain_memory_mb" not in render_default_yaml() and "\ntraining:\n" in render_default_yaml()
+    r = _bot("config", "check", "--config", str(p))
+    assert r.returncode == 0 and "note: daemon.retrain_memory_mb is now training.memory_mb" in r.stdout, r.stdout + r.stderr
+
+
+def test_the_training_window_is_checked_against_the_folds_and_the_cap(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "training:\n  window_days: 42\n"), env={}).training.effective_window_days == 42
+    assert Config().training.effective_window_days == 365  # 0 = all the store has, up to the cap
+    assert problems(tmp_path, "training:\n  window_days: 366\n") == [
+        "training.window_days: 366 is above training.max_window_days (365)"]
+    (line,) = problems(tmp_path, "training:\n  max_window_days: 30\n")  # the cap is the window when window_days is 0
+    assert line.startswith("training.max_window_days: 30 days leave 2 for the first fold's training")
