@@ -18,6 +18,11 @@ are the `training:` config section (`Limits.of`), for all of them alike.
   (never blocks the loop) and kills the child at the time limit or when `stop` is set.
 - The exit is classified (`Exit`: ok, memory, timeout, crashed, signal, stopped) and said in
   one line naming the limit that ended it (`ChildResult.line`).
+- A child whose address space sits at its cap, unchanged, for `Limits.stuck_s` is killed as out
+  of memory: an allocation failed inside a library that then waits forever instead of failing
+  (CatBoost's bundled TBB spins in `terminate_on_exception` when it cannot allocate its thread
+  pool; seen at 700 MB on a 5-symbol training, which would otherwise spin a core until the time
+  limit).
 
 This module imports nothing heavy at the top: the child imports it before its limits are set.
 """
@@ -36,7 +41,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -55,6 +59,7 @@ class Limits:
     threads: int = 0
     memory_mb: int = 0
     timeout_s: float = 0.0
+    stuck_s: float = 60.0  # at the cap and unchanged this long: out of memory (see the module docstring)
 
     @classmethod
     def of(cls, t: TrainingConfig, *, timeout_s: float | None = None) -> Limits:
@@ -90,6 +95,7 @@ class ChildResult:
     exitcode: int | None = None
     seconds: float = 0.0
     mapped_mb: float | None = None  # the child's address space when its limit was set
+    stuck: bool = False  # killed at its cap, stuck (see the module docstring)
 
     @property
     def ok(self) -> bool:
@@ -102,6 +108,9 @@ class ChildResult:
             return f"training process finished in {self.seconds:.1f} s"
         if self.exit is Exit.MEMORY:
             at = f"its address-space limit training.memory_mb={lim.memory_mb} MB" if lim.memory_mb else "memory (no limit set)"
+            if self.stuck:
+                return (f"training process ran out of memory at {at}: stuck there for {lim.stuck_s:g} s without "
+                        "failing (a library waiting on an allocation that cannot succeed): killed")
             start = f", {self.mapped_mb:.0f} MB mapped before the job ran" if self.mapped_mb is not None and lim.memory_mb else ""
             return f"training process ran out of memory at {at} ({self.error[:160]}{start})"
         if self.exit is Exit.TIMEOUT:
@@ -134,6 +143,7 @@ async def run_in_child(fn: Callable[..., Any], *args: Any, limits: Limits, name:
     t0 = time.monotonic()
     proc.start()
     killed: Exit | None = None
+    at_cap = _AtCap(proc.pid or 0, limits)
     try:
         if on_start is not None:
             on_start(proc.pid or 0)
@@ -142,6 +152,8 @@ async def run_in_child(fn: Callable[..., Any], *args: Any, limits: Limits, name:
                 killed = Exit.TIMEOUT
             elif stop is not None and stop.is_set():
                 killed = Exit.STOPPED
+            elif at_cap.stuck():
+                killed = Exit.MEMORY
             if killed is not None:
                 proc.kill()
                 await asyncio.to_thread(proc.join, 10)
@@ -155,7 +167,7 @@ async def run_in_child(fn: Callable[..., Any], *args: Any, limits: Limits, name:
     res = ChildResult(Exit.CRASHED, limits, pid=proc.pid, exitcode=proc.exitcode, seconds=round(time.monotonic() - t0, 1))
     out = _read_result(result_path)
     if killed is not None:
-        res.exit = killed
+        res.exit, res.stuck = killed, killed is Exit.MEMORY
     elif out is not None:
         res.mapped_mb = out.get("mapped_mb")
         if out["kind"] == "ok" and proc.exitcode == 0:
@@ -166,6 +178,38 @@ async def run_in_child(fn: Callable[..., Any], *args: Any, limits: Limits, name:
     elif (proc.exitcode or 0) < 0:
         res.exit = Exit.SIGNAL
     return res
+
+
+class _AtCap:
+    """In the parent: whether the child's address space has sat at its cap, unchanged, for
+    `limits.stuck_s` (within max(16 MB, 1 %) of it: the allocation that failed was larger)."""
+
+    def __init__(self, pid: int, limits: Limits):
+        self.path = f"/proc/{pid}/status"
+        self.cap_kb = limits.memory_mb * 1024
+        self.band_kb = max(16 * 1024, self.cap_kb // 100)
+        self.stuck_s = limits.stuck_s
+        self.last: int | None = None
+        self.since: float | None = None
+
+    def stuck(self) -> bool:
+        if not self.cap_kb or not self.stuck_s:
+            return False
+        size = _vm_kb(self.path)
+        now = time.monotonic()
+        if size is None or size < self.cap_kb - self.band_kb or size != self.last:
+            self.last, self.since = size, (now if size is not None and size >= self.cap_kb - self.band_kb else None)
+            return False
+        return self.since is not None and now - self.since >= self.stuck_s
+
+
+def _vm_kb(status_path: str) -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open(status_path) as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1])
+    return None
 
 
 def _read_result(path: str) -> dict[str, Any] | None:
@@ -253,11 +297,8 @@ def _lift(previous: int | None) -> None:
 
 def _mapped_mb() -> float | None:
     """This process's address space (VmSize), MB."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmSize:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return None
+    kb = _vm_kb("/proc/self/status")
+    return None if kb is None else round(kb / 1024, 1)
 
 
 _OOM_WORDS = ("bad_alloc", "cannot allocate memory", "out of memory", "unable to allocate", "failed to map segment",

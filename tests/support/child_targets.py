@@ -56,3 +56,18 @@ def bad_alloc_from_a_library() -> None:
 
 
 SIGTERM = int(signal.SIGTERM)
+
+
+def fill_then_wait(seconds: float) -> None:
+    """Take the address space up to the cap, then wait without failing: what CatBoost's TBB
+    does when it cannot allocate its thread pool (it spins instead of raising)."""
+    import mmap
+
+    held = []
+    size = 64 * 2**20
+    while size >= 2**20:
+        try:
+            held.append(mmap.mmap(-1, size))
+        except (OSError, MemoryError):
+            size //= 2
+    time.sleep(seconds)

@@ -62,13 +62,13 @@ async def test_past_the_memory_limit_the_child_fails_and_says_which_limit() -> N
     limits = Limits(memory_mb=600, timeout_s=60)
     small = await run_in_child(jobs.allocate_mb, 50, limits=limits)
     assert small.ok and small.value == 50, small.line()  # under the limit it works: the limit is what fails it
-    big = await run_in_child(jobs.allocate_mb, 1200, limits=limits)
+    big = await run_in_child(jobs.allocate_mb, 900, limits=limits)
     assert big.exit is Exit.MEMORY and big.exitcode == 1, big.line()
     line = big.line()
     assert line.startswith("training process ran out of memory at its address-space limit training.memory_mb=600 MB")
     assert "MemoryError" in line and "MB mapped before the job ran" in line, line
-    unlimited = await run_in_child(jobs.allocate_mb, 1200, limits=Limits(timeout_s=60))
-    assert unlimited.ok and unlimited.value == 1200  # the same job without the limit
+    unlimited = await run_in_child(jobs.allocate_mb, 900, limits=Limits(timeout_s=60))
+    assert unlimited.ok and unlimited.value == 900  # the same job without the limit
 
 
 async def test_a_library_s_bad_alloc_counts_as_memory() -> None:
@@ -152,3 +152,19 @@ def test_the_child_dies_with_its_parent() -> None:
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+async def test_a_child_stuck_at_its_memory_cap_is_killed_as_out_of_memory() -> None:
+    """A library that cannot allocate and then waits forever (CatBoost's TBB spins) would hold a
+    core until the time limit; at the cap and unchanged for `stuck_s` it is killed as memory."""
+    pids: list[int] = []
+    t0 = time.monotonic()
+    res = await run_in_child(jobs.fill_then_wait, 120, limits=Limits(memory_mb=400, timeout_s=100, stuck_s=2.0),
+                             on_start=pids.append)  # fmt: skip
+    assert res.exit is Exit.MEMORY and res.stuck and time.monotonic() - t0 < 30, res.line()
+    assert res.line() == ("training process ran out of memory at its address-space limit training.memory_mb=400 MB: stuck "
+                          "there for 2 s without failing (a library waiting on an allocation that cannot succeed): killed")
+    assert gone(pids[0])
+    # below the cap, a long quiet wait is left alone
+    res = await run_in_child(jobs.sleep_then, 4, "done", limits=Limits(memory_mb=400, timeout_s=100, stuck_s=1.0))
+    assert res.ok and res.value == "done", res.line()
