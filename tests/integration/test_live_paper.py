@@ -236,6 +236,8 @@ def first_training_config(home: Path, dsn: str, sim: ExchangeSimulator, symbols:
         "paths": {"data_dir": str(home / "var"), "models_dir": str(home / "var" / "models"), "logs_dir": str(home / "logs")},
         "logging": {"console": False},
         **sections,
+        # the window the first training learns from (and the backfill before it): 9 days, not all the store has
+        "training": {"window_days": 9, **sections.get("training", {})},
     }))  # fmt: skip
     return cfg
 
@@ -272,11 +274,13 @@ async def test_no_model_the_daemon_backfills_trains_promotes_and_runs(db_dsn, bo
     assert "train_prepared" in names  # the spawned trainer's own progress, in the daemon's log
     conn = await asyncpg.connect(db_dsn)
     try:
-        champ = await conn.fetchrow("SELECT version, path FROM model_versions WHERE status = 'champion'")
+        champ = await conn.fetchrow("SELECT version, path, data_from_ts, data_to_ts FROM model_versions "
+                                    "WHERE status = 'champion'")  # fmt: skip
         days = await conn.fetchval("SELECT (max(ts) - min(ts)) / 86400000.0 FROM candles WHERE symbol = 'BTCUSDT'")
     finally:
         await conn.close()
     assert champ["version"] == done["version"] and Path(champ["path"]).is_dir()
+    assert 9 <= (champ["data_to_ts"] - champ["data_from_ts"]) / DAY_MS < 10  # training.window_days
     assert days >= 9.9  # the training history of the (untraded) reference was backfilled by REST
 
 

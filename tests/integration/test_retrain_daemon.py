@@ -225,8 +225,12 @@ async def test_retrain_in_a_running_daemon_promotes_and_hot_swaps_then_survives_
     end = eq[-1]  # the last minute stepped before the stop (one may close while the clock is being stopped)
     assert end >= back["after_minute_ts"] + 3 * MINUTE_MS
     assert eq == sorted(minutes_with_candles(book, start, end + MINUTE_MS))
-    mv = {r["version"]: r for r in await fetch(db_dsn, "SELECT version, status, metrics FROM model_versions")}
+    mv = {r["version"]: r for r in await fetch(db_dsn, "SELECT version, status, metrics, data_from_ts, data_to_ts "
+                                                       "FROM model_versions")}  # fmt: skip
     assert mv[new]["status"] == "champion" and mv[champion]["status"] == "retired"
+    # trained on training.window_days (6) before the judging window, not on all the 13 days the store held
+    span = (mv[new]["data_to_ts"] - mv[new]["data_from_ts"]) / DAY_MS
+    assert 6 <= span < 7 and mv[new]["data_from_ts"] > APR2 + DAY_MS, span
     print(f"retrain: {done['seconds']} s in the child, {(at_done - at_start) // MINUTE_MS} minutes stepped meanwhile; "
           f"{done['text']}")  # fmt: skip
 
