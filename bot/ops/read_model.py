@@ -417,9 +417,9 @@ class ReadModel:
             """SELECT ts, equity FROM (
                    SELECT ts, equity FROM equity_snapshots WHERE mode = $1 AND ts >= $2 ORDER BY ts LIMIT 1) f
                UNION
-               SELECT s.ts, s.equity FROM generate_series(1, $4::int) AS k
+               SELECT s.ts, s.equity FROM generate_series(1::bigint, $4::bigint) AS k
                CROSS JOIN LATERAL (SELECT ts, equity FROM equity_snapshots
-                                   WHERE mode = $1 AND ts >= $2 AND ts <= least($2 + k * $3 - 1, $5)
+                                   WHERE mode = $1 AND ts >= $2 AND ts <= least($2 + k * $3::bigint - 1, $5)
                                    ORDER BY ts DESC LIMIT 1) s
                ORDER BY ts""",
             mode, start, bucket, n, end)  # fmt: skip

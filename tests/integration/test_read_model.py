@@ -210,6 +210,21 @@ async def test_equity_chart_draws_the_runs_snapshots(replay: Replay) -> None:
     assert money(d.today_pnl) in cards and "21:16" in cards and "2065d" not in dom and "–" not in cards
 
 
+async def test_equity_chart_of_a_year_long_run(replay: Replay) -> None:
+    """A run a year long: buckets of over 14 hours (bucket x points passes 2^31 ms), still at
+    most 601 points from the run's first snapshot to the last minute."""
+    year_ago = RUN_START - 365 * DAY_MS
+    await replay.pool.execute("INSERT INTO equity_snapshots VALUES ($1, 'paper', 9000.0, 9000.0, 0, 0)", year_ago)
+    e = (await read_state(replay.dash))["equity"]
+    assert e["ts"][0] == year_ago and e["equity"][0] == 9000.0 and e["ts"][-1] == LAST_MINUTE
+    assert e["bucket_minutes"] == -(-(LAST_MINUTE - year_ago + MINUTE_MS) // 600 // MINUTE_MS) and len(e["ts"]) <= 601
+    b = e["bucket_minutes"] * MINUTE_MS
+    ts = [year_ago, *(t for t, _ in replay.day.snapshots)]
+    want = {year_ago} | {max(t for t in ts if t <= year_ago + (k + 1) * b - MINUTE_MS)
+                         for k in range(-(-(LAST_MINUTE - year_ago + MINUTE_MS) // b))}
+    assert e["ts"] == sorted(want) and len(e["ts"]) > 2  # the first snapshot, then the last of each bucket
+
+
 async def test_metrics_show_the_read_models_figures(replay: Replay) -> None:
     d = replay.day
     replay.metrics.account(equity=1.0, cash=1.0, gross_exposure=0.0, open_positions=0)  # a stale in-process figure
