@@ -373,6 +373,8 @@ class LiveTrader:
                       text=f"TRAIN first model failed: {res.line()}; collecting candles only (the retrain schedule "
                            "tries again)")  # fmt: skip
             return None
+        log.info("train_first_trained", seconds=res.seconds, vm_peak_mb=res.vm_peak_mb, rss_peak_mb=res.rss_peak_mb,
+                 text=f"TRAIN first model: {res.line()}")  # fmt: skip
         return await self._adopt_first(res.value)
 
     def _symbols_with_references(self) -> list[str]:

@@ -96,6 +96,8 @@ class ChildResult:
     seconds: float = 0.0
     mapped_mb: float | None = None  # the child's address space when its limit was set
     stuck: bool = False  # killed at its cap, stuck (see the module docstring)
+    vm_peak_mb: float | None = None  # the child's peak address space (VmPeak), what training.memory_mb caps
+    rss_peak_mb: float | None = None  # its peak resident memory (VmHWM)
 
     @property
     def ok(self) -> bool:
@@ -105,7 +107,9 @@ class ChildResult:
         """One line: how the training process ended, and which limit ended it."""
         lim = self.limits
         if self.exit is Exit.OK:
-            return f"training process finished in {self.seconds:.1f} s"
+            peaks = (f" (peak {self.vm_peak_mb:,.0f} MB address space, {self.rss_peak_mb:,.0f} MB resident)"
+                     if self.vm_peak_mb is not None and self.rss_peak_mb is not None else "")  # fmt: skip
+            return f"training process finished in {self.seconds:.1f} s{peaks}"
         if self.exit is Exit.MEMORY:
             at = f"its address-space limit training.memory_mb={lim.memory_mb} MB" if lim.memory_mb else "memory (no limit set)"
             if self.stuck:
@@ -169,7 +173,7 @@ async def run_in_child(fn: Callable[..., Any], *args: Any, limits: Limits, name:
     if killed is not None:
         res.exit, res.stuck = killed, killed is Exit.MEMORY
     elif out is not None:
-        res.mapped_mb = out.get("mapped_mb")
+        res.mapped_mb, res.vm_peak_mb, res.rss_peak_mb = out.get("mapped_mb"), out.get("vm_peak_mb"), out.get("rss_peak_mb")
         if out["kind"] == "ok" and proc.exitcode == 0:
             res.exit, res.value = Exit.OK, out["value"]
         else:
@@ -203,11 +207,12 @@ class _AtCap:
         return self.since is not None and now - self.since >= self.stuck_s
 
 
-def _vm_kb(status_path: str) -> int | None:
+def _vm_kb(status_path: str, field: str = "VmSize") -> int | None:
+    """A `kB` field of a /proc/PID/status file."""
     with contextlib.suppress(OSError, ValueError, IndexError):
         with open(status_path) as f:
             for line in f:
-                if line.startswith("VmSize:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     return None
 
@@ -248,7 +253,7 @@ def _child_main(limits: Limits, payload: bytes, result_path: str, parent_pid: in
             from bot.logs.setup import setup_from_config
 
             setup_from_config(log_config, console=False)
-        mapped = _mapped_mb()
+        mapped = _status_mb("VmSize")
         lifted = _cap_address_space(limits.memory_mb)
         out = {"kind": "ok", "value": fn(*args), "mapped_mb": mapped}
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which carries on
@@ -257,6 +262,7 @@ def _child_main(limits: Limits, payload: bytes, result_path: str, parent_pid: in
                "mapped_mb": mapped}  # fmt: skip
         code = 1
     _lift(lifted)
+    out["vm_peak_mb"], out["rss_peak_mb"] = _status_mb("VmPeak"), _status_mb("VmHWM")
     try:
         tmp = result_path + ".tmp"
         try:
@@ -295,9 +301,9 @@ def _lift(previous: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (previous, resource.getrlimit(resource.RLIMIT_AS)[1]))
 
 
-def _mapped_mb() -> float | None:
-    """This process's address space (VmSize), MB."""
-    kb = _vm_kb("/proc/self/status")
+def _status_mb(field: str) -> float | None:
+    """A field of this process's /proc/self/status (VmSize, VmPeak, VmHWM), MB."""
+    kb = _vm_kb("/proc/self/status", field)
     return None if kb is None else round(kb / 1024, 1)
 
 

@@ -92,6 +92,8 @@ class RetrainResult:
     promoted: bool = False  # the parent did promote it
     path: str | None = None
     exit: str = "ok"  # how the training process ended (bot.training.launcher.Exit)
+    vm_peak_mb: float | None = None  # the training process's peak address space (training.memory_mb caps it)
+    rss_peak_mb: float | None = None
 
     def line(self) -> str:
         """The one human line of the retrain."""
@@ -202,7 +204,8 @@ async def run_retrain_in_child(cfg: Config, spec: RetrainSpec, *, timeout_s: flo
     tw = data.get("train_window")
     return RetrainResult(ok=True, version=data["version"], promote=bool(data["promote"]), reason=data["reason"],
                          verdict=data.get("verdict"), train_window=tuple(tw) if tw else None, pid=child.pid,
-                         seconds=child.seconds, path=data["path"], exit=child.exit.value)  # fmt: skip
+                         seconds=child.seconds, path=data["path"], exit=child.exit.value, vm_peak_mb=child.vm_peak_mb,
+                         rss_peak_mb=child.rss_peak_mb)  # fmt: skip
 
 
 async def promote_checked(pool: Any, version: str, path: str, *, expect_champion: str | None, reason: str) -> str | None:
@@ -259,7 +262,7 @@ async def retrain_once(cfg: Config, pool: Any, dsn: str, end_ms: int, *, on_star
                  expectancy=ch.get("expectancy"), trades=ch.get("trades"), champion_version=champ.version if champ else None,
                  champion_pf=cp.get("profit_factor"), champion_expectancy=cp.get("expectancy"), challenger=ch or None,
                  champion=cp or None, promoted=res.promoted, reason=res.reason, seconds=res.seconds,
-                 text=res.line())  # fmt: skip
+                 vm_peak_mb=res.vm_peak_mb, rss_peak_mb=res.rss_peak_mb, text=res.line())  # fmt: skip
     else:
         log.error("retrain_failed", error=res.error, exit=res.exit, detail="the champion stays", pid=res.pid,
                   seconds=res.seconds, text=res.line())

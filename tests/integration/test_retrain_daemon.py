@@ -142,9 +142,10 @@ async def test_retrain_in_a_running_daemon_promotes_and_hot_swaps_then_survives_
         at_done = await d.last_minute()
         assert at_done - at_start >= 10 * MINUTE_MS, "the loop did not keep processing minutes during the training"
         assert child["pid"] != d.proc.pid
-        assert done["promoted"] is True, done
+        assert done["promoted"] is True, (done["reason"], done.get("challenger"))
         assert done["champion"]["version"] == champion and done["challenger"]["version"] == done["version"]
         assert "RETRAIN" in done["text"] and "PROMOTED" in done["text"] and done["reason"]
+        assert 0 < done["rss_peak_mb"] < done["vm_peak_mb"] < 4096, done  # under training.memory_mb, measured in the child
         new = done["version"]
         swapped = await d.wait_event("model_swapped", after=n, timeout=120)
         # each training fits its own regime model; the feature config is the same: the buffers are

@@ -69,6 +69,9 @@ async def test_past_the_memory_limit_the_child_fails_and_says_which_limit() -> N
     assert "MemoryError" in line and "MB mapped before the job ran" in line, line
     unlimited = await run_in_child(jobs.allocate_mb, 900, limits=Limits(timeout_s=60))
     assert unlimited.ok and unlimited.value == 900  # the same job without the limit
+    # the peaks the child measured: it touched 900 MB, so its resident peak is at least that
+    assert 900 <= unlimited.rss_peak_mb <= unlimited.vm_peak_mb, (unlimited.rss_peak_mb, unlimited.vm_peak_mb)
+    assert small.rss_peak_mb < 600 and "MB address space" in unlimited.line() and "MB resident" in unlimited.line()
 
 
 async def test_a_library_s_bad_alloc_counts_as_memory() -> None:
