@@ -481,8 +481,16 @@ class Engine:
                 trade = ClosedTrade(pos.symbol, pos.decision_ts, pos.entry_ts, f.ts, pos.qty, pos.entry_price, f.price,
                                     pos.entry_fee + f.fee, pnl, ret, reason, pos.er, pos.p, pos.model_version, eref, xref)  # fmt: skip
                 self._close(pos.symbol)
+                self._feed_protections(trade)
                 if res is not None:
                     res.closed.append(trade)
+
+    def _feed_protections(self, trade: ClosedTrade) -> None:
+        """The stop-loss guard and the low-profit lock learn from every trade the engine closed,
+        at its exit time (`risk.protections`); in the backtest and the daemon alike, since both
+        book their exits here. A cut by reconciliation (`cut_position`: sold outside the bot) is
+        not one of the strategy's trades and is not fed."""
+        self.risk.record_trade(trade.symbol, trade.exit_ts, trade.ret, trade.exit_reason == EXIT_NAMES[EXIT_SL])
 
     def _open(self, pos: Position) -> None:
         i = self.index[pos.symbol]
