@@ -56,6 +56,8 @@ PRECEDENCE: tuple[Reason, ...] = (
 
 #: The protections' reasons (risk/protections.py): their decision rows carry `blocked_until_ms`.
 PROTECTION_REASONS = frozenset({Reason.STOP_LOSS_GUARD, Reason.LOW_PROFIT_LOCK, Reason.DRAWDOWN_LOOKBACK})
+#: ... and their labels, in the order of `PRECEDENCE` (for the report and the status view)
+PROTECTION_LABELS: tuple[str, ...] = tuple(r.label for r in PRECEDENCE if r in PROTECTION_REASONS)
 
 #: Internal marker for "no check has failed yet"; never appears in a returned decision.
 PENDING = -1

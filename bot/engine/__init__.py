@@ -43,7 +43,9 @@ with action "skip" and is counted in `StepResult.skips` / `Engine.skips`):
 `watch_only`, `stopping`, `entry_block` (a reason code an adapter sets, e.g. the live broker's
 "reconcile_pending" while it has not reconciled with the exchange), `symbol_filled` (its minute was made up), `reference_stale` (a
 reference symbol was made up within `trading.reference_fresh_minutes`), `end_of_window`,
-`order_pending`, `position_open` (equal_slots), then the risk manager's reason codes.
+`order_pending`, `position_open` (equal_slots), then the risk manager's reason codes (among
+them the protections, `risk.protections`: the engine feeds them every trade it closes, at its
+exit time, and they live in the risk part of `state_dict()`, so a restart keeps them).
 
 Which decisions become rows: every candidate that passes the entry rule (entered, or skipped
 with the engine's or the risk manager's reason), every exit, and every entry order the broker

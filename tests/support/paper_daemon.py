@@ -37,7 +37,8 @@ def window(bundle: Path, hours: float) -> tuple[int, int, int]:
 
 
 def write_config(home: Path, dsn: str, sim: ExchangeSimulator | None, *, floor: bool = False,
-                 dashboard_port: int | None = None) -> Path:
+                 dashboard_port: int | None = None, risk: dict[str, Any] | None = None) -> Path:
+    """The tests' config; `risk` keys are added to the risk section (e.g. the protections)."""
     urls = sim.urls if sim is not None else {}
     cfg = home / "config.yaml"
     cfg.write_text(yaml.safe_dump({
@@ -47,7 +48,7 @@ def write_config(home: Path, dsn: str, sim: ExchangeSimulator | None, *, floor: 
         "feed": {"backfill_days": 0, "rest_poll_interval_s": 0.5, "flush_interval_s": 0.2, "stall_timeout_s": 5.0},
         # no validated edge needed: a test (unless `floor`: the defaults)
         "trading": {} if floor else {"min_validation_pf": 0.0, "min_validation_trades": 0},
-        "risk": {"cooldown_after_stop_minutes": 0},
+        "risk": {"cooldown_after_stop_minutes": 0, **(risk or {})},
         "paths": {"data_dir": str(home / "var"), "models_dir": str(home / "var" / "models"), "logs_dir": str(home / "logs")},
         "logging": {"console": False},
         "dashboard": {"enabled": dashboard_port is not None, "port": dashboard_port or 8787},
