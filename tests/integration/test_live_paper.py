@@ -24,14 +24,13 @@ from models.timeutil import DAY_MS, MINUTE_MS, fmt_ts
 from tests.support.paper_daemon import (
     SPEED,
     Daemon,
+    assert_backtest_parity,
     assert_books_consistent,
     assert_human_lines,
-    backtest_trades,
     bot_status,
     daemon_status,
     free_port,
     http_get,
-    key_of,
     live_trades,
     minutes_with_candles,
     promote_bundle,
@@ -116,10 +115,7 @@ async def test_paper_run_gives_the_backtests_trades(db_dsn, book30, bundle_path,
           f"{warm['loop_lag_max_ms']} ms, over the run {status['details']['loop_lag_run_max_ms']} ms, in the last "
           f"heartbeat window while streaming {status['details']['loop_lag_max_ms']} ms; "
           f"step p50/p99 {status['details'].get('step_ms_p50')}/{status['details'].get('step_ms_p99')} ms")
-    got = [t for t in await live_trades(db_dsn) if int(t["decision_ts"]) < end - horizon]
-    want = backtest_trades(cfg, bundle_path, start, end, tmp_path / "bt")
-    assert len(want) >= 50, f"only {len(want)} trades: parity over few trades proves little"
-    assert sorted(map(key_of, got)) == sorted(map(key_of, want))
+    await assert_backtest_parity(db_dsn, cfg, bundle_path, start, end, tmp_path / "bt")
     # Every minute with a candle was stepped once, and equity recorded for it.
     conn = await asyncpg.connect(db_dsn)
     try:
@@ -164,10 +160,7 @@ async def test_paper_run_with_the_protections_on_gives_the_backtests_trades(db_d
             d.proc.kill()
         await sim.stop()
     assert_books_consistent(await store_books(db_dsn))
-    got = [t for t in await live_trades(db_dsn) if int(t["decision_ts"]) < end - horizon]
-    want = backtest_trades(cfg, bundle_path, start, end, tmp_path / "bt")
-    assert len(want) >= 50, f"only {len(want)} trades: parity over few trades proves little"
-    assert sorted(map(key_of, got)) == sorted(map(key_of, want))
+    want = await assert_backtest_parity(db_dsn, cfg, bundle_path, start, end, tmp_path / "bt")
     # each protection tripped, and skipped the same candidates in both (the backtest decides no
     # entry in its last horizon: `end_of_window` comes before the risk manager's reasons)
     conn = await asyncpg.connect(db_dsn)
@@ -234,10 +227,7 @@ async def test_kill_9_mid_run_then_restart_loses_nothing_and_repeats_nothing(db_
         await conn.close()
     assert eq == sorted(minutes_with_candles(book30, start, end))
     # And the trades are still the uninterrupted backtest's.
-    got = [t for t in await live_trades(db_dsn) if int(t["decision_ts"]) < end - horizon]
-    want = backtest_trades(cfg, bundle_path, start, end, tmp_path / "bt")
-    assert len(want) >= 50
-    assert sorted(map(key_of, got)) == sorted(map(key_of, want))
+    await assert_backtest_parity(db_dsn, cfg, bundle_path, start, end, tmp_path / "bt")
 
 
 async def test_watch_only_is_said_at_start_and_in_the_status_row(db_dsn, book30, bundle_path, tmp_path) -> None:

@@ -178,6 +178,18 @@ async def live_trades(dsn: str) -> list[dict[str, Any]]:
     return [json.loads(r["details"])["trade"] for r in rows]
 
 
+async def assert_backtest_parity(dsn: str, cfg: Path, bundle: Path, start: int, end: int, out: Path) -> list[dict[str, str]]:
+    """The daemon's closed trades decided before the backtest's end-of-window cut (one label
+    horizon before `end`) equal `bot backtest`'s over [start, end), trade by trade, and there
+    are enough of them to mean something; returns the backtest's trades."""
+    horizon = window(bundle, 0)[2]
+    got = [t for t in await live_trades(dsn) if int(t["decision_ts"]) < end - horizon]
+    want = backtest_trades(cfg, bundle, start, end, out)
+    assert len(want) >= 50, f"only {len(want)} trades: parity over few trades proves little"
+    assert sorted(map(key_of, got)) == sorted(map(key_of, want))
+    return want
+
+
 def free_port() -> int:
     import socket
 
