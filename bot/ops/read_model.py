@@ -41,8 +41,8 @@ from typing import Any, Literal
 
 import asyncpg
 
-from models.textfmt import duration
-from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, fmt_date, fmt_ts, to_datetime
+from models.textfmt import duration, pct
+from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, fmt_date, fmt_short, fmt_ts, to_datetime
 
 FEED_OK_S = 150.0  # a symbol at most ~2 minutes behind the engine's last minute is fine
 FEED_STALE_S = 600.0  # beyond 10 minutes behind it is stale (between: late)
@@ -102,6 +102,18 @@ class ModelInUse:
 class KillSwitch:
     tripped: str | None = None  # the reason, None when off (or unknown: no engine state)
     since_ts: int | None = None  # exchange clock
+
+
+@dataclass(frozen=True)
+class Protection:
+    """A protection blocking entries now (`risk.protections`), on the exchange clock: read from
+    the risk part of the engine state, active while the next minute's decision is before its end."""
+
+    protection: str  # the decision log's reason: stop_loss_guard | low_profit_lock | drawdown_lookback
+    scope: str  # "*" = every symbol, else the one symbol it blocks
+    since_ts: int
+    until_ts: int
+    text: str  # one line for people: what it blocks, until when, and why
 
 
 @dataclass(frozen=True)
@@ -227,6 +239,7 @@ class OperatorView:
     watch_only: bool | None
     watch_reason: str | None
     kill_switch: KillSwitch
+    protections: list[Protection]  # active ones, soonest end first (none: [])
     account: Account | None
     today: PnL
     positions: list[Position]
@@ -369,6 +382,7 @@ class ReadModel:
             mode=mode, clock=clock, daemon=daemon, model=model,
             trading=daemon.running and not watch and bool((row or {}).get("model_version")),
             watch_only=watch, watch_reason=(row or {}).get("watch_reason"), kill_switch=_kill_switch(es),
+            protections=_protections(es, clock),
             account=account, today=today, positions=positions, feed=feed, trades=trades, decisions=decisions,
             skips_last_hour=skips, equity=equity, models=models,
             retrain_next=details.get("retrain_next_run"), retrain_last=details.get("retrain_last"),
@@ -564,6 +578,38 @@ def _kill_switch(es: Any) -> KillSwitch:
         return KillSwitch()
     ks = (state.get("risk") or {}).get("kill_switch") or {}
     return KillSwitch(ks.get("tripped"), ks.get("tripped_ms"))
+
+
+def _protections(es: Any, clock: Clock) -> list[Protection]:
+    """The protections that block the engine's next decision (the minute after the last one,
+    `clock.exchange_ms`), from the persisted risk state (`risk.active_protections`)."""
+    # imported here: `bot status` imports this module and stays light (risk pulls in numpy)
+    from risk.protections import active_protections
+
+    if es is None:
+        return []
+    try:
+        state = _json(es["state"]) or {}
+    except ValueError:
+        return []
+    out = []
+    for b in active_protections(state.get("risk"), clock.exchange_ms):
+        out.append(Protection(b["protection"], b["scope"], int(b["since_ms"]), int(b["until_ms"]), _protection_text(b)))
+    return out
+
+
+def _protection_text(b: Mapping[str, Any]) -> str:
+    """`stop-loss guard: every symbol paused until 04-11 21:45 UTC (3 stop-losses within 60 min)`."""
+    until = f"until {fmt_short(b['until_ms'])} UTC"
+    who = "every symbol" if b["scope"] == "*" else b["scope"]
+    if b["protection"] == "stop_loss_guard":
+        return f"stop-loss guard: {who} paused {until} ({b.get('stop_losses')} stop-losses within {b.get('window_minutes')} min)"
+    if b["protection"] == "low_profit_lock":
+        return f"low-profit lock: {who} locked {until} (its last {b.get('trades')} trades {pct(b.get('net_return'))})"
+    if b["protection"] == "drawdown_lookback":
+        return (f"drawdown lookback: {who} paused {until} (equity {pct(-float(b.get('drawdown') or 0.0))} "
+                f"from its {b.get('hours')} h peak)")  # fmt: skip
+    return f"{b['protection']}: {who} blocked {until}"
 
 
 async def _account(conn: asyncpg.Connection, mode: str, es: Any, clock: Clock) -> Account | None:

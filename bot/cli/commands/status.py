@@ -107,6 +107,7 @@ def render(v: OperatorView) -> list[str]:
     ks = v.kill_switch
     lines.append("kill switch: " + (f"TRIPPED ({ks.tripped}) since {fmt_short(ks.since_ts)} UTC: no new entries"
                                     if ks.tripped else "off"))  # fmt: skip
+    lines.extend(f"protection: {p.text}" for p in v.protections)  # only while one blocks entries
     a, c = v.account, v.clock
     step = f" (engine stepped {duration(d.last_step_age_s)} ago)" if d.running and d.last_step_age_s is not None else ""
     if a is None:

@@ -76,6 +76,8 @@ def _status(v: OperatorView, st: DashboardState) -> dict[str, Any]:
         "last_minute_note": (f"{fmt_date(c.last_minute_ts)} · stepped {duration(d.last_step_age_s)} ago"
                              if d.last_step_age_s is not None else fmt_date(c.last_minute_ts)),
         "kill_switch": v.kill_switch.tripped,
+        "protections": [{"protection": p.protection, "scope": p.scope, "until_ts": p.until_ts, "text": p.text}
+                        for p in v.protections],
     }  # fmt: skip
     m = st.metrics
     if m is not None:

@@ -15,12 +15,11 @@ from bot.backtest.report import write_report
 from bot.backtest.runner import minute_matrix, run_backtest
 from bot.engine import Engine, TradingConfig
 from models.config import CostConfig
-from models.features.online import OnlineFeatureEngine
 from models.timeutil import HOUR_MS, MINUTE_MS
 from risk import active_protections
 from risk.config import DrawdownLookbackConfig, LowProfitLockConfig, RiskConfig, StopLossGuardConfig
 from risk.reasons import PROTECTION_LABELS
-from tests.support.engine import SYMBOLS
+from tests.support.engine import SYMBOLS, restarted_engine
 
 pytestmark = pytest.mark.slow  # real bundle + real candles; part of make test
 
@@ -115,11 +114,7 @@ def test_a_restart_keeps_the_active_protections(engine_bundle, day) -> None:  # 
     assert active and all(b["until_ms"] > minutes[t] for b in active)
 
     def restarted(st) -> Engine:  # noqa: ANN001
-        feats = OnlineFeatureEngine(a.symbols, engine_bundle.feature_config(), regime=engine_bundle.regime_model())
-        feats.warm_up({s: c.between(None, start) for s, c in data.items()})
-        for k in range(t):
-            feats.update(int(minutes[k]), bars[k])
-        return Engine.from_state(st, SYMBOLS, engine_bundle, trading=FLOOR_OFF, risk=PROTECTED, costs=PAPER, features=feats)
+        return restarted_engine(st, engine_bundle, data, start, minutes, bars, t, trading=FLOOR_OFF, risk=PROTECTED, costs=PAPER)
 
     b = restarted(state)
     assert b.risk.to_dict() == a.risk.to_dict()
