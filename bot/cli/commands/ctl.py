@@ -17,8 +17,6 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from bot.cli.commands import load_config_or_exit
-
 if TYPE_CHECKING:
     from bot.config import Config
 
@@ -46,7 +44,13 @@ def _run(args: argparse.Namespace) -> int:
     if p.error:
         print(p.error, file=sys.stderr)
         return 2
-    cfg = load_config_or_exit(args)
+    from bot.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(getattr(args, "config", None))
+    except ConfigError as e:  # the store is found through the config: nothing can be sent
+        print(f"{e}\nnothing was sent to the daemon (it keeps the config it loaded)", file=sys.stderr)
+        return 2
     return asyncio.run(_ctl(cfg, p.name, p.args, yes=args.yes, timeout_s=args.timeout, as_json=args.json))
 
 

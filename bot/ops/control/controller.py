@@ -224,7 +224,7 @@ class Controller:
                     "this survives a restart; `resume` allows entries again")  # fmt: skip
         else:
             text = "entries RESUMED from the next minute"
-        return Answer("done", text, self.details())
+        return Answer("done", text, {**self.details(), "last_minute_ts": self.trader.last_minute})
 
     async def _do_resume(self, asker: Asker, args: list[str]) -> Answer:
         return await self._do_pause(asker, args, pause=False)
