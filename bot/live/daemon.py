@@ -105,7 +105,16 @@ async def _start_dashboard(cfg: Config, store: object, trader: object) -> object
     trader.lag.sink = trader.metrics.loop_lag  # type: ignore[attr-defined]
     state = DashboardState(db=store, mode=cfg.mode, symbols=cfg.symbols, metrics=trader.metrics,  # type: ignore[attr-defined]
                            live=trader.details, notice=DEMO_NOTICE if is_demo() else None)  # type: ignore[attr-defined]  # fmt: skip
-    return await start_dashboard(state, cfg)
+    control = None
+    if trader.control is not None:  # type: ignore[attr-defined]  # the operator's commands, behind a token
+        from bot.ops.control.dashboard import announce, load_or_create_token, token_path
+
+        path = token_path(cfg.paths.data_dir)
+        control = (trader.control, load_or_create_token(path))  # type: ignore[attr-defined]
+    runner = await start_dashboard(state, cfg, control)
+    if runner is not None and control is not None:
+        announce(path, control[1], f"http://{cfg.dashboard.host}:{cfg.dashboard.port}/")
+    return runner
 
 
 async def _start_control(cfg: Config, store: Store, trader: object, config_path: Path | None) -> asyncio.Task[None]:
@@ -183,6 +192,8 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
                 guard = asyncio.create_task(_guard_lock(lock, stop, lost, trader.health), name="lock-guard")
                 trader.on_warm = _ready_once()
                 control = await _start_control(cfg, store, trader, config_path)
+                if telegram is not None:
+                    telegram.attach_control(trader.control)  # type: ignore[attr-defined]
                 dashboard = await _start_dashboard(cfg, store, trader)
                 try:
                     rc = await trader.run()

@@ -159,3 +159,17 @@ async def test_with_the_store_away_an_in_process_command_does_nothing_and_says_w
     ctl = Controller(cfg, SimpleNamespace(pool=Away()), _trader(cfg))
     ans = await ctl.submit("telegram", "owner chat", word)
     assert ans.status == "refused" and "store is unavailable" in ans.text and not ctl.paused
+
+
+def test_the_dashboard_token_file_is_0600_kept_across_starts_and_replaced_if_others_can_read_it(tmp_path) -> None:  # noqa: ANN001
+    from bot.logs.setup import _mask_value
+    from bot.ops.control.dashboard import load_or_create_token, token_path
+
+    path = token_path(tmp_path / "var")
+    first = load_or_create_token(path)
+    assert len(first) >= 30 and oct(path.stat().st_mode & 0o777) == "0o600"
+    assert load_or_create_token(path) == first  # a bookmarked page keeps working after a restart
+    assert first not in _mask_value(f"token={first}")  # masked should it reach a log line
+    path.chmod(0o644)
+    second = load_or_create_token(path)
+    assert second != first and oct(path.stat().st_mode & 0o777) == "0o600"
