@@ -2,9 +2,9 @@
 
 The command goes to the daemon through the store (`bot.ops.control.client`): the daemon answers
 within a second and the answer is printed; with no daemon running it says so and nothing is
-done. A command that asks for confirmation (flatten; in live mode flatten and force-exit, twice)
-prints a code and waits for it on the terminal; `--yes` answers one confirmation (give it twice
-in live mode), for scripts. Every command is recorded in the store with `user@host`.
+done. A command that asks for confirmation (flatten; in live mode flatten twice and force-exit
+once) prints a code and waits for it on the terminal; `--yes` answers one confirmation (give it
+twice for a live flatten), for scripts. Every command is recorded in the store with `user@host`.
 
 Exit status: 0 done, 1 refused, failed or not confirmed, 2 bad usage, 3 no daemon answered.
 """
