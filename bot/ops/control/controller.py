@@ -323,7 +323,11 @@ class Controller:
     async def _report(self, kind: str, args: list[str]) -> Answer:
         from bot.ops.control.reports import report
 
-        text, data = await report(self.store.pool, self.mode, kind, args, quote=self.cfg.exchange.quote)
+        try:
+            text, data = await report(self.store.pool, self.mode, self.cfg.symbols, kind, args,
+                                      now_ts=self.trader.last_minute, quote=self.cfg.exchange.quote)  # fmt: skip
+        except ValueError as e:
+            return Answer("refused", str(e))
         return Answer("done", text, data)
 
     # --- helpers -------------------------------------------------------------------------------
