@@ -88,7 +88,12 @@ async def _ctl(cfg: Config, name: str, args: list[str], *, yes: int, timeout_s: 
             return EXIT_NO_DAEMON
         who = cli_identity()
         while True:
-            row = await send(conn, who, name, args, timeout_s=timeout_s)
+            try:
+                row = await send(conn, who, name, args, timeout_s=timeout_s)
+            except asyncpg.UndefinedTableError:
+                print("this database has no commands table yet: the daemon runs an older version (restart `bot run` "
+                      "with this one); nothing done", file=sys.stderr)  # fmt: skip
+                return EXIT_NO_DAEMON
             _show(row, as_json)
             if row.status == "expired" or row.status in ("pending", "running"):
                 if row.status != "expired":
