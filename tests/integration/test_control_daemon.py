@@ -7,7 +7,7 @@ force-exit of one symbol (each interface); pause (no entry decided after it, the
 still exit, the pause survives a restart); reload with a bad file (nothing changes) and a good
 one; resume; flatten refused without its confirmation, a code that only its asker can use, then
 confirmed (no position left, the entries still waiting dropped); retrain now, and again while it
-runs; strangers (another chat, no or a wrong token) refused and recorded, nothing done. Every
+runs; P&L per day, week and symbol; strangers (another chat, no or a wrong token) refused and recorded, nothing done. Every
 command is in the store with who asked and what was answered."""
 
 from __future__ import annotations
@@ -277,6 +277,22 @@ async def test_each_command_through_each_interface_against_a_running_paper_daemo
         rc, out = await op.cli("flatten", "--yes")
         assert rc == 0 and out == "no open position: nothing to flatten", out
 
+        # P&L per day (cli), per week (telegram), per symbol (dashboard): the read model's figures
+        pnl = await fetch(db_dsn, "SELECT symbol, sum(pnl) AS pnl, count(*) AS n FROM positions WHERE mode = 'paper' "
+                                  "AND status = 'closed' GROUP BY symbol")  # fmt: skip
+        total, trades = sum(r["pnl"] for r in pnl), sum(r["n"] for r in pnl)
+        rc, out = await op.cli("daily")
+        assert rc == 0 and out.startswith("realised P&L per UTC day, last 7 day(s):"), out
+        assert out.splitlines()[-1] == f"total  {total:+,.2f} USDT  {trades} trades", out  # the replay is < 1 day
+        status, answer, res = await op.chat("/weekly 2")
+        assert status == "done" and sum(r["realised"] for r in res["rows"]) == pytest.approx(total), answer
+        code, ans = await op.web("performance")
+        rows = ans["result"]["rows"]
+        assert {r["label"]: r["trades"] for r in rows} == {r["symbol"]: r["n"] for r in pnl}
+        assert [r["realised"] for r in rows] == sorted((r["realised"] for r in rows), reverse=True)
+        rc, out = await op.cli("daily", "0")
+        assert rc == 1 and "1..60" in out, out
+
         # retrain now, and again while it runs
         rc, out = await op.cli("retrain")
         assert rc == 0 and out.startswith("retrain started"), out
@@ -304,6 +320,7 @@ async def test_each_command_through_each_interface_against_a_running_paper_daemo
     for interface in ("cli", "telegram", "dashboard"):
         done = {r["command"] for r in rows[4:] if r["interface"] == interface}
         assert done >= {"force_exit", "pause", "resume", "reload", "flatten", "retrain"}, (interface, done)
+        assert done & {"daily", "weekly", "performance"}, (interface, done)
     st = await fetch(db_dsn, "SELECT paused, changed_by FROM control_state WHERE mode = 'paper'")
     assert not st[0]["paused"] and st[0]["changed_by"] == "dashboard 127.0.0.1"
     # the dashboard's token and the chat's secrets never reached the logs or the store
