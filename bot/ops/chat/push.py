@@ -337,7 +337,7 @@ class TelegramService:
         from bot.ops.chat.commands import Answers
         from bot.ops.control.telegram import ChatCommands
 
-        answers = Answers(pool, mode=cfg.mode, log_path=Path(cfg.paths.logs_dir) / cfg.logging.json_file,
+        answers = Answers(pool, mode=cfg.mode, symbols=cfg.symbols, log_path=Path(cfg.paths.logs_dir) / cfg.logging.json_file,
                           quote=cfg.exchange.quote)  # fmt: skip
         return await cls.start(cfg, ChatCommands(answers))
 
