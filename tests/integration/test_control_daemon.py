@@ -34,6 +34,7 @@ from tests.support.paper_daemon import (
     SPEED,
     Daemon,
     assert_books_consistent,
+    bot_status,
     free_port,
     promote_bundle,
     run_until,
@@ -198,6 +199,10 @@ async def test_each_command_through_each_interface_against_a_running_paper_daemo
         said = await d.wait_event("control_paused_at_start", after=n)
         assert said["by"] == "telegram owner chat"
         await d.wait_event("engine_ready", after=n)
+        rc, text = await bot_status(cfg)  # the pause is in the operator read model: bot status, the page
+        assert "entries: PAUSED since " in text and "by telegram owner chat" in text, text
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/api/state") as r:
+            assert "by telegram owner chat" in (await r.json())["status"]["paused_text"]
         await run_until(sim, paused_at + horizon + 30 * MINUTE_MS)
         await d.wait_minute(paused_at + horizon + 30 * MINUTE_MS)
         entered = await fetch(db_dsn, "SELECT symbol, ts FROM decisions WHERE mode = 'paper' AND action = 'enter' "
@@ -230,6 +235,8 @@ async def test_each_command_through_each_interface_against_a_running_paper_daemo
         # resume (dashboard; the others: already allowed): entries again, at most 2 at a time now
         code, ans = await op.web("resume")
         assert ans["status"] == "done" and ans["text"].startswith("entries RESUMED")
+        rc, text = await bot_status(cfg)
+        assert "PAUSED" not in text, text
         resumed_at = int(ans["result"]["last_minute_ts"])
         status, answer, _ = await op.chat("/resume")
         assert answer.startswith("entries already allowed")
