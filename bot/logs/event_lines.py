@@ -23,7 +23,7 @@ Trading
   trade_open     symbol, qty, price, er?, p?, size_fraction?, mode?, ts? (fill time: the line's time)
                  -> `BUY SOLUSDT 1.20 @ 98.31  er +0.21%  p 0.64  size 2.1%  [paper]`
   trade_close    symbol, qty, price (exit), pnl, ret, reason (tp|sl|timeout|gap_timeout|
-                 flatten|end_of_data|reconciled), entry_price?, held_min?, mode?, ts? (exit time: the line's time)
+                 flatten|end_of_data|reconciled|force_exit), entry_price?, held_min?, mode?, ts? (exit time: the line's time)
                  -> `SELL SOLUSDT 1.20 @ 99.10  +0.95 USDT (+0.80%)  TP  held 42m  [paper]`
   risk_skips     counts (dict reason -> n), window_min? (60), entered?
                  -> `SKIPS 1h: 412  max_positions 300, no_edge 90, cooldown 22  (3 entered)`
@@ -246,7 +246,7 @@ def _trade_open(ev: Mapping[str, Any]) -> str:
 
 _EXIT_WORDS = {"tp": "TP", "sl": "SL", "timeout": "timeout", "gap_timeout": "gap timeout",
                "flatten": "flatten", "end_of_data": "end of data",
-               "reconciled": "reconciled (the exchange holds less)"}  # fmt: skip
+               "reconciled": "reconciled (the exchange holds less)", "force_exit": "force exit"}  # fmt: skip
 
 
 @event("trade_close", ("symbol", "qty", "price", "pnl", "ret", "reason"), ("entry_price", "held_min", "mode", "ts"), time_field="ts")

@@ -228,6 +228,15 @@ class ModelVersion:
 
 
 @dataclass(frozen=True)
+class Paused:
+    """The operator paused entries (`bot ctl pause`, bot.ops.control): no new positions, exits
+    go on. Persisted in `control_state`, so true of a stopped daemon's next start too."""
+
+    since_ts: int
+    by: str
+
+
+@dataclass(frozen=True)
 class OperatorView:
     """Everything an operator reads, of one moment (see the module docstring for the clocks)."""
 
@@ -251,6 +260,7 @@ class OperatorView:
     models: list[ModelVersion]
     retrain_next: str | None  # wall clock (the cron schedule), UTC text
     retrain_last: Any
+    paused: Paused | None = None  # entries paused by the operator
 
     @property
     def unrealised(self) -> float | None:
@@ -376,6 +386,7 @@ class ReadModel:
             decisions, skips = await self._decisions(conn, mode, clock)
             equity = await self._equity(conn, mode, clock)
             models = await _models(conn)
+            paused = await _paused(conn, mode)
         watch = bool(row.get("watch_only")) if row else None
         details = (row or {}).get("details") or {}
         return OperatorView(
@@ -385,7 +396,7 @@ class ReadModel:
             protections=_protections(es, clock),
             account=account, today=today, positions=positions, feed=feed, trades=trades, decisions=decisions,
             skips_last_hour=skips, equity=equity, models=models,
-            retrain_next=details.get("retrain_next_run"), retrain_last=details.get("retrain_last"),
+            retrain_next=details.get("retrain_next_run"), retrain_last=details.get("retrain_last"), paused=paused,
         )  # fmt: skip
 
     async def _trades(self, conn: asyncpg.Connection, mode: str, clock: Clock) -> list[Trade]:
@@ -503,6 +514,15 @@ async def _daemon_row(conn: asyncpg.Connection, *, with_lock: bool = True) -> tu
     row = dict(r)
     row["details"] = _json(row.get("details")) or {}
     return row, holder
+
+
+async def _paused(conn: asyncpg.Connection, mode: str) -> Paused | None:
+    if mode not in ("paper", "live") or not await conn.fetchval("SELECT to_regclass('control_state') IS NOT NULL"):
+        return None
+    from bot.store.control import read_control_state
+
+    st = await read_control_state(conn, mode)
+    return Paused(int(st.changed_ts or 0), st.changed_by or "?") if st.paused else None
 
 
 async def _last_snapshot_ts(conn: asyncpg.Connection, mode: str) -> int | None:

@@ -100,6 +100,9 @@ def render(v: OperatorView) -> list[str]:
         lines.append("model:  none promoted")
     else:
         lines.append(f"model:  {m.version} ({m.status})  validated PF {pf(m.validated_pf)}")
+    if v.paused is not None:
+        lines.append(f"entries: PAUSED since {fmt_short(v.paused.since_ts)} UTC by {v.paused.by}: no new positions, "
+                     "exits go on (`bot ctl resume`)")  # fmt: skip
     if v.watch_only:
         lines.append(f"state:  WATCH ONLY: {v.watch_reason}")
     elif d.running:

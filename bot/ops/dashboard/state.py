@@ -78,6 +78,8 @@ def _status(v: OperatorView, st: DashboardState) -> dict[str, Any]:
         "kill_switch": v.kill_switch.tripped,
         "protections": [{"protection": p.protection, "scope": p.scope, "until_ts": p.until_ts, "text": p.text}
                         for p in v.protections],
+        "paused_text": None if v.paused is None else f"entries paused since {fmt_ts(v.paused.since_ts)} UTC by "
+                                                     f"{v.paused.by}: no new positions, exits go on",
     }  # fmt: skip
     m = st.metrics
     if m is not None:
