@@ -118,6 +118,8 @@ def test_a_restart_keeps_the_active_protections(engine_bundle, day) -> None:  # 
 
     b = restarted(state)
     assert b.risk.to_dict() == a.risk.to_dict()
+    b.set_risk_config(PROTECTED)  # the operator's reload of the risk section keeps them too
+    assert b.risk.to_dict() == a.risk.to_dict()
     forgetful = dict(state, risk={k: v for k, v in state["risk"].items() if k != "protections"})
     c = restarted(forgetful)  # what a restart that lost the protections would do
     da, db, dc = [], [], []
