@@ -24,8 +24,8 @@ What each does (see `bot.ops.control.commands` for the words):
 - retrain: `Retrainer.run_now` (refused while one runs);
 - reload: the daemon's own config file through the one loader (`bot.config.load_config`); a
   file with any problem changes nothing and the answer lists the problems; a valid one replaces
-  the `risk:` section (`Engine.set_risk_config`: the kill switch, cooldowns and order count
-  carry over); other sections that differ are named (they need a restart);
+  the `risk:` section (`Engine.set_risk_config`: the kill switch, cooldowns, protections and
+  order count carry over); a change is named by its dotted key (`risk.stop_loss_guard.stop_losses`); other sections that differ are named (they need a restart);
 - daily / weekly / performance: read-only P&L from the operator read model.
 """
 
@@ -294,8 +294,8 @@ class Controller:
                           {"problems": e.problems})  # fmt: skip
         tr = self.trader
         old = tr.cfg
-        changes = [f"risk.{k} {v!r} -> {getattr(new.risk, k)!r}" for k, v in old.risk.model_dump().items()
-                   if getattr(new.risk, k) != v]  # fmt: skip
+        was, now = _dotted(old.risk.model_dump()), _dotted(new.risk.model_dump())
+        changes = [f"risk.{k} {v!r} -> {now[k]!r}" for k, v in was.items() if now[k] != v]
         others = [k for k in type(old).model_fields if k not in ("risk", "secrets") and getattr(old, k) != getattr(new, k)]
         note = f"; not applied, they need a restart: {', '.join(others)}" if others else ""
         if not changes:
@@ -308,8 +308,8 @@ class Controller:
         if tr.live is not None:
             tr.live.cfg = tr.cfg
         self.cfg = tr.cfg
-        return Answer("done", f"risk reloaded from {path}: {', '.join(changes)} (the kill switch, cooldowns and "
-                              f"order count carry over){note}", {"changes": changes, "restart_needed": others})  # fmt: skip
+        return Answer("done", f"risk reloaded from {path}: {', '.join(changes)} (the kill switch, cooldowns, "
+                              f"protections and order count carry over){note}", {"changes": changes, "restart_needed": others})  # fmt: skip
 
     async def _do_daily(self, asker: Asker, args: list[str]) -> Answer:
         return await self._report("daily", args)
@@ -382,3 +382,14 @@ class Controller:
 
 
 __all__ = ["SPECS", "Answer", "Asker", "Controller", "NotReady"]
+
+
+def _dotted(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config section as dotted keys (`stop_loss_guard.stop_losses`), so a reload names what changed."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

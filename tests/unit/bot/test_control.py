@@ -138,6 +138,18 @@ async def test_reload_validates_the_whole_file_first_and_a_bad_one_changes_nothi
     assert tr.cfg.risk.max_positions == 2 and ctl.cfg.risk.max_positions == 2
 
 
+async def test_reload_names_a_changed_protection_key_by_its_dotted_path(store, tmp_path) -> None:  # noqa: ANN001
+    path = _config(tmp_path)
+    cfg = load_config(path)
+    tr = _trader(cfg)
+    ctl = Controller(cfg, store, tr, config_path=path)
+    path.write_text(path.read_text().replace("risk: {}", "risk:\n  stop_loss_guard:\n    stop_losses: 4\n    scope: symbol"))
+    good = await ctl.submit("cli", "alice@pc", "reload")
+    assert good.status == "done", good.text
+    assert good.result["changes"] == ["risk.stop_loss_guard.stop_losses 0 -> 4", "risk.stop_loss_guard.scope 'global' -> 'symbol'"]
+    assert tr.cfg.risk.stop_loss_guard.stop_losses == 4 and "protections" in good.text
+
+
 async def test_strangers_are_recorded_and_a_flood_of_them_is_bounded(store, tmp_path) -> None:  # noqa: ANN001
     cfg = load_config(_config(tmp_path))
     ctl = Controller(cfg, store, _trader(cfg))
