@@ -99,14 +99,14 @@ def _check_close_times(open_t: np.ndarray, close_t: np.ndarray, unit: str, per_m
     i = int(bad[0])
     line = i + 1 + header
     when = fmt_ts(int(open_t[i]) // per_ms)
+    other, o_lo, o_hi = next((name, lo, hi) for name, _, lo, hi in _UNITS if name != unit)
+    if o_lo <= close_t[i] < o_hi:
+        raise Refused(f"line {line} ({when}): the open time is in {unit} but the close time "
+                      f"{int(close_t[i])} is in {other}")  # fmt: skip
     if span[i] > 0 and span[i] % minute == 0:
         raise Refused(f"{int(span[i] // minute)}m candles (line {line}, {when}: close time = open + "
                       f"{int(span[i] // minute)} min - 1 {unit}): only 1m candles are imported")  # fmt: skip
     if 0 < span[i] < minute and minute % span[i] == 0 and span[i] % per_ms == 0:
         raise Refused(f"{int(span[i] // per_ms) / 1000:g}s candles (line {line}, {when}): only 1m candles are imported")
-    other, o_lo, o_hi = next((name, lo, hi) for name, _, lo, hi in _UNITS if name != unit)
-    if o_lo <= close_t[i] < o_hi:
-        raise Refused(f"line {line} ({when}): the open time is in {unit} but the close time "
-                      f"{int(close_t[i])} is in {other}")  # fmt: skip
     raise Refused(f"line {line} ({when}): close time {int(close_t[i])} is not open time + 1 min - 1 {unit} "
                   f"(a 1m kline's close)")  # fmt: skip

@@ -1,4 +1,5 @@
-"""Small candle sets for the import tests, and where the feather fixtures are.
+"""Small candle sets for the import tests, where the feather fixtures are, and a set of bad
+files (`bad_files`: one per way a file can be refused, each alone in its own directory).
 
 The `.feather` files in `tests/support/feather/` were written by pyarrow itself (the writer
 freqtrade uses), from `formula_candles`, by `tests/support/feather/make_fixtures.py`; the
@@ -8,10 +9,19 @@ Tests rebuild the same candles from the formula and compare.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from bot.history.archive_writer import (
+    FUTURES_HEADER,
+    binance_archive,
+    freqtrade_json,
+    kline_csv,
+    ours_csv_gz,
+    write_zip,
+)
 from models.candles import Candles
 from models.timeutil import MINUTE_MS, parse_time
 
@@ -34,3 +44,86 @@ def formula_candles(seed: int = 0, n: int = FORMULA_ROWS, start_ms: int = FORMUL
     volume[i % 97 == 0] = 0.0  # some minutes where nothing traded
     ts = start_ms + i * MINUTE_MS
     return Candles(ts[keep], open_[keep], high[keep], low[keep], close[keep], volume[keep])
+
+
+def _zip_with(tmp_path: Path, text: bytes, name: str = "BTCUSDT-1m-2024-03") -> Path:
+    return write_zip(tmp_path / f"{name}.zip", f"{name}.csv", text)
+
+
+def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (a bad file, the start of the reason it is refused with)."""
+    c = formula_candles(n=300)
+    good = kline_csv(c, "ms")
+    lines = good.split(b"\n")
+    full_zip = binance_archive(tmp_path / "src", "BTCUSDT", c, "2024-03").read_bytes()
+    cases: dict[str, tuple[Path, str]] = {}
+
+    def put(key: str, path: Path, reason: str) -> None:
+        cases[key] = (path, reason)
+
+    d = tmp_path / "truncated"
+    d.mkdir()
+    (d / "BTCUSDT-1m-2024-03.zip").write_bytes(full_zip[: len(full_zip) // 2])
+    put("truncated zip", d / "BTCUSDT-1m-2024-03.zip", "not a complete zip archive")
+    lines13 = lines.copy()
+    lines13[5] += b",7"
+    put("13 columns", _zip_with(tmp_path / "cols", b"\n".join(lines13)), "line 6 has 13 columns, expected 12")
+    put("11 columns", _zip_with(tmp_path / "cols11", b"\n".join(lines[:3] + [lines[3].rsplit(b",", 1)[0]] + lines[4:])),
+        "line 4 has 11 columns")  # fmt: skip
+    swapped = lines.copy()
+    swapped[10], swapped[11] = swapped[11], swapped[10]
+    put("backwards", _zip_with(tmp_path / "back", b"\n".join(swapped)), "times go backwards at row 12")
+    put("5m close times", _zip_with(tmp_path / "5m", _five_minute(c)), "5m candles")
+    put("unparsable", _zip_with(tmp_path / "nan", b"\n".join(lines[:7] + [lines[7].replace(b".", b"x", 1)] + lines[8:])),
+        "line 8, column 2")  # fmt: skip
+    put("futures header", _zip_with(tmp_path / "fut", (FUTURES_HEADER + "\n").encode() + good), "a futures kline file")
+    put("unit mismatch", _zip_with(tmp_path / "unit", _close_in_us(c)), "line 1 (2024-03-01 00:00): the open time is in ms")
+    put("outside its month", _zip_with(tmp_path / "month", good, "BTCUSDT-1m-2024-04"), "a candle at 2024-03-01 00:00 lies outside")
+    other = formula_candles(n=300)
+    other = Candles(other.ts, other.open, other.high, other.low, other.close * 1.0, other.volume + 1)
+    dup = lines[:20] + [kline_csv(other.slice(19, 20), "ms").strip()] + lines[20:]
+    put("two values for a minute", _zip_with(tmp_path / "dup", b"\n".join(dup)), "two different candles for 2024-03-01 00:19")
+    two = tmp_path / "two" / "BTCUSDT-1m-2024-03.zip"
+    two.parent.mkdir()
+    with zipfile.ZipFile(two, "w") as zf:
+        zf.writestr("a.csv", good)
+        zf.writestr("b.csv", good)
+    put("two members", two, "the zip holds 2 files")
+    ck = binance_archive(tmp_path / "ck", "BTCUSDT", c, "2024-03", checksum=True)
+    flipped = bytearray(ck.read_bytes())
+    flipped[60] ^= 0xFF  # one byte of the deflated data changed after the checksum was written
+    ck.write_bytes(bytes(flipped))
+    put("checksum", ck, "sha256 differs from BTCUSDT-1m-2024-03.zip.CHECKSUM")
+    crc = tmp_path / "crc" / "BTCUSDT-1m-2024-03.zip"
+    crc.parent.mkdir()
+    crc.write_bytes(bytes(flipped))  # the same damage without a CHECKSUM beside it: zip's own CRC/deflate check
+    put("corrupt zip", crc, "not a complete zip archive")
+    js = tmp_path / "json" / "BTC_USDT-1m.json"
+    js.parent.mkdir()
+    js.write_bytes(freqtrade_json(c)[:-40])
+    put("truncated json", js, "the JSON list ends early")
+    js5 = tmp_path / "json5" / "BTC_USDT-1m.json"
+    js5.parent.mkdir()
+    js5.write_bytes(freqtrade_json(c).replace(b"],[", b"],[1709251200000,1,2,3,4],[", 1))
+    put("json row of 5", js5, "row 2 has 5 values, expected 6")
+    gz = tmp_path / "gz" / "BTCUSDT.csv.gz"
+    gz.parent.mkdir()
+    gz.write_bytes(ours_csv_gz(c)[:-30])
+    put("truncated gzip", gz, "the gzip stream ends early")
+    step = tmp_path / "step" / "BTC_USDT-1m.json"
+    step.parent.mkdir()
+    step.write_bytes(freqtrade_json(Candles(*(col[::5] for col in c.columns()))))
+    put("5m steps in a 1m file", step, "the candles are at least 5 min apart")
+    return cases
+
+
+def _five_minute(c: Candles) -> bytes:
+    ts5 = c.ts[0] + np.arange(len(c), dtype=np.int64) * 5 * MINUTE_MS
+    text = kline_csv(Candles(ts5, c.open, c.high, c.low, c.close, c.volume), "ms").decode()
+    rows = [r.split(",") for r in text.strip().split("\n")]
+    return "\n".join(",".join([r[0], *r[1:6], str(int(r[0]) + 5 * MINUTE_MS - 1), *r[7:]]) for r in rows).encode()
+
+
+def _close_in_us(c: Candles) -> bytes:
+    rows = [r.split(",") for r in kline_csv(c, "ms").decode().strip().split("\n")]
+    return "\n".join(",".join([r[0], *r[1:6], str((int(r[0]) + MINUTE_MS) * 1000 - 1), *r[7:]]) for r in rows).encode()
