@@ -46,10 +46,6 @@ def formula_candles(seed: int = 0, n: int = FORMULA_ROWS, start_ms: int = FORMUL
     return Candles(ts[keep], open_[keep], high[keep], low[keep], close[keep], volume[keep])
 
 
-def _zip_with(tmp_path: Path, text: bytes, name: str = "BTCUSDT-1m-2024-03") -> Path:
-    return write_zip(tmp_path / f"{name}.zip", f"{name}.csv", text)
-
-
 def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     """name -> (a bad file, the start of the reason it is refused with)."""
     c = formula_candles(n=300)
@@ -58,31 +54,32 @@ def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     full_zip = binance_archive(tmp_path / "src", "BTCUSDT", c, "2024-03").read_bytes()
     cases: dict[str, tuple[Path, str]] = {}
 
-    def put(key: str, path: Path, reason: str) -> None:
+    def put(key: str, path: Path, reason: str, data: bytes | None = None) -> None:
+        if data is not None:
+            path.parent.mkdir(parents=True)
+            path.write_bytes(data)
         cases[key] = (path, reason)
 
-    d = tmp_path / "truncated"
-    d.mkdir()
-    (d / "BTCUSDT-1m-2024-03.zip").write_bytes(full_zip[: len(full_zip) // 2])
-    put("truncated zip", d / "BTCUSDT-1m-2024-03.zip", "not a complete zip archive")
-    lines13 = lines.copy()
-    lines13[5] += b",7"
-    put("13 columns", _zip_with(tmp_path / "cols", b"\n".join(lines13)), "line 6 has 13 columns, expected 12")
-    put("11 columns", _zip_with(tmp_path / "cols11", b"\n".join(lines[:3] + [lines[3].rsplit(b",", 1)[0]] + lines[4:])),
-        "line 4 has 11 columns")  # fmt: skip
-    swapped = lines.copy()
-    swapped[10], swapped[11] = swapped[11], swapped[10]
-    put("backwards", _zip_with(tmp_path / "back", b"\n".join(swapped)), "times go backwards at row 12")
-    put("5m close times", _zip_with(tmp_path / "5m", _five_minute(c)), "5m candles")
-    put("unparsable", _zip_with(tmp_path / "nan", b"\n".join(lines[:7] + [lines[7].replace(b".", b"x", 1)] + lines[8:])),
-        "line 8, column 2")  # fmt: skip
-    put("futures header", _zip_with(tmp_path / "fut", (FUTURES_HEADER + "\n").encode() + good), "a futures kline file")
-    put("unit mismatch", _zip_with(tmp_path / "unit", _close_in_us(c)), "line 1 (2024-03-01 00:00): the open time is in ms")
-    put("outside its month", _zip_with(tmp_path / "month", good, "BTCUSDT-1m-2024-04"), "a candle at 2024-03-01 00:00 lies outside")
-    other = formula_candles(n=300)
-    other = Candles(other.ts, other.open, other.high, other.low, other.close * 1.0, other.volume + 1)
-    dup = lines[:20] + [kline_csv(other.slice(19, 20), "ms").strip()] + lines[20:]
-    put("two values for a minute", _zip_with(tmp_path / "dup", b"\n".join(dup)), "two different candles for 2024-03-01 00:19")
+    def zipped(sub: str, text: bytes, name: str = "BTCUSDT-1m-2024-03") -> Path:
+        return write_zip(tmp_path / sub / f"{name}.zip", f"{name}.csv", text)
+
+    def edited(i: int, line: bytes) -> bytes:
+        return b"\n".join([*lines[:i], line, *lines[i + 1 :]])
+
+    put("truncated zip", tmp_path / "truncated" / "BTCUSDT-1m-2024-03.zip", "not a complete zip archive",
+        full_zip[: len(full_zip) // 2])  # fmt: skip
+    put("13 columns", zipped("cols", edited(5, lines[5] + b",7")), "line 6 has 13 columns, expected 12")
+    put("11 columns", zipped("cols11", edited(3, lines[3].rsplit(b",", 1)[0])), "line 4 has 11 columns")
+    put("backwards", zipped("back", b"\n".join([*lines[:10], lines[11], lines[10], *lines[12:]])),
+        "times go backwards at row 12")  # fmt: skip
+    put("5m close times", zipped("5m", _five_minute(c)), "5m candles")
+    put("unparsable", zipped("nan", edited(7, lines[7].replace(b".", b"x", 1))), "line 8, column 2")
+    put("futures header", zipped("fut", (FUTURES_HEADER + "\n").encode() + good), "a futures kline file")
+    put("unit mismatch", zipped("unit", _close_in_us(c)), "line 1 (2024-03-01 00:00): the open time is in ms")
+    put("outside its month", zipped("month", good, "BTCUSDT-1m-2024-04"), "a candle at 2024-03-01 00:00 lies outside")
+    other = Candles(c.ts, c.open, c.high, c.low, c.close, c.volume + 1)
+    dup = b"\n".join([*lines[:20], kline_csv(other.slice(19, 20), "ms").strip(), *lines[20:]])
+    put("two values for a minute", zipped("dup", dup), "two different candles for 2024-03-01 00:19")
     two = tmp_path / "two" / "BTCUSDT-1m-2024-03.zip"
     two.parent.mkdir()
     with zipfile.ZipFile(two, "w") as zf:
@@ -92,28 +89,17 @@ def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     ck = binance_archive(tmp_path / "ck", "BTCUSDT", c, "2024-03", checksum=True)
     flipped = bytearray(ck.read_bytes())
     flipped[60] ^= 0xFF  # one byte of the deflated data changed after the checksum was written
-    ck.write_bytes(bytes(flipped))
     put("checksum", ck, "sha256 differs from BTCUSDT-1m-2024-03.zip.CHECKSUM")
-    crc = tmp_path / "crc" / "BTCUSDT-1m-2024-03.zip"
-    crc.parent.mkdir()
-    crc.write_bytes(bytes(flipped))  # the same damage without a CHECKSUM beside it: zip's own CRC/deflate check
-    put("corrupt zip", crc, "not a complete zip archive")
-    js = tmp_path / "json" / "BTC_USDT-1m.json"
-    js.parent.mkdir()
-    js.write_bytes(freqtrade_json(c)[:-40])
-    put("truncated json", js, "the JSON list ends early")
-    js5 = tmp_path / "json5" / "BTC_USDT-1m.json"
-    js5.parent.mkdir()
-    js5.write_bytes(freqtrade_json(c).replace(b"],[", b"],[1709251200000,1,2,3,4],[", 1))
-    put("json row of 5", js5, "row 2 has 5 values, expected 6")
-    gz = tmp_path / "gz" / "BTCUSDT.csv.gz"
-    gz.parent.mkdir()
-    gz.write_bytes(ours_csv_gz(c)[:-30])
-    put("truncated gzip", gz, "the gzip stream ends early")
-    step = tmp_path / "step" / "BTC_USDT-1m.json"
-    step.parent.mkdir()
-    step.write_bytes(freqtrade_json(Candles(*(col[::5] for col in c.columns()))))
-    put("5m steps in a 1m file", step, "the candles are at least 5 min apart")
+    ck.write_bytes(bytes(flipped))
+    # the same damage without a CHECKSUM beside it: zip's own CRC/deflate check
+    put("corrupt zip", tmp_path / "crc" / "BTCUSDT-1m-2024-03.zip", "not a complete zip archive", bytes(flipped))
+    json_rows = freqtrade_json(c)
+    put("truncated json", tmp_path / "json" / "BTC_USDT-1m.json", "the JSON list ends early", json_rows[:-40])
+    put("json row of 5", tmp_path / "json5" / "BTC_USDT-1m.json", "row 2 has 5 values, expected 6",
+        json_rows.replace(b"],[", b"],[1709251200000,1,2,3,4],[", 1))  # fmt: skip
+    put("truncated gzip", tmp_path / "gz" / "BTCUSDT.csv.gz", "the gzip stream ends early", ours_csv_gz(c)[:-30])
+    put("5m steps in a 1m file", tmp_path / "step" / "BTC_USDT-1m.json", "the candles are at least 5 min apart",
+        freqtrade_json(Candles(*(col[::5] for col in c.columns()))))  # fmt: skip
     return cases
 
 
