@@ -81,7 +81,8 @@ class _Prepared:
     rows_read: int
     duplicates: int
     rejected_by: Counter[str]
-    files: list[ParsedFile]
+    files: int
+    sources: str  # describe_sources of the parsed files (their candles are not kept)
 
 
 def find_candle_files(directory: str | Path, symbols: Iterable[str] | None = None
@@ -135,7 +136,7 @@ def _prepare(symbol: str, files: list[NamedFile]) -> _Prepared | list[RefusedFil
         ok[[i for i, _ in bad]] = False
         c = Candles(*(col[ok] for col in c.columns()))
     return _Prepared(c, sum(p.rows_read for p in parsed), merged.duplicates + sum(p.duplicates for p in parsed),
-                     Counter(reason for _, reason in bad), parsed)  # fmt: skip
+                     Counter(reason for _, reason in bad), len(parsed), describe_sources(parsed))  # fmt: skip
 
 
 def describe_sources(files: list[ParsedFile]) -> str:
@@ -189,8 +190,8 @@ async def import_directory(
             rejected=sum(prep.rejected_by.values()),
             gaps=len(gaps),
             missing_minutes=sum(n for _, n in gaps),
-            files=len(prep.files),
-            sources=describe_sources(prep.files),
+            files=prep.files,
+            sources=prep.sources,
         )
         for reason, n in prep.rejected_by.items():
             log.warning("import_rejected_rows", symbol=symbol, reason=reason, rows=n)
