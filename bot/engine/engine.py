@@ -323,7 +323,7 @@ class Engine:
         self,
         ts_ms: int,
         bars: np.ndarray,
-        filled: np.ndarray | None = None,
+        made_up: np.ndarray | None = None,
         *,
         feats: np.ndarray | None = None,
         scores: Mapping[str, np.ndarray] | None = None,
@@ -331,8 +331,8 @@ class Engine:
     ) -> StepResult:
         """Process the closed minute opening at `ts_ms` (see the package docstring).
 
-        `bars` (S x OHLCV float64, NaN row = no candle), `filled` (S,) bool: rows the caller
-        made up (the feed's gap fill); they are never entered. `feats`/`scores`/`warm`: this
+        `bars` (S x OHLCV float64, NaN row = no candle), `made_up` (S,) bool: rows the caller
+        made up (the feed's gap fill: not candles the exchange sent); they are never entered. `feats`/`scores`/`warm`: this
         minute's feature rows, their scores and the feature engine's warm flags, precomputed by a
         caller that ran `self.features` over a block of minutes (block scoring in the backtest).
         """
@@ -340,13 +340,13 @@ class Engine:
         res = StepResult(ts)
         bars = np.asarray(bars, dtype=np.float64)
         missing = np.isnan(bars).any(axis=1)
-        made_up = missing if filled is None else (missing | np.asarray(filled, bool))
+        no_bar = missing if made_up is None else (missing | np.asarray(made_up, bool))
         # nothing trades on a made-up row: the broker and the exit rule see it as no candle,
         # exactly as the label treats a missing minute
         real = bars
-        if filled is not None and made_up.any():
+        if made_up is not None and no_bar.any():
             real = bars.copy()
-            real[made_up] = np.nan
+            real[no_bar] = np.nan
         # 1. the broker: entries decided last minute fill at this minute's open
         self._apply_broker(self.broker.poll(ts, real, self.index), res)
         # 2. exits of open positions on this bar, before any entry
@@ -360,7 +360,7 @@ class Engine:
             warm = self.features.warm
         elif warm is None:
             raise ValueError("precomputed features need the warm flags of their minute")
-        decided = self._entries(ts, bars, made_up, feats, scores, warm, res)
+        decided = self._entries(ts, bars, no_bar, feats, scores, warm, res)
         self.last_ts = ts
         res.equity = self.equity_point(ts)
         if not decided and self.trading.sizing == "risk":

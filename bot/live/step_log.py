@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from bot.live.skip_summary import SkipSummary
+
+if TYPE_CHECKING:
+    from bot.config import Config
+    from bot.engine.engine import Engine, StepResult
 
 log = structlog.get_logger("bot.live.trader")
 
@@ -32,7 +36,7 @@ def is_demo() -> bool:
     return os.environ.get("BOT_DEMO") == "1"
 
 
-def no_edge_notice(eng: Any) -> str | None:
+def no_edge_notice(eng: Engine) -> str | None:
     """A line when the engine trades a bundle that would not clear the default floor."""
     from bot.engine.config import TradingConfig
 
@@ -64,7 +68,7 @@ class LiveEvents:
         self.kill: str | None = None
         self.notice: str | None = None
 
-    def started(self, eng: Any, version: str | None, n_symbols: int, cfg: Any = None) -> None:
+    def started(self, eng: Engine, version: str | None, n_symbols: int, cfg: Config | None = None) -> None:
         """The START line once the engine is warm: mode, model (and its validated PF), trading or watching."""
         self.kill = eng.risk.kill_switch.tripped
         self.notice = no_edge_notice(eng)
@@ -72,7 +76,7 @@ class LiveEvents:
                       watch_reason=eng.watch_reason, pf=_f(eng.edge.profit_factor), notice=self.notice,
                       demo=is_demo() and self.notice == DEMO_NOTICE)  # fmt: skip
 
-    def step(self, eng: Any, ts: int, res: Any, rec: Any) -> None:
+    def step(self, eng: Engine, ts: int, res: StepResult, rec: Any) -> None:
         equity = rec.equity.equity if rec.equity is not None else None
         for p in rec.opened:
             size = p.qty * p.entry_price / equity if equity else None
@@ -88,7 +92,7 @@ class LiveEvents:
         self.skips.n_entered += len(rec.opened)
         self._kill_switch(eng, ts, equity)
 
-    def _kill_switch(self, eng: Any, ts: int, equity: float | None) -> None:
+    def _kill_switch(self, eng: Engine, ts: int, equity: float | None) -> None:
         ks = eng.risk.kill_switch
         now = ks.tripped
         if now == self.kill:

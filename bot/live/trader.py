@@ -51,7 +51,7 @@ import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ccxt
 import numpy as np
@@ -69,6 +69,10 @@ from bot.store import daemon_lock as status
 from bot.store.outage import STORE_UNAVAILABLE, StepBuffer, StoreHealth, is_unavailable
 from bot.store.trading import StepRecords, TradingStore
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
+
+if TYPE_CHECKING:
+    from bot.store.db import Store
+    from models.bundle.directory import Bundle
 
 log = structlog.get_logger("bot.live.trader")
 
@@ -153,7 +157,7 @@ class LoopStats:
 class LiveTrader:
     """See the module docstring. One per daemon process."""
 
-    def __init__(self, cfg: Config, store: Any, stop: asyncio.Event, *, no_train: bool = False,
+    def __init__(self, cfg: Config, store: Store, stop: asyncio.Event, *, no_train: bool = False,
                  confirm_live: bool = False):  # fmt: skip
         if cfg.mode == "live" and not confirm_live:
             raise RuntimeError("mode: live needs the command-line confirmation (--confirm-live)")
@@ -314,7 +318,7 @@ class LiveTrader:
             await self.live.reconcile(eng, self._in_worker)
         return await self._stream(anchor)
 
-    def _build_engine(self, bundle: Any) -> Any:
+    def _build_engine(self, bundle: Bundle) -> Any:
         from bot.engine import Engine
 
         c = self.cfg

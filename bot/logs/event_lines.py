@@ -85,7 +85,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from models.textfmt import MISSING, duration, money, num, pct
 from models.timeutil import fmt_date, fmt_short
+
+__all__ = ["EVENTS", "EventSpec", "duration", "event", "iso_to_ms", "kv_line", "line_time", "money", "num", "pct",
+           "render_body"]  # fmt: skip
 
 Formatter = Callable[[Mapping[str, Any]], str]
 
@@ -174,44 +178,7 @@ def iso_to_ms(stamp: Any) -> int | None:
     return int(t.timestamp() * 1000)
 
 
-# --- number helpers ----------------------------------------------------------------------
-
-
-def num(v: Any) -> str:
-    """A price or quantity: 2 decimals from 1 up (98.31, 1.20), 4 significant digits below."""
-    x = float(v)
-    if not math.isfinite(x):
-        return "-"
-    a = abs(x)
-    if a >= 1 or a == 0:
-        return f"{x:.2f}"
-    return f"{x:.{min(12, 3 - math.floor(math.log10(a)))}f}"
-
-
-def pct(v: Any, *, sign: bool = True, digits: int = 2) -> str:
-    """A fraction as percent: 0.0021 -> '+0.21%'."""
-    x = float(v)
-    if not math.isfinite(x):
-        return "-"
-    return f"{x * 100:{'+' if sign else ''}.{digits}f}%"
-
-
-def money(v: Any) -> str:
-    x = float(v)
-    return f"{x:+,.2f}" if abs(x) < 1e6 else f"{x:+,.0f}"
-
-
-def duration(seconds: Any) -> str:
-    s = int(round(float(seconds)))
-    if s < 60:
-        return f"{s}s"
-    m, s = divmod(s, 60)
-    if m < 60:
-        return f"{m}m{s:02d}s" if s else f"{m}m"
-    h, m = divmod(m, 60)
-    if h < 48:
-        return f"{h}h{m:02d}m"
-    return f"{h // 24}d{h % 24:02d}h"
+# --- number helpers (the numbers themselves: models.textfmt) ------------------------------
 
 
 def day(v: Any) -> str:
@@ -361,7 +328,7 @@ def _retrain_done(ev: Mapping[str, Any]) -> str:
     parts.extend(_model_stats(ev))
     if ev.get("champion_version") or _present(ev, "champion_pf"):
         champ = _model_stats({"pf": ev.get("champion_pf"), "expectancy": ev.get("champion_expectancy")})
-        parts.append("vs champion " + (" ".join(champ) if champ else "-"))
+        parts.append("vs champion " + (" ".join(champ) if champ else MISSING))
     verdict = f"-> {ev['status']}"
     if ev.get("reason"):
         verdict += f" ({ev['reason']})"

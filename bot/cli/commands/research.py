@@ -19,9 +19,12 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.cli.commands import load_config_or_exit
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -120,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _with_store(cfg: Any, setup: Any, grid: Any, name: str, args: argparse.Namespace) -> dict[str, Any]:
+async def _with_store(cfg: Config, setup: Any, grid: Any, name: str, args: argparse.Namespace) -> dict[str, Any]:
     from bot.store.db import open_store
     from bot.training.job import optuna_url
 

@@ -32,13 +32,16 @@ import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from bot.logs.error_lines import log_survived
 from bot.ops.chat.config import TelegramConfig
 from bot.runtime.aio import wait_for
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 log = structlog.get_logger("bot.ops.chat.push")
 
@@ -301,7 +304,7 @@ class TelegramService:
         self.task = task
 
     @classmethod
-    async def start(cls, cfg: Any, answer: Answerer | None = None) -> TelegramService | None:
+    async def start(cls, cfg: Config, answer: Answerer | None = None) -> TelegramService | None:
         from bot.logs.setup import add_human_handler
 
         tc: TelegramConfig = cfg.telegram
@@ -318,13 +321,13 @@ class TelegramService:
         return cls(push, task)
 
     @classmethod
-    async def for_daemon(cls, cfg: Any, pool: Any) -> TelegramService | None:
+    async def for_daemon(cls, cfg: Config, pool: Any) -> TelegramService | None:
         """`start` with the chat commands answered from the store behind `pool` and the log."""
         from pathlib import Path
 
         from bot.ops.chat.commands import Answers
 
-        answers = Answers(pool, mode=cfg.mode, log_path=Path(cfg.paths.logs_dir) / cfg.logging.json_file,
+        answers = Answers(pool, mode=cfg.mode, symbols=cfg.symbols, log_path=Path(cfg.paths.logs_dir) / cfg.logging.json_file,
                           quote=cfg.exchange.quote)  # fmt: skip
         return await cls.start(cfg, answers)
 

@@ -281,13 +281,13 @@ def test_a_made_up_row_fills_no_order_and_triggers_no_exit(engine_bundle, day_da
     pend = {it.symbol for it in eng.broker.pending()}
     held = dict(eng.positions)
     fake = bars[t].copy()
-    filled = np.zeros(len(eng.symbols), bool)
+    made_up = np.zeros(len(eng.symbols), bool)
     for s in pend | set(held):  # the feed made these rows up: flat at a price that hits every barrier
         i = eng.index[s]
-        filled[i] = True
+        made_up[i] = True
         fake[i, :4] = held[s].sl_price * 0.5 if s in held else fake[i, 3]
         fake[i, 4] = 0.0
-    res = eng.step(int(minutes[t]), fake, filled)
+    res = eng.step(int(minutes[t]), fake, made_up)
     assert {cid for cid, why in res.cancelled if why == "no_next_bar"} and not res.opened
     assert not res.closed and set(eng.positions) == set(held)
-    assert not [d for d in res.decisions if d.action == "enter" and filled[eng.index[d.symbol]]]
+    assert not [d for d in res.decisions if d.action == "enter" and made_up[eng.index[d.symbol]]]
