@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class TelegramConfig(BaseModel):
@@ -23,3 +23,10 @@ class TelegramConfig(BaseModel):
     timeout_s: float = Field(10.0, gt=0, le=120, description="per request")
     commands: bool = Field(True, description="answer /status /positions /pnl /tail from the owner chat (read-only)")
     poll_timeout_s: int = Field(25, ge=0, le=60, description="long-poll wait for chat commands")
+
+    @field_validator("api_base")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not (v.startswith(("http://", "https://")) and len(v.split("://", 1)[1]) > 0):
+            raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
+        return v
