@@ -509,7 +509,9 @@ def check_paths(cfg: Config) -> list[str]:
     after the database started. Nothing is left behind."""
     problems: list[str] = []
     for key in ("data_dir", "models_dir", "logs_dir"):
-        need = MIN_FREE_MB[key] if key != "data_dir" or not cfg.database.dsn.get_secret_value() else MIN_FREE_MB["logs_dir"]
+        need = MIN_FREE_MB[key]
+        if key == "data_dir" and cfg.database.dsn.get_secret_value():
+            need = MIN_FREE_MB["models_dir"]  # an external database: no cluster in data_dir
         problem = directory_problem(Path(getattr(cfg.paths, key)).absolute(), need)
         if problem:
             problems.append(f"paths.{key}: {problem}")

@@ -134,10 +134,10 @@ def telegram_chat_problem(chat_id: str, commands: bool) -> str | None:
 
 # --- the machine ------------------------------------------------------------------------------
 
-#: Free space a directory must have at start (MB): the embedded database's cluster alone is ~40 MB
-#: after initdb, plus a 16 MB WAL segment; a bundle is under 1 MB; a log line is small, but a full
-#: disk means no log at all (the daemon would run on, silently).
-MIN_FREE_MB = {"data_dir": 64, "models_dir": 16, "logs_dir": 16}
+#: Free space (MB) a directory must have at start, beyond the 4 kB the probe writes: the
+#: embedded database's cluster is ~40-50 MB after initdb (with a 16 MB WAL segment); a bundle is
+#: under 1 MB; logs need only what the probe showed (a log disk may be small: it rotates).
+MIN_FREE_MB = {"data_dir": 64, "models_dir": 1, "logs_dir": 0}
 
 _WHY = {errno.EROFS: "on a read-only file system", errno.EACCES: "not writable by this user",
         errno.EPERM: "not writable by this user", errno.ENOSPC: "on a full disk",
@@ -186,15 +186,17 @@ def listen_problem(host: str, port: int) -> str | None:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as e:
         return f"{host} does not resolve ({e.strerror})"
-    family, _, _, _, addr = infos[0]
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(addr)
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
+    first: OSError | None = None
+    for family, _, _, _, addr in infos:  # as asyncio's server: one address that works is enough
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(addr)
                 return None
-            if e.errno == errno.EACCES:
-                return (f"port {port} is privileged (below 1024) and this user may not listen on it: use a port of "
-                        "1024 or more")  # fmt: skip
-            return f"cannot listen on {host}:{port}: {e.strerror}"
-    return None
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    return None
+                if e.errno == errno.EACCES:
+                    return (f"port {port} is privileged (below 1024) and this user may not listen on it: use a port "
+                            "of 1024 or more")  # fmt: skip
+                first = first or e
+    return f"cannot listen on {host}:{port}: {first.strerror if first else 'no address'}"

@@ -340,3 +340,20 @@ def test_the_summary_counts_one_symbol_in_the_singular(tmp_path: Path) -> None:
     assert ", 1 symbol, " in one.stdout.splitlines()[0], one.stdout
     two = _bot("config", "check", "--config", str(write(tmp_path, "symbols: [BTCUSDT, ETHUSDT]\n", "two.yaml")))
     assert ", 2 symbols, " in two.stdout.splitlines()[0], two.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
+def test_a_data_dir_without_room_for_the_embedded_database_is_refused(tmp_path: Path) -> None:
+    """A 32 MB disk takes the logs and a bundle, not the embedded cluster (~40-50 MB after initdb)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    assert subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(small)]).returncode == 0
+    try:
+        paths = f"paths:\n  data_dir: {small}/var\n  models_dir: {small}/m\n  logs_dir: {small}/l\n"
+        lines = problems(tmp_path, paths)
+        assert len(lines) == 1 and lines[0].startswith(f"paths.data_dir: {small}/var: its disk is (nearly) full: "), lines
+        assert "needs at least 64 MB" in lines[0]
+        external = paths + "database:\n  dsn: postgresql://bot@127.0.0.1:5432/bot\n"
+        assert load_config(write(tmp_path, external, "ext.yaml"), env={}).paths.data_dir == small / "var"
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
