@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from pathlib import Path
 
 import structlog
 
@@ -104,7 +105,27 @@ async def _start_dashboard(cfg: Config, store: object, trader: object) -> object
     trader.lag.sink = trader.metrics.loop_lag  # type: ignore[attr-defined]
     state = DashboardState(db=store, mode=cfg.mode, symbols=cfg.symbols, metrics=trader.metrics,  # type: ignore[attr-defined]
                            live=trader.details, notice=DEMO_NOTICE if is_demo() else None)  # type: ignore[attr-defined]  # fmt: skip
-    return await start_dashboard(state, cfg)
+    control = None
+    if trader.control is not None:  # type: ignore[attr-defined]  # the operator's commands, behind a token
+        from bot.ops.control.dashboard import announce, load_or_create_token, token_path
+
+        path = token_path(cfg.paths.data_dir)
+        control = (trader.control, load_or_create_token(path))  # type: ignore[attr-defined]
+    runner = await start_dashboard(state, cfg, control)
+    if runner is not None and control is not None:
+        announce(path, control[1], f"http://{cfg.dashboard.host}:{cfg.dashboard.port}/")
+    return runner
+
+
+async def _start_control(cfg: Config, store: Store, trader: object, config_path: Path | None) -> asyncio.Task[None]:
+    """The operator's controller (`bot.ops.control`): the pause a previous run left, then the
+    task that answers `bot ctl` rows from the store."""
+    from bot.ops.control.controller import Controller
+
+    control = Controller(cfg, store, trader, config_path=config_path)
+    await control.load()
+    trader.control = control  # type: ignore[attr-defined]
+    return asyncio.create_task(control.serve(), name="control")
 
 
 async def _start_telegram(cfg: Config, store: object) -> object | None:
@@ -118,8 +139,9 @@ async def _start_telegram(cfg: Config, store: object) -> object | None:
 
 
 async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train: bool = False,
-                     confirm_live: bool = False) -> int:  # fmt: skip
-    """Run until `stop` is set or SIGINT/SIGTERM arrives. Returns the process exit status."""
+                     confirm_live: bool = False, config_path: Path | None = None) -> int:  # fmt: skip
+    """Run until `stop` is set or SIGINT/SIGTERM arrives. Returns the process exit status.
+    `config_path`: the file `cfg` came from (the operator's `reload` reads it again)."""
     from bot.live.trader import LiveTrader
 
     stop = stop or asyncio.Event()
@@ -169,11 +191,17 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
                 trader.health.lock_ok = _lock_checker(lock, trader.health)
                 guard = asyncio.create_task(_guard_lock(lock, stop, lost, trader.health), name="lock-guard")
                 trader.on_warm = _ready_once()
+                control = await _start_control(cfg, store, trader, config_path)
+                if telegram is not None:
+                    telegram.attach_control(trader.control)  # type: ignore[attr-defined]
                 dashboard = await _start_dashboard(cfg, store, trader)
                 try:
                     rc = await trader.run()
                 finally:
                     guard.cancel()
+                    control.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await control
                     if dashboard is not None:
                         await dashboard.cleanup()
                 if lost and rc == 0:

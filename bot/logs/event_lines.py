@@ -23,7 +23,7 @@ Trading
   trade_open     symbol, qty, price, er?, p?, size_fraction?, mode?, ts? (fill time: the line's time)
                  -> `BUY SOLUSDT 1.20 @ 98.31  er +0.21%  p 0.64  size 2.1%  [paper]`
   trade_close    symbol, qty, price (exit), pnl, ret, reason (tp|sl|timeout|gap_timeout|
-                 flatten|end_of_data|reconciled), entry_price?, held_min?, mode?, ts? (exit time: the line's time)
+                 flatten|end_of_data|reconciled|force_exit), entry_price?, held_min?, mode?, ts? (exit time: the line's time)
                  -> `SELL SOLUSDT 1.20 @ 99.10  +0.95 USDT (+0.80%)  TP  held 42m  [paper]`
   risk_skips     counts (dict reason -> n), window_min? (60), entered?
                  -> `SKIPS 1h: 412  max_positions 300, no_edge 90, cooldown 22  (3 entered)`
@@ -82,7 +82,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from models.textfmt import MISSING, duration, money, num, pct
 from models.timeutil import fmt_date, fmt_short
+
+__all__ = ["EVENTS", "EventSpec", "duration", "event", "iso_to_ms", "kv_line", "line_time", "money", "num", "pct",
+           "render_body"]  # fmt: skip
 
 Formatter = Callable[[Mapping[str, Any]], str]
 
@@ -171,44 +175,7 @@ def iso_to_ms(stamp: Any) -> int | None:
     return int(t.timestamp() * 1000)
 
 
-# --- number helpers ----------------------------------------------------------------------
-
-
-def num(v: Any) -> str:
-    """A price or quantity: 2 decimals from 1 up (98.31, 1.20), 4 significant digits below."""
-    x = float(v)
-    if not math.isfinite(x):
-        return "-"
-    a = abs(x)
-    if a >= 1 or a == 0:
-        return f"{x:.2f}"
-    return f"{x:.{min(12, 3 - math.floor(math.log10(a)))}f}"
-
-
-def pct(v: Any, *, sign: bool = True, digits: int = 2) -> str:
-    """A fraction as percent: 0.0021 -> '+0.21%'."""
-    x = float(v)
-    if not math.isfinite(x):
-        return "-"
-    return f"{x * 100:{'+' if sign else ''}.{digits}f}%"
-
-
-def money(v: Any) -> str:
-    x = float(v)
-    return f"{x:+,.2f}" if abs(x) < 1e6 else f"{x:+,.0f}"
-
-
-def duration(seconds: Any) -> str:
-    s = int(round(float(seconds)))
-    if s < 60:
-        return f"{s}s"
-    m, s = divmod(s, 60)
-    if m < 60:
-        return f"{m}m{s:02d}s" if s else f"{m}m"
-    h, m = divmod(m, 60)
-    if h < 48:
-        return f"{h}h{m:02d}m"
-    return f"{h // 24}d{h % 24:02d}h"
+# --- number helpers (the numbers themselves: models.textfmt) ------------------------------
 
 
 def day(v: Any) -> str:
@@ -279,7 +246,7 @@ def _trade_open(ev: Mapping[str, Any]) -> str:
 
 _EXIT_WORDS = {"tp": "TP", "sl": "SL", "timeout": "timeout", "gap_timeout": "gap timeout",
                "flatten": "flatten", "end_of_data": "end of data",
-               "reconciled": "reconciled (the exchange holds less)"}  # fmt: skip
+               "reconciled": "reconciled (the exchange holds less)", "force_exit": "force exit"}  # fmt: skip
 
 
 @event("trade_close", ("symbol", "qty", "price", "pnl", "ret", "reason"), ("entry_price", "held_min", "mode", "ts"), time_field="ts")
@@ -358,7 +325,7 @@ def _retrain_done(ev: Mapping[str, Any]) -> str:
     parts.extend(_model_stats(ev))
     if ev.get("champion_version") or _present(ev, "champion_pf"):
         champ = _model_stats({"pf": ev.get("champion_pf"), "expectancy": ev.get("champion_expectancy")})
-        parts.append("vs champion " + (" ".join(champ) if champ else "-"))
+        parts.append("vs champion " + (" ".join(champ) if champ else MISSING))
     verdict = f"-> {ev['status']}"
     if ev.get("reason"):
         verdict += f" ({ev['reason']})"

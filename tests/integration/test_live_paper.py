@@ -77,26 +77,35 @@ async def test_paper_run_gives_the_backtests_trades(db_dsn, book30, bundle_path,
         # `bot status` from another process while the daemon runs
         rc, out = await bot_status(cfg, "--json")
         st = json.loads(out)
-        assert rc == 0 and st["daemon_running"] and st["pid"] == d.proc.pid and st["mode"] == "paper" and st["trading"]
+        assert rc == 0 and st["daemon"]["running"] and st["daemon"]["pid"] == d.proc.pid and st["mode"] == "paper" and st["trading"]
         assert st["model"]["version"] == status["model_version"] and st["model"]["in_use"]
         assert st["model"]["validated_pf"] == pytest.approx(json.loads((bundle_path / "manifest.json").read_text())[
             "walk_forward"]["all"]["overall"]["profit_factor"])
-        assert st["last_minute_ts"] >= end - MINUTE_MS and st["equity"] > 0
+        assert st["clock"]["last_minute_ts"] >= end - MINUTE_MS and st["clock"]["source"] == "engine"
+        assert st["account"]["equity"] > 0
         # today = the UTC day of the last processed minute: its closed trades and realised P&L as the store has them
-        day0 = st["last_minute_ts"] - st["last_minute_ts"] % DAY_MS
+        day0 = st["clock"]["last_minute_ts"] - st["clock"]["last_minute_ts"] % DAY_MS
         conn = await asyncpg.connect(db_dsn)
         try:
             closed = await conn.fetchrow("SELECT count(*) AS n, coalesce(sum(pnl), 0) AS pnl FROM positions "
                                          "WHERE mode = 'paper' AND status = 'closed' AND exit_ts >= $1", day0)  # fmt: skip
         finally:
             await conn.close()
-        assert st["today"]["day_start_ts"] == day0 and st["today"]["trades_closed"] == closed["n"] > 0
+        assert st["today"]["start_ts"] == day0 and st["today"]["trades_closed"] == closed["n"] > 0
         assert abs(st["today"]["realised"] - closed["pnl"]) < 1e-6
         assert len(st["feed"]) == 30 and all(v["last_candle_ts"] is not None for v in st["feed"].values())
+        assert all(v["health"] == "ok" for v in st["feed"].values())  # on the exchange clock: none is behind the engine
         assert st["kill_switch"]["tripped"] is None and st["retrain_next"]
         books = await store_books(db_dsn)
         assert sorted(p["symbol"] for p in st["positions"]) == sorted(r["symbol"] for r in books["open"])
-        assert all(p["unrealised"] is not None for p in st["positions"])
+        assert all(p["unrealised"] is not None and 0 < p["held_s"] < 2 * 86_400 for p in st["positions"])
+        # the dashboard of the running daemon at the same moment (the simulator's clock is held): the same figures
+        page = json.loads(await http_get(f"http://127.0.0.1:{port}/api/state"))
+        assert page["status"]["last_minute_ts"] == st["clock"]["last_minute_ts"]
+        assert page["account"]["today_pnl"] == pytest.approx(st["today"]["pnl"])
+        assert page["account"]["equity"] == pytest.approx(st["account"]["equity"])
+        assert sorted(p["symbol"] for p in page["positions"]) == sorted(p["symbol"] for p in st["positions"])
+        assert page["equity"]["ts"] and page["equity"]["ts"][-1] == st["clock"]["last_minute_ts"]
         rc, text = await bot_status(cfg)
         assert rc == 0 and text.startswith("daemon: RUNNING paper") and "state:  trading" in text, text
         assert await d.terminate() == 0

@@ -241,9 +241,13 @@ async def test_chat_commands_answered_from_the_store_for_the_owner_only(
     texts = fake.texts()
     status = next(t for t in texts if t.startswith("mode paper"))
     assert "model 20261130-2100-ab12" in status and "equity 10,126.25 USDT" in status
-    assert "open positions 1" in status and "today +26.25 USDT realised, 2 closed trades" in status
+    # no engine state in this store: the exchange clock is the last equity snapshot's minute; the
+    # day's first snapshot is the day's base, so today's P&L is 0 and the realised 26.25
+    assert "open positions 1, unrealised +1.80 USDT" in status
+    assert "P&L +0.00 USDT (+0.00%), realised +26.25 USDT over 2 closed trades" in status
     positions = next(t for t in texts if t.startswith("SOLUSDT"))
     assert "SOLUSDT 1.20 @ 100.00" in positions and "now 101.50  +1.80 USDT (+1.50%)" in positions
+    assert "held 31m" in positions  # entered 30 minutes before the last minute, to its close
     assert "BTCUSDT" not in positions and "1 open, unrealised +1.80 USDT" in positions  # live row not shown in paper
     pnl = next(t for t in texts if t.startswith("today:"))
     assert pnl.splitlines() == ["today: +26.25 USDT  2 trades  1 won", "7 days: +26.25 USDT  2 trades  1 won",

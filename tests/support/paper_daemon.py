@@ -265,7 +265,10 @@ async def store_books(dsn: str) -> dict[str, Any]:
         )
         dup_fills = await conn.fetchval("SELECT count(*) FROM (SELECT order_id FROM fills GROUP BY order_id HAVING count(*) > 1) x")
         unfilled_old = await conn.fetchval(
-            "SELECT count(*) FROM orders WHERE mode = 'paper' AND status <> 'filled' AND decision_ts < $1", st["last_minute_ts"] - MINUTE_MS)
+            "SELECT count(*) FROM orders WHERE mode = 'paper' AND status NOT IN ('filled', 'cancelled') AND decision_ts < $1",
+            st["last_minute_ts"] - MINUTE_MS)
+        cancelled = await conn.fetch("SELECT client_order_id, reason->>'cancelled' AS why FROM orders "
+                                     "WHERE mode = 'paper' AND status = 'cancelled' ORDER BY client_order_id")
         dup_decisions = await conn.fetchval(
             "SELECT count(*) FROM (SELECT 1 FROM orders GROUP BY symbol, decision_ts, leg HAVING count(*) > 1) x")
         overlaps = await conn.fetchval(
@@ -277,12 +280,13 @@ async def store_books(dsn: str) -> dict[str, Any]:
     return {"last": int(st["last_minute_ts"]), "cash": float(st["cash"]), "state": state,
             "open": [dict(r) for r in open_pos], "fills_cash": 10_000.0 + float(flows["net"]) - float(flows["fees"]),
             "fills": int(flows["n"]), "dup_fills": dup_fills, "unfilled_old": unfilled_old,
-            "dup_decisions": dup_decisions, "overlaps": overlaps}  # fmt: skip
+            "dup_decisions": dup_decisions, "overlaps": overlaps,
+            "cancelled": [(r["client_order_id"], r["why"]) for r in cancelled]}  # fmt: skip
 
 
 def assert_books_consistent(b: dict[str, Any]) -> None:
     assert b["dup_fills"] == 0 and b["dup_decisions"] == 0 and b["overlaps"] == 0, b
-    assert b["unfilled_old"] == 0, b  # every order decided before the last minute was executed (once)
+    assert b["unfilled_old"] == 0, b  # every order decided before the last minute was executed (once) or cancelled
     assert abs(b["cash"] - b["fills_cash"]) < 1e-6, (b["cash"], b["fills_cash"])  # cash = what the fills say
     assert b["state"]["cash"] == b["cash"]
     held = sorted((p["symbol"], p["qty"], p["entry_price"]) for p in b["state"]["positions"])
