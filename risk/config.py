@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ResetRule = Literal["next_utc_day", "manual"]
 
@@ -98,7 +98,9 @@ class RiskConfig(BaseModel):
         description="skip a candidate whose (signed) return correlation with an open position or "
         "a better candidate taken this bar exceeds this",
     )
-    correlation_window: int = Field(240, ge=10, description="1m bars of returns for the filter")
+    correlation_window: int = Field(
+        240, ge=10, le=1440, description="1m bars of returns for the filter (at most a day: the engine keeps 1440)"
+    )
     daily_loss_limit: float = Field(
         0.03, gt=0, le=1, description="kill switch: equity down this much from the UTC day's start"
     )
@@ -127,3 +129,10 @@ class RiskConfig(BaseModel):
             raise ValueError(f"drawdown_lookback.max_drawdown ({dd:g}) must be < max_drawdown ({self.max_drawdown:g}): "
                              "the kill switch would always trip first")  # fmt: skip
         return self
+
+    @field_validator("min_probability")
+    @classmethod
+    def _possible(cls, v: float) -> float:
+        if v >= 1:
+            raise ValueError(f"{v:g} makes every entry impossible (an entry needs p > the gate); 0.55 = the default")
+        return v

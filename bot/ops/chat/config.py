@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class TelegramConfig(BaseModel):
@@ -24,3 +24,10 @@ class TelegramConfig(BaseModel):
     commands: bool = Field(True, description="answer the owner chat's commands: /status /positions /pnl /tail, and the "
                            "operator's /pause /resume /flatten /force_exit /retrain /reload /daily /weekly /performance")
     poll_timeout_s: int = Field(25, ge=0, le=60, description="long-poll wait for chat commands")
+
+    @field_validator("api_base")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not (v.startswith(("http://", "https://")) and len(v.split("://", 1)[1]) > 0):
+            raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
+        return v
