@@ -138,12 +138,25 @@ async def _start_telegram(cfg: Config, store: object) -> object | None:
     return await TelegramService.for_daemon(cfg, store.pool)  # type: ignore[attr-defined]
 
 
+_held_signals: list[str] = []
+
+
+def hold_stop_signals() -> None:
+    """Keep SIGINT/SIGTERM that arrive before `run_daemon` installs its loop handlers (while the
+    logs are set up and the heavy modules import: seconds on a busy small machine), so that a stop
+    asked that early is a clean stop instead of the default kill. Main thread only."""
+
+    def held(signum: int, _frame: object) -> None:
+        _held_signals.append(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, held)
+
+
 async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train: bool = False,
                      confirm_live: bool = False, config_path: Path | None = None) -> int:  # fmt: skip
     """Run until `stop` is set or SIGINT/SIGTERM arrives. Returns the process exit status.
     `config_path`: the file `cfg` came from (the operator's `reload` reads it again)."""
-    from bot.live.trader import LiveTrader
-
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     why: list[str] = []
@@ -157,6 +170,13 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
             loop.add_signal_handler(sig, _on_signal, sig)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             pass
+    if _held_signals:  # asked to stop before the loop ran (`hold_stop_signals`)
+        why.append(_held_signals[0])
+        stop.set()
+    # the signal handlers first, then the heavy import (ccxt, numpy, the models: seconds on a busy
+    # small machine): a SIGTERM in that window would otherwise kill the process uncleanly
+    from bot.live.trader import LiveTrader
+
     ping = sdnotify.watchdog_interval_s()
     dog = asyncio.create_task(_watchdog(ping), name="watchdog") if ping else None
     slow = asyncio.create_task(watch_stop(stop), name="stop-watch")
@@ -170,8 +190,10 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
     try:
         async with contextlib.AsyncExitStack() as stack:
             store = await _open_store_until_up(cfg, stop, stack)
-            if store is None:
-                return 0  # stopped before the store answered
+            if store is None:  # stopped before the store answered
+                log.info("daemon_stop", mode=cfg.mode, reason=why[0] if why else "clean", rc=0,
+                         uptime_s=round(time.monotonic() - t0, 1))  # fmt: skip
+                return 0
             try:
                 lock = await daemon_lock.DaemonLock.acquire(store.dsn)
             except daemon_lock.DaemonAlreadyRunning as e:

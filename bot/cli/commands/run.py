@@ -33,6 +33,9 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from bot.live.daemon import hold_stop_signals
+
+    hold_stop_signals()  # a SIGTERM from here on is a clean stop, even before the loop runs
     from bot.config import resolve_config_path
     from bot.live.daemon import run_daemon
     from bot.logs.setup import setup_from_config
