@@ -29,6 +29,9 @@ Trading
                  -> `SKIPS 1h: 412  max_positions 300, no_edge 90, cooldown 22  (3 entered)`
   kill_switch    reason, value?, limit?            -> `KILL SWITCH daily_loss -3.10% (limit -3.00%): no new entries`
   kill_switch_reset  reason?                       -> `KILL SWITCH reset (new UTC day)`
+  protection     protection, scope, until_ms, + what tripped it (`risk.protections` block)
+                 -> `PROTECTION stop-loss guard: every symbol paused until 04-11 21:51 UTC (2 stop-losses within 60 min)`
+  protection_cleared  protection, scope              -> `PROTECTION cleared: stop-loss guard, every symbol`
 Models
   train_start    symbols, start, end (ISO text or ms), source?
                  -> `TRAIN start 30 symbols 2026-05-01..2026-11-30 (store)`
@@ -286,6 +289,37 @@ def _kill_switch(ev: Mapping[str, Any]) -> str:
         if _present(ev, "limit"):
             what += f" (limit {pct(ev['limit'])})"
     return f"KILL SWITCH {what}: no new entries"
+
+
+_PROTECTION_NAMES = {"stop_loss_guard": "stop-loss guard", "low_profit_lock": "low-profit lock",
+                     "drawdown_lookback": "drawdown lookback"}
+
+
+def protection_text(b: Mapping[str, Any]) -> str:
+    """One active protection block (`risk.protections.active_protections`) for people:
+    `stop-loss guard: every symbol paused until 04-11 21:45 UTC (3 stop-losses within 60 min)`
+    (`bot status`, the dashboard and the `protection` line say it the same way)."""
+    until = f"until {fmt_short(b['until_ms'])} UTC"
+    who = "every symbol" if b["scope"] == "*" else b["scope"]
+    if b["protection"] == "stop_loss_guard":
+        return f"stop-loss guard: {who} paused {until} ({b.get('stop_losses')} stop-losses within {b.get('window_minutes')} min)"
+    if b["protection"] == "low_profit_lock":
+        return f"low-profit lock: {who} locked {until} (its last {b.get('trades')} trades {pct(b.get('net_return'))})"
+    if b["protection"] == "drawdown_lookback":
+        return (f"drawdown lookback: {who} paused {until} (equity {pct(-float(b.get('drawdown') or 0.0))} "
+                f"from its {b.get('hours')} h peak)")  # fmt: skip
+    return f"{b['protection']}: {who} blocked {until}"
+
+
+@event("protection", ("protection", "scope", "until_ms"), ())
+def _protection(ev: Mapping[str, Any]) -> str:
+    return f"PROTECTION {protection_text(ev)}"
+
+
+@event("protection_cleared", ("protection", "scope"), ())
+def _protection_cleared(ev: Mapping[str, Any]) -> str:
+    who = "every symbol" if ev["scope"] == "*" else ev["scope"]
+    return f"PROTECTION cleared: {_PROTECTION_NAMES.get(str(ev['protection']), ev['protection'])}, {who}"
 
 
 @event("kill_switch_reset", (), ("reason",))

@@ -41,8 +41,8 @@ from typing import Any, Literal
 
 import asyncpg
 
-from models.textfmt import duration, pct
-from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, fmt_date, fmt_short, fmt_ts, to_datetime
+from models.textfmt import duration
+from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, fmt_date, fmt_ts, to_datetime
 
 FEED_OK_S = 150.0  # a symbol at most ~2 minutes behind the engine's last minute is fine
 FEED_STALE_S = 600.0  # beyond 10 minutes behind it is stale (between: late)
@@ -604,6 +604,7 @@ def _protections(es: Any, clock: Clock) -> list[Protection]:
     """The protections that block the engine's next decision (the minute after the last one,
     `clock.exchange_ms`), from the persisted risk state (`risk.active_protections`)."""
     # imported here: `bot status` imports this module and stays light (risk pulls in numpy)
+    from bot.logs.event_lines import protection_text
     from risk.protections import active_protections
 
     if es is None:
@@ -614,22 +615,8 @@ def _protections(es: Any, clock: Clock) -> list[Protection]:
         return []
     out = []
     for b in active_protections(state.get("risk"), clock.exchange_ms):
-        out.append(Protection(b["protection"], b["scope"], int(b["since_ms"]), int(b["until_ms"]), _protection_text(b)))
+        out.append(Protection(b["protection"], b["scope"], int(b["since_ms"]), int(b["until_ms"]), protection_text(b)))
     return out
-
-
-def _protection_text(b: Mapping[str, Any]) -> str:
-    """`stop-loss guard: every symbol paused until 04-11 21:45 UTC (3 stop-losses within 60 min)`."""
-    until = f"until {fmt_short(b['until_ms'])} UTC"
-    who = "every symbol" if b["scope"] == "*" else b["scope"]
-    if b["protection"] == "stop_loss_guard":
-        return f"stop-loss guard: {who} paused {until} ({b.get('stop_losses')} stop-losses within {b.get('window_minutes')} min)"
-    if b["protection"] == "low_profit_lock":
-        return f"low-profit lock: {who} locked {until} (its last {b.get('trades')} trades {pct(b.get('net_return'))})"
-    if b["protection"] == "drawdown_lookback":
-        return (f"drawdown lookback: {who} paused {until} (equity {pct(-float(b.get('drawdown') or 0.0))} "
-                f"from its {b.get('hours')} h peak)")  # fmt: skip
-    return f"{b['protection']}: {who} blocked {until}"
 
 
 async def _account(conn: asyncpg.Connection, mode: str, es: Any, clock: Clock) -> Account | None:

@@ -184,7 +184,14 @@ async def test_paper_run_with_the_protections_on_gives_the_backtests_trades(db_d
     backtest = {k: int(counts.get(k, 0)) for k in PROTECTION_LABELS}
     assert all(backtest[k] >= 20 for k in PROTECTION_LABELS), backtest
     assert live == backtest
-    print(f"protections: {len(want)} trades, skips {backtest} in both")
+    # each trip said once as it started (a line per block), each end as it ended
+    events = d.events()
+    trips = [e for e in events if e["event"] == "protection"]
+    assert {e["protection"] for e in trips} == set(PROTECTION_LABELS), [e["protection"] for e in trips]
+    human = (tmp_path / "logs" / "bot.log").read_text()
+    assert human.count(" PROTECTION ") >= len(trips) > 0
+    assert any(e["event"] == "protection_cleared" for e in events)
+    print(f"protections: {len(want)} trades, skips {backtest} in both, {len(trips)} trips said")
 
 
 async def test_kill_9_mid_run_then_restart_loses_nothing_and_repeats_nothing(db_dsn, book30, bundle_path, tmp_path) -> None:
