@@ -28,6 +28,7 @@ from bot.runtime.aio import wait_for
 from bot.runtime.slow_stop import watch_stop
 from bot.store import daemon_lock
 from bot.store.db import Store, open_store
+from models.textfmt import things
 
 log = structlog.get_logger("bot.live.daemon")
 
@@ -184,7 +185,7 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
     t0 = time.monotonic()
     dsn = cfg.database.dsn.get_secret_value()
     log.info("daemon_starting", mode=cfg.mode, symbols=len(cfg.symbols),
-             text=f"STARTING {cfg.mode}, {len(cfg.symbols)} symbols: opening the store")  # fmt: skip
+             text=f"STARTING {cfg.mode}, {things(len(cfg.symbols), 'symbol')}: opening the store")  # fmt: skip
     rc = 0
     telegram: object | None = None
     try:

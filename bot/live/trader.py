@@ -68,6 +68,7 @@ from bot.runtime.procstats import release_free_memory, runtime_figures
 from bot.store import daemon_lock as status
 from bot.store.outage import STORE_UNAVAILABLE, StepBuffer, StoreHealth, is_unavailable
 from bot.store.trading import StepRecords, TradingStore
+from models.textfmt import things
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
 
 if TYPE_CHECKING:
@@ -457,7 +458,7 @@ class LiveTrader:
                 reps = task.result()
                 written = sum(r.written for r in reps)
                 if written:
-                    log.info("backfill_done", candles=written, text=f"BACKFILL {written:,} candles for {len(reps)} symbols")
+                    log.info("backfill_done", candles=written, text=f"BACKFILL {written:,} candles for {things(len(reps), 'symbol')}")
                 return True
             except (RetriesExhausted, ccxt.OperationFailed) as e:
                 err = getattr(e, "last", e)

@@ -88,7 +88,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from models.textfmt import MISSING, duration, money, num, pct
+from models.textfmt import MISSING, duration, money, num, pct, things
 from models.timeutil import fmt_date, fmt_short
 
 __all__ = ["EVENTS", "EventSpec", "duration", "event", "iso_to_ms", "kv_line", "line_time", "money", "num", "pct",
@@ -210,7 +210,7 @@ def _daemon_start(ev: Mapping[str, Any]) -> str:
     if _present(ev, "pf"):
         parts.append(f"PF {float(ev['pf']):.2f}")
     if _present(ev, "symbols"):
-        parts.append(f"{ev['symbols']} symbols")
+        parts.append(things(int(ev["symbols"]), "symbol"))
     if ev.get("watch_reason"):
         parts.append(f"WATCH ONLY: {ev['watch_reason']}")
     elif ev.get("model_version"):
@@ -341,7 +341,7 @@ def _model_stats(ev: Mapping[str, Any]) -> list[str]:
 @event("train_start", ("symbols", "start", "end"), ("source",))
 def _train_start(ev: Mapping[str, Any]) -> str:
     src = f" ({ev['source']})" if ev.get("source") else ""
-    return f"TRAIN start {ev['symbols']} symbols {day(ev['start'])}..{day(ev['end'])}{src}"
+    return f"TRAIN start {things(int(ev['symbols']), 'symbol')} {day(ev['start'])}..{day(ev['end'])}{src}"
 
 
 @event("train_done", ("version", "status"), ("pf", "trades", "expectancy", "seconds"))

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 
 from bot.cli.commands import load_config_or_exit
+from models.textfmt import things
 
 FORMATS = ("Binance kline archives (SYMBOL-1m-YYYY-MM[-DD].zip), freqtrade files (BASE_QUOTE-1m.json, "
            ".json.gz, .feather) and SYMBOL.csv.gz (ts,open,high,low,close,volume), searched recursively")  # fmt: skip
@@ -70,13 +71,13 @@ async def _main(cfg, args: argparse.Namespace) -> int:  # noqa: ANN001
     wide_console().print(table)
     if result.ignored:
         console.print(f"ignored {len(result.ignored)} files not named like candle files: "
-                      f"{escape(', '.join(result.ignored[:10]))}{' ...' if len(result.ignored) > 10 else ''}")  # fmt: skip
+                      f"{escape(', '.join(result.ignored[:10]))}{' ...' if len(result.ignored) > 10 else ''}", soft_wrap=True)  # fmt: skip
     for r in result.refused:
         tail = f"; {r.symbol} not imported" if r.symbol else ""
         console.print(f"[red]REFUSED[/red] {escape(r.file)}: {escape(r.reason)}{escape(tail)}", soft_wrap=True)
     if result.refused:
         n_sym = len(result.refused_symbols)
-        console.print(f"[red]{len(result.refused)} refused[/red]" + (f"; nothing written for {n_sym} symbols: "
-                      f"{', '.join(result.refused_symbols)}" if n_sym else ""))  # fmt: skip
+        console.print(f"[red]{len(result.refused)} refused[/red]" + (f"; nothing written for {things(n_sym, 'symbol')}: "
+                      f"{', '.join(result.refused_symbols)}" if n_sym else ""), soft_wrap=True)  # fmt: skip
         return 1
     return 0

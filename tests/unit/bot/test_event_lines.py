@@ -22,6 +22,8 @@ DAY = 86_400_000
 CASES = [
     ("daemon_start", "info", dict(mode="paper", model_version="v7", symbols=30),
      "START paper  model v7  30 symbols  trading"),
+    ("daemon_start", "info", dict(mode="paper", model_version="v7", symbols=1),
+     "START paper  model v7  1 symbol  trading"),
     ("daemon_start", "info", dict(mode="paper", model_version="v7", pf=1.234, symbols=30,
                                   watch_reason="model v7 has no validated edge: PF 0.90 < 1.05, watching only"),
      "START paper  model v7  PF 1.23  30 symbols  WATCH ONLY: model v7 has no validated edge: PF 0.90 < 1.05, watching only"),
