@@ -98,6 +98,11 @@ def count(v: Any) -> str:
     return MISSING if x is None else f"{int(round(x)):,}"
 
 
+def things(n: int, noun: str, plural: str | None = None) -> str:
+    """A count with its noun: '1 symbol', '30 symbols', '1,204 candles'."""
+    return f"{n:,} {noun if n == 1 else (plural or noun + 's')}"
+
+
 def duration(seconds: Any) -> str:
     """Seconds as a duration or an age: '45s', '12m', '3m12s', '1h30m', '2d03h' (negative counts
     as 0: an age is never negative)."""

@@ -48,6 +48,7 @@ SKIP_NO_NEXT_BAR = "no_next_bar"
 SKIP_HELD = "position_open"
 SKIP_STOPPING = "stopping"
 SKIP_BLOCKED = "entries_blocked"  # default code of `Engine.entry_block` (e.g. a live broker reconciling)
+SKIP_PAUSED = "paused"  # the operator paused entries (`bot ctl pause`: bot.ops.control); exits go on
 
 
 @dataclass
@@ -176,8 +177,8 @@ class Engine:
         rules = dict(market_rules or {})
         for s in self.symbols:
             rules.setdefault(s, MarketRules(qty_step=self.trading.paper_qty_step, min_notional=self.trading.paper_min_notional))
-        self.risk = RiskManager(self.risk_cfg.model_copy(update={"min_probability": 0.0}), self.symbols, rules,
-                                self.costs.round_trip)  # fmt: skip
+        self._market_rules = rules
+        self.risk = self._risk_manager(self.risk_cfg)
         self.slot_notional = self.initial_equity / max(1, len(self.trade_symbols))
         # open positions: one per symbol, also as arrays for the vectorised exit check
         self.positions: dict[str, Position] = {}
@@ -195,6 +196,8 @@ class Engine:
         # An adapter may block entries with a reason code (a live broker while a reconciliation
         # with the exchange is pending: "reconcile_pending"); exits go on.
         self.entry_block: str | None = None
+        # The operator's pause (bot.ops.control, persisted by the daemon): no new entries, exits go on.
+        self.paused = False
         self.last_ts: int | None = None
         self.skips: Counter = Counter()
         # the 1m returns the risk manager's correlation filter reads, kept here (not read from the
@@ -204,6 +207,30 @@ class Engine:
         self._r = np.empty(s_n)
         self._zeros = np.zeros(s_n)
         self._configure_rule()
+
+    def _risk_manager(self, risk: RiskConfig) -> RiskManager:
+        # the probability gate is the entry rule's (see the package docstring)
+        return RiskManager(risk.model_copy(update={"min_probability": 0.0}), self.symbols, self._market_rules,
+                           self.costs.round_trip)  # fmt: skip
+
+    def set_risk_config(self, risk: RiskConfig) -> None:
+        """Use another `risk:` section from the next step on (the operator's reload,
+        `bot.ops.control`): what a restart with it would do, without the restart. The risk
+        state (kill switch, cooldowns, order rate) carries over through `to_dict`/`load_dict`,
+        the path a restart takes; the limits are the new section's. Nothing changes if the new
+        section is refused."""
+        new = self._risk_manager(risk)
+        new.load_dict(self.risk.to_dict())
+        ret = self._ret
+        if risk.correlation_window != ret.capacity:  # the filter's return window, resized keeping what it holds
+            ret = RingBuffer(len(self.symbols), risk.correlation_window)
+            keep = min(self._ret.capacity, risk.correlation_window)
+            for col in self._ret.window(keep).T.copy():
+                ret.push(col)
+        rule_changed = risk.min_probability != self.risk_cfg.min_probability
+        self.risk_cfg, self.risk, self._ret = risk, new, ret
+        if rule_changed:
+            self._configure_rule()
 
     # --- bundle ---------------------------------------------------------------------------
 
@@ -481,8 +508,16 @@ class Engine:
                 trade = ClosedTrade(pos.symbol, pos.decision_ts, pos.entry_ts, f.ts, pos.qty, pos.entry_price, f.price,
                                     pos.entry_fee + f.fee, pnl, ret, reason, pos.er, pos.p, pos.model_version, eref, xref)  # fmt: skip
                 self._close(pos.symbol)
+                self._feed_protections(trade)
                 if res is not None:
                     res.closed.append(trade)
+
+    def _feed_protections(self, trade: ClosedTrade) -> None:
+        """The stop-loss guard and the low-profit lock learn from every trade the engine closed,
+        at its exit time (`risk.protections`); in the backtest and the daemon alike, since both
+        book their exits here. A cut by reconciliation (`cut_position`: sold outside the bot) is
+        not one of the strategy's trades and is not fed."""
+        self.risk.record_trade(trade.symbol, trade.exit_ts, trade.ret, trade.exit_reason == EXIT_NAMES[EXIT_SL])
 
     def _open(self, pos: Position) -> None:
         i = self.index[pos.symbol]
@@ -533,12 +568,34 @@ class Engine:
             if flush is not None:  # paper: exits rest at the barrier that was touched and fill now
                 self._apply_broker(flush(), res)
 
-    def flatten(self, ts_ms: int, reason: str = "flatten") -> StepResult:
-        """Close every open position at its last close (kill switch, end of a backtest)."""
+    def flatten(self, ts_ms: int, reason: str = "flatten", symbols: Sequence[str] | None = None) -> StepResult:
+        """Close every open position (or those of `symbols`) at its last close (kill switch,
+        end of a backtest, the operator's flatten and force-exit)."""
         res = StepResult(int(ts_ms))
-        intents = [self._exit_intent(s, int(ts_ms), float(self._last_close[self.index[s]]), reason) for s in list(self.positions)]
+        held = [s for s in self.positions if symbols is None or s in symbols]
+        intents = [self._exit_intent(s, int(ts_ms), float(self._last_close[self.index[s]]), reason) for s in held]
         self._submit(intents, res)
         res.equity = self.equity_point(int(ts_ms))
+        return res
+
+    def close_out(self, ts_ms: int, reason: str, symbols: Sequence[str] | None = None) -> StepResult:
+        """The operator's flatten / force-exit between two minutes (`bot.ops.control`): entries
+        still waiting for their fill are dropped first (paper: they would fill at the next open;
+        a live broker's entries are on the exchange already: what it filled is booked, so that
+        it is sold too), then `flatten`. `ts_ms` is the last minute stepped."""
+        ts = int(ts_ms)
+        res = StepResult(ts)
+        cancel = getattr(self.broker, "cancel_entries", None)
+        if cancel is not None:
+            wanted = set(self.trade_symbols if symbols is None else symbols)
+            self._apply_broker(BrokerUpdate([], [(cid, reason) for cid in cancel(wanted)]), res)
+        else:
+            self._apply_broker(self.broker.poll(ts, np.full((len(self.symbols), 5), np.nan), self.index), res)
+        out = self.flatten(ts, reason, symbols)
+        for f in ("orders", "fills", "closed", "decisions", "cancelled"):
+            getattr(res, f).extend(getattr(out, f))
+        res.skips.update(out.skips)
+        res.equity = out.equity
         return res
 
     # --- entries ---------------------------------------------------------------------------
@@ -586,6 +643,8 @@ class Engine:
                 skip[i] = SKIP_WATCH_ONLY
             elif self.stopping:
                 skip[i] = SKIP_STOPPING
+            elif self.paused:
+                skip[i] = SKIP_PAUSED
             elif self.entry_block is not None:
                 skip[i] = self.entry_block or SKIP_BLOCKED
             elif made_up[i]:

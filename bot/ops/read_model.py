@@ -105,6 +105,18 @@ class KillSwitch:
 
 
 @dataclass(frozen=True)
+class Protection:
+    """A protection blocking entries now (`risk.protections`), on the exchange clock: read from
+    the risk part of the engine state, active while the next minute's decision is before its end."""
+
+    protection: str  # the decision log's reason: stop_loss_guard | low_profit_lock | drawdown_lookback
+    scope: str  # "*" = every symbol, else the one symbol it blocks
+    since_ts: int
+    until_ts: int
+    text: str  # one line for people: what it blocks, until when, and why
+
+
+@dataclass(frozen=True)
 class Account:
     """Equity and cash of the last processed minute (engine_state, else the last equity snapshot)."""
 
@@ -216,6 +228,15 @@ class ModelVersion:
 
 
 @dataclass(frozen=True)
+class Paused:
+    """The operator paused entries (`bot ctl pause`, bot.ops.control): no new positions, exits
+    go on. Persisted in `control_state`, so true of a stopped daemon's next start too."""
+
+    since_ts: int
+    by: str
+
+
+@dataclass(frozen=True)
 class OperatorView:
     """Everything an operator reads, of one moment (see the module docstring for the clocks)."""
 
@@ -227,6 +248,7 @@ class OperatorView:
     watch_only: bool | None
     watch_reason: str | None
     kill_switch: KillSwitch
+    protections: list[Protection]  # active ones, soonest end first (none: [])
     account: Account | None
     today: PnL
     positions: list[Position]
@@ -238,6 +260,7 @@ class OperatorView:
     models: list[ModelVersion]
     retrain_next: str | None  # wall clock (the cron schedule), UTC text
     retrain_last: Any
+    paused: Paused | None = None  # entries paused by the operator
 
     @property
     def unrealised(self) -> float | None:
@@ -363,15 +386,17 @@ class ReadModel:
             decisions, skips = await self._decisions(conn, mode, clock)
             equity = await self._equity(conn, mode, clock)
             models = await _models(conn)
+            paused = await _paused(conn, mode)
         watch = bool(row.get("watch_only")) if row else None
         details = (row or {}).get("details") or {}
         return OperatorView(
             mode=mode, clock=clock, daemon=daemon, model=model,
             trading=daemon.running and not watch and bool((row or {}).get("model_version")),
             watch_only=watch, watch_reason=(row or {}).get("watch_reason"), kill_switch=_kill_switch(es),
+            protections=_protections(es, clock),
             account=account, today=today, positions=positions, feed=feed, trades=trades, decisions=decisions,
             skips_last_hour=skips, equity=equity, models=models,
-            retrain_next=details.get("retrain_next_run"), retrain_last=details.get("retrain_last"),
+            retrain_next=details.get("retrain_next_run"), retrain_last=details.get("retrain_last"), paused=paused,
         )  # fmt: skip
 
     async def _trades(self, conn: asyncpg.Connection, mode: str, clock: Clock) -> list[Trade]:
@@ -491,6 +516,15 @@ async def _daemon_row(conn: asyncpg.Connection, *, with_lock: bool = True) -> tu
     return row, holder
 
 
+async def _paused(conn: asyncpg.Connection, mode: str) -> Paused | None:
+    if mode not in ("paper", "live") or not await conn.fetchval("SELECT to_regclass('control_state') IS NOT NULL"):
+        return None
+    from bot.store.control import read_control_state
+
+    st = await read_control_state(conn, mode)
+    return Paused(int(st.changed_ts or 0), st.changed_by or "?") if st.paused else None
+
+
 async def _last_snapshot_ts(conn: asyncpg.Connection, mode: str) -> int | None:
     v = await conn.fetchval("SELECT ts FROM equity_snapshots WHERE mode = $1 ORDER BY ts DESC LIMIT 1", mode)
     return None if v is None else int(v)
@@ -564,6 +598,25 @@ def _kill_switch(es: Any) -> KillSwitch:
         return KillSwitch()
     ks = (state.get("risk") or {}).get("kill_switch") or {}
     return KillSwitch(ks.get("tripped"), ks.get("tripped_ms"))
+
+
+def _protections(es: Any, clock: Clock) -> list[Protection]:
+    """The protections that block the engine's next decision (the minute after the last one,
+    `clock.exchange_ms`), from the persisted risk state (`risk.active_protections`)."""
+    # imported here: `bot status` imports this module and stays light (risk pulls in numpy)
+    from bot.logs.event_lines import protection_text
+    from risk.protections import active_protections
+
+    if es is None:
+        return []
+    try:
+        state = _json(es["state"]) or {}
+    except ValueError:
+        return []
+    out = []
+    for b in active_protections(state.get("risk"), clock.exchange_ms):
+        out.append(Protection(b["protection"], b["scope"], int(b["since_ms"]), int(b["until_ms"]), protection_text(b)))
+    return out
 
 
 async def _account(conn: asyncpg.Connection, mode: str, es: Any, clock: Clock) -> Account | None:

@@ -11,7 +11,7 @@ read (`MOVED_KEYS`: `bot.config` moves them here and says so).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: old key in `daemon:` -> its key in `training:`
 MOVED_KEYS: dict[str, str] = {
@@ -43,6 +43,14 @@ class TrainingConfig(BaseModel):
         "last closed minute (the retrain: before its judging window); 0 = all the store has, up to max_window_days. "
         "A fresh store is first backfilled this many days (0: train.history_days)")  # fmt: skip
     max_window_days: int = Field(365, ge=1, description="the cap on window_days = 0 (all the store has)")
+
+    @field_validator("memory_mb")
+    @classmethod
+    def _memory(cls, v: int) -> int:
+        if 0 < v < 100:
+            raise ValueError(f"{v} MB cannot hold a training process (its libraries alone map ~500 MB): the limit is "
+                             "in MB (4096 = 4 GB); 0 = none")  # fmt: skip
+        return v
 
     @property
     def window_key(self) -> str:

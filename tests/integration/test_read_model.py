@@ -12,25 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.ops.chat.commands import Answers
-from bot.ops.dashboard.config import DashboardConfig
-from bot.ops.dashboard.metrics import DaemonMetrics
-from bot.ops.dashboard.server import make_app
-from bot.ops.dashboard.state import DashboardState, read_state
-from bot.store.daemon_lock import DaemonLock
+from bot.ops.dashboard.state import read_state
 from models.textfmt import duration, money
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
 from tests.support.headless_chromium import dump_dom
@@ -39,71 +29,15 @@ from tests.support.replayed_day import (
     LAST_MINUTE,
     RUN_START,
     SYMBOLS,
-    ReplayedDay,
-    seed_replayed_day,
+    Replay,
+    replayed,
 )
-from tests.support.shared_data import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Replay:
-    """The seeded store, the lock held as a running daemon holds it, a pool, and the renderers."""
-
-    def __init__(self, dsn: str, day: ReplayedDay, pool: asyncpg.Pool, tmp: Path) -> None:
-        self.dsn, self.day, self.pool, self.tmp = dsn, day, pool, tmp
-        self.metrics = DaemonMetrics()
-        self.dash = DashboardState(db=pool, mode="paper", symbols=SYMBOLS, metrics=self.metrics)
-        self.cfg = tmp / "config.yaml"
-        self.cfg.write_text(f"symbols: [{', '.join(SYMBOLS)}]\npaths:\n  data_dir: {tmp}/var\n  logs_dir: {tmp}/logs\n")
-
-    async def bot_status(self, *args: str) -> tuple[int, str]:
-        p = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(self.cfg), "status", *args,
-                                                 cwd=ROOT, env={**os.environ, "BOT_DATABASE_DSN": self.dsn},
-                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
-        out, err = await asyncio.wait_for(p.communicate(), 120)
-        return p.returncode or 0, out.decode() + err.decode()
-
-    async def status_json(self) -> dict[str, Any]:
-        rc, out = await self.bot_status("--json")
-        assert rc == 0, out
-        return json.loads(out)
-
-    def telegram(self) -> Answers:
-        return Answers(self.pool, mode="paper", symbols=SYMBOLS)
-
-    async def served(self) -> tuple[web.AppRunner, str]:
-        runner = web.AppRunner(make_app(self.dash, DashboardConfig(refresh_s=60)), access_log=None)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        return runner, f"http://127.0.0.1:{port}"
-
-    async def fetch(self, path: str) -> str:
-        """GET `path` from the dashboard served on a real socket."""
-        runner, base = await self.served()
-        try:
-            async with aiohttp.ClientSession() as http, http.get(base + path) as r:
-                assert r.status == 200, await r.text()
-                return await r.text()
-        finally:
-            await runner.cleanup()
 
 
 @pytest.fixture
 async def replay(db_dsn: str, tmp_path: Path) -> AsyncIterator[Replay]:
-    day = await seed_replayed_day(db_dsn)
-    lock = await DaemonLock.acquire(db_dsn)  # the daemon runs: it holds the store's advisory lock
-    pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=3)
-    try:
-        yield Replay(db_dsn, day, pool, tmp_path)
-    finally:
-        await pool.close()
-        await lock.release()
+    async with replayed(db_dsn, tmp_path) as r:
+        yield r
 
 
 async def test_today_pnl_is_the_same_in_every_renderer(replay: Replay) -> None:

@@ -15,8 +15,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 import structlog
+import yaml
 
-from bot.config import load_config
+from bot.config import Config, ConfigError, load_config
 from bot.logs.setup import add_human_handler, setup_logging
 from bot.ops.chat.commands import Answers
 from bot.ops.chat.config import TelegramConfig
@@ -259,7 +260,9 @@ async def test_chat_commands_answered_from_the_store_for_the_owner_only(
 async def test_service_is_off_unless_enabled_and_configured(tmp_path: Path, fake: FakeTelegram, db_dsn: str) -> None:
     setup_logging(tmp_path, console=False)
     (tmp_path / "c.yaml").write_text(f"telegram:\n  enabled: true\n  api_base: {fake.url}\n  min_interval_s: 0.05\n")
-    cfg = load_config(tmp_path / "c.yaml", env={})
+    with pytest.raises(ConfigError, match="telegram.enabled: true needs BOT_TELEGRAM_TOKEN"):
+        load_config(tmp_path / "c.yaml", env={})  # refused before the start (issue 21) ...
+    cfg = Config.model_validate(yaml.safe_load((tmp_path / "c.yaml").read_text()))  # ... and the service's own guard
     assert await TelegramService.start(cfg) is None  # no token: warns, does not crash
     assert "telegram_not_configured" in (tmp_path / "bot.jsonl").read_text()
     cfg = load_config(tmp_path / "c.yaml", env={"BOT_TELEGRAM_TOKEN": TOKEN, "BOT_TELEGRAM_CHAT_ID": str(OWNER)})

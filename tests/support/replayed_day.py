@@ -6,19 +6,37 @@ the evening before, open and closed positions on both days, decisions, candles, 
 
 `await seed_replayed_day(dsn)` writes the rows and returns a `ReplayedDay` with the figures a
 reader must show for them, computed here from the rows (not by the code under test). Hold the
-daemon's advisory lock (`bot.store.daemon_lock.DaemonLock`) to look like a running daemon.
+daemon's advisory lock (`bot.store.daemon_lock.DaemonLock`) to look like a running daemon:
+`async with replayed(dsn, tmp) as r` does both and gives a `Replay` with every renderer (`bot
+status` as a subprocess, Telegram's answers, the dashboard on a real socket).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import os
+import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 import asyncpg
+from aiohttp import web
 
+from bot.ops.chat.commands import Answers
+from bot.ops.dashboard.config import DashboardConfig
+from bot.ops.dashboard.metrics import DaemonMetrics
+from bot.ops.dashboard.server import make_app
+from bot.ops.dashboard.state import DashboardState
 from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, parse_time
+from tests.support.paper_daemon import free_port
+from tests.support.shared_data import ROOT
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
 DAY0 = parse_time("2021-04-11")
@@ -128,3 +146,61 @@ async def seed_replayed_day(dsn: str, *, wall_ms: int | None = None, mode: str =
         await conn.close()
     return ReplayedDay(wall, snaps, {s: c for s, (_, c) in last.items()}, opened,
                        [x[4] for x in today], [x[4] for x in before], skips)  # fmt: skip
+
+
+class Replay:
+    """The seeded store, the lock held as a running daemon holds it, a pool, and the renderers."""
+
+    def __init__(self, dsn: str, day: ReplayedDay, pool: asyncpg.Pool, tmp: Path) -> None:
+        self.dsn, self.day, self.pool, self.tmp = dsn, day, pool, tmp
+        self.metrics = DaemonMetrics()
+        self.dash = DashboardState(db=pool, mode="paper", symbols=SYMBOLS, metrics=self.metrics)
+        self.cfg = tmp / "config.yaml"
+        self.cfg.write_text(f"symbols: [{', '.join(SYMBOLS)}]\npaths:\n  data_dir: {tmp}/var\n  logs_dir: {tmp}/logs\n")
+
+    async def bot_status(self, *args: str) -> tuple[int, str]:
+        p = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(self.cfg), "status", *args,
+                                                 cwd=ROOT, env={**os.environ, "BOT_DATABASE_DSN": self.dsn},
+                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+        out, err = await asyncio.wait_for(p.communicate(), 120)
+        return p.returncode or 0, out.decode() + err.decode()
+
+    async def status_json(self) -> dict[str, Any]:
+        rc, out = await self.bot_status("--json")
+        assert rc == 0, out
+        return json.loads(out)
+
+    def telegram(self) -> Answers:
+        return Answers(self.pool, mode="paper", symbols=SYMBOLS)
+
+    async def served(self) -> tuple[web.AppRunner, str]:
+        runner = web.AppRunner(make_app(self.dash, DashboardConfig(refresh_s=60)), access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return runner, f"http://127.0.0.1:{port}"
+
+    async def fetch(self, path: str) -> str:
+        """GET `path` from the dashboard served on a real socket."""
+        runner, base = await self.served()
+        try:
+            async with aiohttp.ClientSession() as http, http.get(base + path) as r:
+                assert r.status == 200, await r.text()
+                return await r.text()
+        finally:
+            await runner.cleanup()
+
+
+@asynccontextmanager
+async def replayed(dsn: str, tmp: Path) -> AsyncIterator[Replay]:
+    """The replayed day seeded, the daemon's lock held as a running daemon holds it, a pool."""
+    from bot.store.daemon_lock import DaemonLock
+
+    day = await seed_replayed_day(dsn)
+    lock = await DaemonLock.acquire(dsn)  # the daemon runs: it holds the store's advisory lock
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=3)
+    try:
+        yield Replay(dsn, day, pool, tmp)
+    finally:
+        await pool.close()
+        await lock.release()

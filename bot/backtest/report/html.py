@@ -16,6 +16,7 @@ from typing import Any
 from bot.engine.records import ClosedTrade
 from models import textfmt
 from models.timeutil import MINUTE_MS, fmt_date, fmt_short, fmt_span, fmt_ts
+from risk.reasons import PROTECTION_LABELS
 
 WORST_N = 10
 
@@ -62,6 +63,8 @@ tbody tr:hover { background: #eef2ff; }
 table.kv td:first-child { color: var(--muted); width: 38%; }
 table.kv td { text-align: left; white-space: normal; }
 #skips td:last-child { width: 32%; }
+.tag { color: var(--muted); font-size: 11.5px; margin-left: 6px; }
+p.after { color: var(--muted); font-size: 13px; margin: 10px 0 0; }
 .bar { height: 8px; background: #c7d2fe; border-radius: 4px; min-width: 2px; }
 footer { color: var(--muted); font-size: 12.5px; margin-top: 24px; }
 footer dl { display:grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 0; }
@@ -240,11 +243,17 @@ def skips_table(m: Mapping[str, Any]) -> str:
     top = max(counts.values())
     counts = {k: v for k, v in counts.items() if v}
     rows = [[
-        esc(k.replace("_", " ")), f"{v:,}", esc(pct(v / total, 1, sign=False)),
+        esc(k.replace("_", " ")) + (' <span class="tag">protection</span>' if k in PROTECTION_LABELS else ""),
+        f"{v:,}", esc(pct(v / total, 1, sign=False)),
         f'<div class="bar" style="width:{max(1.0, 100.0 * v / top):.1f}%"></div>',
     ] for k, v in counts.items()]  # fmt: skip
     rows.append(["<b>total</b>", f"<b>{total:,}</b>", "100%", ""])
-    return table(["reason", "count", "share", ""], rows, raw=True)
+    out = table(["reason", "count", "share", ""], rows, raw=True)
+    blocked = sum(counts.get(k, 0) for k in PROTECTION_LABELS)
+    if blocked:
+        out += (f'<p class="after" data-metric="protections">{blocked:,} of them blocked by the protections (entries paused '
+                "after the bot's own recent losses: risk.stop_loss_guard, risk.low_profit_lock, risk.drawdown_lookback).</p>")
+    return out
 
 
 def weeks_table(m: Mapping[str, Any]) -> str:

@@ -100,6 +100,9 @@ def render(v: OperatorView) -> list[str]:
         lines.append("model:  none promoted")
     else:
         lines.append(f"model:  {m.version} ({m.status})  validated PF {pf(m.validated_pf)}")
+    if v.paused is not None:
+        lines.append(f"entries: PAUSED since {fmt_short(v.paused.since_ts)} UTC by {v.paused.by}: no new positions, "
+                     "exits go on (`bot ctl resume`)")  # fmt: skip
     if v.watch_only:
         lines.append(f"state:  WATCH ONLY: {v.watch_reason}")
     elif d.running:
@@ -107,6 +110,7 @@ def render(v: OperatorView) -> list[str]:
     ks = v.kill_switch
     lines.append("kill switch: " + (f"TRIPPED ({ks.tripped}) since {fmt_short(ks.since_ts)} UTC: no new entries"
                                     if ks.tripped else "off"))  # fmt: skip
+    lines.extend(f"protection: {p.text}" for p in v.protections)  # only while one blocks entries
     a, c = v.account, v.clock
     step = f" (engine stepped {duration(d.last_step_age_s)} ago)" if d.running and d.last_step_age_s is not None else ""
     if a is None:

@@ -62,6 +62,7 @@ class Answers:
                          f"{count(t.trades_closed)} closed trades")  # fmt: skip
         if v.kill_switch.tripped:
             lines.append(f"KILL SWITCH {v.kill_switch.tripped} since {fmt_short(v.kill_switch.since_ts)}: no new entries")
+        lines.extend(p.text for p in v.protections)
         lines.append(f"last minute {fmt_short(v.clock.last_minute_ts)}"
                      + (f", last decision {fmt_short(v.decisions[0].ts)}" if v.decisions else ""))  # fmt: skip
         return "\n".join(lines)

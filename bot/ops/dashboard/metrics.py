@@ -18,13 +18,14 @@ Update API (the daemon calls these; all optional, each figure simply stays at it
 (`bot.ops.read_model`), so /metrics cannot disagree with them: equity, cash, exposure and open
 positions (also set by each step, for when the store is away), today's P&L, realised and closed
 trades, unrealised P&L, feed age per symbol and the last minute (exchange clock), the engine's
-step age (wall clock), the kill switch; `bot_read_model_up` is 0 when the last read failed.
+step age (wall clock), the kill switch, the active protections; `bot_read_model_up` is 0 when the last read failed.
 
 Exposed names: bot_bars_processed_total, bot_steps_total, bot_decision_latency_seconds
 (histogram), bot_last_decision_latency_seconds, bot_feed_lag_seconds{symbol}, bot_equity_quote,
 bot_cash_quote, bot_gross_exposure_quote, bot_open_positions, bot_today_pnl_quote,
 bot_today_realised_quote, bot_today_trades_closed, bot_unrealised_pnl_quote,
 bot_last_minute_timestamp_seconds, bot_engine_step_age_seconds, bot_kill_switch_tripped,
+bot_protections_active{protection},
 bot_read_model_up, bot_event_loop_lag_seconds (histogram), bot_event_loop_lag_last_seconds,
 bot_watch_only, bot_model_info{version}, bot_orders_total{side}, bot_trades_closed_total{reason},
 bot_entry_skips_total{reason}, bot_asyncio_tasks and bot_threads (counted when scraped),
@@ -87,6 +88,8 @@ class DaemonMetrics:
         self._step_age = Gauge("bot_engine_step_age_seconds", "Wall-clock seconds since the engine wrote its last minute",
                                registry=r)  # fmt: skip
         self._kill = Gauge("bot_kill_switch_tripped", "1 while the kill switch blocks new entries", registry=r)
+        self._protect = Gauge("bot_protections_active", "Blocks of this protection on entries now (risk/protections.py)",
+                              ["protection"], registry=r)  # fmt: skip
         self._read_up = Gauge("bot_read_model_up", "1 when the last read of the operator read model succeeded", registry=r)
         self._loop_lag = Histogram("bot_event_loop_lag_seconds", "How late the event loop woke a timer",
                                    buckets=LOOP_LAG_BUCKETS, registry=r)  # fmt: skip
@@ -144,6 +147,10 @@ class DaemonMetrics:
         _set(self._last_minute, None if view.clock.last_minute_ts is None else view.clock.last_minute_ts / 1000)
         _set(self._step_age, view.daemon.last_step_age_s)
         self._kill.set(1 if view.kill_switch.tripped else 0)
+        from risk.reasons import PROTECTION_LABELS
+
+        for name in PROTECTION_LABELS:
+            self._protect.labels(protection=name).set(sum(p.protection == name for p in view.protections))
         for s, f in view.feed.items():
             _set(self._feed_lag.labels(symbol=s), f.age_s)
             self.last["feed_lag_s"][s] = f.age_s

@@ -95,7 +95,9 @@ SCRIPT = r"""
     const notes = [];
     if (s.notice) notes.push(`<div class="notice">${esc(s.notice)}</div>`);
     if (st.watch_only && st.watch_reason) notes.push(`<div class="notice">${esc(st.watch_reason)}</div>`);
+    if (st.paused_text) notes.push(`<div class="notice">${esc(st.paused_text)}</div>`);
     if (st.kill_switch) notes.push(`<div class="notice err">kill switch tripped (${esc(st.kill_switch)}): no new entries</div>`);
+    for (const p of st.protections || []) notes.push(`<div class="notice protection" data-protection="${esc(p.protection)}">${esc(p.text)}</div>`);
     if (s.error) notes.push(`<div class="notice err">${esc(s.error)}</div>`);
     $('notices').innerHTML = notes.join('');
   }

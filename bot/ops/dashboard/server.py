@@ -4,6 +4,7 @@
     /api/state   the same state as JSON (the page polls it)
     /metrics     Prometheus text exposition of `DaemonMetrics` (with the read model's figures of that moment)
     /healthz     "ok"
+    POST /api/control  the operator's commands, behind a token (`bot.ops.control.dashboard`; in the daemon)
 
 `start_dashboard(app_state, cfg)` runs it inside the daemon's event loop and returns the
 `aiohttp.web.AppRunner` (stop it with `await runner.cleanup()`), or None when the dashboard is
@@ -21,6 +22,8 @@ import structlog
 from aiohttp import web
 
 from bot.logs.error_lines import ErrorStreak
+from bot.ops.control.dashboard import CONTROL_KEY as CONTROL
+from bot.ops.control.dashboard import add_routes, with_panel
 from bot.ops.dashboard.config import DashboardConfig
 from bot.ops.dashboard.metrics import DaemonMetrics, LoopLagMonitor
 from bot.ops.dashboard.page import render_page
@@ -64,6 +67,8 @@ async def page(request: web.Request) -> web.Response:
     cfg = request.app[CFG_KEY]
     st = request.app[STATE_KEY]
     body = render_page(state, refresh_s=cfg.refresh_s, title=f"cryptobot · {st.mode}")
+    if CONTROL in request.app:
+        body = with_panel(body)
     return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
@@ -101,9 +106,12 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
-def make_app(app_state: DashboardState, cfg: DashboardConfig) -> web.Application:
-    """The aiohttp application (no socket yet); tests may serve it with aiohttp's test server."""
+def make_app(app_state: DashboardState, cfg: DashboardConfig, control: tuple[Any, str] | None = None) -> web.Application:
+    """The aiohttp application (no socket yet); tests may serve it with aiohttp's test server.
+    `control`: (the daemon's controller, the token) for `POST /api/control`."""
     app = web.Application()
+    if control is not None:
+        add_routes(app, *control)
     app_state.equity_hours = cfg.equity_hours or None
     app[STATE_KEY] = app_state
     app[CFG_KEY] = cfg
@@ -124,7 +132,8 @@ def make_app(app_state: DashboardState, cfg: DashboardConfig) -> web.Application
     return app
 
 
-async def start_dashboard(app_state: DashboardState, cfg: Config | DashboardConfig) -> web.AppRunner | None:
+async def start_dashboard(app_state: DashboardState, cfg: Config | DashboardConfig,
+                          control: tuple[Any, str] | None = None) -> web.AppRunner | None:
     """Serve the dashboard on `cfg.dashboard` (a full `Config`) or `cfg` (a `DashboardConfig`).
 
     Returns the started runner, or None when disabled or when the port cannot be bound.
@@ -132,7 +141,7 @@ async def start_dashboard(app_state: DashboardState, cfg: Config | DashboardConf
     dcfg: DashboardConfig = getattr(cfg, "dashboard", cfg)
     if not dcfg.enabled:
         return None
-    runner = web.AppRunner(make_app(app_state, dcfg), access_log=None, handle_signals=False,
+    runner = web.AppRunner(make_app(app_state, dcfg, control), access_log=None, handle_signals=False,
                            shutdown_timeout=SHUTDOWN_TIMEOUT_S)  # fmt: skip
     await runner.setup()
     site = web.TCPSite(runner, dcfg.host, dcfg.port)

@@ -76,6 +76,10 @@ def _status(v: OperatorView, st: DashboardState) -> dict[str, Any]:
         "last_minute_note": (f"{fmt_date(c.last_minute_ts)} · stepped {duration(d.last_step_age_s)} ago"
                              if d.last_step_age_s is not None else fmt_date(c.last_minute_ts)),
         "kill_switch": v.kill_switch.tripped,
+        "protections": [{"protection": p.protection, "scope": p.scope, "until_ts": p.until_ts, "text": p.text}
+                        for p in v.protections],
+        "paused_text": None if v.paused is None else f"entries paused since {fmt_ts(v.paused.since_ts)} UTC by "
+                                                     f"{v.paused.by}: no new positions, exits go on",
     }  # fmt: skip
     m = st.metrics
     if m is not None:
