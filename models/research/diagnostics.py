@@ -23,7 +23,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from models.candles import MINUTE_MS
-from models.research.scores import FoldScores
+from models.evaluation.scores import FoldScores
 from models.trading.costs import Costs
 from models.training.splits import DAY_MS
 

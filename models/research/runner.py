@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import structlog
 
+from models.evaluation.scores import FoldScores, fold_scores
 from models.evaluation.trade_sim import trade_stats
 from models.progress import Progress
 from models.research.deflated import deflated_sharpe, sharpe_stats
@@ -41,14 +42,13 @@ from models.research.diagnostics import signal_diagnostics
 from models.research.entry import EntryRule, simulate
 from models.research.grid import Grid, TrainVariant, apply_overrides
 from models.research.nested import NestedSplit, nested_split
-from models.research.scores import FoldScores, fold_scores
 from models.trading.costs import Costs
 from models.training.featureset import FeatureSet
 from models.training.splits import Fold, Window
 
 log = structlog.get_logger(__name__)
 
-CACHE_VERSION = 1  # bump when what a cached result means changes
+CACHE_VERSION = 2  # bump when what a cached result means changes
 
 
 @dataclass
@@ -395,7 +395,7 @@ def run_outer(setup: Setup, grid: Grid, chosen: dict[str, Any], trial_sharpes: l
     rep = simulate(fs, rule, er_threshold=settings.train.er_threshold, meta_threshold=settings.train.meta_threshold,
                    round_trip=costs.round_trip)  # fmt: skip
     fig = rule_figures(rep)
-    maker_fs = FoldScores(**{**fs.__dict__, "ret": np.asarray(costs.reprice(fs.ret, costs.maker_entry()), dtype=np.float32)})
+    maker_fs = fs.replace(ret=np.asarray(costs.reprice(fs.ret, costs.maker_entry()), dtype=np.float32))
     maker = rule_figures(simulate(maker_fs, rule, er_threshold=settings.train.er_threshold,
                                   meta_threshold=settings.train.meta_threshold, round_trip=costs.round_trip))  # fmt: skip
     dsr = deflated_sharpe(rep["trade_returns"], n_trials=n_trials or grid.n_configurations, trial_sharpes=np.array(

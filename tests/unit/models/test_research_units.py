@@ -7,32 +7,22 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from models.evaluation.scores import FoldScores
 from models.labels.cross_section import relative_to_cross_section
 from models.research.deflated import deflated_sharpe, expected_max_sharpe
 from models.research.diagnostics import signal_diagnostics
 from models.research.entry import EntryRule, signal_mask, simulate, top_k_mask
 from models.research.grid import GridError, apply_overrides, parse_grid
 from models.research.nested import nested_split
-from models.research.scores import FoldScores
 from models.trading.costs import Costs
 from models.training.splits import DAY_MS, Window
+from tests.support.scores import synthetic_scores
 
 T0 = 1_617_321_600_000  # 2021-04-02 00:00 UTC
 
 
 def _scores(n_sym: int = 6, minutes: int = 3 * 1440, seed: int = 0, skill: float = 0.0) -> FoldScores:
-    rng = np.random.default_rng(seed)
-    ts = T0 + np.arange(minutes, dtype=np.int64) * 60_000
-    er = rng.standard_normal((n_sym, minutes)).astype(np.float32) * 0.002
-    ret = (skill * er + rng.standard_normal((n_sym, minutes)) * 0.004).astype(np.float32)
-    off = np.full((n_sym, minutes), 10, np.int32)
-    ok = np.ones((n_sym, minutes), bool)
-    ok[:, -10:] = False
-    return FoldScores(Window(int(ts[0]), int(ts[-1]) + 60_000), [f"S{i}USDT" for i in range(n_sym)], False,
-                      np.repeat(np.arange(n_sym, dtype=np.int16), minutes), np.tile(ts, n_sym), er.ravel(),
-                      np.full(n_sym * minutes, np.nan, np.float32), ret.ravel(), off.ravel(),
-                      np.full(n_sym * minutes, 10.0, np.float32), ok.ravel(),
-                      np.tile((np.arange(minutes) // 600 % 3).astype(np.int8), n_sym))  # fmt: skip
+    return synthetic_scores(n_sym, minutes, seed, skill)
 
 
 def test_grid_product_extras_and_errors() -> None:
@@ -165,3 +155,6 @@ def test_the_one_entry_rule_carries_the_levers() -> None:
     r = EntryRule(cadence_minutes=15, cost_multiple=2.0, use_meta=False).to_rule(
         er_threshold=0.001, meta_threshold=0.55, round_trip=0.0024, has_meta=True)
     assert r == Rule(0.0048, None, None, 15, None, None)
+    # the floor of the level-free rules: er > 0 replaces the fixed threshold
+    f = EntryRule(top_k=3, floor=True).to_rule(er_threshold=0.001, meta_threshold=0.55, round_trip=0.0024, has_meta=False)
+    assert f.er_threshold == 0.0 and f.top_k == 3 and f.p_threshold is None
