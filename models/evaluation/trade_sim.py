@@ -12,22 +12,23 @@ entry rule, `models.trading.rules.EntryRule`, in; trades and their report out):
 - a signal only counts if its whole horizon lies inside the window (labels masked with
   `Labels.known_before(window.end)`): no trade looks at data after the window.
 
-Reported per symbol and overall: trades, win rate, profit factor, expectancy (mean net return
-per trade), daily Sharpe (annualised with sqrt(365): crypto trades every day), max drawdown of
-the equity curve, exposure (share of symbol-minutes with an open position). Beside it the
+Reported per symbol and overall (the statistics are `models.evaluation.trade_stats`'): trades,
+win rate, profit factor, expectancy (mean net return per trade), daily Sharpe (annualised with
+sqrt(365): crypto trades every day), max drawdown of the equity curve, exposure (share of
+symbol-minutes with an open position). Beside it the
 seed's own metric: PF and mean over *every* bar with er > threshold, trades overlapping, no
 slot limit -- what the seed reported as PF 2.64 -- to show how much overlap inflates it.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from models.evaluation.scores import FoldScores
-from models.timeutil import DAY_MS, MINUTE_MS
+from models.evaluation.trade_stats import equity_stats, trade_stats
+from models.timeutil import MINUTE_MS
 from models.trading.rules import EntryRule, on_cadence, quantile_thresholds, top_k_mask
 from models.training.splits import Window
 
@@ -78,44 +79,6 @@ def take_trades(
         ret=ret_net[r].astype(np.float64),
         hold=hold[r].astype(np.float64),
     )
-
-
-def _finite_or_none(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
-def trade_stats(ret: np.ndarray) -> dict[str, float | int | None]:
-    """Trades, win rate, profit factor (None without losses), expectancy, average win / loss."""
-    ret = np.asarray(ret, dtype=np.float64)
-    n = len(ret)
-    wins, losses = ret[ret > 0], ret[ret <= 0]
-    gross_loss = -losses.sum()
-    pf = wins.sum() / gross_loss if gross_loss > 0 else (None if n == 0 or wins.sum() == 0 else math.inf)
-    return {
-        "trades": n,
-        "win_rate": float(len(wins) / n) if n else None,
-        "profit_factor": _finite_or_none(pf) if pf is not None else None,
-        "expectancy": float(ret.mean()) if n else None,
-        "avg_win": float(wins.mean()) if len(wins) else None,
-        "avg_loss": float(losses.mean()) if len(losses) else None,
-        "total_return": float(ret.sum()),
-    }
-
-
-def equity_stats(exit_ts: np.ndarray, pnl: np.ndarray, window: Window) -> dict[str, float | None]:
-    """Daily Sharpe and max drawdown of an equity curve that starts at 1 and adds `pnl` at exits."""
-    days0 = window.start // DAY_MS
-    n_days = max(1, int((window.end - 1) // DAY_MS - days0 + 1))
-    daily = np.zeros(n_days)
-    if len(pnl):
-        np.add.at(daily, (exit_ts // DAY_MS - days0).clip(0, n_days - 1), pnl)
-    sd = daily.std(ddof=1) if n_days > 1 else 0.0
-    sharpe = float(daily.mean() / sd * math.sqrt(365.0)) if sd > 0 else None
-    order = np.argsort(exit_ts, kind="stable")
-    eq = 1.0 + np.concatenate([[0.0], np.cumsum(pnl[order])])
-    peak = np.maximum.accumulate(eq)
-    mdd = float(((peak - eq) / peak).max()) if len(eq) else 0.0
-    return {"sharpe_daily": sharpe, "max_drawdown": mdd, "days": n_days}
 
 
 @dataclass

@@ -125,35 +125,9 @@ def triple_barrier(
     excursion is a range minimum over the same tables. Rows are done in chunks of `chunk`
     (tables over chunk + H rows), so memory stays bounded for a year of 1m bars and H = 1440.
     """
-    n = len(candles)
-    if len(atr_frac) != n or len(atr_pct) != n:
-        raise ValueError(f"atr arrays have {len(atr_frac)}/{len(atr_pct)} rows, candles have {n}")
-    ts = candles.ts.astype(np.int64, copy=False)
-    o = candles.open.astype(np.float64, copy=False)
-    hi = candles.high.astype(np.float64, copy=False)
-    lo = candles.low.astype(np.float64, copy=False)
-    cl = candles.close.astype(np.float64, copy=False)
-    horizon = int(cfg.horizon_bars)
-
-    tp_frac, sl_frac = barrier_fractions(atr_frac, atr_pct, cfg)
-    entry = np.full(n, np.nan)
-    entry[:-1] = o[1:]
-    entry_ts = np.full(n, NO_TS, dtype=np.int64)
-    entry_ts[:-1] = ts[1:]
-    deadline = ts + horizon * MINUTE_MS
-    resolve_row = np.searchsorted(ts, deadline, side="left")
-    resolved = resolve_row < n
-
-    with np.errstate(invalid="ignore"):
-        ok = (
-            (entry_ts - ts == MINUTE_MS)
-            & resolved
-            & np.isfinite(tp_frac) & np.isfinite(sl_frac)
-            & (tp_frac > 0) & (sl_frac > 0) & (sl_frac < 1)
-            & np.isfinite(entry) & (entry > 0)
-        )  # fmt: skip
-    tp = entry * (1.0 + tp_frac)
-    sl = entry * (1.0 - sl_frac)
+    st = trade_setup(candles, atr_frac, atr_pct, cfg)
+    n, ts, o, lo, cl, horizon = st.n, st.ts, st.o, st.lo, st.cl, st.horizon
+    tp, sl, entry, deadline, ok = st.tp, st.sl, st.entry, st.deadline, st.ok
     # the last bar inside each row's hold: opening at or before the deadline (>= i + 1 where ok)
     last_in = np.searchsorted(ts, deadline, side="right") - 1
 
@@ -165,7 +139,7 @@ def triple_barrier(
     # a bar touches the stop when its open or its low reaches it, the take profit when its open
     # or its high does (NaN-free prices: fmin/fmax only guard against a missing value)
     touch_sl = np.fmin(o, lo)
-    touch_tp = np.fmax(o, hi)
+    touch_tp = np.fmax(o, st.hi)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
         rows = np.flatnonzero(ok[a:b]) + a
@@ -173,32 +147,78 @@ def triple_barrier(
             _label_rows(rows, o, lo, cl, touch_sl, touch_tp, tp, sl, entry, ts, deadline, last_in, horizon,
                         exit_px, exit_off, exit_kind, at_open, worst)  # fmt: skip
 
+    return finish_labels(st, costs, exit_px, exit_off, exit_kind, at_open, worst)
+
+
+@dataclass(frozen=True)
+class TradeSetup:
+    """What every row's label trade starts from: prices, entry, barriers, deadline, validity."""
+
+    n: int
+    ts: np.ndarray
+    o: np.ndarray
+    hi: np.ndarray
+    lo: np.ndarray
+    cl: np.ndarray
+    horizon: int
+    tp_frac: np.ndarray
+    sl_frac: np.ndarray
+    entry: np.ndarray
+    entry_ts: np.ndarray
+    deadline: np.ndarray
+    resolve_row: np.ndarray
+    ok: np.ndarray  # the row has a label trade: next minute present, horizon inside the data, valid barriers
+    tp: np.ndarray
+    sl: np.ndarray
+
+
+def trade_setup(candles: Candles, atr_frac: np.ndarray, atr_pct: np.ndarray, cfg: LabelConfig) -> TradeSetup:
+    n = len(candles)
+    if len(atr_frac) != n or len(atr_pct) != n:
+        raise ValueError(f"atr arrays have {len(atr_frac)}/{len(atr_pct)} rows, candles have {n}")
+    ts = candles.ts.astype(np.int64, copy=False)
+    o = candles.open.astype(np.float64, copy=False)
+    horizon = int(cfg.horizon_bars)
+    tp_frac, sl_frac = barrier_fractions(atr_frac, atr_pct, cfg)
+    entry = np.full(n, np.nan)
+    entry[:-1] = o[1:]
+    entry_ts = np.full(n, NO_TS, dtype=np.int64)
+    entry_ts[:-1] = ts[1:]
+    deadline = ts + horizon * MINUTE_MS
+    resolve_row = np.searchsorted(ts, deadline, side="left")
+    with np.errstate(invalid="ignore"):
+        ok = (
+            (entry_ts - ts == MINUTE_MS)
+            & (resolve_row < n)
+            & np.isfinite(tp_frac) & np.isfinite(sl_frac)
+            & (tp_frac > 0) & (sl_frac > 0) & (sl_frac < 1)
+            & np.isfinite(entry) & (entry > 0)
+        )  # fmt: skip
+    return TradeSetup(n, ts, o, candles.high.astype(np.float64, copy=False), candles.low.astype(np.float64, copy=False),
+                      candles.close.astype(np.float64, copy=False), horizon, tp_frac, sl_frac, entry, entry_ts, deadline,
+                      resolve_row, ok, entry * (1.0 + tp_frac), entry * (1.0 - sl_frac))  # fmt: skip
+
+
+def finish_labels(st: TradeSetup, costs: Costs, exit_px: np.ndarray, exit_off: np.ndarray, exit_kind: np.ndarray,
+                  at_open: np.ndarray, worst: np.ndarray) -> Labels:  # fmt: skip
+    """The label arrays from each row's exit (price, offset, kind, at an open or not, worst price)."""
+    ts, entry, entry_ts = st.ts, st.entry, st.entry_ts
     valid = exit_kind != EXIT_NONE
     vi = np.flatnonzero(valid)
-    ret = np.full(n, np.nan, dtype=np.float32)
+    ret = np.full(st.n, np.nan, dtype=np.float32)
     ret[vi] = costs.net_return(entry[vi], exit_px[vi])
-    y = np.full(n, np.nan, dtype=np.float32)
+    y = np.full(st.n, np.nan, dtype=np.float32)
     y[vi] = exit_kind[vi] == EXIT_TP
-    mae = np.full(n, np.nan, dtype=np.float32)
+    mae = np.full(st.n, np.nan, dtype=np.float32)
     mae[vi] = np.maximum(0.0, 1.0 - worst[vi] / entry[vi])
-    hold = np.full(n, np.nan, dtype=np.float32)
+    hold = np.full(st.n, np.nan, dtype=np.float32)
     exit_row = vi + exit_off[vi]
     hold[vi] = (ts[exit_row] - entry_ts[vi]) / MINUTE_MS + np.where(at_open[vi], 0.0, 1.0)
-    resolved_ts = np.full(n, NO_TS, dtype=np.int64)
-    resolved_ts[vi] = ts[resolve_row[vi]]
+    resolved_ts = np.full(st.n, NO_TS, dtype=np.int64)
+    resolved_ts[vi] = ts[st.resolve_row[vi]]
     exit_off[~valid] = 0
-    return Labels(
-        ret_net=ret,
-        y=y,
-        mae=mae,
-        hold=hold,
-        exit_offset=exit_off,
-        exit_kind=exit_kind,
-        resolved_ts=resolved_ts,
-        tp_frac=tp_frac.astype(np.float32),
-        sl_frac=sl_frac.astype(np.float32),
-    )
-
+    return Labels(ret_net=ret, y=y, mae=mae, hold=hold, exit_offset=exit_off, exit_kind=exit_kind, resolved_ts=resolved_ts,
+                  tp_frac=st.tp_frac.astype(np.float32), sl_frac=st.sl_frac.astype(np.float32))  # fmt: skip
 
 
 class _Sparse:

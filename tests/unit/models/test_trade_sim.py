@@ -7,14 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from models.evaluation.trade_sim import (
-    SymbolResult,
-    Trades,
-    equity_stats,
-    report,
-    take_trades,
-    trade_stats,
-)
+from models.evaluation.trade_sim import SymbolResult, Trades, report, take_trades
+from models.evaluation.trade_stats import equity_stats, trade_stats
 from models.timeutil import DAY_MS
 from models.training.splits import Window
 
