@@ -252,6 +252,7 @@ def main() -> None:
         measure("variant", days=60)
         return
     require_shared_data()
+    load0 = os.getloadavg()[0]
     synth = "synthetic 1m candles, 30 symbols (symbols30.txt names) x 365 days, bench/synthetic.py"
     figs = bench_labels(365)
     tr = measure("train")
@@ -309,6 +310,9 @@ def main() -> None:
                higher_is_better=False, note=f"variant {rv['variant_s']:.0f} s + outer block {rv['outer_s']:.0f} s; "
                "baseline: the same scoring every minute"),
     ]  # fmt: skip
+    load = f"; load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (a shared 2-core machine)"
+    for f in figs:
+        f.note += load
     record(figs)
 
 
