@@ -364,7 +364,11 @@ def collect(storage: str | None, name: str, grid: Grid, study: Any = None) -> li
     """The stored result of every variant of the grid (one per variant: the first complete trial)."""
     import optuna
 
-    study = study or open_study(storage, name, grid, create=False)
+    if study is None:
+        try:
+            study = open_study(storage, name, grid, create=False)
+        except KeyError:
+            raise ValueError(f"no research study named {name!r} in the database (start it with --workers 1 or more)") from None
     seen: dict[str, dict[str, Any]] = {}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         res = t.user_attrs.get("result")
