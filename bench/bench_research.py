@@ -237,6 +237,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
     if a.child:
+        # Linux keeps ru_maxrss across fork + exec: at the start it is the parent's RSS, not ours
+        inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         dsn = os.environ.get("BENCH_DSN")
         work = Path(a.work)
         t0 = time.monotonic()
@@ -245,7 +247,9 @@ def main() -> None:
         else:
             res = child_variant(a.source, a.days, dsn, work, a.every_minute)
         res["child_wall_s"] = round(time.monotonic() - t0, 1)
-        res["self_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        res["self_maxrss_mb"] = ru.ru_maxrss / 1024 if ru.ru_maxrss > inherited else 0.0  # 0: not above the parent's
+        res["cpu_s"] = round(ru.ru_utime + ru.ru_stime, 1)  # what the wall time would be on an idle core
         Path(a.out).write_text(json.dumps(res))
         return
     if a.quick:
@@ -266,17 +270,20 @@ def main() -> None:
     figs += [
         figure("research.train_peak_rss_mb_30x365", tr["peak_rss_mb"], "MB", data=synth, baseline=base(tr42, "peak_rss_mb"),
                higher_is_better=False, note=f"bot train defaults (walk-forward 2 x 14 days + leakage audit + final fit), "
-               f"stride {tr['stride']}, {tr['rows_train']:,} training rows, {tr['threads']} thread; target <= {BUDGET_MB} MB; "
+               f"stride {tr['stride']}, {tr['rows_train']:,} training rows, {tr['threads']} thread, CPU {tr['cpu_s']:.0f} s "
+               f"(baseline {tr42.get('cpu_s', 0):.0f} s); target <= {BUDGET_MB} MB; "
                f"baseline: the same on today's default 42-day window, same run"),
         figure("research.train_wall_s_30x365", tr["wall_s"], "s", data=synth, baseline=base(tr42, "wall_s"),
-               higher_is_better=False, note="baseline: the same on the default 42-day window, same run"),
+               higher_is_better=False, note=f"CPU {tr['cpu_s']:.0f} s (baseline {tr42.get('cpu_s', 0):.0f} s); baseline: the "
+               "same on the default 42-day window, same run"),
         figure("research.variant_peak_rss_mb_30x365", va["peak_rss_mb"], "MB", data=synth, baseline=base(va1, "peak_rss_mb"),
                higher_is_better=False, note=f"one variant of docs/grids/default.yaml (24 h, 20 ATR, cross-sectional; "
                f"2 inner folds of 61 days; {va['rules']} entry rules on 1h closes, {va['scored_rows']:,} scored rows); "
                f"target <= {BUDGET_MB} MB; baseline: the same variant scoring every minute"
                + ("" if va1["ok"] else f" ({va1['reason']} at {va1['peak_rss_mb']:,.0f} MB after {va1['wall_s']:.0f} s)")),
         figure("research.variant_wall_s_30x365", va["wall_s"], "s", data=synth, baseline=base(va1, "wall_s"),
-               higher_is_better=False, note=f"target <= {BUDGET_VARIANT_S} s; baseline: the same variant scoring every minute"
+               higher_is_better=False, note=f"CPU {va['cpu_s']:.0f} s (baseline {va1.get('cpu_s', 0):.0f} s); target <= "
+               f"{BUDGET_VARIANT_S} s; baseline: the same variant scoring every minute"
                + ("" if va1["ok"] else f" ({va1['reason']})")),
     ]  # fmt: skip
     # all the real data, from the store
@@ -307,7 +314,8 @@ def main() -> None:
                f"days in 2021) + the chosen rule's fit and leakage audit on the 2023 outer block ({rv['outer_symbols']} "
                f"symbols, {rv['outer_trades']} trades); baseline: the same scoring every minute"),
         figure("research.variant_store_wall_s_real", rv["wall_s"], "s", data=real, baseline=base(rv1, "wall_s"),
-               higher_is_better=False, note=f"variant {rv['variant_s']:.0f} s + outer block {rv['outer_s']:.0f} s; "
+               higher_is_better=False, note=f"variant {rv['variant_s']:.0f} s + outer block {rv['outer_s']:.0f} s, CPU "
+               f"{rv['cpu_s']:.0f} s (baseline {rv1.get('cpu_s', 0):.0f} s); "
                "baseline: the same scoring every minute"),
     ]  # fmt: skip
     load = f"; load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (a shared 2-core machine)"
