@@ -89,7 +89,7 @@ async def main() -> None:
 
         await store.pool.execute("TRUNCATE candles")
         t0 = time.perf_counter()
-        reports = await import_directory(store, data_dir, syms)
+        reports = (await import_directory(store, data_dir, syms)).reports
         e2e_rate = sum(r.rows_read for r in reports) / (time.perf_counter() - t0)
         print(f"end-to-end import (parse + validate + COPY): {e2e_rate:,.0f} rows/s")
         await store.close()

@@ -30,6 +30,15 @@ from pydantic import (
 )
 from pydantic_core import to_jsonable_python
 
+from bot.config_checks import (
+    MIN_FREE_MB,
+    directory_problem,
+    dsn_problem,
+    listen_problem,
+    standard_cron,
+    telegram_chat_problem,
+    telegram_token_problem,
+)
 from bot.engine.config import TradingConfig
 from bot.execution.config import LiveConfig
 from bot.marketdata.config import ExchangeConfig, FeedConfig
@@ -78,7 +87,7 @@ class DatabaseConfig(BaseModel):
     pool_min: int = Field(1, ge=1)
     pool_max: int = Field(4, ge=1, le=64)
     write_timeout_s: float = Field(
-        15.0, gt=0, le=600,
+        15.0, ge=1, le=600,
         description="the daemon's store writes: no answer within this long = the store is unavailable (a stalled "
                     "server): the write is held and retried, entries pause (bot.store.outage)",
     )  # fmt: skip
@@ -87,6 +96,14 @@ class DatabaseConfig(BaseModel):
         description="minutes of trading records (decisions, orders, fills, positions, equity) held in memory while "
                     "the store is unavailable; when full the daemon stops taking minutes until it answers, then catches up",
     )  # fmt: skip
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: SecretStr) -> SecretStr:
+        problem = dsn_problem(v.get_secret_value().strip())
+        if problem:
+            raise ValueError(problem)
+        return SecretStr(v.get_secret_value().strip())
 
     @model_validator(mode="after")
     def _pool_order(self) -> DatabaseConfig:
@@ -102,6 +119,13 @@ class PathsConfig(BaseModel):
     models_dir: Path = Path("var/models")
     logs_dir: Path = Path("var/logs")
 
+    @field_validator("data_dir", "models_dir", "logs_dir")
+    @classmethod
+    def _home(cls, v: Path) -> Path:
+        """`~/cryptobot` means the home directory (YAML does not expand it; left as is it was a
+        directory named `~` under the working directory)."""
+        return v.expanduser()
+
 
 class DaemonConfig(BaseModel):
     """The running daemon's own schedule; how a model is trained is the `train` section.
@@ -112,7 +136,11 @@ class DaemonConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    retrain_cron: str = Field("0 3 * * 6", description="APScheduler cron (UTC) for retraining; empty = never")
+    retrain_cron: str = Field(
+        "0 3 * * sat",
+        description="crontab (minute hour day month weekday, UTC; weekdays 0-7 or sun..sat, 0 and 7 = Sunday) "
+        "for retraining; empty = never",
+    )  # fmt: skip
     retrain_misfire_grace_s: int = Field(
         6 * 3600, ge=1,
         description="a retrain whose time passed while the daemon was down or busy still runs if at most this "
@@ -142,13 +170,21 @@ class DaemonConfig(BaseModel):
     @field_validator("retrain_cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        if v.strip():
-            from apscheduler.triggers.cron import CronTrigger
+        """Read as a standard crontab and kept in the scheduler's spelling (`0 3 * * 6` becomes
+        `0 3 * * sat`: APScheduler alone would have read a Sunday)."""
+        if not v.strip():
+            return ""
+        try:
+            return standard_cron(v.strip())
+        except ValueError as e:
+            raise ValueError(f"not a cron expression (minute hour day month weekday): {e}") from None
 
-            try:
-                CronTrigger.from_crontab(v, timezone="UTC")
-            except ValueError as e:
-                raise ValueError(f"not a cron expression (minute hour day month weekday): {e}") from None
+    @field_validator("retrain_memory_mb")
+    @classmethod
+    def _memory(cls, v: int) -> int:
+        if 0 < v < 100:
+            raise ValueError(f"{v} MB cannot hold a training process (its libraries alone map ~500 MB): the limit is "
+                             "in MB (4096 = 4 GB); 0 = none")  # fmt: skip
         return v
 
 
@@ -267,9 +303,57 @@ class Config(BaseModel):
             problems.append(f"train.history_days: {t.history_days} days leave {t.history_days - t.folds * t.fold_days:g} "
                             f"for the first fold's training after {t.folds} x train.fold_days ({t.fold_days:g}); it "
                             f"needs at least train.regime_fit_days ({t.regime_fit_days:g})")  # fmt: skip
+        problems += self._trading_possible() + self._exchange_consistent()
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _trading_possible(self) -> list[str]:
+        """Values each valid alone that together leave no entry possible (the daemon would run,
+        decide and record, and never trade)."""
+        problems: list[str] = []
+        states = self.trading.entry_regime_states
+        n_states = self.features.regime_states
+        if states is not None and (not states or any(not 0 <= s < n_states for s in states)):
+            problems.append(f"trading.entry_regime_states: {states} names no state of the regime model (features."
+                            f"regime_states={n_states}: 0..{n_states - 1}); entries would never be allowed, "
+                            "null = any state")  # fmt: skip
+        if self.mode == "paper":
+            r, eq = self.risk, self.paper.initial_equity
+            if self.trading.sizing == "equal_slots":
+                largest, how = eq / len(self.symbols), f"/ {len(self.symbols)} symbols"
+            else:
+                cap = min(r.max_per_symbol, r.max_fraction_per_trade, r.max_gross_exposure)
+                largest, how = eq * cap, f"x {cap:g} (risk.max_per_symbol / max_fraction_per_trade)"
+            if largest < self.trading.paper_min_notional:
+                problems.append(f"paper.initial_equity: {eq:g} {how} allows orders of at most {largest:.4g}, under "
+                                f"trading.paper_min_notional ({self.trading.paper_min_notional:g}): no order could be "
+                                "placed")  # fmt: skip
+        if self.mode == "live" and self.live.max_entry_lag_s <= self.feed.minute_timeout_s:
+            problems.append(f"live.max_entry_lag_s: {self.live.max_entry_lag_s:g} s is not longer than feed."
+                            f"minute_timeout_s ({self.feed.minute_timeout_s:g} s): a minute released by that timeout "
+                            "would always be too late for an entry")  # fmt: skip
+        return problems
+
+    def _exchange_consistent(self) -> list[str]:
+        """The endpoints of one exchange, and a request pace that keeps up with the symbols."""
+        problems: list[str] = []
+        u = self.exchange.urls
+        if (u.public is None) != (u.ws is None):
+            given, missing = ("public", "ws") if u.ws is None else ("ws", "public")
+            problems.append(f"exchange.urls.{missing}: not set while exchange.urls.{given} is: candles would come "
+                            "from two exchanges (the unset one is Binance itself); set both or neither")  # fmt: skip
+        if self.mode == "live" and u.public is not None:
+            missing = [k for k in ("private", "ws_api") if getattr(u, k) is None and (k != "ws_api" or self.live.watch_orders)]
+            if missing:
+                problems.append(f"exchange.urls.{missing[0]}: not set while exchange.urls.public is: live orders "
+                                "(and their fills) would go to Binance itself, the candles come from elsewhere")  # fmt: skip
+        rl = self.exchange.rate_limit_ms
+        n = len(dict.fromkeys([*self.symbols, *self.features.reference_symbols]))
+        if rl and rl * n > 60_000:
+            problems.append(f"exchange.rate_limit_ms: {rl} ms between requests allows {60_000 // rl} a minute; the "
+                            f"REST fallback needs one per symbol ({n}, references included) each minute")  # fmt: skip
+        return problems
 
     def masked(self) -> dict[str, Any]:
         """The effective config as plain data with every secret masked (safe to print or log)."""
@@ -420,20 +504,61 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def check_paths(cfg: Config) -> list[str]:
-    """Every directory the daemon writes (`paths.*`) must exist as a writable directory or be
-    creatable: found now, not after the database started. Nothing is created here."""
+    """Every directory the daemon writes (`paths.*`) must be a directory this process can write,
+    or creatable as one, with room on its disk: found now by trying (`directory_problem`), not
+    after the database started. Nothing is left behind."""
     problems: list[str] = []
     for key in ("data_dir", "models_dir", "logs_dir"):
-        target = Path(getattr(cfg.paths, key)).absolute()
-        p = target
-        while not p.exists() and p != p.parent:
-            p = p.parent
-        if not p.is_dir():
-            problems.append(f"paths.{key}: {target} cannot be a directory: {p} is not a directory")
-        elif not os.access(p, os.W_OK | os.X_OK):
-            ro = bool(os.statvfs(p).f_flag & os.ST_RDONLY)
-            why = f"{p} is on a read-only file system (EROFS)" if ro else f"{p} is not writable by this user (EACCES)"
-            problems.append(f"paths.{key}: {target} is not writable: {why}")
+        need = MIN_FREE_MB[key]
+        if key == "data_dir" and cfg.database.dsn.get_secret_value():
+            need = MIN_FREE_MB["models_dir"]  # an external database: no cluster in data_dir
+        problem = directory_problem(Path(getattr(cfg.paths, key)).absolute(), need)
+        if problem:
+            problems.append(f"paths.{key}: {problem}")
+    return problems
+
+
+def check_machine(cfg: Config) -> list[str]:
+    """What this machine must allow for the config to work: the directories, the dashboard's
+    address, the external daily file."""
+    problems = check_paths(cfg)
+    d = cfg.dashboard
+    if d.enabled:
+        problem = listen_problem(d.host, d.port)
+        if problem:
+            problems.append(f"dashboard.port: {problem} (or dashboard.enabled: false)")
+    ext = cfg.features.external_daily_file
+    if ext is not None:
+        p = Path(ext).expanduser()
+        try:
+            with p.open() as f:
+                header = [c.strip() for c in f.readline().strip().split(",")]
+        except OSError as e:
+            problems.append(f"features.external_daily_file: {p} cannot be read ({e.strerror}); fix it or set it to null")
+        else:
+            missing = [c for c in ("date", *cfg.features.external_columns) if c not in header]
+            if missing:
+                problems.append(f"features.external_daily_file: {p} has no column(s) {', '.join(missing)} "
+                                f"(features.external_columns); its header is {header[:8]}")  # fmt: skip
+    return problems
+
+
+def check_secrets(cfg: Config, secrets: Secrets) -> list[str]:
+    """Secrets the config needs, in a form the service accepts; never shows one."""
+    if cfg.mode == "live" and not secrets.complete:
+        return [f"mode: live needs API keys ({ENV_API_KEY} and {ENV_API_SECRET}, or exchange.secrets_file); none found"]
+    problems: list[str] = []
+    if cfg.telegram.enabled:
+        token, chat = secrets.telegram_token, secrets.telegram_chat_id
+        if not (token and token.get_secret_value() and chat and chat.get_secret_value()):
+            return [f"telegram.enabled: true needs {ENV_TELEGRAM_TOKEN} and {ENV_TELEGRAM_CHAT_ID} (or telegram_token "
+                    "and telegram_chat_id in exchange.secrets_file); not both found"]  # fmt: skip
+        problem = telegram_token_problem(token.get_secret_value())
+        if problem:
+            problems.append(f"secrets.telegram_token: {problem}")
+        problem = telegram_chat_problem(chat.get_secret_value(), cfg.telegram.commands)
+        if problem:
+            problems.append(f"secrets.telegram_chat_id: {problem}")
     return problems
 
 
@@ -443,12 +568,16 @@ def read_secrets_file(path: Path) -> Secrets:
         st = path.stat()
     except FileNotFoundError as e:
         raise ConfigError([f"exchange.secrets_file: {path} does not exist"]) from e
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError([f"exchange.secrets_file: {path} is not a file"])
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             [f"exchange.secrets_file: {path} is mode {stat.S_IMODE(st.st_mode):04o}; must be 0600 (chmod 600)"]
         )
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError([f"exchange.secrets_file: {path} cannot be read ({e.strerror})"]) from None
     except yaml.YAMLError as e:
         raise ConfigError([f"exchange.secrets_file: {path} is not valid YAML ({type(e).__name__})"]) from None
     keys = {"api_key", "api_secret", "telegram_token", "telegram_chat_id"}
@@ -524,12 +653,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         secrets = secrets.model_copy(update={"telegram_token": SecretStr(env[ENV_TELEGRAM_TOKEN])})
     if env.get(ENV_TELEGRAM_CHAT_ID):
         secrets = secrets.model_copy(update={"telegram_chat_id": SecretStr(env[ENV_TELEGRAM_CHAT_ID])})
-    if cfg.mode == "live" and not secrets.complete:
-        raise ConfigError(
-            [f"mode: live needs API keys ({ENV_API_KEY} and {ENV_API_SECRET}, or exchange.secrets_file); none found"],
-            source,
-        )
-    problems = check_paths(cfg)
+    problems = check_secrets(cfg, secrets) or check_machine(cfg)
     if problems:
         raise ConfigError(problems, source)
     return cfg.model_copy(update={"secrets": secrets})

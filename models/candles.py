@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import numpy as np
 
@@ -67,7 +67,14 @@ class Candles:
         return Candles(*(np.concatenate(cols) for cols in zip(*(p.columns() for p in parts), strict=True)))
 
 
-def read_candles_csv(path: str | Path) -> Candles:
+def exact_float_options() -> dict[str, str]:
+    """`pandas.read_csv` options that parse each number exactly as Python's `float(text)`."""
+    import pandas as pd
+
+    return {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+
+
+def read_candles_csv(path: str | Path | IO[bytes]) -> Candles:
     """Read one `SYMBOL.csv.gz` (header `ts,open,high,low,close,volume`) into float64 arrays.
 
     Uses pandas' C parser with exactly-rounded float parsing (the default from pandas 3,
@@ -76,8 +83,7 @@ def read_candles_csv(path: str | Path) -> Candles:
     """
     import pandas as pd  # not on the live hot path; keep `import models.candles` light
 
-    extra = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
-    df = pd.read_csv(path, dtype={"ts": np.int64, **{f: np.float64 for f in FIELDS}}, engine="c", **extra)
+    df = pd.read_csv(path, dtype={"ts": np.int64, **{f: np.float64 for f in FIELDS}}, engine="c", **exact_float_options())
     missing = [c for c in ("ts", *FIELDS) if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected ts,open,high,low,close,volume")

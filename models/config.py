@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.features.config import FeatureConfig
 
@@ -19,6 +19,14 @@ class CostConfig(BaseModel):
 
     fee_rate: float = Field(0.001, ge=0, le=0.01, description="per side, 0.001 = 0.1 %")
     slippage_bps: float = Field(2.0, ge=0, le=100, description="per side, adverse")
+
+    @field_validator("fee_rate", mode="before")
+    @classmethod
+    def _fraction(cls, v: object) -> object:
+        """A fee typed in percent (0.1 for 0.1 %) is 100 times too high: say so, not just the bound."""
+        if isinstance(v, int | float) and not isinstance(v, bool) and v > 0.01:
+            raise ValueError(f"must be <= 0.01 (a fraction per side: 0.001 = 0.1 %), got {v!r}: a percentage?")
+        return v
 
 
 class LabelConfig(BaseModel):
@@ -118,6 +126,14 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     lightgbm: LightGBMParams = LightGBMParams()
     catboost: CatBoostParams = CatBoostParams()
+
+    @field_validator("meta_threshold")
+    @classmethod
+    def _possible(cls, v: float) -> float:
+        if v >= 1:
+            raise ValueError(f"{v:g} lets no simulated trade through (a trade needs p > the gate): every bundle "
+                             "would validate with no trades")  # fmt: skip
+        return v
 
     #: Keys older bundles recorded in their train config that moved elsewhere (the retrain cron
     #: became `daemon.retrain_cron`); dropped when such a bundle is read, so it stays usable.

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from models.textfmt import MISSING
+
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -51,20 +53,20 @@ def to_datetime(ms: int) -> dt.datetime:
 
 
 def fmt_ts(ms: int | None, *, seconds: bool = False) -> str:
-    """Epoch ms -> '2021-04-30 12:00' (UTC; with seconds if asked); '-' for None."""
+    """Epoch ms -> '2021-04-30 12:00' (UTC; with seconds if asked); `models.textfmt.MISSING` for None."""
     if ms is None:
-        return "-"
+        return MISSING
     return to_datetime(ms).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def fmt_date(ms: int | None) -> str:
-    """Epoch ms -> '2021-04-30' (UTC); '-' for None."""
-    return "-" if ms is None else to_datetime(ms).strftime("%Y-%m-%d")
+    """Epoch ms -> '2021-04-30' (UTC); `models.textfmt.MISSING` for None."""
+    return MISSING if ms is None else to_datetime(ms).strftime("%Y-%m-%d")
 
 
 def fmt_short(ms: int | None) -> str:
-    """Epoch ms -> '04-30 12:00' (UTC) for short human log lines; '-' for None."""
-    return "-" if ms is None else to_datetime(ms).strftime("%m-%d %H:%M")
+    """Epoch ms -> '04-30 12:00' (UTC) for short human log lines; `models.textfmt.MISSING` for None."""
+    return MISSING if ms is None else to_datetime(ms).strftime("%m-%d %H:%M")
 
 
 def fmt_span(start_ms: int, end_ms: int) -> str:

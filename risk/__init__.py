@@ -14,10 +14,18 @@ from risk.inputs import Candidates, OpenPosition, Portfolio
 from risk.limits import Cooldowns, KillSwitch, OrderRateLimiter
 from risk.manager import RiskManager
 from risk.market import MarketRules
+from risk.protections import (
+    DrawdownLookback,
+    LowProfitLock,
+    Protections,
+    StopLossGuard,
+    active_protections,
+)
 from risk.reasons import Reason
 
 __all__ = [
-    "Candidates", "Cooldowns", "Decision", "DecisionBatch", "KillSwitch", "MarketRules",
-    "OpenPosition", "OrderRateLimiter", "Portfolio", "Reason", "RiskConfig", "RiskError",
-    "RiskInputError", "RiskManager", "RiskStateError",
+    "Candidates", "Cooldowns", "Decision", "DecisionBatch", "DrawdownLookback", "KillSwitch",
+    "LowProfitLock", "MarketRules", "OpenPosition", "OrderRateLimiter", "Portfolio", "Protections",
+    "Reason", "RiskConfig", "RiskError", "RiskInputError", "RiskManager", "RiskStateError",
+    "StopLossGuard", "active_protections",
 ]  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from risk.reasons import Reason
+from risk.reasons import PROTECTION_REASONS, Reason
 
 #: Which cap set the size (index into BINDING_LABELS).
 BINDING_LABELS: tuple[str, ...] = ("kelly", "risk", "symbol_cap", "market_max", "exposure", "cash")
@@ -81,6 +81,7 @@ class DecisionBatch:
     corr: np.ndarray  # correlation that decided a CORRELATION skip, else the highest one checked
     corr_with: Sequence[str | None]
     cooldown_until_ms: np.ndarray
+    blocked_until_ms: np.ndarray | None = None  # end of the protection block behind a protection skip, else 0
     kill_switch: str | None = None
     kill_switch_event: str | None = None
     flatten: bool = False
@@ -120,6 +121,8 @@ class DecisionBatch:
             details["kill_switch"] = self.kill_switch
         if self.cooldown_until_ms[i] > 0:
             details["cooldown_until_ms"] = int(self.cooldown_until_ms[i])
+        if r in PROTECTION_REASONS and self.blocked_until_ms is not None:
+            details["blocked_until_ms"] = int(self.blocked_until_ms[i])
         notional = float(self.notional[i])
         return Decision(
             symbol=self.symbols[i],

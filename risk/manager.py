@@ -2,8 +2,10 @@
 
 `RiskManager.decide` runs every rule over all candidates at once:
 
-1. Per-candidate checks, vectorised: valid inputs, known market rules, kill switch, one position
-   per symbol, stop-loss cooldown, er > 0, p >= min_probability, Kelly fraction > 0.
+1. Per-candidate checks, vectorised: valid inputs, known market rules, kill switch, the
+   protections (drawdown lookback, stop-loss guard, low-profit lock: `risk.protections`), one
+   position per symbol, stop-loss cooldown, er > 0, p >= min_probability, Kelly fraction > 0
+   (the order of `risk.reasons.PRECEDENCE`).
 2. Size caps, vectorised: Half Kelly (capped by `max_fraction_per_trade`), the stop-risk size
    (a stop at max(SL, atr_floor x ATR) plus costs loses at most `risk_per_trade` of equity), the
    per-symbol cap and the exchange's maximum order.
@@ -16,10 +18,12 @@
 Correlation is signed on purpose: the bot is long-only spot, so two strongly anti-correlated
 longs hedge each other rather than concentrate risk; only positive co-movement is refused.
 
-The manager owns the stateful limits (kill switch, order rate, cooldowns) and serialises them
-with `to_dict`/`load_dict`. `decide` feeds the equity to the kill switch but does not count
-orders: the caller reports what it actually sent with `record_order` and stop-loss exits with
-`record_stop_loss`.
+The manager owns the stateful limits (kill switch, order rate, cooldowns, protections) and
+serialises them with `to_dict`/`load_dict`. `decide` (or `update_equity` on a bar without
+candidates) feeds the equity to the kill switch and the drawdown lookback but does not count
+orders: the caller reports what it actually sent with `record_order`, stop-loss exits with
+`record_stop_loss` (the cooldown, when the exit is decided) and every closed trade with
+`record_trade` (the stop-loss guard and the low-profit lock, at the trade's exit time).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from risk.errors import RiskInputError, RiskStateError
 from risk.inputs import Candidates, Portfolio
 from risk.limits import Cooldowns, KillSwitch, OrderRateLimiter
 from risk.market import MarketRules, MarketRulesTable
+from risk.protections import Protections
 from risk.reasons import PENDING, Reason
 from risk.sizing import kelly_fraction, payoff_ratio, risk_notional, round_qty_down, stop_distance
 
@@ -61,6 +66,7 @@ class RiskManager:
         self.kill_switch = KillSwitch(cfg.daily_loss_limit, cfg.max_drawdown, cfg.kill_switch_reset, cfg.drawdown_reset)
         self.order_rate = OrderRateLimiter(cfg.max_orders_per_minute)
         self.cooldowns = Cooldowns(cfg.cooldown_after_stop_minutes)
+        self.protections = Protections(cfg)
         self.min_overlap = max(10, cfg.correlation_window // 2)
 
     # --- inputs ---------------------------------------------------------------------------
@@ -79,7 +85,9 @@ class RiskManager:
     # --- events from the caller -----------------------------------------------------------
 
     def update_equity(self, equity: float, now_ms: int) -> str | None:
-        """Feed the kill switch on a bar without candidates (`decide` does it otherwise)."""
+        """Feed the kill switch and the drawdown lookback on a bar without candidates (`decide`
+        does it otherwise); returns the kill switch's event."""
+        self.protections.update_equity(equity, now_ms)
         return self.kill_switch.update(equity, now_ms)
 
     def record_order(self, now_ms: int, n: int = 1) -> None:
@@ -89,6 +97,12 @@ class RiskManager:
     def record_stop_loss(self, symbol: str, now_ms: int) -> int:
         """A position in `symbol` exited at its stop-loss: start its cooldown; return its end (ms)."""
         return self.cooldowns.record_stop(symbol, now_ms)
+
+    def record_trade(self, symbol: str, exit_ms: int, ret: float, stop_loss: bool) -> list[dict[str, Any]]:
+        """A position in `symbol` closed at `exit_ms` with net return `ret` (`stop_loss`: at its
+        stop-loss barrier): feed the stop-loss guard and the low-profit lock; return the blocks
+        it started (see `risk.protections`)."""
+        return self.protections.record_trade(symbol, exit_ms, ret, stop_loss)
 
     def reset_kill_switch(self, equity: float, now_ms: int) -> None:
         """Clear the kill switch by hand (the only way under the `manual` reset rule)."""
@@ -117,10 +131,12 @@ class RiskManager:
             returns = returns[:, -cfg.correlation_window:]
 
         event = self.kill_switch.update(portfolio.equity, now_ms)
+        self.protections.update_equity(portfolio.equity, now_ms)
         equity = portfolio.equity
         cost = self.round_trip_cost
         er, p, price, tp, sl, atr = cands.er, cands.p, cands.price, cands.tp_frac, cands.sl_frac, cands.atr_frac
         cooldown_until = np.zeros(n, np.int64)
+        blocked_until = np.zeros(n, np.int64)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             # NaN compares False, and a sum is finite only if every term is: 2 checks in one
             valid = (np.isfinite(er + p + price + tp + sl + atr) & (price > 0) & (tp > 0) & (sl > 0)
@@ -145,6 +161,8 @@ class RiskManager:
             if portfolio.positions and n:
                 held = {pos.symbol for pos in portfolio.positions}
                 reason[np.fromiter((self.symbols[i] in held for i in idx.tolist()), bool, n)] = Reason.POSITION_OPEN
+            if self.protections.on and n:
+                self._protect(idx, now_ms, reason, blocked_until)
             if self.kill_switch.active:
                 reason[:] = Reason.KILL_SWITCH
             reason[~self.rules.known[idx]] = Reason.NO_MARKET_RULES
@@ -177,9 +195,26 @@ class RiskManager:
             reason=reason, er=er, p=p, price=price, qty=qty, notional=notional, payoff=b,
             kelly_raw=kelly_raw, cap_kelly=caps[0], cap_risk=caps[1], cap_symbol=caps[2],
             cap_market=caps[3], cap_exposure=cap_exposure, cap_cash=cap_cash, binding=binding,
-            corr=corr_out, corr_with=corr_with, cooldown_until_ms=cooldown_until, kill_switch=ks,
+            corr=corr_out, corr_with=corr_with, cooldown_until_ms=cooldown_until, blocked_until_ms=blocked_until, kill_switch=ks,
             kill_switch_event=event, flatten=bool(ks is not None and cfg.kill_switch_flatten),
         )  # fmt: skip
+
+    def _protect(self, idx: np.ndarray, now_ms: int, reason: np.ndarray, blocked_until: np.ndarray) -> None:
+        """The protections' blocks, in reverse precedence (each overwrites the weaker ones)."""
+        pr = self.protections
+        pr.prune(now_ms)
+        syms = [self.symbols[i] for i in idx.tolist()]
+        for k, s in enumerate(syms):
+            u = pr.low_profit_lock.blocked_until(s, now_ms)
+            if u:
+                reason[k], blocked_until[k] = Reason.LOW_PROFIT_LOCK, u
+            u = pr.stop_loss_guard.blocked_until(s, now_ms)
+            if u:
+                reason[k], blocked_until[k] = Reason.STOP_LOSS_GUARD, u
+        u = pr.drawdown_lookback.blocked_until(now_ms)
+        if u:
+            reason[:] = Reason.DRAWDOWN_LOOKBACK
+            blocked_until[:] = u
 
     def _greedy(self, order: np.ndarray, cands: Candidates, portfolio: Portfolio, returns: np.ndarray,
                 now_ms: int, caps: np.ndarray, reason: np.ndarray, qty: np.ndarray, notional: np.ndarray,
@@ -280,6 +315,7 @@ class RiskManager:
             "kill_switch": self.kill_switch.to_dict(),
             "order_rate": self.order_rate.to_dict(),
             "cooldowns": self.cooldowns.to_dict(),
+            "protections": self.protections.to_dict(),
         }
 
     def load_dict(self, state: Mapping[str, Any]) -> None:
@@ -293,3 +329,5 @@ class RiskManager:
         self.kill_switch.load_dict(state["kill_switch"])
         self.order_rate.load_dict(state["order_rate"])
         self.cooldowns.load_dict(state["cooldowns"])
+        # a state saved before the protections existed has none: they start empty
+        self.protections.load_dict(state.get("protections", {}))

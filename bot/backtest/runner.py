@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,10 @@ from models.config import CostConfig
 from models.features.online import OnlineFeatureEngine
 from models.timeutil import MINUTE_MS, fmt_ts
 from risk.config import RiskConfig
+
+if TYPE_CHECKING:
+    from models.bundle.directory import Bundle
+    from models.candles import CandleSource
 
 
 class BacktestError(Exception):
@@ -114,7 +118,7 @@ class BacktestResult:
                 in zip(self.equity_ts, self.equity, self.cash, self.exposure, self.open_positions, strict=True)]  # fmt: skip
 
 
-def load_window(source: Any, symbols: Sequence[str], start: int, end: int, warmup_bars: int) -> dict[str, Candles]:
+def load_window(source: CandleSource, symbols: Sequence[str], start: int, end: int, warmup_bars: int) -> dict[str, Candles]:
     """Candles of each symbol from the warm-up before `start` to `end`."""
     lo = start - warmup_bars * MINUTE_MS
     out = {}
@@ -127,8 +131,8 @@ def load_window(source: Any, symbols: Sequence[str], start: int, end: int, warmu
 
 
 def run_backtest(
-    source: Any,
-    bundle: Any,
+    source: CandleSource,
+    bundle: Bundle,
     symbols: Sequence[str],
     start: int,
     end: int,

@@ -30,8 +30,11 @@ Public API (stable names; the daemon and the backtest use them):
   - `watch_only` / `watch_reason`: set when the bundle's walk-forward result does not clear
     `trading.min_validation_pf` / `min_validation_trades` ("model v... has no validated edge: PF
     0.87 < 1.05, watching only") or by `trading.watch_only`; `status_line()` says it.
-  - `flatten(ts_ms, reason)`: close everything at the last close; `stopping = True`: no new
-    entries (graceful stop); `no_entries_from_ts`: the backtest's end-of-window cut.
+  - `flatten(ts_ms, reason, symbols=None)`: close everything (or `symbols`) at the last close;
+    `close_out(ts_ms, reason, symbols=None)`: the operator's flatten / force-exit between two
+    minutes (drops entries not yet filled first); `set_risk_config(risk)`: a reloaded `risk:`
+    section, the risk state kept; `stopping = True`: no new entries (graceful stop); `paused`:
+    the operator's pause; `no_entries_from_ts`: the backtest's end-of-window cut.
 * `StepResult`: ts, orders, fills, opened, closed, decisions, equity, skips (Counter), cancelled.
 * `Broker` (Protocol: `submit(intents)`, `poll(ts, bars, index) -> BrokerUpdate`, `pending()`) and
   `PaperBroker(costs)` in `bot.engine.broker`.
@@ -40,10 +43,12 @@ Public API (stable names; the daemon and the backtest use them):
 
 Gates, in order, for a symbol whose scores pass the entry rule (each skip is a `DecisionRow`
 with action "skip" and is counted in `StepResult.skips` / `Engine.skips`):
-`watch_only`, `stopping`, `entry_block` (a reason code an adapter sets, e.g. the live broker's
+`watch_only`, `stopping`, `paused` (the operator: `bot ctl pause`), `entry_block` (a reason code an adapter sets, e.g. the live broker's
 "reconcile_pending" while it has not reconciled with the exchange), `symbol_filled` (its minute was made up), `reference_stale` (a
 reference symbol was made up within `trading.reference_fresh_minutes`), `end_of_window`,
-`order_pending`, `position_open` (equal_slots), then the risk manager's reason codes.
+`order_pending`, `position_open` (equal_slots), then the risk manager's reason codes (among
+them the protections, `risk.protections`: the engine feeds them every trade it closes, at its
+exit time, and they live in the risk part of `state_dict()`, so a restart keeps them).
 
 Which decisions become rows: every candidate that passes the entry rule (entered, or skipped
 with the engine's or the risk manager's reason), every exit, and every entry order the broker

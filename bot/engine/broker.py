@@ -110,6 +110,14 @@ class PaperBroker:
     def pending(self) -> list[OrderIntent]:
         return list(self._pending.values())
 
+    def cancel_entries(self, symbols: set[str]) -> list[str]:
+        """Drop the entries of `symbols` still waiting for the next open (the operator's flatten
+        between two minutes); returns their ids."""
+        out = [cid for cid, it in self._pending.items() if it.symbol in symbols]
+        for cid in out:
+            del self._pending[cid]
+        return out
+
     def restore(self, pending: Sequence[OrderIntent], seen: Sequence[str] = ()) -> None:
         """Resume after a restart with the orders that were still pending."""
         self._pending = {it.client_order_id: it for it in pending}

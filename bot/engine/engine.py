@@ -51,6 +51,7 @@ SKIP_NO_NEXT_BAR = "no_next_bar"
 SKIP_HELD = "position_open"
 SKIP_STOPPING = "stopping"
 SKIP_BLOCKED = "entries_blocked"  # default code of `Engine.entry_block` (e.g. a live broker reconciling)
+SKIP_PAUSED = "paused"  # the operator paused entries (`bot ctl pause`: bot.ops.control); exits go on
 
 
 @dataclass
@@ -179,8 +180,8 @@ class Engine:
         rules = dict(market_rules or {})
         for s in self.symbols:
             rules.setdefault(s, MarketRules(qty_step=self.trading.paper_qty_step, min_notional=self.trading.paper_min_notional))
-        self.risk = RiskManager(self.risk_cfg.model_copy(update={"min_probability": 0.0}), self.symbols, rules,
-                                self.costs.round_trip)  # fmt: skip
+        self._market_rules = rules
+        self.risk = self._risk_manager(self.risk_cfg)
         self.slot_notional = self.initial_equity / max(1, len(self.trade_symbols))
         # open positions: one per symbol, also as arrays for the vectorised exit check
         self.positions: dict[str, Position] = {}
@@ -198,6 +199,8 @@ class Engine:
         # An adapter may block entries with a reason code (a live broker while a reconciliation
         # with the exchange is pending: "reconcile_pending"); exits go on.
         self.entry_block: str | None = None
+        # The operator's pause (bot.ops.control, persisted by the daemon): no new entries, exits go on.
+        self.paused = False
         self.last_ts: int | None = None
         self.skips: Counter = Counter()
         # the 1m returns the risk manager's correlation filter reads, kept here (not read from the
@@ -207,6 +210,30 @@ class Engine:
         self._r = np.empty(s_n)
         self._zeros = np.zeros(s_n)
         self._configure_rule()
+
+    def _risk_manager(self, risk: RiskConfig) -> RiskManager:
+        # the probability gate is the entry rule's (see the package docstring)
+        return RiskManager(risk.model_copy(update={"min_probability": 0.0}), self.symbols, self._market_rules,
+                           self.costs.round_trip)  # fmt: skip
+
+    def set_risk_config(self, risk: RiskConfig) -> None:
+        """Use another `risk:` section from the next step on (the operator's reload,
+        `bot.ops.control`): what a restart with it would do, without the restart. The risk
+        state (kill switch, cooldowns, order rate) carries over through `to_dict`/`load_dict`,
+        the path a restart takes; the limits are the new section's. Nothing changes if the new
+        section is refused."""
+        new = self._risk_manager(risk)
+        new.load_dict(self.risk.to_dict())
+        ret = self._ret
+        if risk.correlation_window != ret.capacity:  # the filter's return window, resized keeping what it holds
+            ret = RingBuffer(len(self.symbols), risk.correlation_window)
+            keep = min(self._ret.capacity, risk.correlation_window)
+            for col in self._ret.window(keep).T.copy():
+                ret.push(col)
+        rule_changed = risk.min_probability != self.risk_cfg.min_probability
+        self.risk_cfg, self.risk, self._ret = risk, new, ret
+        if rule_changed:
+            self._configure_rule()
 
     # --- bundle ---------------------------------------------------------------------------
 
@@ -341,7 +368,7 @@ class Engine:
         self,
         ts_ms: int,
         bars: np.ndarray,
-        filled: np.ndarray | None = None,
+        made_up: np.ndarray | None = None,
         *,
         feats: np.ndarray | None = None,
         scores: Mapping[str, np.ndarray] | None = None,
@@ -349,8 +376,8 @@ class Engine:
     ) -> StepResult:
         """Process the closed minute opening at `ts_ms` (see the package docstring).
 
-        `bars` (S x OHLCV float64, NaN row = no candle), `filled` (S,) bool: rows the caller
-        made up (the feed's gap fill); they are never entered. `feats`/`scores`/`warm`: this
+        `bars` (S x OHLCV float64, NaN row = no candle), `made_up` (S,) bool: rows the caller
+        made up (the feed's gap fill: not candles the exchange sent); they are never entered. `feats`/`scores`/`warm`: this
         minute's feature rows, their scores and the feature engine's warm flags, precomputed by a
         caller that ran `self.features` over a block of minutes (block scoring in the backtest).
         """
@@ -358,13 +385,13 @@ class Engine:
         res = StepResult(ts)
         bars = np.asarray(bars, dtype=np.float64)
         missing = np.isnan(bars).any(axis=1)
-        made_up = missing if filled is None else (missing | np.asarray(filled, bool))
+        no_bar = missing if made_up is None else (missing | np.asarray(made_up, bool))
         # nothing trades on a made-up row: the broker and the exit rule see it as no candle,
         # exactly as the label treats a missing minute
         real = bars
-        if filled is not None and made_up.any():
+        if made_up is not None and no_bar.any():
             real = bars.copy()
-            real[made_up] = np.nan
+            real[no_bar] = np.nan
         # 1. the broker: entries decided last minute fill at this minute's open
         self._apply_broker(self.broker.poll(ts, real, self.index), res)
         # 2. exits of open positions on this bar, before any entry
@@ -378,7 +405,7 @@ class Engine:
             warm = self.features.warm
         elif warm is None:
             raise ValueError("precomputed features need the warm flags of their minute")
-        decided = self._entries(ts, bars, made_up, feats, scores, warm, res)
+        decided = self._entries(ts, bars, no_bar, feats, scores, warm, res)
         self.last_ts = ts
         res.equity = self.equity_point(ts)
         if not decided and self.trading.sizing == "risk":
@@ -499,8 +526,16 @@ class Engine:
                 trade = ClosedTrade(pos.symbol, pos.decision_ts, pos.entry_ts, f.ts, pos.qty, pos.entry_price, f.price,
                                     pos.entry_fee + f.fee, pnl, ret, reason, pos.er, pos.p, pos.model_version, eref, xref)  # fmt: skip
                 self._close(pos.symbol)
+                self._feed_protections(trade)
                 if res is not None:
                     res.closed.append(trade)
+
+    def _feed_protections(self, trade: ClosedTrade) -> None:
+        """The stop-loss guard and the low-profit lock learn from every trade the engine closed,
+        at its exit time (`risk.protections`); in the backtest and the daemon alike, since both
+        book their exits here. A cut by reconciliation (`cut_position`: sold outside the bot) is
+        not one of the strategy's trades and is not fed."""
+        self.risk.record_trade(trade.symbol, trade.exit_ts, trade.ret, trade.exit_reason == EXIT_NAMES[EXIT_SL])
 
     def _open(self, pos: Position) -> None:
         i = self.index[pos.symbol]
@@ -551,12 +586,34 @@ class Engine:
             if flush is not None:  # paper: exits rest at the barrier that was touched and fill now
                 self._apply_broker(flush(), res)
 
-    def flatten(self, ts_ms: int, reason: str = "flatten") -> StepResult:
-        """Close every open position at its last close (kill switch, end of a backtest)."""
+    def flatten(self, ts_ms: int, reason: str = "flatten", symbols: Sequence[str] | None = None) -> StepResult:
+        """Close every open position (or those of `symbols`) at its last close (kill switch,
+        end of a backtest, the operator's flatten and force-exit)."""
         res = StepResult(int(ts_ms))
-        intents = [self._exit_intent(s, int(ts_ms), float(self._last_close[self.index[s]]), reason) for s in list(self.positions)]
+        held = [s for s in self.positions if symbols is None or s in symbols]
+        intents = [self._exit_intent(s, int(ts_ms), float(self._last_close[self.index[s]]), reason) for s in held]
         self._submit(intents, res)
         res.equity = self.equity_point(int(ts_ms))
+        return res
+
+    def close_out(self, ts_ms: int, reason: str, symbols: Sequence[str] | None = None) -> StepResult:
+        """The operator's flatten / force-exit between two minutes (`bot.ops.control`): entries
+        still waiting for their fill are dropped first (paper: they would fill at the next open;
+        a live broker's entries are on the exchange already: what it filled is booked, so that
+        it is sold too), then `flatten`. `ts_ms` is the last minute stepped."""
+        ts = int(ts_ms)
+        res = StepResult(ts)
+        cancel = getattr(self.broker, "cancel_entries", None)
+        if cancel is not None:
+            wanted = set(self.trade_symbols if symbols is None else symbols)
+            self._apply_broker(BrokerUpdate([], [(cid, reason) for cid in cancel(wanted)]), res)
+        else:
+            self._apply_broker(self.broker.poll(ts, np.full((len(self.symbols), 5), np.nan), self.index), res)
+        out = self.flatten(ts, reason, symbols)
+        for f in ("orders", "fills", "closed", "decisions", "cancelled"):
+            getattr(res, f).extend(getattr(out, f))
+        res.skips.update(out.skips)
+        res.equity = out.equity
         return res
 
     # --- entries ---------------------------------------------------------------------------
@@ -617,6 +674,8 @@ class Engine:
                 skip[i] = SKIP_WATCH_ONLY
             elif self.stopping:
                 skip[i] = SKIP_STOPPING
+            elif self.paused:
+                skip[i] = SKIP_PAUSED
             elif self.entry_block is not None:
                 skip[i] = self.entry_block or SKIP_BLOCKED
             elif made_up[i]:

@@ -16,8 +16,9 @@ Leg = Literal["entry", "exit"]
 
 #: Exit reasons, as written to `positions.exit_reason`, trades.csv and the log lines. The first
 #: four are the label's barriers (`models.labels.triple_barrier`); the others are the engine's own
-#: ("reconciled": live mode, the exchange held less than the position, `Engine.cut_position`).
-EXIT_REASONS = ("tp", "sl", "timeout", "gap_timeout", "flatten", "end_of_data", "reconciled")
+#: ("reconciled": live mode, the exchange held less than the position, `Engine.cut_position`;
+#: "flatten" / "force_exit": the kill switch or the operator, `Engine.close_out`).
+EXIT_REASONS = ("tp", "sl", "timeout", "gap_timeout", "flatten", "end_of_data", "reconciled", "force_exit")
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ CASH_TOLERANCE = 0.01  # quote units: rounding of the exchange's 8-decimal balan
 class Mismatch:
     kind: str  # cash | position | unmanaged_holding | foreign_open_order | adopted_open_order
     symbol: str | None
-    store: Any
+    store: Any  # the store's figure (a quantity or cash), not the Store
     exchange: Any
     rule: str
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import ccxt
 import structlog
@@ -35,6 +35,9 @@ from bot.marketdata.rest import PAGE_LIMIT, fetch_klines, floor_minute
 from bot.marketdata.retry import with_retry
 from models.candles import Candles
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_ts
+
+if TYPE_CHECKING:
+    from bot.store.db import Store
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +69,7 @@ class BackfillReport:
         return max(0, (self.end_ms - self.start_ms) // MINUTE_MS + 1)
 
 
-async def plan_range(store: Any, symbol: str, now_ms: int, days: float) -> tuple[int, int, bool]:
+async def plan_range(store: Store, symbol: str, now_ms: int, days: float) -> tuple[int, int, bool]:
     """(first minute to fetch, last closed minute, resumed?) for one symbol."""
     end = floor_minute(now_ms) - MINUTE_MS
     last = await store.last_candle_ts(symbol)
@@ -76,7 +79,7 @@ async def plan_range(store: Any, symbol: str, now_ms: int, days: float) -> tuple
 
 
 async def backfill_symbol(
-    exchange: Any, store: Any, symbol: str, now_ms: int, days: float, *, quote: str = "USDT",
+    exchange: Any, store: Store, symbol: str, now_ms: int, days: float, *, quote: str = "USDT",
     retry_base_s: float = 0.5, retry_max_s: float = 30.0, attempts: int | None = 8,
     progress: Progress | None = None,
 ) -> BackfillReport:  # fmt: skip
@@ -144,7 +147,7 @@ async def backfill_symbol(
 
 
 async def backfill(
-    exchange: Any, store: Any, symbols: Sequence[str], *, days: float, now_ms: int | None = None,
+    exchange: Any, store: Store, symbols: Sequence[str], *, days: float, now_ms: int | None = None,
     quote: str = "USDT", concurrency: int = 3, retry_base_s: float = 0.5, retry_max_s: float = 30.0,
     attempts: int | None = 8, progress: Progress | None = None,
 ) -> list[BackfillReport]:  # fmt: skip

@@ -14,13 +14,28 @@ import asyncio
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
-from models.candles import Candles, candle_files, read_candles_csv
+from models.candles import Candles, CandleSource, candle_files, read_candles_csv
+
+if TYPE_CHECKING:
+    from bot.store.db import Store
 
 T = TypeVar("T")
+
+
+class HistorySource(CandleSource, Protocol):
+    """A candle source the bot opens and closes: `load` plus the range it holds per symbol."""
+
+    def bounds(self, symbol: str) -> tuple[int, int] | None:
+        """(first ts, last ts) of the symbol's candles, None if it has none."""
+        ...
+
+    def symbols(self) -> list[str]: ...
+
+    def close(self) -> None: ...
 
 
 class CandleSourceError(Exception):
@@ -55,7 +70,7 @@ class CsvCandleSource:
 class StoreCandleSource:
     """Candles from the store; the asyncpg calls run on `loop` (another thread's event loop)."""
 
-    def __init__(self, store: Any, loop: asyncio.AbstractEventLoop, *, owns: threading.Thread | None = None):
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, *, owns: threading.Thread | None = None):
         self.store = store
         self.loop = loop
         self._thread = owns

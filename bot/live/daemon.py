@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from pathlib import Path
 
 import structlog
 
@@ -27,6 +28,7 @@ from bot.runtime.aio import wait_for
 from bot.runtime.slow_stop import watch_stop
 from bot.store import daemon_lock
 from bot.store.db import Store, open_store
+from models.textfmt import things
 
 log = structlog.get_logger("bot.live.daemon")
 
@@ -104,7 +106,27 @@ async def _start_dashboard(cfg: Config, store: object, trader: object) -> object
     trader.lag.sink = trader.metrics.loop_lag  # type: ignore[attr-defined]
     state = DashboardState(db=store, mode=cfg.mode, symbols=cfg.symbols, metrics=trader.metrics,  # type: ignore[attr-defined]
                            live=trader.details, notice=DEMO_NOTICE if is_demo() else None)  # type: ignore[attr-defined]  # fmt: skip
-    return await start_dashboard(state, cfg)
+    control = None
+    if trader.control is not None:  # type: ignore[attr-defined]  # the operator's commands, behind a token
+        from bot.ops.control.dashboard import announce, load_or_create_token, token_path
+
+        path = token_path(cfg.paths.data_dir)
+        control = (trader.control, load_or_create_token(path))  # type: ignore[attr-defined]
+    runner = await start_dashboard(state, cfg, control)
+    if runner is not None and control is not None:
+        announce(path, control[1], f"http://{cfg.dashboard.host}:{cfg.dashboard.port}/")
+    return runner
+
+
+async def _start_control(cfg: Config, store: Store, trader: object, config_path: Path | None) -> asyncio.Task[None]:
+    """The operator's controller (`bot.ops.control`): the pause a previous run left, then the
+    task that answers `bot ctl` rows from the store."""
+    from bot.ops.control.controller import Controller
+
+    control = Controller(cfg, store, trader, config_path=config_path)
+    await control.load()
+    trader.control = control  # type: ignore[attr-defined]
+    return asyncio.create_task(control.serve(), name="control")
 
 
 async def _start_telegram(cfg: Config, store: object) -> object | None:
@@ -117,11 +139,25 @@ async def _start_telegram(cfg: Config, store: object) -> object | None:
     return await TelegramService.for_daemon(cfg, store.pool)  # type: ignore[attr-defined]
 
 
-async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train: bool = False,
-                     confirm_live: bool = False) -> int:  # fmt: skip
-    """Run until `stop` is set or SIGINT/SIGTERM arrives. Returns the process exit status."""
-    from bot.live.trader import LiveTrader
+_held_signals: list[str] = []
 
+
+def hold_stop_signals() -> None:
+    """Keep SIGINT/SIGTERM that arrive before `run_daemon` installs its loop handlers (while the
+    logs are set up and the heavy modules import: seconds on a busy small machine), so that a stop
+    asked that early is a clean stop instead of the default kill. Main thread only."""
+
+    def held(signum: int, _frame: object) -> None:
+        _held_signals.append(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, held)
+
+
+async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train: bool = False,
+                     confirm_live: bool = False, config_path: Path | None = None) -> int:  # fmt: skip
+    """Run until `stop` is set or SIGINT/SIGTERM arrives. Returns the process exit status.
+    `config_path`: the file `cfg` came from (the operator's `reload` reads it again)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     why: list[str] = []
@@ -135,6 +171,13 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
             loop.add_signal_handler(sig, _on_signal, sig)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             pass
+    if _held_signals:  # asked to stop before the loop ran (`hold_stop_signals`)
+        why.append(_held_signals[0])
+        stop.set()
+    # the signal handlers first, then the heavy import (ccxt, numpy, the models: seconds on a busy
+    # small machine): a SIGTERM in that window would otherwise kill the process uncleanly
+    from bot.live.trader import LiveTrader
+
     ping = sdnotify.watchdog_interval_s()
     dog = asyncio.create_task(_watchdog(ping), name="watchdog") if ping else None
     slow = asyncio.create_task(watch_stop(stop), name="stop-watch")
@@ -142,14 +185,16 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
     t0 = time.monotonic()
     dsn = cfg.database.dsn.get_secret_value()
     log.info("daemon_starting", mode=cfg.mode, symbols=len(cfg.symbols),
-             text=f"STARTING {cfg.mode}, {len(cfg.symbols)} symbols: opening the store")  # fmt: skip
+             text=f"STARTING {cfg.mode}, {things(len(cfg.symbols), 'symbol')}: opening the store")  # fmt: skip
     rc = 0
     telegram: object | None = None
     try:
         async with contextlib.AsyncExitStack() as stack:
             store = await _open_store_until_up(cfg, stop, stack)
-            if store is None:
-                return 0  # stopped before the store answered
+            if store is None:  # stopped before the store answered
+                log.info("daemon_stop", mode=cfg.mode, reason=why[0] if why else "clean", rc=0,
+                         uptime_s=round(time.monotonic() - t0, 1))  # fmt: skip
+                return 0
             try:
                 lock = await daemon_lock.DaemonLock.acquire(store.dsn)
             except daemon_lock.DaemonAlreadyRunning as e:
@@ -169,11 +214,17 @@ async def run_daemon(cfg: Config, stop: asyncio.Event | None = None, *, no_train
                 trader.health.lock_ok = _lock_checker(lock, trader.health)
                 guard = asyncio.create_task(_guard_lock(lock, stop, lost, trader.health), name="lock-guard")
                 trader.on_warm = _ready_once()
+                control = await _start_control(cfg, store, trader, config_path)
+                if telegram is not None:
+                    telegram.attach_control(trader.control)  # type: ignore[attr-defined]
                 dashboard = await _start_dashboard(cfg, store, trader)
                 try:
                     rc = await trader.run()
                 finally:
                     guard.cancel()
+                    control.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await control
                     if dashboard is not None:
                         await dashboard.cleanup()
                 if lost and rc == 0:

@@ -23,12 +23,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 
 from models.timeutil import MINUTE_MS, fmt_short
+
+if TYPE_CHECKING:
+    from bot.live.trader import LiveTrader
+    from models.bundle.directory import Bundle
 
 log = structlog.get_logger("bot.live.hotswap")
 
@@ -38,7 +42,7 @@ class ChampionFollower:
 
     RECENT = 240  # minutes of the loop's own bars kept to bring rebuilt features up to the engine's minute
 
-    def __init__(self, trader: Any):
+    def __init__(self, trader: LiveTrader):
         self.trader = trader
         self.refused: set[str] = set()  # versions already found unusable: not retried each minute
         self.recent: collections.deque[tuple[int, np.ndarray]] = collections.deque(maxlen=self.RECENT)
@@ -96,7 +100,7 @@ class ChampionFollower:
 
         return await asyncio.to_thread(load_bundle, path)
 
-    async def _features_for(self, bundle: Any) -> Any:
+    async def _features_for(self, bundle: Bundle) -> Any:
         """None when the engine's feature buffers can be kept; else a new warmed-up engine."""
         tr = self.trader
         eng = tr.engine
@@ -126,7 +130,7 @@ class ChampionFollower:
         await tr._in_worker(warm)
         return new
 
-    def _swap(self, bundle: Any, features: Any) -> None:
+    def _swap(self, bundle: Bundle, features: Any) -> None:
         eng = self.trader.engine
         if features is not None and features.last_ts != eng.features.last_ts:
             raise _NotCaughtUp("the rebuilt features are not at the engine's minute")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ccxt
 import structlog
@@ -35,6 +35,11 @@ from bot.marketdata.exchange import to_ccxt_symbol
 from bot.runtime.aio import wait_for
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_short
 
+if TYPE_CHECKING:
+    from bot.engine.engine import Engine
+    from bot.store.db import Store
+    from models.bundle.directory import Bundle
+
 log = structlog.get_logger("bot.live.trader")
 
 RECONCILE_PENDING = "reconcile_pending"
@@ -45,7 +50,7 @@ TIME_TIMEOUT_S = 3.0  # a step never waits longer than this for the exchange's c
 
 
 class LiveHooks:
-    def __init__(self, cfg: Config, store: Any, exchange: Any, stop: asyncio.Event):
+    def __init__(self, cfg: Config, store: Store, exchange: Any, stop: asyncio.Event):
         self.cfg = cfg
         self.exchange = exchange
         self.stop = stop
@@ -89,7 +94,7 @@ class LiveHooks:
                     text=f"LIVE MODE: real orders on {cfg.exchange.id}; {cfg.exchange.quote} balance {self.equity:,.2f}")  # fmt: skip
         return True
 
-    def build_engine(self, bundle: Any) -> Any:
+    def build_engine(self, bundle: Bundle) -> Any:
         from bot.engine import Engine
 
         c = self.cfg
@@ -142,7 +147,7 @@ class LiveHooks:
         return None
 
     @staticmethod
-    def apply_gate(eng: Any, gate: str | None) -> None:
+    def apply_gate(eng: Engine, gate: str | None) -> None:
         """In the engine's worker thread, right before its step: the catch-up gate, without
         touching a pending reconciliation's own block."""
         if eng.entry_block in (None, CATCH_UP):
@@ -173,7 +178,7 @@ class LiveHooks:
     def reconcile_due(self) -> bool:
         return time.monotonic() - self.last_reconcile >= self.cfg.live.reconcile_interval_s
 
-    async def reconcile(self, eng: Any, in_worker: Any) -> Reconciliation:
+    async def reconcile(self, eng: Engine, in_worker: Any) -> Reconciliation:
         self.last_reconcile = time.monotonic()
         positions = {s: p.qty for s, p in eng.positions.items()}
         steps = {s: r.qty_step for s, r in self.rules.items()}
@@ -207,7 +212,7 @@ class LiveHooks:
                       text=f"RECONCILE cut positions could not be written ({type(e).__name__}); the next minute's state carries them")  # fmt: skip
 
     @staticmethod
-    def _apply(eng: Any, rec: Reconciliation) -> tuple[list[tuple[Any, Any]], dict[str, Any]]:
+    def _apply(eng: Engine, rec: Reconciliation) -> tuple[list[tuple[Any, Any]], dict[str, Any]]:
         """The rule's result on the engine (in its worker thread, between steps); returns the
         trades closed by position cuts with what remains of each position, and (when there
         are cuts) the engine state to persist with them."""

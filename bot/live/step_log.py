@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from bot.live.skip_summary import SkipSummary
+from models.timeutil import MINUTE_MS
+
+if TYPE_CHECKING:
+    from bot.config import Config
+    from bot.engine.engine import Engine, StepResult
 
 log = structlog.get_logger("bot.live.trader")
 
@@ -32,7 +37,7 @@ def is_demo() -> bool:
     return os.environ.get("BOT_DEMO") == "1"
 
 
-def no_edge_notice(eng: Any) -> str | None:
+def no_edge_notice(eng: Engine) -> str | None:
     """A line when the engine trades a bundle that would not clear the default floor."""
     from bot.engine.config import TradingConfig
 
@@ -62,17 +67,19 @@ class LiveEvents:
         self.log = logger or log
         self.skips = SkipSummary(logger=self.log)
         self.kill: str | None = None
+        self.blocks: dict[tuple[str, str], dict[str, Any]] = {}  # active protections, said once each
         self.notice: str | None = None
 
-    def started(self, eng: Any, version: str | None, n_symbols: int, cfg: Any = None) -> None:
+    def started(self, eng: Engine, version: str | None, n_symbols: int, cfg: Config | None = None) -> None:
         """The START line once the engine is warm: mode, model (and its validated PF), trading or watching."""
         self.kill = eng.risk.kill_switch.tripped
+        self.blocks = self._active(eng, eng.last_ts) if eng.last_ts is not None else {}  # restored, not new
         self.notice = no_edge_notice(eng)
         self.log.info("daemon_start", mode=self.mode, model_version=version, symbols=n_symbols,
                       watch_reason=eng.watch_reason, pf=_f(eng.edge.profit_factor), notice=self.notice,
                       demo=is_demo() and self.notice == DEMO_NOTICE)  # fmt: skip
 
-    def step(self, eng: Any, ts: int, res: Any, rec: Any) -> None:
+    def step(self, eng: Engine, ts: int, res: StepResult, rec: Any) -> None:
         equity = rec.equity.equity if rec.equity is not None else None
         for p in rec.opened:
             size = p.qty * p.entry_price / equity if equity else None
@@ -87,8 +94,30 @@ class LiveEvents:
             self.skips.counts[str(why)] += int(n)
         self.skips.n_entered += len(rec.opened)
         self._kill_switch(eng, ts, equity)
+        self._protections(eng, ts)
 
-    def _kill_switch(self, eng: Any, ts: int, equity: float | None) -> None:
+    def _protections(self, eng: Engine, ts: int) -> None:
+        """One `protection` line when a block starts (or is extended), one `protection_cleared`
+        when it ends: what blocks the next minute's decision (`risk.active_protections`)."""
+        if not eng.risk.protections.on and not self.blocks:
+            return
+        now = self._active(eng, ts)
+        for key, b in now.items():
+            old = self.blocks.get(key)
+            if old is None or b["until_ms"] > old["until_ms"]:
+                self.log.warning("protection", event_ts=ts, **b)
+        for key in self.blocks.keys() - now.keys():
+            self.log.info("protection_cleared", protection=key[0], scope=key[1], event_ts=ts)
+        self.blocks = now
+
+    @staticmethod
+    def _active(eng: Engine, ts: int) -> dict[tuple[str, str], dict[str, Any]]:
+        from risk.protections import active_protections
+
+        blocks = active_protections({"protections": eng.risk.protections.to_dict()}, ts + MINUTE_MS)
+        return {(b["protection"], b["scope"]): b for b in blocks}
+
+    def _kill_switch(self, eng: Engine, ts: int, equity: float | None) -> None:
         ks = eng.risk.kill_switch
         now = ks.tripped
         if now == self.kill:

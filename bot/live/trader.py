@@ -51,7 +51,7 @@ import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ccxt
 import numpy as np
@@ -68,7 +68,12 @@ from bot.runtime.procstats import release_free_memory, runtime_figures
 from bot.store import daemon_lock as status
 from bot.store.outage import STORE_UNAVAILABLE, StepBuffer, StoreHealth, is_unavailable
 from bot.store.trading import StepRecords, TradingStore
+from models.textfmt import things
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_short, fmt_ts
+
+if TYPE_CHECKING:
+    from bot.store.db import Store
+    from models.bundle.directory import Bundle
 
 log = structlog.get_logger("bot.live.trader")
 
@@ -153,7 +158,7 @@ class LoopStats:
 class LiveTrader:
     """See the module docstring. One per daemon process."""
 
-    def __init__(self, cfg: Config, store: Any, stop: asyncio.Event, *, no_train: bool = False,
+    def __init__(self, cfg: Config, store: Store, stop: asyncio.Event, *, no_train: bool = False,
                  confirm_live: bool = False):  # fmt: skip
         if cfg.mode == "live" and not confirm_live:
             raise RuntimeError("mode: live needs the command-line confirmation (--confirm-live)")
@@ -188,6 +193,10 @@ class LiveTrader:
         self._restart_delay = 1.0
         self._last_restart = -1e9
         self._feed_holder: Any = None  # the current feed's count of held candles, in `health.holders`
+        self.control: Any = None  # bot.ops.control.Controller (the operator's commands), set by the daemon
+        # held by each step with its persist (and by a reconciliation), and by an operator's engine
+        # operation (`engine_op`): so an operation runs between two minutes, never inside one
+        self.engine_lock = asyncio.Lock()
 
     async def _in_worker(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
@@ -314,7 +323,7 @@ class LiveTrader:
             await self.live.reconcile(eng, self._in_worker)
         return await self._stream(anchor)
 
-    def _build_engine(self, bundle: Any) -> Any:
+    def _build_engine(self, bundle: Bundle) -> Any:
         from bot.engine import Engine
 
         c = self.cfg
@@ -449,7 +458,7 @@ class LiveTrader:
                 reps = task.result()
                 written = sum(r.written for r in reps)
                 if written:
-                    log.info("backfill_done", candles=written, text=f"BACKFILL {written:,} candles for {len(reps)} symbols")
+                    log.info("backfill_done", candles=written, text=f"BACKFILL {written:,} candles for {things(len(reps), 'symbol')}")
                 return True
             except (RetriesExhausted, ccxt.OperationFailed) as e:
                 err = getattr(e, "last", e)
@@ -547,7 +556,8 @@ class LiveTrader:
                     if done or self.live is None:
                         break
                     if self.live.reconcile_due():  # live: no minute for a while, reconcile anyway
-                        await self.live.reconcile(eng, self._in_worker)
+                        async with self.engine_lock:
+                            await self.live.reconcile(eng, self._in_worker)
                 stopper.cancel()
                 if nxt not in done:
                     nxt.cancel()
@@ -561,9 +571,10 @@ class LiveTrader:
                     continue
                 if not await self._store_gate():
                     break  # stopped while waiting for the store
-                if self.live is not None and self.live.reconcile_due():
-                    await self.live.reconcile(eng, self._in_worker)
-                await self._step(ts, bars)
+                async with self.engine_lock:
+                    if self.live is not None and self.live.reconcile_due():
+                        await self.live.reconcile(eng, self._in_worker)
+                    await self._step(ts, bars)
                 if self.health.up:
                     try:
                         await follower.check(ts, bars)  # between two minutes: a new champion is swapped in here
@@ -643,8 +654,8 @@ class LiveTrader:
             raise StoreLostMidStep(f"the store became unavailable during the live step of {fmt_ts(ts)} "
                                    f"({type(e).__name__})") from e  # fmt: skip
         rec = StepRecords.from_step(ts, res, state=state, model_version=self.model_version)
-        if self.live is not None:
-            rec.fills = ()  # the live broker wrote the exchange's own trades (fees as reported) already
+        if self.live is not None:  # the live broker wrote the exchange's own trades (fees as reported) already
+            rec.fills, rec.cancelled = (), ()
         await self.steps.write(rec)  # held in memory while the store is unavailable (bot.store.outage)
         self.last_minute = ts
         if self.live is not None:
@@ -694,8 +705,41 @@ class LiveTrader:
             eng.stopping = True  # no new entries in the minute that ends the run
         if self.live is not None:
             self.live.apply_gate(eng, gate)  # live: no entry on a stale (caught-up) minute
+        if self.control is not None:
+            eng.paused = self.control.paused  # the operator's pause (bot.ops.control), read between two minutes
         res = eng.step(ts, bars)
         return res, eng.state_dict()
+
+    async def engine_op(self, op: Any) -> Any:
+        """Run `op(engine)` for the operator (`bot.ops.control`) in the engine's worker thread,
+        between two minutes: the step in flight and its persist hold `engine_lock`. A
+        `StepResult` it returns (a flatten's exits) is persisted as the records of the last
+        minute stepped, with the engine state after it, through the same held-in-order writer
+        as the minutes (`bot.store.outage.StepBuffer`), and logged like a step's trades."""
+        from bot.engine.engine import StepResult
+        from bot.ops.control.controller import NotReady
+
+        async with self.engine_lock:
+            eng = self.engine
+            if eng is None or self.feed is None or self.last_minute is None or self.stop.is_set():
+                raise NotReady("the engine is not trading")
+
+            def run() -> tuple[Any, dict[str, Any] | None]:
+                out = op(eng)
+                return out, eng.state_dict() if isinstance(out, StepResult) else None
+
+            out, state = await self._in_worker(run)
+            if state is not None:
+                ts = self.last_minute
+                rec = StepRecords.from_step(ts, out, state=state, model_version=self.model_version)
+                if self.live is not None:  # the live broker wrote its orders' fills and states itself
+                    rec.fills, rec.cancelled = (), ()
+                await self.steps.write(rec)
+                if self.metrics is not None:
+                    for t in rec.closed:
+                        self.metrics.trade_closed(t.exit_reason)
+                self.events.step(eng, ts, out, rec)
+            return out
 
     async def _collect_only(self) -> bool:
         """No usable model (none promoted and --no-train, a first model below the no-edge floor,
@@ -776,6 +820,8 @@ class LiveTrader:
         d["queues"] = self.queue_sizes()
         if self.retrainer is not None:
             d.update(self.retrainer.details())
+        if self.control is not None:
+            d["control"] = self.control.details()
         d.update(self.health.details())
         return d
 

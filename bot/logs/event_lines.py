@@ -23,12 +23,15 @@ Trading
   trade_open     symbol, qty, price, er?, p?, size_fraction?, mode?, ts? (fill time: the line's time)
                  -> `BUY SOLUSDT 1.20 @ 98.31  er +0.21%  p 0.64  size 2.1%  [paper]`
   trade_close    symbol, qty, price (exit), pnl, ret, reason (tp|sl|timeout|gap_timeout|
-                 flatten|end_of_data|reconciled), entry_price?, held_min?, mode?, ts? (exit time: the line's time)
+                 flatten|end_of_data|reconciled|force_exit), entry_price?, held_min?, mode?, ts? (exit time: the line's time)
                  -> `SELL SOLUSDT 1.20 @ 99.10  +0.95 USDT (+0.80%)  TP  held 42m  [paper]`
   risk_skips     counts (dict reason -> n), window_min? (60), entered?
                  -> `SKIPS 1h: 412  max_positions 300, no_edge 90, cooldown 22  (3 entered)`
   kill_switch    reason, value?, limit?            -> `KILL SWITCH daily_loss -3.10% (limit -3.00%): no new entries`
   kill_switch_reset  reason?                       -> `KILL SWITCH reset (new UTC day)`
+  protection     protection, scope, until_ms, + what tripped it (`risk.protections` block)
+                 -> `PROTECTION stop-loss guard: every symbol paused until 04-11 21:51 UTC (2 stop-losses within 60 min)`
+  protection_cleared  protection, scope              -> `PROTECTION cleared: stop-loss guard, every symbol`
 Models
   train_start    symbols, start, end (ISO text or ms), source?
                  -> `TRAIN start 30 symbols 2026-05-01..2026-11-30 (store)`
@@ -51,8 +54,11 @@ Market data
                  exchange_gap_minutes?
                  -> `BACKFILL ETHUSDT 2021-05-14..2026-11-30  +2,801,440 rows  (resumed)`
   backfill_progress  done, total, symbol?, rows?   -> `BACKFILL 12/30 symbols  ETHUSDT`
-  import_symbol  symbol, written, rows_read?, duplicates_skipped?, rejected?, gaps?, missing_minutes?
-                 -> `IMPORT BTCUSDT  +525,600 rows  3 gaps (12 min)`
+  import_symbol  symbol, written, rows_read?, duplicates_skipped?, rejected?, gaps?, missing_minutes?,
+                 files?, sources? (formats and time units of its files)
+                 -> `IMPORT BTCUSDT  +525,600 rows  3 gaps (12 min)  from 12 binance zip (10 ms, 2 us)`
+  import_refused file, reason, symbol? (set: that symbol was not imported)
+                 -> `WARN REFUSED BTCUSDT-1m-2024-01.zip: not a complete zip archive (...); BTCUSDT not imported`
 Store (bot.store.outage)
   store_outage   what, reason, error?              (the first failure of an outage: entries pause)
                  -> `STORE unavailable (server not running): trading records held in memory, entries paused`
@@ -82,7 +88,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from models.textfmt import MISSING, duration, money, num, pct, things
 from models.timeutil import fmt_date, fmt_short
+
+__all__ = ["EVENTS", "EventSpec", "duration", "event", "iso_to_ms", "kv_line", "line_time", "money", "num", "pct",
+           "render_body"]  # fmt: skip
 
 Formatter = Callable[[Mapping[str, Any]], str]
 
@@ -171,44 +181,7 @@ def iso_to_ms(stamp: Any) -> int | None:
     return int(t.timestamp() * 1000)
 
 
-# --- number helpers ----------------------------------------------------------------------
-
-
-def num(v: Any) -> str:
-    """A price or quantity: 2 decimals from 1 up (98.31, 1.20), 4 significant digits below."""
-    x = float(v)
-    if not math.isfinite(x):
-        return "-"
-    a = abs(x)
-    if a >= 1 or a == 0:
-        return f"{x:.2f}"
-    return f"{x:.{min(12, 3 - math.floor(math.log10(a)))}f}"
-
-
-def pct(v: Any, *, sign: bool = True, digits: int = 2) -> str:
-    """A fraction as percent: 0.0021 -> '+0.21%'."""
-    x = float(v)
-    if not math.isfinite(x):
-        return "-"
-    return f"{x * 100:{'+' if sign else ''}.{digits}f}%"
-
-
-def money(v: Any) -> str:
-    x = float(v)
-    return f"{x:+,.2f}" if abs(x) < 1e6 else f"{x:+,.0f}"
-
-
-def duration(seconds: Any) -> str:
-    s = int(round(float(seconds)))
-    if s < 60:
-        return f"{s}s"
-    m, s = divmod(s, 60)
-    if m < 60:
-        return f"{m}m{s:02d}s" if s else f"{m}m"
-    h, m = divmod(m, 60)
-    if h < 48:
-        return f"{h}h{m:02d}m"
-    return f"{h // 24}d{h % 24:02d}h"
+# --- number helpers (the numbers themselves: models.textfmt) ------------------------------
 
 
 def day(v: Any) -> str:
@@ -237,7 +210,7 @@ def _daemon_start(ev: Mapping[str, Any]) -> str:
     if _present(ev, "pf"):
         parts.append(f"PF {float(ev['pf']):.2f}")
     if _present(ev, "symbols"):
-        parts.append(f"{ev['symbols']} symbols")
+        parts.append(things(int(ev["symbols"]), "symbol"))
     if ev.get("watch_reason"):
         parts.append(f"WATCH ONLY: {ev['watch_reason']}")
     elif ev.get("model_version"):
@@ -279,7 +252,7 @@ def _trade_open(ev: Mapping[str, Any]) -> str:
 
 _EXIT_WORDS = {"tp": "TP", "sl": "SL", "timeout": "timeout", "gap_timeout": "gap timeout",
                "flatten": "flatten", "end_of_data": "end of data",
-               "reconciled": "reconciled (the exchange holds less)"}  # fmt: skip
+               "reconciled": "reconciled (the exchange holds less)", "force_exit": "force exit"}  # fmt: skip
 
 
 @event("trade_close", ("symbol", "qty", "price", "pnl", "ret", "reason"), ("entry_price", "held_min", "mode", "ts"), time_field="ts")
@@ -318,6 +291,37 @@ def _kill_switch(ev: Mapping[str, Any]) -> str:
     return f"KILL SWITCH {what}: no new entries"
 
 
+_PROTECTION_NAMES = {"stop_loss_guard": "stop-loss guard", "low_profit_lock": "low-profit lock",
+                     "drawdown_lookback": "drawdown lookback"}
+
+
+def protection_text(b: Mapping[str, Any]) -> str:
+    """One active protection block (`risk.protections.active_protections`) for people:
+    `stop-loss guard: every symbol paused until 04-11 21:45 UTC (3 stop-losses within 60 min)`
+    (`bot status`, the dashboard and the `protection` line say it the same way)."""
+    until = f"until {fmt_short(b['until_ms'])} UTC"
+    who = "every symbol" if b["scope"] == "*" else b["scope"]
+    if b["protection"] == "stop_loss_guard":
+        return f"stop-loss guard: {who} paused {until} ({b.get('stop_losses')} stop-losses within {b.get('window_minutes')} min)"
+    if b["protection"] == "low_profit_lock":
+        return f"low-profit lock: {who} locked {until} (its last {b.get('trades')} trades {pct(b.get('net_return'))})"
+    if b["protection"] == "drawdown_lookback":
+        return (f"drawdown lookback: {who} paused {until} (equity {pct(-float(b.get('drawdown') or 0.0))} "
+                f"from its {b.get('hours')} h peak)")  # fmt: skip
+    return f"{b['protection']}: {who} blocked {until}"
+
+
+@event("protection", ("protection", "scope", "until_ms"), ())
+def _protection(ev: Mapping[str, Any]) -> str:
+    return f"PROTECTION {protection_text(ev)}"
+
+
+@event("protection_cleared", ("protection", "scope"), ())
+def _protection_cleared(ev: Mapping[str, Any]) -> str:
+    who = "every symbol" if ev["scope"] == "*" else ev["scope"]
+    return f"PROTECTION cleared: {_PROTECTION_NAMES.get(str(ev['protection']), ev['protection'])}, {who}"
+
+
 @event("kill_switch_reset", (), ("reason",))
 def _kill_switch_reset(ev: Mapping[str, Any]) -> str:
     return "KILL SWITCH reset" + (f" ({ev['reason']})" if ev.get("reason") else "")
@@ -337,7 +341,7 @@ def _model_stats(ev: Mapping[str, Any]) -> list[str]:
 @event("train_start", ("symbols", "start", "end"), ("source",))
 def _train_start(ev: Mapping[str, Any]) -> str:
     src = f" ({ev['source']})" if ev.get("source") else ""
-    return f"TRAIN start {ev['symbols']} symbols {day(ev['start'])}..{day(ev['end'])}{src}"
+    return f"TRAIN start {things(int(ev['symbols']), 'symbol')} {day(ev['start'])}..{day(ev['end'])}{src}"
 
 
 @event("train_done", ("version", "status"), ("pf", "trades", "expectancy", "seconds"))
@@ -358,7 +362,7 @@ def _retrain_done(ev: Mapping[str, Any]) -> str:
     parts.extend(_model_stats(ev))
     if ev.get("champion_version") or _present(ev, "champion_pf"):
         champ = _model_stats({"pf": ev.get("champion_pf"), "expectancy": ev.get("champion_expectancy")})
-        parts.append("vs champion " + (" ".join(champ) if champ else "-"))
+        parts.append("vs champion " + (" ".join(champ) if champ else MISSING))
     verdict = f"-> {ev['status']}"
     if ev.get("reason"):
         verdict += f" ({ev['reason']})"
@@ -446,7 +450,8 @@ def _backfill_progress(ev: Mapping[str, Any]) -> str:
     return s
 
 
-@event("import_symbol", ("symbol", "written"), ("rows_read", "duplicates_skipped", "rejected", "gaps", "missing_minutes"))
+@event("import_symbol", ("symbol", "written"), ("rows_read", "duplicates_skipped", "rejected", "gaps", "missing_minutes",
+                                                "files", "sources"))
 def _import_symbol(ev: Mapping[str, Any]) -> str:
     parts = [f"IMPORT {ev['symbol']}", f"+{int(ev['written']):,} rows"]
     if ev.get("duplicates_skipped"):
@@ -455,7 +460,15 @@ def _import_symbol(ev: Mapping[str, Any]) -> str:
         parts.append(f"{int(ev['rejected']):,} rejected")
     if ev.get("gaps"):
         parts.append(f"{int(ev['gaps']):,} gaps ({int(ev.get('missing_minutes') or 0):,} min)")
+    if ev.get("sources"):
+        parts.append(f"from {ev['sources']}")
     return "  ".join(parts)
+
+
+@event("import_refused", ("file", "reason"), ("symbol",))
+def _import_refused(ev: Mapping[str, Any]) -> str:
+    tail = f"; {ev['symbol']} not imported" if ev.get("symbol") else ""
+    return f"REFUSED {ev['file']}: {ev['reason']}{tail}"
 
 
 @event("error", ("where", "error"), ("detail",))

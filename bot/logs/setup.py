@@ -25,11 +25,14 @@ import logging.handlers
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from bot.logs.event_lines import line_time, render_body
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 _SECRET_KEY_PARTS = ("secret", "password", "api_key", "apikey", "token", "signature", "dsn")
 _registered_secrets: set[str] = set()
@@ -219,7 +222,7 @@ def setup_logging(
     )
 
 
-def setup_from_config(cfg: Any, *, console: bool | None = None) -> None:
+def setup_from_config(cfg: Config, *, console: bool | None = None) -> None:
     """Logging per the config's `logging` and `paths` sections, registering its secrets."""
     s = cfg.secrets
     register_secret(

@@ -27,6 +27,10 @@ class ExchangeUrls(BaseModel):
     def _http(cls, v: str | None) -> str | None:
         if v is not None and not (v.startswith(("http://", "https://")) and len(v.split("://", 1)[1]) > 0):
             raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
+        if v is not None and not v.rstrip("/").endswith("/api/v3"):
+            # ccxt appends the endpoint (/exchangeInfo, /klines) to this base: without the path
+            # every request is a 404, retried forever as "exchange unavailable"
+            raise ValueError(f"must be the REST base ending in /api/v3 (e.g. http://127.0.0.1:8900/api/v3), got {v!r}")
         return v
 
     @field_validator("ws_api")
@@ -61,6 +65,11 @@ class ExchangeConfig(BaseModel):
     retry_base_s: float = Field(0.5, gt=0, description="first retry delay after a 429/418/5xx/timeout; doubles per attempt, with jitter")
     retry_max_s: float = Field(30.0, gt=0, description="cap of the retry delay")
     retry_attempts: int = Field(8, ge=1, description="attempts per request for one-shot commands (backfill); the live feed retries forever")
+
+    @field_validator("secrets_file")
+    @classmethod
+    def _home(cls, v: Path | None) -> Path | None:
+        return None if v is None else v.expanduser()
 
     @field_validator("id")
     @classmethod

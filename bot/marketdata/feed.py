@@ -42,7 +42,7 @@ import contextlib
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import ccxt
@@ -62,6 +62,9 @@ from bot.store.outage import is_unavailable
 from models.candles import Candles
 from models.timeutil import DAY_MS, MINUTE_MS
 
+if TYPE_CHECKING:
+    from bot.store.db import Store
+
 log = structlog.get_logger(__name__)
 
 # A websocket kline more than this past the feed's frontier (the latest minute known closed, from
@@ -78,7 +81,7 @@ class CandleFeed:
     def __init__(
         self,
         cfg: Config,
-        store: Any,
+        store: Store,
         *,
         exchange: BinanceClient | None = None,
         symbols: Iterable[str] | None = None,

@@ -40,6 +40,7 @@ class StepRecords:
     equity: EquityPoint | None = None
     state: dict[str, Any] | None = None  # the engine's state_dict() after the step
     model_version: str | None = None
+    cancelled: Sequence[tuple[str, str]] = ()  # (client_order_id, reason) of orders dropped unfilled (paper)
 
     @classmethod
     def from_step(cls, ts: int, result: Any, *, state: dict[str, Any] | None, model_version: str | None,
@@ -57,6 +58,7 @@ class StepRecords:
             equity=getattr(result, "equity", None),
             state=state,
             model_version=model_version,
+            cancelled=tuple(getattr(result, "cancelled", ()) or ()),
         )
 
 
@@ -145,6 +147,7 @@ class TradingStore:
 
     async def _write(self, conn: asyncpg.Connection, rec: StepRecords, now_ms: int) -> None:
         await self._orders(conn, rec.orders, now_ms)
+        await self._cancelled(conn, rec.cancelled, now_ms)
         await self._fills(conn, rec.fills, now_ms)
         # A position may close in the step that opened it, and a symbol may close one position
         # and open the next in one step (one open position per symbol is a unique index).
@@ -191,6 +194,19 @@ class TradingStore:
             [o.order_type for o in orders], [float(o.qty) for o in orders], [o.limit_price for o in orders],
             [o.reason for o in orders], [_finite(o.ref_price) for o in orders], [o.leg for o in orders],
             [int(o.decision_ts) for o in orders], [o.model_version for o in orders],
+        )  # fmt: skip
+
+    async def _cancelled(self, conn: asyncpg.Connection, cancelled: Sequence[tuple[str, str]], now_ms: int) -> None:
+        """Orders the paper broker dropped unfilled (`no_next_bar`, an operator's flatten): the
+        row says so, with the reason, instead of staying 'submitted'."""
+        if not cancelled:
+            return
+        await conn.execute(
+            """UPDATE orders o SET status = 'cancelled', updated_ts = $3,
+                      reason = coalesce(o.reason, '{}'::jsonb) || jsonb_build_object('cancelled', u.why)
+               FROM unnest($2::text[], $4::text[]) AS u(coid, why)
+               WHERE o.mode = $1 AND o.client_order_id = u.coid AND o.status IN ('new', 'submitted', 'accepted')""",
+            self.mode, [c for c, _ in cancelled], now_ms, [w for _, w in cancelled],
         )  # fmt: skip
 
     async def _fills(self, conn: asyncpg.Connection, fills: Sequence[Fill], now_ms: int) -> None:

@@ -22,13 +22,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from bot.history.sources import CsvCandleSource, StoreCandleSource
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_ts, to_datetime
 from models.training.splits import floor_day
+
+if TYPE_CHECKING:
+    from bot.history.sources import HistorySource
 
 log = structlog.get_logger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +70,7 @@ def optuna_url(dsn: str) -> str:
     raise TrainingSetupError("the optuna study needs a postgresql:// DSN")
 
 
-def default_range(source: Any, anchor: str, start_ms: int | None, end_ms: int | None, history_days: int) -> tuple[int, int]:
+def default_range(source: HistorySource, anchor: str, start_ms: int | None, end_ms: int | None, history_days: int) -> tuple[int, int]:
     """Fill in a missing end (after the last candle of `anchor`) and start (UTC midnight,
     `history_days` before the end, not before the data)."""
     b = source.bounds(anchor)
@@ -184,7 +187,7 @@ class TrainOutcome:
                 "seconds": self.seconds}  # fmt: skip
 
 
-def train_and_write(job: TrainJob, source: Any, progress: Any = None) -> TrainOutcome:
+def train_and_write(job: TrainJob, source: HistorySource, progress: Any = None) -> TrainOutcome:
     """Train from `source` and write the bundle (no database access here)."""
     from models.bundle.directory import write_bundle
     from models.training.run import run_training
@@ -239,7 +242,7 @@ async def record_outcome(pool: Any, out: TrainOutcome) -> None:
 def run_train_job(job: TrainJob, progress: Any = None) -> dict[str, Any]:
     """The whole job in this process: open the source, train, write, record; return a summary."""
     if job.candles_dir:
-        source: Any = CsvCandleSource(job.candles_dir)
+        source: HistorySource = CsvCandleSource(job.candles_dir)
     elif job.dsn:
         source = StoreCandleSource.connect(job.dsn)
     else:

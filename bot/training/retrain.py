@@ -52,12 +52,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from bot.runtime import crashpoint
 from models.timeutil import MINUTE_MS, fmt_short, fmt_ts
+
+if TYPE_CHECKING:
+    from bot.config import Config
+    from bot.live.trader import LiveTrader
 
 log = structlog.get_logger("bot.training.retrain")
 
@@ -117,7 +121,7 @@ def _brief(s: dict[str, Any] | None) -> str:
     return f"PF {pf} exp {ex} n={s.get('trades', 0)}"
 
 
-def spec_from_config(cfg: Any, dsn: str, end_ms: int, champion_path: str | None) -> RetrainSpec:
+def spec_from_config(cfg: Config, dsn: str, end_ms: int, champion_path: str | None) -> RetrainSpec:
     from bot.training.job import code_version
     from models.config import Settings
 
@@ -152,7 +156,7 @@ def _limit_child(spec: RetrainSpec) -> None:
         os.environ[var] = threads
 
 
-def _child_entry(cfg: Any, spec: RetrainSpec, result_path: str, parent_pid: int | None = None) -> None:
+def _child_entry(cfg: Config, spec: RetrainSpec, result_path: str, parent_pid: int | None = None) -> None:
     """Entry point of the spawned training process: dies with the daemon (`bot.training.childguard`),
     limits, logging, the job, a result file."""
     from bot.training.childguard import die_with_parent
@@ -238,7 +242,7 @@ def _exit_reason(code: int | None) -> str:
     return f"exited with status {code}"
 
 
-async def run_retrain_in_child(cfg: Any, spec: RetrainSpec, *, timeout_s: float,
+async def run_retrain_in_child(cfg: Config, spec: RetrainSpec, *, timeout_s: float,
                                on_start: Any = None, stop: asyncio.Event | None = None) -> RetrainResult:  # fmt: skip
     """Start the training process, await it without blocking the loop, read its result.
 
@@ -313,7 +317,7 @@ async def promote_checked(pool: Any, version: str, path: str, *, expect_champion
     return None
 
 
-async def retrain_once(cfg: Any, pool: Any, dsn: str, end_ms: int, *, on_start: Any = None,
+async def retrain_once(cfg: Config, pool: Any, dsn: str, end_ms: int, *, on_start: Any = None,
                        stop: asyncio.Event | None = None) -> RetrainResult:  # fmt: skip
     """One whole retrain against the store at `dsn` (candles already there): child, judge,
     promote; logged as one human line (`retrain_done` / `retrain_failed`)."""
@@ -356,7 +360,7 @@ class Retrainer:
 
     `trader` is the `bot.live.trader.LiveTrader`: its store, stop event, last minute and backfill."""
 
-    def __init__(self, trader: Any):
+    def __init__(self, trader: LiveTrader):
         self.trader = trader
         self.cfg = trader.cfg
         self.scheduler: Any = None

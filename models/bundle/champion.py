@@ -26,9 +26,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_ts
+
+if TYPE_CHECKING:
+    from models.bundle.directory import Bundle
+    from models.candles import CandleSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +158,7 @@ def decide(challenger_manifest: Mapping[str, Any], challenger: Score | None, cha
     return v(True, f"PF {c_pf:.2f} vs {k_pf:.2f}, expectancy {c_ex * 100:+.3f}% vs {k_ex * 100:+.3f}%")
 
 
-def score_bundle(source: Any, bundle: Any, window: tuple[int, int], *, costs: Any, symbols: Sequence[str] | None,
+def score_bundle(source: CandleSource, bundle: Bundle, window: tuple[int, int], *, costs: Any, symbols: Sequence[str] | None,
                  work_dir: Path) -> Score:  # fmt: skip
     """One bundle's result on `window` by the trainer's own simulation, with `costs`."""
     from models.evaluation.bundle_eval import evaluate_bundle
@@ -164,7 +168,7 @@ def score_bundle(source: Any, bundle: Any, window: tuple[int, int], *, costs: An
     return Score.from_report(bundle.version, rep)
 
 
-def judge(source: Any, challenger: Any, champion: Any | None, window: tuple[int, int], margins: Margins, *,
+def judge(source: CandleSource, challenger: Bundle, champion: Bundle | None, window: tuple[int, int], margins: Margins, *,
           costs: Any, embargo_ms: int, work_dir: Path) -> Verdict:  # fmt: skip
     """Score both bundles on the same window (clipped to what the champion never saw) and decide."""
     if degenerate_reason(challenger.manifest) or audit_reason(challenger.manifest):

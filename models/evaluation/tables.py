@@ -8,34 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.textfmt import fixed, pct, pf
 from models.timeutil import fmt_short
 
 HEAD = "| window | trades | win % | PF | expectancy | Sharpe (d) | max DD | exposure | primary-only PF / trades | seed metric PF / bars / mean |"
 RULE = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 
 
-def _pf(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
-
-
-def _pct(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None else f"{x * 100:+.{digits}f}%"
-
-
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
-
-
 def row(label: str, rep: dict[str, Any]) -> str:
     o = rep["overall"]
     p = rep.get("primary_only") or {}
     s = rep.get("seed_metric") or {}
-    win = "-" if o.get("win_rate") is None else f"{o['win_rate'] * 100:.1f}"
+    win = pct(o.get("win_rate"), sign=False, digits=1, unit="")
     return (
-        f"| {label} | {o['trades']} | {win} | {_pf(o['profit_factor'])} | {_pct(o['expectancy'])} | "
-        f"{_num(o.get('sharpe_daily'))} | {_pct(o.get('max_drawdown'), 2).lstrip('+')} | {o.get('exposure', 0) * 100:.1f}% | "
-        f"{_pf(p.get('profit_factor'))} / {p.get('trades', 0)} | "
-        f"{_pf(s.get('profit_factor'))} / {s.get('bars', 0)} / {_pct(s.get('expectancy'))} |"
+        f"| {label} | {o['trades']} | {win} | {pf(o['profit_factor'])} | {pct(o['expectancy'], digits=3)} | "
+        f"{fixed(o.get('sharpe_daily'), grouping=False)} | {pct(o.get('max_drawdown'), sign=False)} | {pct(o.get('exposure', 0), sign=False, digits=1)} | "
+        f"{pf(p.get('profit_factor'))} / {p.get('trades', 0)} | "
+        f"{pf(s.get('profit_factor'))} / {s.get('bars', 0)} / {pct(s.get('expectancy'), digits=3)} |"
     )
 
 
@@ -57,10 +46,10 @@ def evaluation_table(rep: dict[str, Any]) -> str:
 def per_symbol_table(rep: dict[str, Any]) -> str:
     lines = ["| symbol | trades | win % | PF | expectancy | Sharpe (d) | max DD | exposure |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for sym, o in sorted(rep["per_symbol"].items()):
-        win = "-" if o.get("win_rate") is None else f"{o['win_rate'] * 100:.1f}"
+        win = pct(o.get("win_rate"), sign=False, digits=1, unit="")
         lines.append(
-            f"| {sym} | {o['trades']} | {win} | {_pf(o['profit_factor'])} | {_pct(o['expectancy'])} | "
-            f"{_num(o.get('sharpe_daily'))} | {_pct(o.get('max_drawdown'), 2).lstrip('+')} | {o.get('exposure', 0) * 100:.1f}% |"
+            f"| {sym} | {o['trades']} | {win} | {pf(o['profit_factor'])} | {pct(o['expectancy'], digits=3)} | "
+            f"{fixed(o.get('sharpe_daily'), grouping=False)} | {pct(o.get('max_drawdown'), sign=False)} | {pct(o.get('exposure', 0), sign=False, digits=1)} |"
         )
     return "\n".join(lines)
 
@@ -76,8 +65,8 @@ def audit_lines(audit: dict[str, Any]) -> str:
         for k, label in (("at_threshold", "at the er threshold"), ("top", f"top {perm.get('top_q', 0) * 100:.1f}% of predictions")):
             v = perm.get(k)
             if v:
-                out.append(f"  permuted labels, {label}: {v['trades']} trades, PF {_pf(v['profit_factor'])}, "
-                           f"expectancy {_pct(v['expectancy'])}")  # fmt: skip
+                out.append(f"  permuted labels, {label}: {v['trades']} trades, PF {pf(v['profit_factor'])}, "
+                           f"expectancy {pct(v['expectancy'], digits=3)}")  # fmt: skip
     for r in audit.get("reasons", []):
         out.append(f"  ! {r}")
     return "\n".join(out)

@@ -5,24 +5,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.textfmt import MISSING, fixed, pct
 from models.timeutil import fmt_ts
 
 
 def _p(x: float | None, d: int = 3) -> str:
-    return "-" if x is None else f"{x * 100:+.{d}f}%"
+    return pct(x, digits=d)
 
 
 def _f(x: float | None, d: int = 2) -> str:
-    return "-" if x is None else f"{x:.{d}f}"
+    return fixed(x, d, grouping=False)
 
 
 def _win(x: float | None) -> str:
-    return "-" if x is None else f"{x * 100:.1f}"
+    return pct(x, sign=False, digits=1, unit="")
 
 
 def _t(s: dict[str, Any] | None, key: str) -> str:
     if not s:
-        return "-"
+        return MISSING
     return f"{_f(s.get('mean'), 3)} (t {_f(s.get(key), 1)})"
 
 
@@ -73,7 +74,7 @@ def configurations_table(rows: list[dict[str, Any]], chosen: dict[str, Any] | No
         i = r["inner"]
         mark = " **(chosen)**" if chosen is not None and r is chosen else ("" if r.get("eligible", True) else " (too few trades)")
         folds = "; ".join(f"{f['trades']}, {_f(f['profit_factor'])}, {_p(f['expectancy'])}, {f['signal_rate']:.4f}" for f in r["folds"])
-        win = "-" if i.get("win_rate") is None else f"{i['win_rate'] * 100:.1f}"
+        win = _win(i.get("win_rate"))
         lines.append(f"| {r['variant']} | {r['rule_label']}{mark} | {i['trades']} | {_f(i['profit_factor'])} | "
                      f"{_p(i['expectancy'])} | {win} | {_f(i.get('sharpe_trade'), 3)} | {_stab(r.get('stability'))} | {folds} |")  # fmt: skip
     return "\n".join(lines)
@@ -166,7 +167,7 @@ def outer_section(outer: dict[str, Any] | None) -> str:
         perm = a.get("permuted") or {}
         top = perm.get("top") or {}
         lines.append(f"Leakage audit: {'passed' if a.get('passed') else 'FAILED: ' + '; '.join(a.get('reasons', []))} "
-                     f"(permuted-label model at the same signal rate: {top.get('trades', '-')} trades, PF {_f(top.get('profit_factor'))}; "
+                     f"(permuted-label model at the same signal rate: {top.get('trades', MISSING)} trades, PF {_f(top.get('profit_factor'))}; "
                      f"look-ahead columns: {a.get('lookahead_columns') or 'none'}).")  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -226,7 +227,7 @@ def markdown(report: dict[str, Any]) -> str:
         reference_section(report.get("reference")),
         "## Every configuration (inner folds only)",
         "",
-        f"{m.get('eligible_configurations', '-')} of {m['configurations']} configurations had enough inner trades to be chosen; "
+        f"{m.get('eligible_configurations', MISSING)} of {m['configurations']} configurations had enough inner trades to be chosen; "
         "they come first, by the choosing figure.",
         "",
         configurations_table(report["rows"], report.get("chosen"), m["metric"], m.get("rank", "best")),

@@ -92,3 +92,22 @@ def test_restart_reuses_the_cluster_and_data(home: Path) -> None:
         assert proc.returncode == 0, out
     log = (home / "logs" / "bot.log").read_text()
     assert log.count("db initdb") == 1 and log.count("STOP paper  (SIGTERM)") == 2
+
+
+def test_a_sigterm_while_it_is_still_starting_is_a_clean_stop(home: Path) -> None:
+    """systemd may stop the service at any moment of its start: a SIGTERM sent as soon as the log
+    file exists (logs set up, the heavy modules still importing, no event loop yet) ends the
+    daemon with status 0 and its stop line, not with the default kill (-15)."""
+    proc = _start(home)
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / "logs" / "bot.jsonl").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.005)
+        assert (home / "logs" / "bot.jsonl").exists(), "the daemon never set up its logs"
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, rest
+    assert "(SIGTERM)" in (home / "logs" / "bot.log").read_text(), rest

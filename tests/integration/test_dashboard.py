@@ -1,6 +1,8 @@
-"""The local dashboard: store reads against the real Postgres fixture with rows inserted, the
-HTTP endpoints served by `start_dashboard`, /metrics parsed by prometheus_client's own parser,
-and the page rendered in headless Chromium (equity chart and positions on the screenshot)."""
+"""The local dashboard: store reads against the real Postgres fixture with rows inserted (a live
+run: the exchange clock and the wall clock agree; the replayed 2021 day is in
+tests/integration/test_read_model.py), the HTTP endpoints served by `start_dashboard`, /metrics
+parsed by prometheus_client's own parser, and the page rendered in headless Chromium (equity chart
+and positions on the screenshot)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from bot.ops.dashboard.config import DashboardConfig
 from bot.ops.dashboard.metrics import DaemonMetrics
 from bot.ops.dashboard.server import make_app, page, start_dashboard
 from bot.ops.dashboard.state import DashboardState, now_ms, read_state
+from bot.store.daemon_lock import DaemonLock
+from models.textfmt import MISSING, money
 from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS, fmt_short, fmt_ts
 from tests.support.headless_chromium import (
     color_share,
@@ -51,10 +55,11 @@ class Fixture:
     def __init__(self, now: int):
         self.now = now
         self.m0 = now // MINUTE_MS * MINUTE_MS  # the current (open) minute
-        day0 = now // DAY_MS * DAY_MS
-        # equity: one snapshot a minute over the last 6 h, rising 10,000 -> 10,120 with a wiggle,
-        # plus one from two days ago (the chart's 72 h window must drop nothing else)
-        self.eq = [(self.m0 - (360 - i) * MINUTE_MS, 10_000.0 + i / 3.0 + 4.0 * math.sin(i / 9.0)) for i in range(361)]
+        self.last = self.m0 - MINUTE_MS  # the last minute the daemon processed (its heartbeat row says so)
+        day0 = self.last // DAY_MS * DAY_MS  # "today" is the last minute's day
+        # equity: one snapshot a minute over the last 6 h up to the last minute, rising 10,000 ->
+        # 10,120 with a wiggle, plus one from two days ago (the run's first)
+        self.eq = [(self.last - (360 - i) * MINUTE_MS, 10_000.0 + i / 3.0 + 4.0 * math.sin(i / 9.0)) for i in range(361)]
         self.old = (self.m0 - 2 * DAY_MS, 9_990.0)
         before = [e for t, e in [self.old, *self.eq] if t < day0]
         today = [e for t, e in self.eq if t >= day0]
@@ -106,7 +111,7 @@ async def populate(dsn: str, now: int, *, daemon_status: bool) -> Fixture:
             await conn.execute(
                 "INSERT INTO daemon_status (pid, host, started_ts, heartbeat_ts, mode, model_version, watch_only, last_minute_ts) "
                 "VALUES (4242, 'testhost', $1, $2, 'paper', 'v-champ', false, $3)",
-                m0 - 7 * HOUR_MS, now - 5_000, m0 - MINUTE_MS,
+                m0 - 7 * HOUR_MS, now - 5_000, fx.last,
             )
         else:
             await conn.execute("DROP TABLE IF EXISTS daemon_status")
@@ -117,9 +122,10 @@ async def populate(dsn: str, now: int, *, daemon_status: bool) -> Fixture:
 
 @pytest.fixture
 async def dash(db_dsn: str):
-    """A populated database (daemon_status present), a pool, metrics and the app state."""
+    """A populated database (daemon_status present, the daemon's lock held), a pool, metrics and the app state."""
     now = now_ms()
     fx = await populate(db_dsn, now, daemon_status=True)
+    lock = await DaemonLock.acquire(db_dsn)
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
     metrics = DaemonMetrics()
     metrics.model_in_use("v-champ", watch_only=False)
@@ -129,74 +135,92 @@ async def dash(db_dsn: str):
         yield fx, st, metrics
     finally:
         await pool.close()
+        await lock.release()
 
 
 async def test_state_from_the_store(dash) -> None:
     fx, st, _ = dash
     s = await read_state(st, now=fx.now)
     status = s["status"]
-    assert status["daemon_status_table"] and status["state"] == "running" and status["pid"] == 4242
+    assert status["state"] == "running" and status["pid"] == 4242 and status["state_text"] == "running (pid 4242 on testhost)"
     assert status["model_version"] == "v-champ" and status["watch_only"] is False
-    assert status["last_minute_text"] == fmt_ts(fx.m0 - MINUTE_MS)
+    assert status["last_minute_text"] == fmt_ts(fx.last)
 
     a = s["account"]
     assert a["equity"] == pytest.approx(fx.last_eq) and a["open_positions"] == 2
     assert a["today_pnl"] == pytest.approx(fx.last_eq - fx.today_base)
+    assert a["today_pnl_text"] == money(fx.last_eq - fx.today_base) and a["equity_text"] == money(fx.last_eq, sign=False)
 
     e = s["equity"]
-    # 72 h drawn with at most 600 points: 7-minute buckets, the last snapshot of each
-    assert e["bucket_minutes"] == 7
-    last_of: dict[int, tuple[int, float]] = {}
-    for t, v in [fx.old, *fx.eq]:
-        last_of[t // (7 * MINUTE_MS)] = (t, v)
-    assert e["ts"] == [t for t, _ in sorted(last_of.values())]
-    assert e["equity"] == [v for _, v in sorted(last_of.values())]
+    # the whole run (from the two-day-old snapshot) in at most 600 buckets: the first snapshot,
+    # then the last snapshot of each bucket counted from the run's start
+    snaps = [fx.old, *fx.eq]
+    start, end = fx.old[0], fx.last
+    b = -(-(end - start + MINUTE_MS) // 600 // MINUTE_MS) * MINUTE_MS
+    assert e["bucket_minutes"] * MINUTE_MS == b and e["hours"] is None
+    want = {start}
+    for k in range(-(-(end - start + MINUTE_MS) // b)):
+        inside = [t for t, _ in snaps if start <= t <= start + (k + 1) * b - 1]
+        if inside:
+            want.add(max(inside))
+    assert e["ts"] == sorted(want) and len(e["ts"]) <= 601
+    assert e["equity"] == [dict(snaps)[t] for t in e["ts"]]
     assert e["equity"][-1] == pytest.approx(fx.last_eq) and e["ts"][0] == fx.old[0]
-    assert len(e["ticks"]) == 6 and all(":" in t["text"] for t in e["ticks"])
+    assert len(e["ticks"]) == 6 and all(":" in t["text"] for t in e["ticks"]) and len(e["y_ticks"]) == 5
     st.equity_hours = 6.0  # a short span: one point per snapshot, the two-day-old one left out
     e6 = (await read_state(st, now=fx.now))["equity"]
-    assert e6["bucket_minutes"] == 1 and e6["ts"] == [t for t, _ in fx.eq if t >= fx.now - 6 * HOUR_MS]
+    assert e6["bucket_minutes"] == 1 and e6["ts"] == [t for t, _ in fx.eq if t > fx.last - 6 * HOUR_MS]
 
     pos = {p["symbol"]: p for p in s["positions"]}
     assert set(pos) == {"BTCUSDT", "ETHUSDT"}
     assert pos["BTCUSDT"]["last_price"] == 50_500.0 and pos["BTCUSDT"]["upnl"] == pytest.approx(0.02 * 500)
     assert pos["ETHUSDT"]["upnl"] == pytest.approx(0.5 * -100) and pos["ETHUSDT"]["upnl_pct"] == pytest.approx(2900 / 3000 - 1)
     assert pos["BTCUSDT"]["entry_text"] == fmt_short(fx.m0 - 40 * MINUTE_MS)
+    assert pos["BTCUSDT"]["held_text"] == "40m" and pos["ETHUSDT"]["held_text"] == "1h30m"  # to the last minute's close
+    assert pos["BTCUSDT"]["upnl_text"] == "+10.00" and pos["ETHUSDT"]["upnl_pct_text"] == "-3.33%"
 
     assert [t["symbol"] for t in s["trades"]] == ["XRPUSDT", "SOLUSDT", "BTCUSDT"]  # newest exit first
     assert s["trades"][0]["pnl"] == pytest.approx(-10.99) and s["trades"][0]["reason"] == "sl"
     assert s["trades"][1]["pnl_pct"] == pytest.approx(11.72 / 280.0)
 
     d = s["decisions"]
-    assert d["skips_last_hour"] == [{"reason": "low_probability", "count": 5}, {"reason": "correlation", "count": 2}]
+    assert [(r["reason"], r["count"]) for r in d["skips_last_hour"]] == [("low_probability", 5), ("correlation", 2)]
     assert len(d["recent"]) == 9 and d["recent"][0]["symbol"] == "SOLUSDT"
+    assert d["recent"][0]["er_text"] == "+0.100%" and d["recent"][0]["size_text"] == MISSING
 
     feed = {f["symbol"]: f for f in s["feed"]}
     assert [feed[x]["health"] for x in SYMBOLS] == ["ok", "late", "stale", "none"]
-    assert feed["BTCUSDT"]["age_s"] == pytest.approx((fx.now - fx.m0) / 1000)
+    assert feed["BTCUSDT"]["age_s"] == 0 and feed["ETHUSDT"]["age_s"] == 300  # behind the last minute's close
+    assert [feed[x]["age_text"] for x in SYMBOLS] == ["0s", "5m", "1h59m", MISSING]
 
     models = s["models"]
     assert [m["version"] for m in models] == ["v-champ", "v-new"]  # the champion first
     assert models[0]["pf"] == 1.31 and models[0]["trades"] == 812 and models[1]["status"] == "candidate"
+    assert models[0]["pf_text"] == "1.31" and models[1]["trades_text"] == "640"
     assert s["decisions"]["recent"][0]["time_text"] == fmt_short(fx.m0 - MINUTE_MS)  # times as UTC text
 
 
-async def test_stale_and_stopped_daemon_and_missing_table(db_dsn: str) -> None:
+async def test_stale_stopped_vanished_and_never(db_dsn: str) -> None:
+    """Running is the advisory lock (as `bot status` says); the heartbeat row tells the rest."""
     now = now_ms()
     await populate(db_dsn, now, daemon_status=True)
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=1)
+    lock = await DaemonLock.acquire(db_dsn)
     try:
         st = DashboardState(db=pool, mode="paper", symbols=SYMBOLS)
         await pool.execute("UPDATE daemon_status SET heartbeat_ts = $1", now - 10 * MINUTE_MS)
         s = await read_state(st, now=now)
         assert s["status"]["state"] == "stale" and "no heartbeat for 10m" in s["status"]["state_text"]
+        await lock.release()  # killed: no lock, no clean stop
+        s = await read_state(st, now=now)
+        assert s["status"]["state"] == "vanished" and "did not stop cleanly" in s["status"]["state_text"]
         await pool.execute("UPDATE daemon_status SET stopped_ts = $1", now - MINUTE_MS)
         assert (await read_state(st, now=now))["status"]["state"] == "stopped"
         await pool.execute("DROP TABLE daemon_status")
         s = await read_state(st, now=now)  # an older schema: degrade, do not fail
-        assert s["status"]["daemon_status_table"] is False and s["status"]["state"] == "running"
-        assert s["account"]["open_positions"] == 2
+        assert s["status"]["state"] == "never" and s["account"]["open_positions"] == 2
     finally:
+        await lock.release()
         await pool.close()
 
 
@@ -205,7 +229,6 @@ async def test_endpoints_and_prometheus_text(dash) -> None:
     metrics.step_done(symbol_bars=30, latency_s=0.0021)
     metrics.step_done(symbol_bars=30, latency_s=0.0035)
     metrics.account(equity=10_120.5, cash=7_670.5, gross_exposure=2_450.0, open_positions=2)
-    metrics.feed_lags({"BTCUSDT": 4.5, "ETHUSDT": 301.0})
     metrics.order_sent("buy")
     metrics.trade_closed("tp")
     metrics.skipped({"low_probability": 5, "correlation": 0})
@@ -240,8 +263,12 @@ async def test_endpoints_and_prometheus_text(dash) -> None:
         assert val[("bot_decision_latency_seconds_sum", ())] == pytest.approx(0.0056)
         assert val[("bot_decision_latency_seconds_bucket", (("le", "0.005"),))] == 2
         assert val[("bot_decision_latency_seconds_bucket", (("le", "0.002"),))] == 0
-        assert val[("bot_feed_lag_seconds", (("symbol", "ETHUSDT"),))] == 301.0
-        assert val[("bot_equity_quote", ())] == 10_120.5 and val[("bot_open_positions", ())] == 2
+        # the read model's figures at the scrape (the same as the page's): ETH's candle 5 minutes behind
+        assert val[("bot_feed_lag_seconds", (("symbol", "ETHUSDT"),))] == 300.0
+        assert val[("bot_feed_lag_seconds", (("symbol", "BTCUSDT"),))] == 0.0
+        assert val[("bot_equity_quote", ())] == pytest.approx(fx.last_eq) and val[("bot_open_positions", ())] == 2
+        assert val[("bot_today_pnl_quote", ())] == pytest.approx(state["account"]["today_pnl"])
+        assert val[("bot_read_model_up", ())] == 1
         assert val[("bot_orders_total", (("side", "buy"),))] == 1
         assert val[("bot_trades_closed_total", (("reason", "tp"),))] == 1
         assert val[("bot_entry_skips_total", (("reason", "low_probability"),))] == 5

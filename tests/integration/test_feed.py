@@ -290,11 +290,15 @@ async def test_a_websocket_stall_is_one_outage_line_and_one_recovery_line(db_dsn
     back = [e for e in events if e["event"] == "feed_recovered"]
     assert len(down) == 1 and len(back) == 1 and feed.stats["ws_outages"] == 1, (down, back, feed.stats)
     assert down[0]["level"] == "warning" and down[0]["symbols"] == symbols and down[0]["reason"] == "websocket silent 1s"
-    assert back[0]["since_ts"] == down[0]["since_ts"] and 1.0 <= back[0]["down_s"] < 30 and back[0]["filled"] >= 0
+    assert back[0]["since_ts"] == down[0]["since_ts"] and 1.0 <= back[0]["down_s"] < 30
+    # "N candles filled" is what REST filled between the two lines, no more and no less
+    i_down, i_back = events.index(down[0]), events.index(back[0])
+    rest_fills = [e for e in events[i_down:i_back] if e["event"] == "feed_rest_fill"]
+    assert back[0]["filled"] == sum(e["filled"] for e in rest_fills), (back[0], rest_fills)
     feed_lines = [x for x in lines if " FEED " in x]
     assert len(feed_lines) == 3, feed_lines  # up, down, back: one line each
     assert re.fullmatch(r"\d\d-\d\d \d\d:\d\d WARN FEED down 4 symbols \(websocket silent 1s\) since \d\d-\d\d \d\d:\d\d: "
                         r"REST meanwhile", feed_lines[1]), feed_lines  # fmt: skip
-    assert re.fullmatch(r"\d\d-\d\d \d\d:\d\d FEED back after \d+s, \d+ candles filled", feed_lines[2]), feed_lines
+    assert re.fullmatch(rf"\d\d-\d\d \d\d:\d\d FEED back after \d+s, {back[0]['filled']} candles filled", feed_lines[2]), feed_lines
     assert not [e for e in events if e["event"] in ("feed_ws_stalled", "feed_ws_down") and e["level"] != "debug"]
     assert_delivered_in_order(consumer, book30, symbols, start - 2 * MINUTE_MS, end)  # and nothing lost meanwhile

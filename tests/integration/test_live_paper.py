@@ -20,18 +20,17 @@ import yaml
 
 from bot.exchange_sim.replay import CandleBook
 from bot.exchange_sim.server import ExchangeSimulator, SimSettings
-from models.timeutil import MINUTE_MS, fmt_ts
+from models.timeutil import DAY_MS, MINUTE_MS, fmt_ts
 from tests.support.paper_daemon import (
     SPEED,
     Daemon,
+    assert_backtest_parity,
     assert_books_consistent,
     assert_human_lines,
-    backtest_trades,
     bot_status,
     daemon_status,
     free_port,
     http_get,
-    key_of,
     live_trades,
     minutes_with_candles,
     promote_bundle,
@@ -77,15 +76,35 @@ async def test_paper_run_gives_the_backtests_trades(db_dsn, book30, bundle_path,
         # `bot status` from another process while the daemon runs
         rc, out = await bot_status(cfg, "--json")
         st = json.loads(out)
-        assert rc == 0 and st["daemon_running"] and st["pid"] == d.proc.pid and st["mode"] == "paper" and st["trading"]
+        assert rc == 0 and st["daemon"]["running"] and st["daemon"]["pid"] == d.proc.pid and st["mode"] == "paper" and st["trading"]
         assert st["model"]["version"] == status["model_version"] and st["model"]["in_use"]
-        assert st["model"]["validated_pf"] is not None and st["model"]["validated_pf"] >= 0
-        assert st["last_minute_ts"] >= end - MINUTE_MS and st["equity"] > 0 and st["today"]["trades_closed"] >= 0
+        assert st["model"]["validated_pf"] == pytest.approx(json.loads((bundle_path / "manifest.json").read_text())[
+            "walk_forward"]["all"]["overall"]["profit_factor"])
+        assert st["clock"]["last_minute_ts"] >= end - MINUTE_MS and st["clock"]["source"] == "engine"
+        assert st["account"]["equity"] > 0
+        # today = the UTC day of the last processed minute: its closed trades and realised P&L as the store has them
+        day0 = st["clock"]["last_minute_ts"] - st["clock"]["last_minute_ts"] % DAY_MS
+        conn = await asyncpg.connect(db_dsn)
+        try:
+            closed = await conn.fetchrow("SELECT count(*) AS n, coalesce(sum(pnl), 0) AS pnl FROM positions "
+                                         "WHERE mode = 'paper' AND status = 'closed' AND exit_ts >= $1", day0)  # fmt: skip
+        finally:
+            await conn.close()
+        assert st["today"]["start_ts"] == day0 and st["today"]["trades_closed"] == closed["n"] > 0
+        assert abs(st["today"]["realised"] - closed["pnl"]) < 1e-6
         assert len(st["feed"]) == 30 and all(v["last_candle_ts"] is not None for v in st["feed"].values())
+        assert all(v["health"] == "ok" for v in st["feed"].values())  # on the exchange clock: none is behind the engine
         assert st["kill_switch"]["tripped"] is None and st["retrain_next"]
         books = await store_books(db_dsn)
         assert sorted(p["symbol"] for p in st["positions"]) == sorted(r["symbol"] for r in books["open"])
-        assert all(p["unrealised"] is not None for p in st["positions"])
+        assert all(p["unrealised"] is not None and 0 < p["held_s"] < 2 * 86_400 for p in st["positions"])
+        # the dashboard of the running daemon at the same moment (the simulator's clock is held): the same figures
+        page = json.loads(await http_get(f"http://127.0.0.1:{port}/api/state"))
+        assert page["status"]["last_minute_ts"] == st["clock"]["last_minute_ts"]
+        assert page["account"]["today_pnl"] == pytest.approx(st["today"]["pnl"])
+        assert page["account"]["equity"] == pytest.approx(st["account"]["equity"])
+        assert sorted(p["symbol"] for p in page["positions"]) == sorted(p["symbol"] for p in st["positions"])
+        assert page["equity"]["ts"] and page["equity"]["ts"][-1] == st["clock"]["last_minute_ts"]
         rc, text = await bot_status(cfg)
         assert rc == 0 and text.startswith("daemon: RUNNING paper") and "state:  trading" in text, text
         assert await d.terminate() == 0
@@ -105,10 +124,7 @@ async def test_paper_run_gives_the_backtests_trades(db_dsn, book30, bundle_path,
           f"{warm['loop_lag_max_ms']} ms, over the run {status['details']['loop_lag_run_max_ms']} ms, in the last "
           f"heartbeat window while streaming {status['details']['loop_lag_max_ms']} ms; "
           f"step p50/p99 {status['details'].get('step_ms_p50')}/{status['details'].get('step_ms_p99')} ms")
-    got = [t for t in await live_trades(db_dsn) if int(t["decision_ts"]) < end - horizon]
-    want = backtest_trades(cfg, bundle_path, start, end, tmp_path / "bt")
-    assert len(want) >= 50, f"only {len(want)} trades: parity over few trades proves little"
-    assert sorted(map(key_of, got)) == sorted(map(key_of, want))
+    await assert_backtest_parity(db_dsn, cfg, bundle_path, start, end, tmp_path / "bt")
     # Every minute with a candle was stepped once, and equity recorded for it.
     conn = await asyncpg.connect(db_dsn)
     try:
@@ -120,6 +136,62 @@ async def test_paper_run_gives_the_backtests_trades(db_dsn, book30, bundle_path,
 
 
 
+
+
+# The protections at settings that trip on this run (checked below, in both): the stop-loss guard
+# per symbol, the low-profit lock and the drawdown lookback (risk/protections.py).
+PROTECTIONS = {
+    "stop_loss_guard": {"stop_losses": 3, "window_minutes": 60, "pause_minutes": 30, "scope": "symbol"},
+    "low_profit_lock": {"max_loss": 0.006, "trades": 2, "lock_minutes": 60},
+    "drawdown_lookback": {"max_drawdown": 0.003, "hours": 2, "pause_minutes": 30},
+}
+
+
+async def test_paper_run_with_the_protections_on_gives_the_backtests_trades(db_dsn, book30, bundle_path, tmp_path) -> None:
+    """The same parity with every protection switched on: fed by the daemon's own closed trades
+    and equity exactly as by the backtest's, each trips, and the trades are still equal."""
+    from risk.reasons import PROTECTION_LABELS
+
+    start, end, horizon = window(bundle_path, 6)
+    sim = ExchangeSimulator(book30, SimSettings(speed=0, start_ms=start, update_interval_s=0.5))
+    await sim.start()
+    await promote_bundle(db_dsn, bundle_path)
+    cfg = write_config(tmp_path, db_dsn, sim, risk=PROTECTIONS)
+    d = Daemon(cfg, tmp_path, db_dsn)
+    try:
+        await d.start()
+        await d.wait_event("engine_ready")
+        await run_until(sim, end)
+        await d.wait_minute(end - MINUTE_MS)
+        assert await d.terminate() == 0
+    finally:
+        if d.proc is not None and d.proc.returncode is None:
+            d.proc.kill()
+        await sim.stop()
+    assert_books_consistent(await store_books(db_dsn))
+    want = await assert_backtest_parity(db_dsn, cfg, bundle_path, start, end, tmp_path / "bt")
+    # each protection tripped, and skipped the same candidates in both (the backtest decides no
+    # entry in its last horizon: `end_of_window` comes before the risk manager's reasons)
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        rows = await conn.fetch("SELECT reason, count(*) AS n FROM decisions WHERE mode = 'paper' AND action = 'skip' "
+                                "AND reason = ANY($1::text[]) AND ts < $2 GROUP BY reason", list(PROTECTION_LABELS),
+                                end - horizon)  # fmt: skip
+    finally:
+        await conn.close()
+    live = {r["reason"]: int(r["n"]) for r in rows}
+    counts = json.loads((tmp_path / "bt" / "metrics.json").read_text())["skips"]["counts"]
+    backtest = {k: int(counts.get(k, 0)) for k in PROTECTION_LABELS}
+    assert all(backtest[k] >= 20 for k in PROTECTION_LABELS), backtest
+    assert live == backtest
+    # each trip said once as it started (a line per block), each end as it ended
+    events = d.events()
+    trips = [e for e in events if e["event"] == "protection"]
+    assert {e["protection"] for e in trips} == set(PROTECTION_LABELS), [e["protection"] for e in trips]
+    human = (tmp_path / "logs" / "bot.log").read_text()
+    assert human.count(" PROTECTION ") >= len(trips) > 0
+    assert any(e["event"] == "protection_cleared" for e in events)
+    print(f"protections: {len(want)} trades, skips {backtest} in both, {len(trips)} trips said")
 
 
 async def test_kill_9_mid_run_then_restart_loses_nothing_and_repeats_nothing(db_dsn, book30, bundle_path, tmp_path) -> None:
@@ -171,10 +243,7 @@ async def test_kill_9_mid_run_then_restart_loses_nothing_and_repeats_nothing(db_
         await conn.close()
     assert eq == sorted(minutes_with_candles(book30, start, end))
     # And the trades are still the uninterrupted backtest's.
-    got = [t for t in await live_trades(db_dsn) if int(t["decision_ts"]) < end - horizon]
-    want = backtest_trades(cfg, bundle_path, start, end, tmp_path / "bt")
-    assert len(want) >= 50
-    assert sorted(map(key_of, got)) == sorted(map(key_of, want))
+    await assert_backtest_parity(db_dsn, cfg, bundle_path, start, end, tmp_path / "bt")
 
 
 async def test_watch_only_is_said_at_start_and_in_the_status_row(db_dsn, book30, bundle_path, tmp_path) -> None:

@@ -219,9 +219,9 @@ async def test_kill_between_submit_and_fill_persist_recovers_from_the_exchange(
         # the entries sent in the crashed step were not decided again (stale minute): booked anyway
         crashed_entries = [c.split(".", 1)[0] for c in placed if c.startswith("E-") and decision_minute(c) == died_at]
         booked_ids = {p["entry_order_id"] for p in after["positions"]}
+        assert cid.startswith("E-") and eid in crashed_entries, (cid, crashed_entries)  # the crash point's own entry
         assert all(e in booked_ids for e in crashed_entries), (crashed_entries, booked_ids)
-        if crashed_entries:
-            assert "orphan_order" in {e.get("kind") for e in d.events()[n:]}
+        assert "orphan_order" in {e.get("kind") for e in d.events()[n:]}  # adopted as an orphan, never re-sent
     else:
         assert not after["catch_up_skips"]
 

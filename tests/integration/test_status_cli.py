@@ -30,7 +30,7 @@ def test_status_does_not_start_the_embedded_cluster(tmp_path: Path) -> None:
     assert "no daemon running" in r.stdout and "not created yet" in r.stdout and "does not start it" in r.stdout
     assert not (tmp_path / "var" / "pgdata").exists()
     j = json.loads(bot(cfg, "--json").stdout)
-    assert j["daemon_running"] is False and j["database"] == "not created yet"
+    assert j["daemon"]["running"] is False and j["database"] == "not created yet"
 
 
 async def _seed_stopped_daemon(dsn: str) -> None:
@@ -63,8 +63,10 @@ def test_status_after_the_daemon_stopped_shows_its_last_figures(tmp_path: Path, 
     assert "WATCH ONLY: no model" in out and "kill switch: TRIPPED (daily_loss)" in out
     assert "equity: 1,010.00" in out and "P&L +10.00 (+1.00%)" in out
     assert "BTCUSDT" in out and "unrealised +10.00 (+10.00%)" in out  # 2 x (55 - 50), marked at the last candle
+    assert "held 11m" in out  # entered 10 minutes before the last minute: held to its close (exchange clock)
     assert "no candles: ETHUSDT" in out
     j = json.loads(bot(cfg, "--json", env=env).stdout)
-    assert j["daemon_running"] is False and j["kill_switch"]["tripped"] == "daily_loss"
+    assert j["daemon"]["running"] is False and j["daemon"]["state"] == "stopped" and j["kill_switch"]["tripped"] == "daily_loss"
     assert j["positions"][0]["unrealised"] == 10.0 and j["feed"]["ETHUSDT"]["last_candle_ts"] is None
-    assert j["today"]["pnl"] == 10.0
+    assert j["positions"][0]["held_s"] == 660 and j["feed"]["BTCUSDT"]["age_s"] == 0
+    assert j["today"]["pnl"] == 10.0 and j["clock"]["source"] == "engine"

@@ -15,8 +15,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 import structlog
+import yaml
 
-from bot.config import load_config
+from bot.config import Config, ConfigError, load_config
 from bot.logs.setup import add_human_handler, setup_logging
 from bot.ops.chat.commands import Answers
 from bot.ops.chat.config import TelegramConfig
@@ -240,9 +241,13 @@ async def test_chat_commands_answered_from_the_store_for_the_owner_only(
     texts = fake.texts()
     status = next(t for t in texts if t.startswith("mode paper"))
     assert "model 20261130-2100-ab12" in status and "equity 10,126.25 USDT" in status
-    assert "open positions 1" in status and "today +26.25 USDT realised, 2 closed trades" in status
+    # no engine state in this store: the exchange clock is the last equity snapshot's minute; the
+    # day's first snapshot is the day's base, so today's P&L is 0 and the realised 26.25
+    assert "open positions 1, unrealised +1.80 USDT" in status
+    assert "P&L +0.00 USDT (+0.00%), realised +26.25 USDT over 2 closed trades" in status
     positions = next(t for t in texts if t.startswith("SOLUSDT"))
     assert "SOLUSDT 1.20 @ 100.00" in positions and "now 101.50  +1.80 USDT (+1.50%)" in positions
+    assert "held 31m" in positions  # entered 30 minutes before the last minute, to its close
     assert "BTCUSDT" not in positions and "1 open, unrealised +1.80 USDT" in positions  # live row not shown in paper
     pnl = next(t for t in texts if t.startswith("today:"))
     assert pnl.splitlines() == ["today: +26.25 USDT  2 trades  1 won", "7 days: +26.25 USDT  2 trades  1 won",
@@ -255,7 +260,9 @@ async def test_chat_commands_answered_from_the_store_for_the_owner_only(
 async def test_service_is_off_unless_enabled_and_configured(tmp_path: Path, fake: FakeTelegram, db_dsn: str) -> None:
     setup_logging(tmp_path, console=False)
     (tmp_path / "c.yaml").write_text(f"telegram:\n  enabled: true\n  api_base: {fake.url}\n  min_interval_s: 0.05\n")
-    cfg = load_config(tmp_path / "c.yaml", env={})
+    with pytest.raises(ConfigError, match="telegram.enabled: true needs BOT_TELEGRAM_TOKEN"):
+        load_config(tmp_path / "c.yaml", env={})  # refused before the start (issue 21) ...
+    cfg = Config.model_validate(yaml.safe_load((tmp_path / "c.yaml").read_text()))  # ... and the service's own guard
     assert await TelegramService.start(cfg) is None  # no token: warns, does not crash
     assert "telegram_not_configured" in (tmp_path / "bot.jsonl").read_text()
     cfg = load_config(tmp_path / "c.yaml", env={"BOT_TELEGRAM_TOKEN": TOKEN, "BOT_TELEGRAM_CHAT_ID": str(OWNER)})

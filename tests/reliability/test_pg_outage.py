@@ -242,7 +242,8 @@ async def test_a_database_that_is_down_at_start_is_waited_for(own_pg: EmbeddedPo
     cfg.write_text(yaml.safe_dump({
         "symbols": SYMBOLS,
         "database": {"dsn": outage_dsn},
-        "exchange": {"urls": {"public": "http://127.0.0.1:9/api/v3", "private": "http://127.0.0.1:9/api/v3"},
+        "exchange": {"urls": {"public": "http://127.0.0.1:9/api/v3", "private": "http://127.0.0.1:9/api/v3",
+                              "ws": "ws://127.0.0.1:9/stream/ws"},
                      "retry_base_s": 0.2, "retry_max_s": 1.0},
         "paths": {"data_dir": str(tmp_path / "var"), "models_dir": str(tmp_path / "var" / "models"), "logs_dir": str(tmp_path / "logs")},
         "logging": {"console": False},

@@ -3,7 +3,8 @@ reason its rejection must name. Used by tests/reliability/test_configs.py (in-pr
 `make test`, real `bot` processes under `make reliability`) and counted by scripts/reliability.py.
 
 `text` may use {home} (the case's own directory), {ro} (a directory on a read-only file
-system, or not writable by this user), {secrets_644} (a secrets file readable by others) and
+system, or not writable by this user), {full} (a directory on a full file system: a case using
+it needs root, which can mount one), {secrets_644} (a secrets file readable by others) and
 {secrets_600} (a good one). `env` is the whole environment the loader sees for the case.
 """
 
@@ -37,7 +38,7 @@ CORPUS: tuple[BadConfig, ...] = (
     # out of range
     B("zero_positions", "range", "risk:\n  max_positions: 0\n", "risk.max_positions", "must be >= 1, got 0"),
     B("kelly_above_one", "range", "risk:\n  kelly_multiplier: 1.5\n", "risk.kelly_multiplier", "must be <= 1, got 1.5"),
-    B("fee_50pct", "range", "costs:\n  fee_rate: 0.5\n", "costs.fee_rate", "must be <= 0.01, got 0.5"),
+    B("fee_50pct", "range", "costs:\n  fee_rate: 0.5\n", "costs.fee_rate", "must be <= 0.01 (a fraction per side"),
     B("zero_horizon", "range", "labels:\n  horizon_bars: 0\n", "labels.horizon_bars", "must be >= 1, got 0"),
     B("port_too_big", "range", "dashboard:\n  port: 70000\n", "dashboard.port", "must be <= 65535, got 70000"),
     B("pool_too_big", "range", "database:\n  pool_max: 100\n", "database.pool_max", "must be <= 64, got 100"),
@@ -90,9 +91,92 @@ CORPUS: tuple[BadConfig, ...] = (
     B("cron_words", "cron", "daemon:\n  retrain_cron: every saturday\n", "daemon.retrain_cron", "not a cron expression"),
     # the file system
     B("data_dir_read_only", "paths", "paths:\n  data_dir: {ro}/var\n  models_dir: {home}/m\n  logs_dir: {home}/l\n",
-      "paths.data_dir", "is not writable"),
+      "paths.data_dir", "cannot be written"),
     B("logs_dir_under_a_file", "paths", "paths:\n  data_dir: {home}/var\n  models_dir: {home}/m\n  logs_dir: {secrets_600}/logs\n",
       "paths.logs_dir", "is not a directory"),
     B("secrets_file_0644", "secrets", "exchange:\n  secrets_file: {secrets_644}\n", "exchange.secrets_file", "is mode 0644; must be 0600"),
     B("secrets_file_missing", "secrets", "exchange:\n  secrets_file: {home}/nope.yaml\n", "exchange.secrets_file", "does not exist"),
+    # the protections (risk/protections.py)
+    B("stop_guard_scope_pair", "range", "risk:\n  stop_loss_guard:\n    scope: pair\n", "risk.stop_loss_guard.scope",
+      "must be one of 'global' or 'symbol', got 'pair'"),
+    B("stop_guard_misspelt", "unknown", "risk:\n  stop_loss_guard:\n    stop_losses: 3\n    pause_minute: 30\n",
+      "risk.stop_loss_guard.pause_minute", "unknown key"),
+    B("stop_guard_no_window", "range", "risk:\n  stop_loss_guard:\n    window_minutes: 0\n", "risk.stop_loss_guard.window_minutes",
+      "must be >= 1, got 0"),
+    B("stop_guard_as_number", "type", "risk:\n  stop_loss_guard: 4\n", "risk.stop_loss_guard", "must be a mapping, got 4"),
+    B("low_profit_loss_negative", "range", "risk:\n  low_profit_lock:\n    max_loss: -0.02\n", "risk.low_profit_lock.max_loss",
+      "must be >= 0, got -0.02"),
+    B("low_profit_loss_percent", "range", "risk:\n  low_profit_lock:\n    max_loss: 2\n", "risk.low_profit_lock.max_loss",
+      "must be < 1, got 2"),
+    B("low_profit_no_trades", "range", "risk:\n  low_profit_lock:\n    trades: 0\n", "risk.low_profit_lock.trades", "must be >= 1, got 0"),
+    B("lookback_no_hours", "range", "risk:\n  drawdown_lookback:\n    hours: 0\n", "risk.drawdown_lookback.hours", "must be >= 1, got 0"),
+    B("lookback_ge_kill_switch", "contradiction", "risk:\n  drawdown_lookback:\n    max_drawdown: 0.2\n", "risk",
+      "drawdown_lookback.max_drawdown (0.2) must be < max_drawdown (0.15)"),
+
+    # --- issue 21: values each valid to the schema that fail later or are silently wrong ---
+    # trading made impossible
+    B("regime_state_absent", "impossible", "trading:\n  entry_regime_states: [3]\n", "trading.entry_regime_states",
+      "names no state of the regime model (features.regime_states=3: 0..2)"),
+    B("regime_states_empty", "impossible", "trading:\n  entry_regime_states: []\n", "trading.entry_regime_states",
+      "entries would never be allowed"),
+    B("equity_under_min_notional", "impossible", "paper:\n  initial_equity: 10\n", "paper.initial_equity",
+      "allows orders of at most 1, under trading.paper_min_notional (5): no order could be placed"),
+    B("equal_slots_under_min_notional", "impossible", "paper:\n  initial_equity: 100\ntrading:\n  sizing: equal_slots\n",
+      "paper.initial_equity", "100 / 30 symbols allows orders of at most 3.333"),
+    B("min_probability_one", "impossible", "risk:\n  min_probability: 1\n", "risk.min_probability",
+      "1 makes every entry impossible"),
+    B("meta_threshold_one", "impossible", "train:\n  meta_threshold: 1.0\n", "train.meta_threshold",
+      "lets no simulated trade through"),
+    B("correlation_window_over_a_day", "range", "risk:\n  correlation_window: 5000\n", "risk.correlation_window",
+      "must be <= 1440, got 5000"),
+    B("fee_as_percent", "range", "costs:\n  fee_rate: 0.1\n", "costs.fee_rate", "got 0.1: a percentage?"),
+    B("entry_lag_within_minute_timeout", "contradiction", "mode: live\nlive:\n  max_entry_lag_s: 5\n",
+      "live.max_entry_lag_s", "not longer than feed.minute_timeout_s (10 s)",
+      env={"BOT_API_KEY": "K-abcdef123", "BOT_API_SECRET": "S-abcdef123"}),
+    # the database URL
+    B("dsn_other_scheme", "database", "database:\n  dsn: mysql://bot:pw@127.0.0.1/bot\n", "database.dsn",
+      "scheme 'mysql' is not postgresql://"),
+    B("dsn_no_scheme", "database", "database:\n  dsn: 127.0.0.1:5432/bot\n", "database.dsn", "not a URL"),
+    B("dsn_key_value", "database", "database:\n  dsn: host=127.0.0.1 dbname=bot\n", "database.dsn", "a key=value string"),
+    B("dsn_bad_port", "database", "database:\n  dsn: postgresql://bot:pw@127.0.0.1:54x2/bot\n", "database.dsn",
+      "port '54x2' is not a number"),
+    B("dsn_from_env_bad", "database", "mode: paper\n", "database.dsn", "scheme 'postgress' is not postgresql://",
+      env={"BOT_DATABASE_DSN": "postgress://bot@127.0.0.1/bot"}),
+    B("write_timeout_tiny", "range", "database:\n  write_timeout_s: 0.01\n", "database.write_timeout_s",
+      "must be >= 1, got 0.01"),
+    # the exchange's endpoints and pace
+    B("rest_url_without_path", "exchange", "exchange:\n  urls:\n    public: http://127.0.0.1:8900\n"
+      "    ws: ws://127.0.0.1:8900/stream/ws\n", "exchange.urls.public", "must be the REST base ending in /api/v3"),
+    B("ws_url_missing", "exchange", "exchange:\n  urls:\n    public: http://127.0.0.1:8900/api/v3\n"
+      "    private: http://127.0.0.1:8900/api/v3\n", "exchange.urls.ws", "candles would come from two exchanges"),
+    B("live_private_url_missing", "exchange", "mode: live\nexchange:\n  urls:\n    public: http://127.0.0.1:8900/api/v3\n"
+      "    ws: ws://127.0.0.1:8900/stream/ws\n", "exchange.urls.private", "live orders (and their fills) would go to Binance",
+      env={"BOT_API_KEY": "K-abcdef123", "BOT_API_SECRET": "S-abcdef123"}),
+    B("rate_limit_too_slow", "exchange", "exchange:\n  rate_limit_ms: 5000\n", "exchange.rate_limit_ms",
+      "allows 12 a minute; the REST fallback needs one per symbol (30"),
+    B("symbol_with_dash", "type", "symbols: [BTC-USDT]\n", "symbols", "'BTC-USDT' is not a symbol like BTCUSDT"),
+    # the retrain schedule and its process
+    B("cron_never_fires", "cron", "daemon:\n  retrain_cron: '0 3 30 2 *'\n", "daemon.retrain_cron", "never fires"),
+    B("cron_day_and_weekday", "cron", "daemon:\n  retrain_cron: '0 3 1 * 1'\n", "daemon.retrain_cron",
+      "gives both a day of month (1) and a weekday (mon)"),
+    B("cron_weekday_8", "cron", "daemon:\n  retrain_cron: '0 3 * * 8'\n", "daemon.retrain_cron", "day of week '8' is not 0-7"),
+    B("retrain_memory_in_gb", "range", "daemon:\n  retrain_memory_mb: 4\n", "daemon.retrain_memory_mb",
+      "4 MB cannot hold a training process"),
+    # telegram
+    B("telegram_without_secrets", "telegram", "telegram:\n  enabled: true\n", "telegram.enabled",
+      "needs BOT_TELEGRAM_TOKEN and BOT_TELEGRAM_CHAT_ID"),
+    B("telegram_chat_not_a_number", "telegram", "telegram:\n  enabled: true\n", "secrets.telegram_chat_id",
+      "must be the chat's numeric id", env={"BOT_TELEGRAM_TOKEN": "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "BOT_TELEGRAM_CHAT_ID": "my_group"}),
+    B("telegram_channel_with_commands", "telegram", "telegram:\n  enabled: true\n", "secrets.telegram_chat_id",
+      "cannot own the chat commands", env={"BOT_TELEGRAM_TOKEN": "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "BOT_TELEGRAM_CHAT_ID": "@my_channel"}),
+    B("telegram_token_with_bot_prefix", "telegram", "telegram:\n  enabled: true\n", "secrets.telegram_token",
+      "starts with 'bot'", env={"BOT_TELEGRAM_TOKEN": "bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "BOT_TELEGRAM_CHAT_ID": "-1001234567"}),
+    B("telegram_api_base_no_scheme", "telegram", "telegram:\n  api_base: api.telegram.org\n", "telegram.api_base",
+      "must be an http:// or https:// URL"),
+    # the machine
+    B("logs_dir_on_full_disk", "paths", "paths:\n  data_dir: {home}/var\n  models_dir: {home}/m\n  logs_dir: {full}/logs\n",
+      "paths.logs_dir", "full"),
+    B("external_file_missing", "paths", "features:\n  external_daily_file: {home}/fear_greed.csv\n",
+      "features.external_daily_file", "cannot be read (No such file or directory)"),
+    B("secrets_file_is_a_directory", "secrets", "exchange:\n  secrets_file: {home}\n", "exchange.secrets_file", "is not a file"),
 )

@@ -110,3 +110,18 @@ def _train_and_write(source: CsvSource, symbols: list[str], settings: Any, start
         shutil.copytree(path, dest)
         return dest
     return path
+
+
+def restarted_engine(state: dict[str, Any], bundle: Any, data: dict[str, Candles], start: int, minutes: Any, bars: Any,
+                     t: int, **kwargs: Any) -> Any:  # fmt: skip
+    """What a restarted daemon builds: features warmed from the candles up to the last minute it
+    processed (the first `t` of `minutes`), then `Engine.from_state` on the saved `state`."""
+    from bot.engine import Engine
+    from models.features.online import OnlineFeatureEngine
+
+    syms = [*SYMBOLS, *(r for r in bundle.feature_config().reference_symbols if r not in SYMBOLS)]
+    feats = OnlineFeatureEngine(syms, bundle.feature_config(), regime=bundle.regime_model())
+    feats.warm_up({s: c.between(None, start) for s, c in data.items()})
+    for k in range(t):
+        feats.update(int(minutes[k]), bars[k])
+    return Engine.from_state(state, SYMBOLS, bundle, features=feats, **kwargs)

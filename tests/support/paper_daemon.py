@@ -37,7 +37,8 @@ def window(bundle: Path, hours: float) -> tuple[int, int, int]:
 
 
 def write_config(home: Path, dsn: str, sim: ExchangeSimulator | None, *, floor: bool = False,
-                 dashboard_port: int | None = None) -> Path:
+                 dashboard_port: int | None = None, risk: dict[str, Any] | None = None) -> Path:
+    """The tests' config; `risk` keys are added to the risk section (e.g. the protections)."""
     urls = sim.urls if sim is not None else {}
     cfg = home / "config.yaml"
     cfg.write_text(yaml.safe_dump({
@@ -47,7 +48,7 @@ def write_config(home: Path, dsn: str, sim: ExchangeSimulator | None, *, floor: 
         "feed": {"backfill_days": 0, "rest_poll_interval_s": 0.5, "flush_interval_s": 0.2, "stall_timeout_s": 5.0},
         # no validated edge needed: a test (unless `floor`: the defaults)
         "trading": {} if floor else {"min_validation_pf": 0.0, "min_validation_trades": 0},
-        "risk": {"cooldown_after_stop_minutes": 0},
+        "risk": {"cooldown_after_stop_minutes": 0, **(risk or {})},
         "paths": {"data_dir": str(home / "var"), "models_dir": str(home / "var" / "models"), "logs_dir": str(home / "logs")},
         "logging": {"console": False},
         "dashboard": {"enabled": dashboard_port is not None, "port": dashboard_port or 8787},
@@ -177,6 +178,18 @@ async def live_trades(dsn: str) -> list[dict[str, Any]]:
     return [json.loads(r["details"])["trade"] for r in rows]
 
 
+async def assert_backtest_parity(dsn: str, cfg: Path, bundle: Path, start: int, end: int, out: Path) -> list[dict[str, str]]:
+    """The daemon's closed trades decided before the backtest's end-of-window cut (one label
+    horizon before `end`) equal `bot backtest`'s over [start, end), trade by trade, and there
+    are enough of them to mean something; returns the backtest's trades."""
+    horizon = window(bundle, 0)[2]
+    got = [t for t in await live_trades(dsn) if int(t["decision_ts"]) < end - horizon]
+    want = backtest_trades(cfg, bundle, start, end, out)
+    assert len(want) >= 50, f"only {len(want)} trades: parity over few trades proves little"
+    assert sorted(map(key_of, got)) == sorted(map(key_of, want))
+    return want
+
+
 def free_port() -> int:
     import socket
 
@@ -265,7 +278,10 @@ async def store_books(dsn: str) -> dict[str, Any]:
         )
         dup_fills = await conn.fetchval("SELECT count(*) FROM (SELECT order_id FROM fills GROUP BY order_id HAVING count(*) > 1) x")
         unfilled_old = await conn.fetchval(
-            "SELECT count(*) FROM orders WHERE mode = 'paper' AND status <> 'filled' AND decision_ts < $1", st["last_minute_ts"] - MINUTE_MS)
+            "SELECT count(*) FROM orders WHERE mode = 'paper' AND status NOT IN ('filled', 'cancelled') AND decision_ts < $1",
+            st["last_minute_ts"] - MINUTE_MS)
+        cancelled = await conn.fetch("SELECT client_order_id, reason->>'cancelled' AS why FROM orders "
+                                     "WHERE mode = 'paper' AND status = 'cancelled' ORDER BY client_order_id")
         dup_decisions = await conn.fetchval(
             "SELECT count(*) FROM (SELECT 1 FROM orders GROUP BY symbol, decision_ts, leg HAVING count(*) > 1) x")
         overlaps = await conn.fetchval(
@@ -277,12 +293,13 @@ async def store_books(dsn: str) -> dict[str, Any]:
     return {"last": int(st["last_minute_ts"]), "cash": float(st["cash"]), "state": state,
             "open": [dict(r) for r in open_pos], "fills_cash": 10_000.0 + float(flows["net"]) - float(flows["fees"]),
             "fills": int(flows["n"]), "dup_fills": dup_fills, "unfilled_old": unfilled_old,
-            "dup_decisions": dup_decisions, "overlaps": overlaps}  # fmt: skip
+            "dup_decisions": dup_decisions, "overlaps": overlaps,
+            "cancelled": [(r["client_order_id"], r["why"]) for r in cancelled]}  # fmt: skip
 
 
 def assert_books_consistent(b: dict[str, Any]) -> None:
     assert b["dup_fills"] == 0 and b["dup_decisions"] == 0 and b["overlaps"] == 0, b
-    assert b["unfilled_old"] == 0, b  # every order decided before the last minute was executed (once)
+    assert b["unfilled_old"] == 0, b  # every order decided before the last minute was executed (once) or cancelled
     assert abs(b["cash"] - b["fills_cash"]) < 1e-6, (b["cash"], b["fills_cash"])  # cash = what the fills say
     assert b["state"]["cash"] == b["cash"]
     held = sorted((p["symbol"], p["qty"], p["entry_price"]) for p in b["state"]["positions"])

@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bot.engine.records import ClosedTrade
+from models import textfmt
 from models.timeutil import MINUTE_MS, fmt_date, fmt_short, fmt_span, fmt_ts
+from risk.reasons import PROTECTION_LABELS
 
 WORST_N = 10
 
@@ -61,6 +63,8 @@ tbody tr:hover { background: #eef2ff; }
 table.kv td:first-child { color: var(--muted); width: 38%; }
 table.kv td { text-align: left; white-space: normal; }
 #skips td:last-child { width: 32%; }
+.tag { color: var(--muted); font-size: 11.5px; margin-left: 6px; }
+p.after { color: var(--muted); font-size: 13px; margin: 10px 0 0; }
 .bar { height: 8px; background: #c7d2fe; border-radius: 4px; min-width: 2px; }
 footer { color: var(--muted); font-size: 12.5px; margin-top: 24px; }
 footer dl { display:grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 0; }
@@ -73,21 +77,19 @@ def esc(x: Any) -> str:
 
 
 def pct(x: float | None, digits: int = 2, sign: bool = True) -> str:
-    if x is None:
-        return "–"
-    return f"{x * 100:+.{digits}f}%" if sign else f"{x * 100:.{digits}f}%"
+    return textfmt.pct(x, sign=sign, digits=digits)
 
 
 def num(x: float | None, digits: int = 2) -> str:
-    return "–" if x is None else f"{x:,.{digits}f}"
+    return textfmt.fixed(x, digits)
 
 
 def money(x: float | None, digits: int = 2) -> str:
-    return "–" if x is None else f"{x:,.{digits}f}"
+    return textfmt.fixed(x, digits)
 
 
 def signed_money(x: float | None) -> str:
-    return "–" if x is None else f"{x:+,.2f}"
+    return textfmt.money(x)
 
 
 def tone(x: float | None) -> str:
@@ -98,19 +100,16 @@ def tone(x: float | None) -> str:
 
 
 def pf_text(block: Mapping[str, Any]) -> str:
-    """Profit factor; '∞' for trades without a loss, '–' without trades."""
+    """Profit factor; '∞' for trades without a loss, `MISSING` without trades."""
     if block.get("profit_factor") is not None:
-        return f"{block['profit_factor']:.2f}"
+        return textfmt.pf(block["profit_factor"])
     if block.get("trades") and block.get("avg_loss") is None:
-        return "∞"
-    return "–"
+        return textfmt.pf(float("inf"))
+    return textfmt.MISSING
 
 
 def hold_text(minutes: float | None) -> str:
-    if minutes is None:
-        return "–"
-    m = int(round(minutes))
-    return f"{m // 60}h {m % 60:02d}m" if m >= 60 else f"{m}m"
+    return textfmt.duration(None if minutes is None else minutes * 60)
 
 
 def card(label: str, value: str, note: str = "", cls: str = "", key: str = "") -> str:
@@ -139,7 +138,7 @@ def span(text: str, cls: str) -> str:
 
 def _window_text(lo: Any, hi: Any) -> str:
     if lo is None or hi is None:
-        return "–"
+        return textfmt.MISSING
     return fmt_span(int(lo), int(hi)) + " UTC"
 
 
@@ -190,9 +189,9 @@ def about_table(m: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         cost_rows = [("Fee per side", pct(float(fee), 3, sign=False)), ("Slippage per side", f"{float(slip):g} bps"),
                      ("Round trip (flat trade)", pct(-rt, 3))]  # fmt: skip
     syms = list(meta.get("symbols") or m.get("per_symbol", {}).keys())
-    sym_text = f"{len(syms)}: " + ", ".join(syms) if syms else "–"
+    sym_text = f"{len(syms)}: " + ", ".join(syms) if syms else textfmt.MISSING
     rows = [
-        ("Model bundle", str(meta.get("bundle_version") or "–")),
+        ("Model bundle", str(meta.get("bundle_version") or textfmt.MISSING)),
         ("Trained on", _window_text(meta.get("trained_from_ts"), meta.get("trained_to_ts"))),
         ("Tested on", _window_text((m.get("window") or {}).get("from_ts"), (m.get("window") or {}).get("to_ts"))),
         ("In-sample", "yes: the tested window overlaps the training data" if meta.get("in_sample") else "no"),
@@ -244,11 +243,17 @@ def skips_table(m: Mapping[str, Any]) -> str:
     top = max(counts.values())
     counts = {k: v for k, v in counts.items() if v}
     rows = [[
-        esc(k.replace("_", " ")), f"{v:,}", esc(pct(v / total, 1, sign=False)),
+        esc(k.replace("_", " ")) + (' <span class="tag">protection</span>' if k in PROTECTION_LABELS else ""),
+        f"{v:,}", esc(pct(v / total, 1, sign=False)),
         f'<div class="bar" style="width:{max(1.0, 100.0 * v / top):.1f}%"></div>',
     ] for k, v in counts.items()]  # fmt: skip
     rows.append(["<b>total</b>", f"<b>{total:,}</b>", "100%", ""])
-    return table(["reason", "count", "share", ""], rows, raw=True)
+    out = table(["reason", "count", "share", ""], rows, raw=True)
+    blocked = sum(counts.get(k, 0) for k in PROTECTION_LABELS)
+    if blocked:
+        out += (f'<p class="after" data-metric="protections">{blocked:,} of them blocked by the protections (entries paused '
+                "after the bot's own recent losses: risk.stop_loss_guard, risk.low_profit_lock, risk.drawdown_lookback).</p>")
+    return out
 
 
 def weeks_table(m: Mapping[str, Any]) -> str:
@@ -291,7 +296,7 @@ def render_html(metrics: Mapping[str, Any], trades: Sequence[ClosedTrade], meta:
         banners.append(
             '<div class="banner info" data-metric="no-trades"><b>No trades in this window.</b> '
             f"The engine skipped {skipped:,} entry candidate{'s' if skipped != 1 else ''} (reasons below); "
-            "trade figures are undefined and shown as –.</div>"
+            f"trade figures are undefined and shown as \"{textfmt.MISSING}\".</div>"
         )
     img = base64.b64encode(png).decode("ascii")
     caption = ("Portfolio equity marked to market each step (blue) against BTC bought and held with the same initial "

@@ -33,6 +33,7 @@ from bot.engine.records import ClosedTrade, EquityPoint
 from models.evaluation.trade_stats import equity_stats, expectancy_inference, trade_stats
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_ts, to_datetime
 from models.training.splits import Window
+from risk.reasons import PROTECTION_LABELS
 
 BASIS_TRADES = "per-trade net returns (ClosedTrade.ret, fees and slippage in, relative to the cash committed)"
 BASIS_PORTFOLIO = "portfolio equity curve (EquityPoint.equity, marked to market each step)"
@@ -362,7 +363,8 @@ def compute_metrics(
         "benchmark": benchmark_block(benchmark_curve(benchmark, window, initial)),
         "per_symbol": per_symbol,
         "per_week": week_blocks(ts, eq, t, window),
-        "skips": {"counts": skip_counts, "total": int(sum(skip_counts.values()))},
+        "skips": {"counts": skip_counts, "total": int(sum(skip_counts.values())),
+                  "protections": int(sum(skip_counts.get(k, 0) for k in PROTECTION_LABELS))},
     }
 
 

@@ -1,6 +1,7 @@
-"""`bot backfill [--days N] [--symbols A,B]`: fetch missing history by REST into the store,
-with a progress bar per symbol and overall. Safe to interrupt at any moment (even kill -9):
-rerunning continues from the last stored candle of each symbol."""
+"""`bot backfill [--days N] [--symbols A,B]`: fetch missing history by REST into the store (the
+features' reference symbols always included), with a progress bar per symbol and overall. Safe
+to interrupt at any moment (even kill -9): rerunning continues from the last stored candle of
+each symbol."""
 
 from __future__ import annotations
 
@@ -27,13 +28,17 @@ def _run(args: argparse.Namespace) -> int:
 
     setup_from_config(cfg, console=False)
     symbols = list(cfg.symbols)
+    refs = [r for r in cfg.features.reference_symbols if r not in symbols]
     if args.symbols:
         wanted = [s.strip().upper().replace("/", "") for arg in args.symbols for s in arg.split(",") if s.strip()]
-        unknown = [s for s in wanted if s not in symbols]
+        unknown = [s for s in wanted if s not in symbols and s not in refs]
         if unknown:
             print(f"--symbols: {', '.join(unknown)} not in the configured symbols", file=sys.stderr)
             return 2
         symbols = wanted
+    # the features read the reference symbols too (as the daemon's backfill does): a reference
+    # that is not traded was otherwise never fetched, and `bot train` then found no candles for it
+    symbols += [r for r in refs if r not in symbols]
     days = cfg.feed.backfill_days if args.days is None else args.days
     if days < 0 or args.concurrency < 1:
         print("--days must be >= 0 and --concurrency >= 1", file=sys.stderr)

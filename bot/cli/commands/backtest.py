@@ -21,9 +21,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.cli.commands import load_config_or_exit
+
+if TYPE_CHECKING:
+    from bot.config import Config
+    from bot.history.sources import HistorySource
+    from models.bundle.directory import Bundle
+
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _trading(cfg: Any, args: argparse.Namespace) -> Any:
+def _trading(cfg: Config, args: argparse.Namespace) -> Any:
     upd = {}
     if args.min_validation_pf is not None:
         upd["min_validation_pf"] = args.min_validation_pf
@@ -88,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         raise
 
 
-def _with_store(cfg: Any, args: argparse.Namespace, console: Any) -> int:
+def _with_store(cfg: Config, args: argparse.Namespace, console: Any) -> int:
     import asyncio
 
     from bot.history.sources import StoreCandleSource
@@ -102,7 +108,7 @@ def _with_store(cfg: Any, args: argparse.Namespace, console: Any) -> int:
     return asyncio.run(main())
 
 
-def _find_bundle(cfg: Any, model: str) -> Any:
+def _find_bundle(cfg: Config, model: str) -> Any:
     from models.bundle.directory import load_bundle
 
     path = Path(model)
@@ -111,7 +117,7 @@ def _find_bundle(cfg: Any, model: str) -> Any:
     return load_bundle(path, threads=1)
 
 
-def _with_source(cfg: Any, args: argparse.Namespace, console: Any, source: Any) -> int:
+def _with_source(cfg: Config, args: argparse.Namespace, console: Any, source: HistorySource) -> int:
     from bot.backtest.runner import BacktestError
     from bot.cli.commands import read_symbols
     from models.timeutil import MINUTE_MS, parse_time
@@ -149,7 +155,7 @@ def _with_source(cfg: Any, args: argparse.Namespace, console: Any, source: Any) 
     return 0
 
 
-def _replay(cfg: Any, args: argparse.Namespace, console: Any, source: Any, bundle: Any, symbols: list[str], start: int,
+def _replay(cfg: Config, args: argparse.Namespace, console: Any, source: HistorySource, bundle: Bundle, symbols: list[str], start: int,
             end: int, equity: float, label: str = "backtest") -> Any:  # fmt: skip
     from rich.progress import (
         BarColumn,
@@ -177,7 +183,7 @@ def _replay(cfg: Any, args: argparse.Namespace, console: Any, source: Any, bundl
     return res
 
 
-def _write(out: Path, res: Any, bundle: Any, *, in_sample: bool, title: str | None = None) -> dict[str, Any]:
+def _write(out: Path, res: Any, bundle: Bundle, *, in_sample: bool, title: str | None = None) -> dict[str, Any]:
     from models.timeutil import fmt_span
 
     m = bundle.manifest
@@ -226,7 +232,7 @@ def _print(console: Any, res: Any, metrics: dict[str, Any], out: Path) -> None:
     )
 
 
-def _walk_forward(cfg: Any, args: argparse.Namespace, console: Any, source: Any, start: int, end: int) -> int:
+def _walk_forward(cfg: Config, args: argparse.Namespace, console: Any, source: HistorySource, start: int, end: int) -> int:
     """Train on [t - train_days, t), test on [t + embargo, t + test_days), t advancing by test_days."""
     import tempfile
 

@@ -49,4 +49,5 @@ def _summary(cfg: Config, path: str | None) -> str:
     db = "external database" if cfg.database.dsn.get_secret_value() else f"embedded database in {cfg.paths.data_dir}/pgdata"
     keys = "API keys set" if cfg.secrets.complete else "no API keys"
     tg = "telegram on" if cfg.telegram.enabled else "telegram off"
-    return f"{src or '(embedded defaults)'}: mode {cfg.mode}, {len(cfg.symbols)} symbols, {db}, {keys}, {tg}"
+    n = len(cfg.symbols)
+    return f"{src or '(embedded defaults)'}: mode {cfg.mode}, {n} symbol{'' if n == 1 else 's'}, {db}, {keys}, {tg}"

@@ -17,10 +17,14 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.cli.commands import load_config_or_exit
 from models.timeutil import fmt_ts
+
+if TYPE_CHECKING:
+    from bot.config import Config
+    from bot.store.db import Store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,14 +53,14 @@ def _fmt_pf(m: dict[str, Any] | None) -> str:
     return f"PF {'-' if pf is None else f'{pf:.2f}'} exp {'-' if ex is None else f'{ex * 100:+.3f}%'} n={wf.get('trades', '-')}"
 
 
-async def _with_store(cfg: Any, fn: Any) -> int:
+async def _with_store(cfg: Config, fn: Any) -> int:
     from bot.store.db import open_store
 
     async with open_store(cfg) as store:
         return await fn(store)
 
 
-async def _open_version(store: Any, version: str, load: Callable[[str], Any], failed: str) -> tuple[Any, Any] | None:
+async def _open_version(store: Store, version: str, load: Callable[[str], Any], failed: str) -> tuple[Any, Any] | None:
     """Find `version` in model_versions and load its bundle with `load` (`read_manifest` or
     `load_bundle`): (row, loaded), or None after telling the user what went wrong (`failed`,
     formatted with the row as `r`, prefixes a bundle error)."""
@@ -78,7 +82,7 @@ def _list(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
     from bot.store.model_versions import list_model_versions
 
-    async def go(store: Any) -> int:
+    async def go(store: Store) -> int:
         rows = await list_model_versions(store.pool, args.limit)
         if not rows:
             print("no model versions recorded (train one with `bot train`)")
@@ -99,7 +103,7 @@ def _show(args: argparse.Namespace) -> int:
     from models.bundle.directory import read_manifest
     from models.evaluation.tables import audit_lines, walk_forward_table
 
-    async def go(store: Any) -> int:
+    async def go(store: Store) -> int:
         found = await _open_version(store, args.version, read_manifest, "{r.version}: {r.status}; bundle unreadable")
         if found is None:
             return 1
@@ -134,7 +138,7 @@ def _promote(args: argparse.Namespace) -> int:
     setup_from_config(cfg, console=False)
     log = structlog.get_logger("bot.models")
 
-    async def go(store: Any) -> int:
+    async def go(store: Store) -> int:
         found = await _open_version(store, args.version, load_bundle, "refusing to promote {r.version}")
         if found is None:
             return 1
@@ -172,7 +176,7 @@ def _rollback(args: argparse.Namespace) -> int:
     setup_from_config(cfg, console=False)
     log = structlog.get_logger("bot.models")
 
-    async def go(store: Any) -> int:
+    async def go(store: Store) -> int:
         cur = await champion(store.pool)
         prev = await previous_champion(store.pool)
         if prev is None:

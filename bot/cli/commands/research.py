@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.cli.commands import load_config_or_exit
 
@@ -44,6 +44,10 @@ class StoreSpec:
         from bot.history.sources import StoreCandleSource
 
         return StoreCandleSource.connect(self.dsn)
+
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -145,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
     return rc
 
 
-async def _from_store(cfg: Any, args: argparse.Namespace, grid: Any) -> tuple[int, dict[str, Any] | None, str]:
+async def _from_store(cfg: Config, args: argparse.Namespace, grid: Any) -> tuple[int, dict[str, Any] | None, str]:
     from bot.history.sources import StoreCandleSource
     from bot.store.db import open_store
 
@@ -165,7 +169,7 @@ async def _from_store(cfg: Any, args: argparse.Namespace, grid: Any) -> tuple[in
         return rc, rep, name
 
 
-def _plan_and_run(cfg: Any, args: argparse.Namespace, grid: Any, spec: Any, source: Any,
+def _plan_and_run(cfg: Config, args: argparse.Namespace, grid: Any, spec: Any, source: Any,
                   store_dsn: str | None) -> tuple[int, dict[str, Any] | None, str]:  # fmt: skip
     """Universes, data range and outer block from the source; then the research itself."""
     from bot.training.job import TrainingSetupError, optuna_url

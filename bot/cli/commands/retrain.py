@@ -17,9 +17,12 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.cli.commands import load_config_or_exit
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(retrain_here_or_ask(cfg, ask_daemon=not args.here))
 
 
-async def retrain_here_or_ask(cfg: Any, *, ask_daemon: bool = True) -> int:
+async def retrain_here_or_ask(cfg: Config, *, ask_daemon: bool = True) -> int:
     from bot.store.daemon_lock import read_status
     from bot.store.db import open_store
     from bot.training.retrain import retrain_once

@@ -33,8 +33,13 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from bot.live.daemon import hold_stop_signals
+
+    hold_stop_signals()  # a SIGTERM from here on is a clean stop, even before the loop runs
+    from bot.config import resolve_config_path
     from bot.live.daemon import run_daemon
     from bot.logs.setup import setup_from_config
 
     setup_from_config(cfg)
-    return asyncio.run(run_daemon(cfg, no_train=args.no_train, confirm_live=args.confirm_live))
+    return asyncio.run(run_daemon(cfg, no_train=args.no_train, confirm_live=args.confirm_live,
+                                  config_path=resolve_config_path(getattr(args, "config", None))))  # fmt: skip

@@ -15,10 +15,15 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.cli.commands import load_config_or_exit, read_symbols
 from bot.cli.progress_bars import RichProgress
+
+if TYPE_CHECKING:
+    from bot.config import Config
+    from bot.history.sources import HistorySource
+    from bot.training.job import TrainJob
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _settings(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
+def _settings(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     from models.config import Settings
 
     upd: dict[str, Any] = {}
@@ -102,7 +107,7 @@ def _exit_code(summary: dict[str, Any]) -> int:
     return 0 if fit_only and not audit_failed and "no walk-forward" in str(summary.get("reason") or "") else 3
 
 
-def _promote_run(cfg: Any, args: argparse.Namespace) -> int:
+def _promote_run(cfg: Config, args: argparse.Namespace) -> int:
     """`--promote`: the champion/challenger retrain of `bot.training.retrain`, from here."""
     bad = [o for o in ("candles", "start", "end", "models_dir", "work_dir") if getattr(args, o)] + (
         ["no_record"] if args.no_record else [])  # fmt: skip
@@ -117,7 +122,7 @@ def _promote_run(cfg: Any, args: argparse.Namespace) -> int:
     return asyncio.run(retrain_here_or_ask(cfg, ask_daemon=False))
 
 
-def _job(cfg: Any, args: argparse.Namespace, symbols: list[str], start: int | None, end: int | None, code: str) -> Any:
+def _job(cfg: Config, args: argparse.Namespace, symbols: list[str], start: int | None, end: int | None, code: str) -> Any:
     from bot.training.job import TrainJob
 
     data_dir = Path(cfg.paths.data_dir)
@@ -128,7 +133,7 @@ def _job(cfg: Any, args: argparse.Namespace, symbols: list[str], start: int | No
     )  # fmt: skip
 
 
-async def _main(cfg: Any, args: argparse.Namespace, job: Any, console: Any) -> dict[str, Any]:
+async def _main(cfg: Config, args: argparse.Namespace, job: Any, console: Any) -> dict[str, Any]:
     from bot.history.sources import CsvCandleSource, StoreCandleSource
     from bot.store.db import open_store
     from bot.training.job import record_outcome, train_and_write, train_async
@@ -149,7 +154,7 @@ async def _main(cfg: Any, args: argparse.Namespace, job: Any, console: Any) -> d
         return out.summary()
 
 
-async def _train_here(job: Any, source: Any, console: Any) -> dict[str, Any]:
+async def _train_here(job: TrainJob, source: HistorySource, console: Any) -> dict[str, Any]:
     from bot.training.job import train_and_write
 
     with RichProgress(console) as progress:

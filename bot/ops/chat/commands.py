@@ -1,32 +1,34 @@
-"""Answers to the chat owner's read-only commands, from the store and the log.
+"""Answers to the chat owner's read-only commands: the operator read model and the log.
 
-`/status`    mode, equity (last snapshot), open positions, today's realised P&L, champion model
+`/status`    mode, model, daemon, equity, open positions, today's P&L (the same figures as `bot status`)
 `/positions` each open position with its unrealised P&L at the last stored candle close
-`/pnl`       realised P&L today (UTC), last 7 days and all time, with trade counts
+`/pnl`       realised P&L today, over the last 7 days and all time, with trade counts
 `/tail [N]`  the last N (default 10, at most 50) short log lines
 
-Nothing here writes: every query is a SELECT on `positions`, `equity_snapshots`, `candles`,
-`decisions` and `model_versions` (bot/store/migrations/001_init.sql). Times are
-`MM-DD HH:MM` UTC like the log lines.
+Every figure comes from `bot.ops.read_model` (one read-only transaction per answer), so "today",
+"held" and "the last 7 days" are on the exchange clock, as in `bot status` and the dashboard.
+Numbers are formatted by `models.textfmt` like the log lines; times are `MM-DD HH:MM` UTC.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bot.logs.event_lines import money, num, pct
-from models.timeutil import DAY_MS, fmt_short
+from bot.ops.read_model import ReadModel
+from models.textfmt import MISSING, count, duration, money, num, pct, pf
+from models.timeutil import fmt_short
 
 HELP = "read-only commands: /status /positions /pnl /tail [N]"
 
 
 class Answers:
-    """`await Answers(pool, mode=..., log_path=...)(command, args)` -> the reply text."""
+    """`await Answers(pool, mode=..., symbols=..., log_path=...)(command, args)` -> the reply text."""
 
-    def __init__(self, pool: Any, *, mode: str, log_path: Path | None = None, quote: str = "USDT"):
-        self.pool = pool
+    def __init__(self, pool: Any, *, mode: str, symbols: Sequence[str] = (), log_path: Path | None = None,
+                 quote: str = "USDT") -> None:  # fmt: skip
+        self.model = ReadModel(pool, mode, list(symbols), recent_trades=0, recent_decisions=1, equity_points=2)
         self.mode = mode
         self.log_path = log_path
         self.quote = quote
@@ -43,64 +45,47 @@ class Answers:
         return await handler(args)
 
     async def status(self, _args: list[str]) -> str:
-        eq = await self.pool.fetchrow(
-            "SELECT ts, equity, open_positions FROM equity_snapshots WHERE mode = $1 ORDER BY ts DESC LIMIT 1", self.mode
-        )
-        n_open = await self.pool.fetchval("SELECT count(*) FROM positions WHERE mode = $1 AND status = 'open'", self.mode)
-        day0 = _utc_midnight_ms()
-        today = await self.pool.fetchrow(
-            "SELECT coalesce(sum(pnl), 0) AS pnl, count(*) AS n FROM positions "
-            "WHERE mode = $1 AND status = 'closed' AND exit_ts >= $2",
-            self.mode, day0,
-        )  # fmt: skip
-        champ = await self.pool.fetchval("SELECT version FROM model_versions WHERE status = 'champion'")
-        last_dec = await self.pool.fetchval("SELECT max(ts) FROM decisions WHERE mode = $1", self.mode)
-        lines = [f"mode {self.mode}  model {champ or 'none (watch only)'}"]
-        lines.append(f"equity {eq['equity']:,.2f} {self.quote} at {fmt_short(eq['ts'])}" if eq else "equity: no snapshot yet")
-        lines.append(f"open positions {n_open}")
-        lines.append(f"today {money(today['pnl'])} {self.quote} realised, {today['n']} closed trades")
-        lines.append(f"last decision {fmt_short(last_dec)}")
+        v = await self.model.view()
+        q = self.quote
+        m = v.model
+        model = "none (watch only)" if m is None else f"{m.version} ({m.status}, PF {pf(m.validated_pf)})"
+        state = f"WATCH ONLY: {v.watch_reason}" if v.watch_only else "trading" if v.trading else v.daemon.state_text
+        lines = [f"mode {v.mode}  model {model}", state]
+        a = v.account
+        lines.append(f"equity {money(a.equity, sign=False)} {q} at {fmt_short(a.ts)}" if a else "equity: no snapshot yet")
+        u = v.unrealised
+        lines.append(f"open positions {len(v.positions)}" + ("" if u is None else f", unrealised {money(u)} {q}"))
+        t = v.today
+        if t is not None:
+            p = MISSING if t.pnl is None else f"{money(t.pnl)} {q}" + ("" if t.pnl_pct is None else f" ({pct(t.pnl_pct)})")
+            lines.append(f"today ({fmt_short(t.start_ts)[:5]}) P&L {p}, realised {money(t.realised)} {q} over "
+                         f"{count(t.trades_closed)} closed trades")  # fmt: skip
+        if v.kill_switch.tripped:
+            lines.append(f"KILL SWITCH {v.kill_switch.tripped} since {fmt_short(v.kill_switch.since_ts)}: no new entries")
+        lines.extend(p.text for p in v.protections)
+        lines.append(f"last minute {fmt_short(v.clock.last_minute_ts)}"
+                     + (f", last decision {fmt_short(v.decisions[0].ts)}" if v.decisions else ""))  # fmt: skip
         return "\n".join(lines)
 
     async def positions(self, _args: list[str]) -> str:
-        rows = await self.pool.fetch(
-            """
-            SELECT p.symbol, p.qty, p.entry_price, p.entry_ts, p.take_profit, p.stop_loss, c.close, c.ts AS price_ts
-            FROM positions p
-            LEFT JOIN LATERAL (SELECT close, ts FROM candles WHERE symbol = p.symbol ORDER BY ts DESC LIMIT 1) c ON true
-            WHERE p.mode = $1 AND p.status = 'open'
-            ORDER BY p.entry_ts
-            """,
-            self.mode,
-        )
-        if not rows:
+        v = await self.model.view()
+        if not v.positions:
             return "no open positions"
+        q = self.quote
         out = []
-        total = 0.0
-        for r in rows:
-            line = f"{r['symbol']} {num(r['qty'])} @ {num(r['entry_price'])} since {fmt_short(r['entry_ts'])}"
-            if r["close"] is not None:
-                upnl = (r["close"] - r["entry_price"]) * r["qty"]
-                total += upnl
-                line += f"  now {num(r['close'])}  {money(upnl)} {self.quote} ({pct(r['close'] / r['entry_price'] - 1)})"
-            if r["take_profit"] is not None and r["stop_loss"] is not None:
-                line += f"  TP {num(r['take_profit'])} SL {num(r['stop_loss'])}"
+        for p in v.positions:
+            line = f"{p.symbol} {num(p.qty)} @ {num(p.entry_price)} since {fmt_short(p.entry_ts)}  held {duration(p.held_s)}"
+            if p.mark is not None:
+                line += f"  now {num(p.mark)}  {money(p.unrealised)} {q} ({pct(p.unrealised_pct)})"
+            if p.take_profit is not None and p.stop_loss is not None:
+                line += f"  TP {num(p.take_profit)} SL {num(p.stop_loss)}"
             out.append(line)
-        out.append(f"{len(rows)} open, unrealised {money(total)} {self.quote}")
+        out.append(f"{len(v.positions)} open, unrealised {money(v.unrealised)} {q}")
         return "\n".join(out)
 
     async def pnl(self, _args: list[str]) -> str:
-        now = int(time.time() * 1000)
-        spans = [("today", _utc_midnight_ms()), ("7 days", now - 7 * DAY_MS), ("all time", 0)]
-        out = []
-        for label, since in spans:
-            r = await self.pool.fetchrow(
-                "SELECT coalesce(sum(pnl), 0) AS pnl, count(*) AS n, count(*) FILTER (WHERE pnl > 0) AS wins "
-                "FROM positions WHERE mode = $1 AND status = 'closed' AND exit_ts >= $2",
-                self.mode, since,
-            )  # fmt: skip
-            out.append(f"{label}: {money(r['pnl'])} {self.quote}  {r['n']} trades  {r['wins']} won")
-        return "\n".join(out)
+        return "\n".join(f"{s.label}: {money(s.realised)} {self.quote}  {count(s.trades_closed)} trades  {count(s.wins)} won"
+                         for s in await self.model.pnl_spans())  # fmt: skip
 
     async def tail(self, args: list[str]) -> str:
         from bot.logs.setup import human_line
@@ -113,8 +98,3 @@ class Answers:
             return "no log yet"
         recs = list(tail_records(self.log_path, Filter(min_level="info"), n))
         return "\n".join(human_line(r, with_exception=False) for r in recs) or "log is empty"
-
-
-def _utc_midnight_ms() -> int:
-    now = int(time.time() * 1000)
-    return now - now % DAY_MS

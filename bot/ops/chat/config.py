@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class TelegramConfig(BaseModel):
-    """Telegram push of the short log lines, and read-only chat commands (off by default)."""
+    """Telegram push of the short log lines, and the owner's chat commands (off by default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -21,5 +21,13 @@ class TelegramConfig(BaseModel):
     max_pending: int = Field(500, ge=10, le=100_000, description="lines waiting to be sent; more are dropped and counted")
     max_message_chars: int = Field(4000, ge=200, le=4096, description="lines are batched into messages up to this size")
     timeout_s: float = Field(10.0, gt=0, le=120, description="per request")
-    commands: bool = Field(True, description="answer /status /positions /pnl /tail from the owner chat (read-only)")
+    commands: bool = Field(True, description="answer the owner chat's commands: /status /positions /pnl /tail, and the "
+                           "operator's /pause /resume /flatten /force_exit /retrain /reload /daily /weekly /performance")
     poll_timeout_s: int = Field(25, ge=0, le=60, description="long-poll wait for chat commands")
+
+    @field_validator("api_base")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not (v.startswith(("http://", "https://")) and len(v.split("://", 1)[1]) > 0):
+            raise ValueError(f"must be an http:// or https:// URL, got {v!r}")
+        return v

@@ -1,4 +1,4 @@
-"""Push the short log lines to one Telegram chat, and answer the owner's read-only commands.
+"""Push the short log lines to one Telegram chat, and answer the owner's commands.
 
 Why it is built this way:
   - Logging must never wait on Telegram. `LineBuffer` is a logging handler whose `emit` only
@@ -14,9 +14,11 @@ Why it is built this way:
     `telegram.api_base`, so a local Bot API server or the tests' fake server can stand in.
     aiogram was measured too: importing it added ~120 MB RSS and ~5 s to the daemon
     (python-telegram-bot: ~7-10 MB, ~0.15 s).
-  - Commands (`/status`, `/positions`, `/pnl`, `/tail`) are read by long polling and answered
-    only when they come from the configured chat id; anything else is ignored (and counted).
-    The answers come from `bot.ops.chat.commands` (the store and the log).
+  - Commands (`/status`, `/positions`, `/pnl`, `/tail`, and the operator's `/pause`, `/flatten`
+    ...) are read by long polling and answered only when they come from the configured chat id;
+    anything else is ignored (counted, and in the daemon recorded as refused). The answers come
+    from `bot.ops.chat.commands` (the store and the log) and the daemon's controller
+    (`bot.ops.control.telegram`).
 The bot token is registered as a secret with `bot.logs.setup` (masked wherever it would appear) and
 httpx's per-request info log, which prints URLs with the token in them, is silenced there.
 """
@@ -32,13 +34,16 @@ import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from bot.logs.error_lines import log_survived
 from bot.ops.chat.config import TelegramConfig
 from bot.runtime.aio import wait_for
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 log = structlog.get_logger("bot.ops.chat.push")
 
@@ -167,6 +172,7 @@ class TelegramPush:
         self.chat_id = str(chat_id)
         self.buffer = buffer or LineBuffer(cfg.max_pending, cfg.level.upper())
         self.answer = answer
+        self.on_stranger: Callable[[Any, str], Awaitable[None]] | None = None  # bot.ops.control: records the refusal
         t = cfg.timeout_s
         self.bot = Bot(
             token,
@@ -259,6 +265,11 @@ class TelegramPush:
                 if str(msg.chat.id) != self.chat_id:
                     self.stats["ignored"] += 1
                     log.info("telegram_ignored", chat=msg.chat.id)
+                    if self.on_stranger is not None:
+                        try:
+                            await self.on_stranger(msg.chat.id, msg.text)
+                        except Exception as e:  # noqa: BLE001 - the poller goes on
+                            log_survived(log, "telegram refusal", e, what="telegram_refusal_failed")
                     continue
                 cmd, *args = msg.text.split()
                 self.stats["commands"] += 1
@@ -301,7 +312,7 @@ class TelegramService:
         self.task = task
 
     @classmethod
-    async def start(cls, cfg: Any, answer: Answerer | None = None) -> TelegramService | None:
+    async def start(cls, cfg: Config, answer: Answerer | None = None) -> TelegramService | None:
         from bot.logs.setup import add_human_handler
 
         tc: TelegramConfig = cfg.telegram
@@ -318,15 +329,25 @@ class TelegramService:
         return cls(push, task)
 
     @classmethod
-    async def for_daemon(cls, cfg: Any, pool: Any) -> TelegramService | None:
-        """`start` with the chat commands answered from the store behind `pool` and the log."""
+    async def for_daemon(cls, cfg: Config, pool: Any) -> TelegramService | None:
+        """`start` with the chat commands answered from the store behind `pool` and the log (and,
+        once `attach_control` is called, the operator's commands: `bot.ops.control.telegram`)."""
         from pathlib import Path
 
         from bot.ops.chat.commands import Answers
+        from bot.ops.control.telegram import ChatCommands
 
-        answers = Answers(pool, mode=cfg.mode, log_path=Path(cfg.paths.logs_dir) / cfg.logging.json_file,
+        answers = Answers(pool, mode=cfg.mode, symbols=cfg.symbols, log_path=Path(cfg.paths.logs_dir) / cfg.logging.json_file,
                           quote=cfg.exchange.quote)  # fmt: skip
-        return await cls.start(cfg, answers)
+        return await cls.start(cfg, ChatCommands(answers))
+
+    def attach_control(self, controller: Any) -> None:
+        """The daemon's controller, once it exists: the owner's control commands go to it, and
+        messages from other chats are refused through it (recorded)."""
+        router = self.push.answer
+        if router is not None and hasattr(router, "controller"):
+            router.controller = controller
+            self.push.on_stranger = router.stranger
 
     async def aclose(self) -> None:
         logging.getLogger().removeHandler(self.push.buffer)

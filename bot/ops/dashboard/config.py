@@ -16,7 +16,8 @@ class DashboardConfig(BaseModel):
     host: str = Field("127.0.0.1", description="loopback only (127.0.0.1, ::1, localhost); reach it from elsewhere through an SSH tunnel")
     port: int = Field(8787, ge=1, le=65535, description="TCP port of the page (/), its data (/api/state) and /metrics")
     refresh_s: float = Field(5.0, ge=1.0, le=3600.0, description="how often the open page reloads its data")
-    equity_hours: float = Field(72.0, gt=0, le=24 * 365, description="span of the equity chart, hours back from now")
+    equity_hours: float = Field(0.0, ge=0, le=24 * 3650, description="span of the equity chart in hours of exchange time back "
+                                "from the last processed minute; 0 = the whole run")
 
     @field_validator("host")
     @classmethod

@@ -4,8 +4,9 @@ No external asset (works offline, on a machine without internet). The first stat
 in the page, so it shows everything at once; the script then polls `/api/state` every
 `refresh_s` seconds and redraws: status cards, the equity chart (inline SVG built by the
 script), open positions, recent trades and decisions, feed health per symbol, model versions.
-All times arrive as UTC text from the server (`models.timeutil`); the script only formats
-numbers.
+Every figure arrives as text made on the server (`models.textfmt`, `models.timeutil`, by
+`bot.ops.dashboard.state`) next to its value; the script formats nothing: it places the texts,
+colours a figure by the sign of its value and draws the chart from the values.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import html
 import json
 from typing import Any
+
+from models.textfmt import MISSING
 
 CSS = """
 :root { --bg:#0f172a; --panel:#111c33; --line:#1e2b47; --ink:#e5e7eb; --muted:#94a3b8; --pos:#34d399;
@@ -62,14 +65,10 @@ footer { color: var(--muted); font-size: 11.5px; margin-top: 14px; }
 SCRIPT = r"""
 (function () {
   const REFRESH_MS = __REFRESH_MS__;
+  const MISSING = __MISSING__;
   const $ = (id) => document.getElementById(id);
-  const esc = (s) => String(s === null || s === undefined ? '–' : s)
+  const esc = (s) => String(s === null || s === undefined ? MISSING : s)
       .replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-  const num = (x, d = 2) => (x === null || x === undefined) ? '–'
-      : Number(x).toLocaleString('en-US', {minimumFractionDigits: d, maximumFractionDigits: d});
-  const sgn = (x, d = 2) => (x === null || x === undefined) ? '–' : (x > 0 ? '+' : '') + num(x, d);
-  const pct = (x, d = 2) => (x === null || x === undefined) ? '–' : (x > 0 ? '+' : '') + (x * 100).toFixed(d) + '%';
-  const price = (x) => (x === null || x === undefined) ? '–' : Number(x).toPrecision(6).replace(/\.?0+$/, '');
   const tone = (x) => (x === null || x === undefined || x === 0) ? '' : (x > 0 ? 'pos' : 'neg');
 
   function card(label, value, note, cls, key) {
@@ -92,10 +91,13 @@ SCRIPT = r"""
     else if (st.watch_only === false) trade = '<span class="pill trading">trading</span>';
     $('pills').innerHTML = `<span class="pill mode">${esc(st.mode)}</span>` +
       `<span class="pill ${esc(stateCls)}" id="daemon-state">${esc(st.state_text)}</span>${trade}`;
-    $('updated').textContent = `model ${st.model_version || '–'} · updated ${s.now_text} UTC`;
+    $('updated').textContent = `model ${st.model_version || MISSING} · updated ${s.now_text} UTC`;
     const notes = [];
     if (s.notice) notes.push(`<div class="notice">${esc(s.notice)}</div>`);
     if (st.watch_only && st.watch_reason) notes.push(`<div class="notice">${esc(st.watch_reason)}</div>`);
+    if (st.paused_text) notes.push(`<div class="notice">${esc(st.paused_text)}</div>`);
+    if (st.kill_switch) notes.push(`<div class="notice err">kill switch tripped (${esc(st.kill_switch)}): no new entries</div>`);
+    for (const p of st.protections || []) notes.push(`<div class="notice protection" data-protection="${esc(p.protection)}">${esc(p.text)}</div>`);
     if (s.error) notes.push(`<div class="notice err">${esc(s.error)}</div>`);
     $('notices').innerHTML = notes.join('');
   }
@@ -103,27 +105,23 @@ SCRIPT = r"""
   function cards(s) {
     const a = s.account, st = s.status;
     $('cards').innerHTML = [
-      card('Equity', num(a.equity), a.equity === null ? 'no snapshot yet' : `USDT · ${a.ts_short.slice(6)} UTC`, '', 'equity'),
-      card("Today's P&L", sgn(a.today_pnl), pct(a.today_pct), tone(a.today_pnl), 'today_pnl'),
-      card('Open positions', a.open_positions === null ? '–' : String(a.open_positions),
-           `exposure ${a.exposure_pct === null || a.exposure_pct === undefined ? '–' : (a.exposure_pct * 100).toFixed(1) + '%'}`, '', 'open_positions'),
-      card('Cash', num(a.cash), 'USDT free', '', 'cash'),
-      card('Last minute', st.last_minute_text === '–' ? '–' : st.last_minute_text.slice(11),
-           `${st.last_minute_age_text} ago`, '', 'last_minute'),
-      card('Decision', st.decision_latency_ms === null || st.decision_latency_ms === undefined ? '–' : num(st.decision_latency_ms, 2) + ' ms',
-           `bars processed ${st.bars_processed === undefined ? '–' : Number(st.bars_processed).toLocaleString('en-US')}`, '', 'latency'),
-      card('Loop lag', st.loop_lag_ms === null || st.loop_lag_ms === undefined ? '–' : num(st.loop_lag_ms, 1) + ' ms', 'event loop', '', 'loop_lag'),
-      card('Memory', st.rss_mb === null || st.rss_mb === undefined ? '–' : num(st.rss_mb, 0) + ' MB', `RSS · up ${st.uptime_text}`, '', 'rss'),
+      card('Equity', a.equity_text, a.equity_note, '', 'equity'),
+      card("Today's P&L", a.today_pnl_text, a.today_note, tone(a.today_pnl), 'today_pnl'),
+      card('Open positions', String(a.open_positions), a.exposure_text, '', 'open_positions'),
+      card('Cash', a.cash_text, 'USDT free', '', 'cash'),
+      card('Last minute', st.last_minute_hhmm, st.last_minute_note, '', 'last_minute'),
+      card('Decision', st.latency_text, `bars processed ${st.bars_text}`, '', 'latency'),
+      card('Loop lag', st.loop_lag_text, 'event loop', '', 'loop_lag'),
+      card('Memory', st.rss_text, `RSS · up ${st.uptime_text}`, '', 'rss'),
     ].join('');
   }
 
   function chart(e) {
     const W = 1000, H = 280, L = 64, R = 12, T = 12, B = 26;
     const box = $('chart');
+    $('chart-title').textContent = e.title_text;
     if (!e.ts.length) { box.innerHTML = '<div class="empty">No equity snapshots yet.</div>'; return; }
-    let lo = Math.min(...e.equity), hi = Math.max(...e.equity);
-    if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
-    const pad = (hi - lo) * 0.08; lo -= pad; hi += pad;
+    const lo = e.lo, hi = e.hi;
     const t0 = e.ts[0], t1 = e.ts[e.ts.length - 1] > t0 ? e.ts[e.ts.length - 1] : t0 + 60000;
     const x = (t) => L + (t - t0) / (t1 - t0) * (W - L - R);
     const y = (v) => T + (hi - v) / (hi - lo) * (H - T - B);
@@ -131,11 +129,11 @@ SCRIPT = r"""
     const first = e.equity[0], last = e.equity[e.equity.length - 1];
     const color = last >= first ? '#34d399' : '#f87171';
     let g = '';
-    for (let i = 0; i <= 4; i++) {
-      const v = lo + (hi - lo) * i / 4, yy = y(v).toFixed(1);
+    (e.y_ticks || []).forEach((tk) => {
+      const yy = y(tk.v).toFixed(1);
       g += `<line class="grid" x1="${L}" x2="${W - R}" y1="${yy}" y2="${yy}"/>` +
-           `<text class="axis" x="${L - 6}" y="${(+yy + 4).toFixed(1)}" text-anchor="end">${num(v, 0)}</text>`;
-    }
+           `<text class="axis" x="${L - 6}" y="${(+yy + 4).toFixed(1)}" text-anchor="end">${esc(tk.text)}</text>`;
+    });
     (e.ticks || []).forEach((tk, i, arr) => {
       const xx = x(tk.ts).toFixed(1);
       const anchor = i === 0 ? 'start' : (i === arr.length - 1 ? 'end' : 'middle');
@@ -147,32 +145,31 @@ SCRIPT = r"""
       `<stop offset="1" stop-color="${color}" stop-opacity="0.02"/></linearGradient></defs>${g}` +
       `<path d="${area}" fill="url(#fill)" stroke="none"/>` +
       `<polyline id="equity-line" points="${pts.join(' ')}" fill="none" stroke="${color}" stroke-width="2" vector-effect="non-scaling-stroke"/></svg>`;
-    $('chart-title').textContent = `Equity (USDT), last ${e.hours} h` + (e.from_text ? ` · ${e.from_text} … ${e.to_text} UTC` : '');
   }
 
   function tables(s) {
     $('positions').innerHTML = table(
       ['symbol', 'qty', 'entry', 'last', 'value', 'unrealised', '%', 'TP', 'SL', 'opened', 'held', 'expires'],
-      s.positions.map(p => [esc(p.symbol), price(p.qty), price(p.entry_price), price(p.last_price), num(p.value),
-        span(sgn(p.upnl), tone(p.upnl)), span(pct(p.upnl_pct), tone(p.upnl_pct)), price(p.take_profit),
-        price(p.stop_loss), esc(p.entry_text), esc(p.held_text), esc(p.expires_text)]),
+      s.positions.map(p => [esc(p.symbol), esc(p.qty_text), esc(p.entry_price_text), esc(p.last_price_text), esc(p.value_text),
+        span(p.upnl_text, tone(p.upnl)), span(p.upnl_pct_text, tone(p.upnl_pct)), esc(p.take_profit_text),
+        esc(p.stop_loss_text), esc(p.entry_text), esc(p.held_text), esc(p.expires_text)]),
       'No open positions.');
-    $('trades').innerHTML = table(['symbol', 'exit (UTC)', 'entry', 'exit', 'P&L', '%', 'reason'],
-      s.trades.map(t => [esc(t.symbol), esc(t.exit_text), price(t.entry_price), price(t.exit_price),
-        span(sgn(t.pnl), tone(t.pnl)), span(pct(t.pnl_pct), tone(t.pnl_pct)), esc(t.reason)]),
-      'No closed trades yet.', [0, 1, 6]);
+    $('trades').innerHTML = table(['symbol', 'exit (UTC)', 'entry', 'exit', 'P&L', '%', 'held', 'reason'],
+      s.trades.map(t => [esc(t.symbol), esc(t.exit_text), esc(t.entry_price_text), esc(t.exit_price_text),
+        span(t.pnl_text, tone(t.pnl)), span(t.pnl_pct_text, tone(t.pnl_pct)), esc(t.held_text), esc(t.reason)]),
+      'No closed trades yet.', [0, 1, 7]);
     $('decisions').innerHTML = table(['time (UTC)', 'symbol', 'action', 'reason', 'er', 'p', 'size'],
       s.decisions.recent.map(d => [esc(d.time_text), esc(d.symbol), esc(d.action), esc(d.reason),
-        d.er === null ? '–' : pct(d.er, 3), d.p === null ? '–' : num(d.p, 2), d.size === null ? '–' : pct(d.size, 1)]),
+        esc(d.er_text), esc(d.p_text), esc(d.size_text)]),
       'No decisions yet.', [0, 1, 2, 3]);
     const sk = s.decisions.skips_last_hour;
-    $('skips').innerHTML = table(['reason', 'skips in the last hour'], sk.map(r => [esc(r.reason), num(r.count, 0)]), 'No skipped entries in the last hour.');
+    $('skips').innerHTML = table(['reason', 'skips in the last hour'], sk.map(r => [esc(r.reason), esc(r.count_text)]),
+      'No skipped entries in the last hour.');
     $('feed').innerHTML = s.feed.length ? '<div class="feed">' + s.feed.map(f =>
       `<div class="chip ${esc(f.health)}" title="last candle ${esc(f.last_text)} UTC"><span>${esc(f.symbol)}</span><span class="age">${esc(f.age_text)}</span></div>`
     ).join('') + '</div>' : '<div class="empty">No symbols.</div>';
     $('models').innerHTML = table(['version', 'status', 'trained on', 'validated PF', 'trades', 'created (UTC)'],
-      s.models.map(m => [esc(m.version), esc(m.status), esc(m.trained_text), m.pf === null ? '–' : num(m.pf, 2),
-        m.trades === null || m.trades === undefined ? '–' : num(m.trades, 0), esc(m.created_text)]),
+      s.models.map(m => [esc(m.version), esc(m.status), esc(m.trained_text), esc(m.pf_text), esc(m.trades_text), esc(m.created_text)]),
       'No model recorded yet.', [0, 1, 2]);
   }
 
@@ -206,7 +203,7 @@ def _json_for_script(data: Any) -> str:
 
 def render_page(state: dict[str, Any], *, refresh_s: float, title: str = "cryptobot") -> str:
     """The page with `state` embedded as its first data."""
-    script = SCRIPT.replace("__REFRESH_MS__", str(int(refresh_s * 1000)))
+    script = SCRIPT.replace("__REFRESH_MS__", str(int(refresh_s * 1000))).replace("__MISSING__", json.dumps(MISSING))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -223,11 +220,11 @@ def render_page(state: dict[str, Any], *, refresh_s: float, title: str = "crypto
 <section><h2>Recent decisions</h2><div id="decisions"></div></section>
 </div>
 <div class="grid2">
-<section><h2>Feed health (age of the last closed candle)</h2><div id="feed"></div></section>
+<section><h2>Feed health (how far each symbol's last candle is behind the last minute)</h2><div id="feed"></div></section>
 <section><h2>Skipped entries</h2><div id="skips"></div></section>
 </div>
 <section><h2>Model versions</h2><div id="models"></div></section>
-<footer>Read-only. Refreshes every {refresh_s:g} s from <code>/api/state</code>; Prometheus figures at <code>/metrics</code>. Times are UTC.</footer>
+<footer>Read-only. Refreshes every {refresh_s:g} s from <code>/api/state</code>; Prometheus figures at <code>/metrics</code>. Times are UTC; today, ages and "held" are on the exchange's clock (the last processed minute).</footer>
 </main>
 <script type="application/json" id="initial-state">{_json_for_script(state)}</script>
 <script>{script}</script>

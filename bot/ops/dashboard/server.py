@@ -2,8 +2,9 @@
 
     /            the page (`bot.ops.dashboard.page`), with the current state embedded
     /api/state   the same state as JSON (the page polls it)
-    /metrics     Prometheus text exposition of `DaemonMetrics`
+    /metrics     Prometheus text exposition of `DaemonMetrics` (with the read model's figures of that moment)
     /healthz     "ok"
+    POST /api/control  the operator's commands, behind a token (`bot.ops.control.dashboard`; in the daemon)
 
 `start_dashboard(app_state, cfg)` runs it inside the daemon's event loop and returns the
 `aiohttp.web.AppRunner` (stop it with `await runner.cleanup()`), or None when the dashboard is
@@ -15,21 +16,28 @@ says so.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 
 from bot.logs.error_lines import ErrorStreak
+from bot.ops.control.dashboard import CONTROL_KEY as CONTROL
+from bot.ops.control.dashboard import add_routes, with_panel
 from bot.ops.dashboard.config import DashboardConfig
 from bot.ops.dashboard.metrics import DaemonMetrics, LoopLagMonitor
 from bot.ops.dashboard.page import render_page
-from bot.ops.dashboard.state import DashboardState, json_clean, read_state
+from bot.ops.dashboard.state import DashboardState, read_state
+from bot.ops.read_model import to_json
 from bot.runtime.aio import wait_for
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 log = structlog.get_logger("bot.ops.dashboard")
 
 READ_TIMEOUT_S = 15.0
+METRICS_READ_TIMEOUT_S = 5.0  # inside a scraper's usual 10 s timeout: a slow store costs the read model's figures, not the scrape
 _READ_ERRORS = ErrorStreak("dashboard store read", "dashboard_read_failed", log)
 STATE_KEY: web.AppKey[DashboardState] = web.AppKey("state", DashboardState)
 CFG_KEY: web.AppKey[DashboardConfig] = web.AppKey("cfg", DashboardConfig)
@@ -44,7 +52,7 @@ async def _state_or_error(request: web.Request) -> tuple[dict[str, Any] | None, 
         return None, why
     try:
         # bounded: a stalled database must not hang the page (the daemon's outage handling: bot.store.outage)
-        state = json_clean(await wait_for(read_state(request.app[STATE_KEY]), READ_TIMEOUT_S))
+        state = to_json(await wait_for(read_state(request.app[STATE_KEY]), READ_TIMEOUT_S))
     except Exception as e:  # noqa: BLE001 - the page reports it; the daemon goes on
         _READ_ERRORS.failed(e)
         return None, f"{type(e).__name__}: {e}"
@@ -59,6 +67,8 @@ async def page(request: web.Request) -> web.Response:
     cfg = request.app[CFG_KEY]
     st = request.app[STATE_KEY]
     body = render_page(state, refresh_s=cfg.refresh_s, title=f"cryptobot · {st.mode}")
+    if CONTROL in request.app:
+        body = with_panel(body)
     return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
@@ -71,9 +81,18 @@ async def api_state(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    m: DaemonMetrics | None = request.app[STATE_KEY].metrics
+    st = request.app[STATE_KEY]
+    m: DaemonMetrics | None = st.metrics
     if m is None:
         return web.Response(status=404, text="no metrics registry in this process\n")
+    view = None
+    details = st.live() if st.live is not None else {}
+    if details.get("store_up") is not False:
+        try:  # the figures the page shows, from the same read model (bounded, as the page's read)
+            view = await wait_for(st.read_model().view(), METRICS_READ_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001 - a scrape still gets the in-process figures
+            _READ_ERRORS.failed(e)
+    m.observe(view)
     resp = web.Response(body=m.render())
     resp.headers["Content-Type"] = m.content_type
     return resp
@@ -87,10 +106,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
-def make_app(app_state: DashboardState, cfg: DashboardConfig) -> web.Application:
-    """The aiohttp application (no socket yet); tests may serve it with aiohttp's test server."""
+def make_app(app_state: DashboardState, cfg: DashboardConfig, control: tuple[Any, str] | None = None) -> web.Application:
+    """The aiohttp application (no socket yet); tests may serve it with aiohttp's test server.
+    `control`: (the daemon's controller, the token) for `POST /api/control`."""
     app = web.Application()
-    app_state.equity_hours = cfg.equity_hours
+    if control is not None:
+        add_routes(app, *control)
+    app_state.equity_hours = cfg.equity_hours or None
     app[STATE_KEY] = app_state
     app[CFG_KEY] = cfg
     app.router.add_get("/", page)
@@ -110,7 +132,8 @@ def make_app(app_state: DashboardState, cfg: DashboardConfig) -> web.Application
     return app
 
 
-async def start_dashboard(app_state: DashboardState, cfg: Any) -> web.AppRunner | None:
+async def start_dashboard(app_state: DashboardState, cfg: Config | DashboardConfig,
+                          control: tuple[Any, str] | None = None) -> web.AppRunner | None:
     """Serve the dashboard on `cfg.dashboard` (a full `Config`) or `cfg` (a `DashboardConfig`).
 
     Returns the started runner, or None when disabled or when the port cannot be bound.
@@ -118,7 +141,7 @@ async def start_dashboard(app_state: DashboardState, cfg: Any) -> web.AppRunner 
     dcfg: DashboardConfig = getattr(cfg, "dashboard", cfg)
     if not dcfg.enabled:
         return None
-    runner = web.AppRunner(make_app(app_state, dcfg), access_log=None, handle_signals=False,
+    runner = web.AppRunner(make_app(app_state, dcfg, control), access_log=None, handle_signals=False,
                            shutdown_timeout=SHUTDOWN_TIMEOUT_S)  # fmt: skip
     await runner.setup()
     site = web.TCPSite(runner, dcfg.host, dcfg.port)

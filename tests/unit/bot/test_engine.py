@@ -19,11 +19,10 @@ from bot.engine.records import OrderIntent
 from models.config import CostConfig
 from models.evaluation.bundle_eval import evaluate_bundle
 from models.evaluation.trade_stats import trade_stats
-from models.features.online import OnlineFeatureEngine
 from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS
 from models.trading.costs import Costs
 from risk.config import RiskConfig
-from tests.support.engine import SYMBOLS
+from tests.support.engine import SYMBOLS, restarted_engine
 
 pytestmark = pytest.mark.slow  # real bundle + real candles; part of make test
 
@@ -197,11 +196,8 @@ def test_state_roundtrip_resumes_positions_with_their_barriers(engine_bundle, da
         assert t < len(minutes), "never held two positions with an order pending"
     state = json.loads(json.dumps(a.state_dict()))
     # the restarted daemon warms its features from the store up to the last minute it processed
-    feats = OnlineFeatureEngine(a.symbols, engine_bundle.feature_config(), regime=engine_bundle.regime_model())
-    feats.warm_up({s: c.between(None, start) for s, c in data.items()})
-    for k in range(t):
-        feats.update(int(minutes[k]), bars[k])
-    b = Engine.from_state(state, SYMBOLS, engine_bundle, trading=FLOOR_OFF, risk=RISK, costs=PAPER, features=feats)
+    b = restarted_engine(state, engine_bundle, data, start, minutes, bars, t, trading=FLOOR_OFF, risk=RISK, costs=PAPER)
+    assert b.symbols == a.symbols
     assert b.cash == a.cash and b.positions == a.positions and b.broker.pending() == a.broker.pending()
     assert b.risk.to_dict() == a.risk.to_dict() and b.last_ts == a.last_ts
     held = set(a.positions)
@@ -281,13 +277,13 @@ def test_a_made_up_row_fills_no_order_and_triggers_no_exit(engine_bundle, day_da
     pend = {it.symbol for it in eng.broker.pending()}
     held = dict(eng.positions)
     fake = bars[t].copy()
-    filled = np.zeros(len(eng.symbols), bool)
+    made_up = np.zeros(len(eng.symbols), bool)
     for s in pend | set(held):  # the feed made these rows up: flat at a price that hits every barrier
         i = eng.index[s]
-        filled[i] = True
+        made_up[i] = True
         fake[i, :4] = held[s].sl_price * 0.5 if s in held else fake[i, 3]
         fake[i, 4] = 0.0
-    res = eng.step(int(minutes[t]), fake, filled)
+    res = eng.step(int(minutes[t]), fake, made_up)
     assert {cid for cid, why in res.cancelled if why == "no_next_bar"} and not res.opened
     assert not res.closed and set(eng.positions) == set(held)
-    assert not [d for d in res.decisions if d.action == "enter" and filled[eng.index[d.symbol]]]
+    assert not [d for d in res.decisions if d.action == "enter" and made_up[eng.index[d.symbol]]]

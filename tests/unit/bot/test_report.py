@@ -131,7 +131,7 @@ def test_per_symbol_per_week_benchmark_skips() -> None:
     assert b["max_drawdown"] == pytest.approx(22 / 110)
     assert b["final_equity"] == pytest.approx(1200.0)
     assert set(m["bases"]) == {"overall.trades", "overall.portfolio", "per_symbol", "per_week", "benchmark"}
-    assert m["skips"] == {"counts": {"low_probability": 7, "correlation": 2, "symbol_filled": 1}, "total": 10}
+    assert m["skips"] == {"counts": {"low_probability": 7, "correlation": 2, "symbol_filled": 1}, "total": 10, "protections": 0}
 
 
 def test_write_report_files(tmp_path: Path) -> None:

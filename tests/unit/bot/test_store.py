@@ -44,7 +44,7 @@ async def test_concurrent_migrations_do_not_collide(empty_db_dsn: str) -> None:
 
 
 async def test_import_two_real_symbols_matches_readme_and_reimport_writes_nothing(store: Store, data_dir) -> None:
-    reports = await import_directory(store, data_dir, README_ROWS)
+    reports = (await import_directory(store, data_dir, README_ROWS)).reports
     by = {r.symbol: r for r in reports}
     for sym, rows in README_ROWS.items():
         assert by[sym].rows_read == rows and by[sym].written == rows
@@ -54,7 +54,7 @@ async def test_import_two_real_symbols_matches_readme_and_reimport_writes_nothin
     stats = await store.candle_stats()
     assert {s: n for s, (n, _, _) in stats.items()} == README_ROWS
 
-    again = await import_directory(store, data_dir, README_ROWS)
+    again = (await import_directory(store, data_dir, README_ROWS)).reports
     assert all(r.written == 0 and r.duplicates_skipped == r.rows_read for r in again)
     assert {s: n for s, (n, _, _) in (await store.candle_stats()).items()} == README_ROWS
 
@@ -142,7 +142,7 @@ async def test_import_drops_bad_rows_and_duplicates_with_reasons(store: Store, t
     ]
     with gzip.open(tmp_path / "XUSDT.csv.gz", "wt") as f:
         f.write("\n".join(rows) + "\n")
-    (rep,) = await import_directory(store, tmp_path)
+    (rep,) = (await import_directory(store, tmp_path)).reports
     assert (rep.rows_read, rep.written, rep.rejected, rep.duplicates_skipped) == (7, 3, 3, 1)
     got = await store.read_candles("XUSDT", dtype=np.float64)
     assert got.ts.tolist() == [60000, 240000, 420000]

@@ -10,6 +10,7 @@ import pytest
 
 from risk import Candidates, MarketRules, OpenPosition, Portfolio, Reason, RiskConfig, RiskManager
 from risk.errors import RiskInputError
+from risk.reasons import PRECEDENCE
 from risk.sizing import kelly_fraction, payoff_ratio, round_qty_down, stop_distance
 
 NOW = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC
@@ -231,7 +232,10 @@ def test_reason_codes_are_stable():
         "cooldown": 5, "non_positive_er": 6, "low_probability": 7, "kelly_non_positive": 8,
         "max_positions": 9, "order_rate": 10, "correlation": 11, "correlation_unknown": 12,
         "exposure_limit": 13, "insufficient_cash": 14, "below_min_qty": 15, "below_min_notional": 16,
+        "stop_loss_guard": 17, "low_profit_lock": 18, "drawdown_lookback": 19,
     }  # fmt: skip
+    # every skip reason has its place in the order of the checks, once
+    assert sorted(PRECEDENCE) == sorted(r for r in Reason if r != Reason.TAKEN)
 
 
 def test_caller_errors_are_raised_with_a_clear_message():
