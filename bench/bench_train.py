@@ -28,15 +28,12 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
-from bench.harness import figure, record, symbols30
+from bench.harness import figure, record, run_measured, symbols30
 
 NAIVE_CAP_MB = 8_000
 NAIVE_TIME_S = 30 * 60
@@ -145,20 +142,6 @@ def child_naive(days: float) -> dict:
 # --- parent --------------------------------------------------------------------------------
 
 
-def _tree_rss_mb(p: psutil.Process) -> float:
-    total = 0
-    try:
-        procs = [p, *p.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    for q in procs:
-        try:
-            total += q.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total / 2**20
-
-
 def measure(kind: str, days: float, *, cap_mb: float | None, timeout_s: float, stride: int | None = None) -> dict:
     """Run one child; return its result plus peak tree RSS (MB), wall (s), ok/reason."""
     with tempfile.TemporaryDirectory(prefix=f"bench-train-{kind}-", dir=os.environ.get("BENCH_TMP")) as tmp:
@@ -169,33 +152,15 @@ def measure(kind: str, days: float, *, cap_mb: float | None, timeout_s: float, s
             cmd += ["--as-limit-mb", str(int(cap_mb + 6000))]
         if stride:
             cmd += ["--stride", str(stride)]
-        t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1])
-        ps = psutil.Process(proc.pid)
-        peak, reason = 0.0, ""
-        while proc.poll() is None:
-            peak = max(peak, _tree_rss_mb(ps))
-            if cap_mb and peak > cap_mb:
-                reason = f"killed above the {cap_mb:.0f} MB cap"
-            elif time.monotonic() - t0 > timeout_s:
-                reason = f"killed after the {timeout_s:.0f} s time cap"
-            if reason:
-                for q in [*ps.children(recursive=True), ps]:
-                    try:
-                        q.kill()
-                    except psutil.NoSuchProcess:
-                        pass
-                proc.wait()
-                break
-            time.sleep(0.2)
-        wall = time.monotonic() - t0
+        run = run_measured(cmd, cap_mb=cap_mb, timeout_s=timeout_s)
+        peak, reason, wall = run["peak_rss_mb"], run["reason"], run["wall_s"]
         res = {"kind": kind, "days": days, "wall_s": round(wall, 1), "ok": False, "reason": reason}
-        if not reason and proc.returncode == 0 and out.exists():
+        if not reason and run["returncode"] == 0 and out.exists():
             child = json.loads(out.read_text())
             res.update(child, ok=True)
             peak = max(peak, child.get("self_maxrss_mb", 0.0))
         elif not reason:
-            res["reason"] = f"exit code {proc.returncode}"
+            res["reason"] = f"exit code {run['returncode']}"
         res["peak_rss_mb"] = round(peak, 1)
         print(json.dumps(res), flush=True)
         return res

@@ -118,3 +118,56 @@ def require_shared_data() -> Path:
 def symbols30() -> list[str]:
     require_shared_data()
     return (SHARED_DATA / "symbols30.txt").read_text().split()
+
+
+def tree_rss_mb(procs: list) -> float:  # noqa: ANN001 - psutil.Process objects
+    """Summed RSS (MB) of processes and all their children (a process that is gone counts 0)."""
+    import psutil
+
+    seen: dict[int, object] = {}
+    for p in procs:
+        try:
+            for q in [p, *p.children(recursive=True)]:
+                seen[q.pid] = q
+        except psutil.NoSuchProcess:
+            pass
+    total = 0
+    for q in seen.values():
+        try:
+            total += q.memory_info().rss  # type: ignore[attr-defined]
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+def run_measured(cmd: list[str], *, cap_mb: float | None, timeout_s: float, cwd: Path = ROOT,
+                 also: list | None = None, every_s: float = 0.2) -> dict:  # noqa: ANN001  # fmt: skip
+    """Run `cmd`; sample the RSS of its whole process tree (plus the trees of `also`, e.g. a
+    database server) every `every_s`; kill it above `cap_mb` or after `timeout_s`.
+    Returns returncode, peak_rss_mb (tree), wall_s, reason ('' when it ended by itself)."""
+    import subprocess
+    import time
+
+    import psutil
+
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=cwd)
+    ps = psutil.Process(proc.pid)
+    peak, reason = 0.0, ""
+    while proc.poll() is None:
+        peak = max(peak, tree_rss_mb([ps, *(also or [])]))
+        if cap_mb and peak > cap_mb:
+            reason = f"killed above the {cap_mb:.0f} MB cap"
+        elif time.monotonic() - t0 > timeout_s:
+            reason = f"killed after the {timeout_s:.0f} s time cap"
+        if reason:
+            for q in [*ps.children(recursive=True), ps]:
+                try:
+                    q.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            proc.wait()
+            break
+        time.sleep(every_s)
+    return {"returncode": proc.returncode, "peak_rss_mb": round(peak, 1), "wall_s": round(time.monotonic() - t0, 1),
+            "reason": reason}

@@ -131,3 +131,62 @@ class CandleSource(Protocol):
     def load(self, symbol: str, start_ms: int | None, end_ms: int | None) -> Candles:
         """One symbol's candles with start_ms <= ts < end_ms, ascending, float64 prices."""
         ...
+
+
+class CsvDirs:
+    """`SYMBOL.csv.gz` files of one or more directories as one candle source: a symbol's files
+    (e.g. a 2021 month and a 2023 month) joined in time. Picklable (it holds only the paths, the
+    file lists are read on first use), so a spawned research worker can be handed it; `open()`
+    returns itself, the interface `models.research.runner.Setup.source` asks of any source spec.
+    Each `load` reads the files (nothing cached); overlapping files must agree minute by minute.
+    """
+
+    def __init__(self, dirs: Iterable[str | Path]):
+        self.dirs = [str(Path(d)) for d in dirs]
+        if not self.dirs:
+            raise ValueError("no candle directory given")
+        self._files: list[dict[str, Path]] | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"dirs": self.dirs, "_files": None}
+
+    def open(self) -> CsvDirs:
+        return self
+
+    @property
+    def files(self) -> list[dict[str, Path]]:
+        if self._files is None:
+            self._files = [candle_files(d) for d in self.dirs]
+        return self._files
+
+    def symbols(self) -> list[str]:
+        return sorted({s for f in self.files for s in f})
+
+    def load(self, symbol: str, start_ms: int | None, end_ms: int | None) -> Candles:
+        paths = [f[symbol] for f in self.files if symbol in f]
+        if not paths:
+            raise FileNotFoundError(f"no candle file for {symbol} in {', '.join(self.dirs)}")
+        parts = [c for c in (read_candles_csv(p).between(start_ms, end_ms) for p in paths) if len(c)]
+        if len(parts) <= 1:
+            return parts[0] if parts else Candles.empty()
+        c = Candles.concat(parts)
+        order = np.argsort(c.ts, kind="stable")
+        c = Candles(c.ts[order], *(getattr(c, f)[order] for f in FIELDS))
+        dup = np.flatnonzero(c.ts[1:] == c.ts[:-1]) + 1
+        for f in FIELDS:  # a minute in two files must be the same candle in both
+            col = getattr(c, f)
+            bad = dup[col[dup] != col[dup - 1]]
+            if len(bad):
+                raise ValueError(f"{symbol}: the files of {', '.join(self.dirs)} differ at ts {int(c.ts[bad[0]])} ({f})")
+        if len(dup):
+            keep = np.ones(len(c), bool)
+            keep[dup] = False
+            c = Candles(c.ts[keep], *(getattr(c, f)[keep] for f in FIELDS))
+        return c
+
+    def bounds(self, symbol: str) -> tuple[int, int] | None:
+        c = self.load(symbol, None, None)
+        return (int(c.ts[0]), int(c.ts[-1])) if len(c) else None
+
+    def close(self) -> None:
+        pass

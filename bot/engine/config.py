@@ -53,6 +53,21 @@ class TradingConfig(BaseModel):
     entry_regime_states: list[int] | None = Field(
         None, description="enter only while the regime model's most likely state is one of these (0 = calmest); None = any"
     )
+    entry_floor: bool = Field(
+        False, description="er > 0 instead of the bundle's er threshold: the predicted move must pay the round trip "
+        "(the floor of the level-free rules entry_top_k / entry_quantile)",
+    )  # fmt: skip
+    entry_quantile: float | None = Field(
+        None, gt=0, lt=1,
+        description="enter only when er exceeds this quantile of the model's own scores at the decision minutes of "
+        "the last entry_quantile_days (scores before the decision minute only; none for the first day)",
+    )  # fmt: skip
+    entry_quantile_days: float = Field(7.0, ge=1, le=90, description="length of the trailing score window of entry_quantile")
+    entry_rule: Literal["bundle", "config"] = Field(
+        "bundle",
+        description="bundle = trade the entry rule a bundle records (bot research writes the rule it chose; bundles "
+        "without one use the entry_* keys); config = always the entry_* keys",
+    )  # fmt: skip
     paper_min_notional: float = Field(
         5.0, ge=0, description="paper/backtest orders below this value (USDT) are skipped, as Binance does"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections import Counter
@@ -23,10 +24,12 @@ from models.trading.costs import Costs
 from models.trading.rules import (
     EXIT_NAMES,
     EXIT_SL,
-    EntryRule,
+    EntryLevers,
+    TrailingScores,
     barrier_prices,
     check_exits,
     entry_fractions,
+    on_cadence,
     top_k_mask,
 )
 from risk.config import RiskConfig
@@ -234,15 +237,28 @@ class Engine:
 
     # --- bundle ---------------------------------------------------------------------------
 
+    def entry_levers(self) -> tuple[EntryLevers, str]:
+        """The levers of the entry rule and where they come from: the bundle's recorded rule
+        (chosen by `bot research`) unless `trading.entry_rule` is `config`, else the entry_* keys."""
+        t = self.trading
+        recorded = EntryLevers.from_manifest(self._b.manifest)
+        if recorded is not None and t.entry_rule == "bundle":
+            return recorded, "the bundle's"
+        return EntryLevers(cadence_minutes=t.entry_cadence_minutes, cost_multiple=t.entry_cost_multiple, floor=t.entry_floor,
+                           top_k=t.entry_top_k, quantile=t.entry_quantile, quantile_days=t.entry_quantile_days,
+                           regime_states=t.entry_regime_states), "config"  # fmt: skip
+
     def _configure_rule(self) -> None:
         t = self.trading
-        rule = EntryRule.for_trading(self._b.predictor, min_probability=self.risk_cfg.min_probability,
-                                     q05_threshold=t.min_q05)  # fmt: skip
-        rule = rule.with_levers(cadence_minutes=t.entry_cadence_minutes, top_k=t.entry_top_k,
-                                regime_states=None if t.entry_regime_states is None else tuple(t.entry_regime_states))  # fmt: skip
-        if t.entry_cost_multiple is not None:
-            rule = rule.with_cost_multiple(t.entry_cost_multiple, self.costs.round_trip)
-        self.rule = rule
+        pred = self._b.predictor
+        levers, self.rule_source = self.entry_levers()
+        rule = levers.to_rule(er_threshold=float(pred.er_threshold), meta_threshold=float(pred.meta_threshold),
+                              round_trip=self.costs.round_trip, has_meta=pred.meta is not None)  # fmt: skip
+        if rule.p_threshold is not None:  # the one probability gate: max(bundle / rule, risk.min_probability)
+            rule = dataclasses.replace(rule, p_threshold=max(rule.p_threshold, float(self.risk_cfg.min_probability)))
+        self.rule = dataclasses.replace(rule, q05_threshold=t.min_q05)
+        # the quantile rule's trailing scores are the current model's own: a new model starts afresh
+        self.trailing = None if self.rule.quantile is None else TrailingScores(self.rule.quantile, self.rule.quantile_ms)
         self.edge = validated_edge(self._b.manifest, self.trading)
         if self.trading.watch_only:
             self.watch_reason: str | None = "watch-only by configuration (trading.watch_only)"
@@ -265,7 +281,8 @@ class Engine:
     def status_line(self) -> str:
         """One line for the log/status: model, rule, mode."""
         mode = f"WATCH ONLY: {self.watch_reason}" if self.watch_reason else self.edge.reason
-        return f"model {self.model_version}; entry rule {self.rule.describe()}; {mode}"
+        src = " (the bundle's, chosen by research)" if self.rule_source != "config" else ""
+        return f"model {self.model_version}; entry rule {self.rule.describe()}{src}; {mode}"
 
     def swap_bundle(self, bundle: Any, *, features: OnlineFeatureEngine | None = None) -> None:
         """Use another bundle from the next step on. Open positions keep their barriers.
@@ -291,13 +308,14 @@ class Engine:
             if not same_regime:
                 regime = bundle.regime_model()
                 probs = self.features.regime_probs_under(regime)
-        old = self._b
+        old, old_trailing = self._b, self.trailing
         self._b = new
         try:
             self._configure_rule()
         except BaseException:
             self._b = old
             self._configure_rule()
+            self.trailing = old_trailing
             raise
         if features is not None:
             self.features = features
@@ -600,15 +618,27 @@ class Engine:
 
     # --- entries ---------------------------------------------------------------------------
 
-    def _rule_mask(self, ts: int, er: np.ndarray, p: np.ndarray, q05: np.ndarray | None) -> np.ndarray:
-        """The one entry rule on this minute's cross-section (with its cadence / regime levers)."""
+    def _rule_mask(self, ts: int, er: np.ndarray, p: np.ndarray, q05: np.ndarray | None, ranked: np.ndarray) -> np.ndarray:
+        """The one entry rule on this minute's cross-section (with its cadence / regime levers,
+        the top k of the `ranked` rows and the trailing quantile), as `trade_sim.signal_mask`."""
         rule = self.rule
-        if rule.cadence_minutes == 1 and rule.regime_states is None:
-            return rule.mask(er, p, q05)
         n = len(er)
-        probs = self.features.regime_probs
-        regime = -1 if probs is None or not np.isfinite(probs).all() else int(np.argmax(probs))
-        return rule.mask(er, p, q05, ts=np.full(n, ts, np.int64), regime=np.full(n, regime, np.int64))
+        decision = rule.cadence_minutes == 1 or bool(on_cadence(np.array([ts], np.int64), rule.cadence_minutes)[0])
+        floor = None
+        if self.trailing is not None:
+            # the threshold is made of earlier decision minutes only; this minute's scores join after
+            floor = np.full(n, self.trailing.threshold(ts) if decision else np.nan)
+            if decision:
+                self.trailing.push(ts, er[ranked])
+        if rule.cadence_minutes == 1 and rule.regime_states is None:
+            sig = rule.mask(er, p, q05, er_floor=floor)
+        else:
+            probs = self.features.regime_probs
+            regime = -1 if probs is None or not np.isfinite(probs).all() else int(np.argmax(probs))
+            sig = rule.mask(er, p, q05, ts=np.full(n, ts, np.int64), regime=np.full(n, regime, np.int64), er_floor=floor)
+        if rule.top_k is not None:
+            sig &= top_k_mask(self._zero_minute, er, ranked, rule.top_k)
+        return sig
 
     def _entries(self, ts: int, bars: np.ndarray, made_up: np.ndarray, feats: np.ndarray,
                  scores: Mapping[str, np.ndarray] | None, warm: np.ndarray, res: StepResult) -> bool:  # fmt: skip
@@ -629,9 +659,10 @@ class Engine:
         if scores is None:
             scores = self.score(feats)
         er, p, q05 = scores["er"], scores["p"], scores.get("q05")
-        sig = self._rule_mask(ts, er, p, q05) & usable
-        if self.rule.top_k is not None:
-            sig &= top_k_mask(self._zero_minute, er, usable, self.rule.top_k)
+        # the cross-section a level-free rule compares with: real candles of traded symbols with
+        # warm features and valid barriers (a made-up row is neither ranked nor counted)
+        ranked = usable & ~made_up
+        sig = self._rule_mask(ts, er, p, q05, ranked) & usable
         if not sig.any():
             return False
         cand = np.flatnonzero(sig)
@@ -745,6 +776,7 @@ class Engine:
             "skips": dict(self.skips),
             "marks": {s: float(v) for s, v in zip(self.symbols, self._last_close.tolist(), strict=True) if v == v},
             "reference_last_fill_ts": [int(x) for x in self._ref_last_fill.tolist()],
+            "trailing_scores": None if self.trailing is None else self.trailing.to_dict(),
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -785,6 +817,12 @@ class Engine:
         if self.last_ts is None or (saved is not None and saved > self.last_ts):
             self.last_ts = saved
         self.skips = Counter(state.get("skips", {}))
+        # the quantile rule's trailing scores, if they are this model's under this rule
+        tr = state.get("trailing_scores")
+        if self.trailing is not None and tr and state.get("model_version") == self.model_version:
+            restored = TrailingScores.from_dict(tr)
+            if restored.same_rule(self.rule):
+                self.trailing = restored
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], symbols: Sequence[str], bundle: Any, **kwargs: Any) -> Engine:

@@ -21,6 +21,8 @@ from models.config import CostConfig, LabelConfig, Settings, TrainConfig
 from models.evaluation.window import evaluate_window
 from models.progress import Progress
 from models.timeutil import MINUTE_MS
+from models.trading.costs import Costs
+from models.trading.rules import EntryLevers
 from models.training.featureset import FeatureSet
 from models.training.prepare import TrainError, prepare
 from models.training.splits import Window
@@ -48,13 +50,16 @@ def evaluate_bundle(
     progress: Progress | None = None,
     with_trades: bool = False,
     costs: CostConfig | None = None,
+    levers: EntryLevers | None = None,
 ) -> dict[str, Any]:
     """Simulated trading of `bundle` on [start_ms, end_ms).
 
     start_ms defaults to the end of the bundle's training range plus the embargo (the first
     minute it may be judged on). load_from_ms: where feature warm-up data starts (None = just
     the warm-up the features need before start_ms). costs: judge with these costs instead of
-    the bundle's own (champion/challenger compares two bundles under the same costs).
+    the bundle's own (champion/challenger compares two bundles under the same costs). levers:
+    the entry rule (default: the one the bundle records, as the engine trades it, else the
+    bundle's thresholds); only decision minutes of its cadence are prepared and scored.
     """
     settings = bundle_settings(bundle)
     if costs is not None:
@@ -71,12 +76,19 @@ def evaluate_bundle(
     featureset = FeatureSet(settings.features)
     if featureset.names != bundle.feature_names:
         raise TrainError("the feature engine's columns differ from the bundle's; retrain the bundle")
+    levers = levers or EntryLevers.from_manifest(m) or EntryLevers()
+    pred = bundle.predictor
+    costs_ = Costs.from_config(settings.costs)
+    rule = levers.to_rule(er_threshold=float(pred.er_threshold), meta_threshold=float(pred.meta_threshold),
+                          round_trip=costs_.round_trip, has_meta=pred.meta is not None)  # fmt: skip
     prep = prepare(
         source, syms, settings, featureset, Path(work_dir), start_ms=start_ms, end_ms=end_ms, valid_from_ms=start_ms,
         want_train=False, regime=bundle.regime_model(), load_from_ms=load_from_ms, progress=progress,
+        valid_cadence=rule.cadence_minutes,
     )  # fmt: skip
-    res = evaluate_window(prep, bundle.predictor, Window(start_ms, end_ms), settings, progress=progress)
+    res = evaluate_window(prep, pred, Window(start_ms, end_ms), settings, rule=rule, progress=progress)
     rep = res.report
+    rep["entry_rule_levers"] = levers.label()
     if with_trades:  # the decision is the bar before the entry
         rep["trades"] = [
             {"symbol": r.symbol, "decision_ts": e - 60_000, "entry_ts": e, "exit_ts": x, "ret": ret}

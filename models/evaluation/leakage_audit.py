@@ -76,9 +76,13 @@ def permuted_label_check(
     work_dir: Path,
     *,
     progress: Progress | None = None,
+    valid_prep: Prepared | None = None,
 ) -> dict[str, Any]:
-    """Check 1 of the module docstring on `fold`, with the real model's features and params."""
+    """Check 1 of the module docstring on `fold`, with the real model's features and params.
+    `valid_prep`: the validation block's rows when they were prepared apart from the training
+    rows (the research runner's outer block); default `prep`."""
     progress = progress or Progress()
+    vprep = valid_prep or prep
     tcfg = settings.train
     sel = select_rows(prep, fold.train, tcfg, tcfg.embargo_bars * MINUTE_MS)
     rng = np.random.default_rng(tcfg.seed + 7919)
@@ -105,13 +109,13 @@ def permuted_label_check(
     )  # fmt: skip
     progress.end("audit")
     model = _ErOnly(list(real.features), boosters["er"], real.er_threshold, tcfg.n_threads)
-    at_threshold = evaluate_window(prep, model, fold.valid, settings, key="audit_eval").report
+    at_threshold = evaluate_window(vprep, model, fold.valid, settings, key="audit_eval").report
 
     # the same number of trades as the real model: enter on the permuted model's top-q rows
     q = float(np.clip(real_signal_rate, 0.005, 0.2)) if real_signal_rate > 0 else 0.05
     er_all = []
-    for s in prep.symbols:
-        v = prep.valid[s]
+    for s in vprep.symbols:
+        v = vprep.valid[s]
         lo, hi = np.searchsorted(v.ts, [fold.valid.start, fold.valid.end])
         use = np.flatnonzero(v.usable[lo:hi] & v.labelled[lo:hi]) + lo
         for chunk in v.rows.iter_rows(use, cols):
@@ -120,7 +124,7 @@ def permuted_label_check(
     top = None
     if len(ers):
         model.er_threshold = float(np.quantile(ers, 1.0 - q))
-        top = evaluate_window(prep, model, fold.valid, settings, key="audit_eval").report
+        top = evaluate_window(vprep, model, fold.valid, settings, key="audit_eval").report
 
     def brief(rep: dict[str, Any] | None) -> dict[str, Any] | None:
         if rep is None:

@@ -1,7 +1,9 @@
 """Simulated trading on a validation window, and the figures reported for it.
 
-The simulation is deliberately simple and honest, and it is the one code path used by both the
-walk-forward folds and `bot evaluate`:
+The simulation is deliberately simple and honest, and it is the one code path used by the
+walk-forward folds, `bot evaluate`, the champion/challenger judge and every entry rule of a
+research grid (`simulate`: a block's scores, `models.evaluation.scores.FoldScores`, and the one
+entry rule, `models.trading.rules.EntryRule`, in; trades and their report out):
 - one position per symbol at a time; a signal while the symbol's slot is busy is ignored;
 - the entry is at the open of the bar after the signal, the exit is the triple barrier of the
   label (TP / SL / time-out), priced with `models.trading.costs` (fees both sides + slippage);
@@ -10,30 +12,32 @@ walk-forward folds and `bot evaluate`:
 - a signal only counts if its whole horizon lies inside the window (labels masked with
   `Labels.known_before(window.end)`): no trade looks at data after the window.
 
-Reported per symbol and overall: trades, win rate, profit factor, expectancy (mean net return
-per trade), daily Sharpe (annualised with sqrt(365): crypto trades every day), max drawdown of
-the equity curve, exposure (share of symbol-minutes with an open position). Beside it the
+Reported per symbol and overall (the statistics are `models.evaluation.trade_stats`'): trades,
+win rate, profit factor, expectancy (mean net return per trade), daily Sharpe (annualised with
+sqrt(365): crypto trades every day), max drawdown of the equity curve, exposure (share of
+symbol-minutes with an open position). Beside it the
 seed's own metric: PF and mean over *every* bar with er > threshold, trades overlapping, no
 slot limit -- what the seed reported as PF 2.64 -- to show how much overlap inflates it.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.timeutil import DAY_MS, MINUTE_MS
+from models.evaluation.scores import FoldScores
+from models.evaluation.trade_stats import equity_stats, trade_stats
+from models.timeutil import MINUTE_MS
+from models.trading.rules import EntryRule, on_cadence, quantile_thresholds, top_k_mask
 from models.training.splits import Window
 
 
 @dataclass(frozen=True, slots=True)
 class Trades:
-    """Trades of one symbol: decision row, exit row, entry ts, exit ts, net return, minutes held."""
+    """Trades of one symbol: decision row, entry ts, exit ts, net return, minutes held."""
 
     rows: np.ndarray
-    exit_rows: np.ndarray
     entry_ts: np.ndarray
     exit_ts: np.ndarray
     ret: np.ndarray
@@ -47,74 +51,34 @@ def take_trades(
     signal: np.ndarray,
     ts: np.ndarray,
     ret_net: np.ndarray,
-    exit_offset: np.ndarray,
+    exit_ts: np.ndarray,
     hold: np.ndarray,
 ) -> Trades:
     """One slot, one position at a time: walk the signals in time order.
 
     `signal[i]` is True where the strategy wants to enter after bar i closes and bar i has a
-    label (valid inside the window). A trade decided at row i exits at row i + exit_offset[i];
-    the slot is free again from that row's close, so the next trade may be decided at that row.
+    label (valid inside the window). A trade decided at row i exits at the bar opening at
+    `exit_ts[i]`; the slot is free again from that bar's close, so the next trade may be decided
+    at that very bar (ts >= exit_ts). Rows need not be every minute: with decisions on 1h closes
+    only those rows are kept, and the exit time (not a row offset) frees the slot.
     """
     cand = np.flatnonzero(signal)
+    cand_ts = np.asarray(ts)[cand]
     rows: list[int] = []
-    free = 0
     k = 0
     while k < len(cand):
         i = int(cand[k])
         rows.append(i)
-        free = i + int(exit_offset[i])
-        k = int(np.searchsorted(cand, free, side="left"))
-        if k < len(cand) and cand[k] <= i:  # exit_offset >= 1 for a valid label; be safe
-            k += 1
+        nxt = int(np.searchsorted(cand_ts, exit_ts[i], side="left"))
+        k = nxt if nxt > k else k + 1  # an exit is always after its decision; be safe
     r = np.asarray(rows, dtype=np.int64)
-    ex = r + exit_offset[r].astype(np.int64)
     return Trades(
         rows=r,
-        exit_rows=ex,
         entry_ts=ts[r] + MINUTE_MS if len(r) else np.empty(0, np.int64),
-        exit_ts=ts[ex] if len(r) else np.empty(0, np.int64),
+        exit_ts=np.asarray(exit_ts)[r].astype(np.int64) if len(r) else np.empty(0, np.int64),
         ret=ret_net[r].astype(np.float64),
         hold=hold[r].astype(np.float64),
     )
-
-
-def _finite_or_none(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
-def trade_stats(ret: np.ndarray) -> dict[str, float | int | None]:
-    """Trades, win rate, profit factor (None without losses), expectancy, average win / loss."""
-    ret = np.asarray(ret, dtype=np.float64)
-    n = len(ret)
-    wins, losses = ret[ret > 0], ret[ret <= 0]
-    gross_loss = -losses.sum()
-    pf = wins.sum() / gross_loss if gross_loss > 0 else (None if n == 0 or wins.sum() == 0 else math.inf)
-    return {
-        "trades": n,
-        "win_rate": float(len(wins) / n) if n else None,
-        "profit_factor": _finite_or_none(pf) if pf is not None else None,
-        "expectancy": float(ret.mean()) if n else None,
-        "avg_win": float(wins.mean()) if len(wins) else None,
-        "avg_loss": float(losses.mean()) if len(losses) else None,
-        "total_return": float(ret.sum()),
-    }
-
-
-def equity_stats(exit_ts: np.ndarray, pnl: np.ndarray, window: Window) -> dict[str, float | None]:
-    """Daily Sharpe and max drawdown of an equity curve that starts at 1 and adds `pnl` at exits."""
-    days0 = window.start // DAY_MS
-    n_days = max(1, int((window.end - 1) // DAY_MS - days0 + 1))
-    daily = np.zeros(n_days)
-    if len(pnl):
-        np.add.at(daily, (exit_ts // DAY_MS - days0).clip(0, n_days - 1), pnl)
-    sd = daily.std(ddof=1) if n_days > 1 else 0.0
-    sharpe = float(daily.mean() / sd * math.sqrt(365.0)) if sd > 0 else None
-    order = np.argsort(exit_ts, kind="stable")
-    eq = 1.0 + np.concatenate([[0.0], np.cumsum(pnl[order])])
-    peak = np.maximum.accumulate(eq)
-    mdd = float(((peak - eq) / peak).max()) if len(eq) else 0.0
-    return {"sharpe_daily": sharpe, "max_drawdown": mdd, "days": n_days}
 
 
 @dataclass
@@ -162,3 +126,51 @@ def report(results: list[SymbolResult], window: Window) -> dict:
             "win_rate": seed_stats["win_rate"],
         },
     }
+
+
+# --- the one simulation on a block's scores -------------------------------------------------
+
+
+def signal_mask(fs: FoldScores, rule: EntryRule) -> np.ndarray:
+    """Rows where `rule` wants to enter (before the one-position-per-symbol slot), exactly as the
+    engine decides them: the rule's gates on each row; the cross-section's top k among the
+    `scored` rows of the minute; the trailing quantile from the `scored` rows of earlier
+    decision minutes; then only rows whose trade is known inside the block (`ok`)."""
+    floor = None
+    if rule.quantile is not None:
+        floor = np.full(len(fs.er), np.nan)
+        dec = np.flatnonzero(on_cadence(fs.ts, rule.cadence_minutes)) if rule.cadence_minutes > 1 else np.arange(len(fs.er))
+        floor[dec] = quantile_thresholds(rule, fs.ts[dec], fs.er[dec], fs.scored[dec])
+    sig = fs.scored & rule.mask(fs.er, fs.p, ts=fs.ts, regime=fs.regime, er_floor=floor)
+    if rule.top_k is not None:
+        sig &= top_k_mask(fs.ts // MINUTE_MS, fs.er, fs.scored, rule.top_k)
+    return sig & fs.ok
+
+
+def symbol_results(fs: FoldScores, sig: np.ndarray, seed_threshold: float | None = None) -> list[SymbolResult]:
+    """One slot per symbol (`take_trades`) over the rows of `sig`; the seed metric's rows are
+    those with er > `seed_threshold` (if given)."""
+    out = []
+    for i, (lo, hi) in enumerate(fs.bounds()):
+        sl = slice(lo, hi)
+        seed = np.empty(0)
+        if seed_threshold is not None:
+            with np.errstate(invalid="ignore"):
+                m = fs.ok[sl] & (fs.er[sl] > seed_threshold)
+            seed = fs.ret[sl][m].astype(np.float64)
+        out.append(SymbolResult(fs.symbols[i], take_trades(sig[sl], fs.ts[sl], fs.ret[sl], fs.exit_ts[sl], fs.hold[sl]), seed))
+    return out
+
+
+def simulate(fs: FoldScores, rule: EntryRule, *, seed_threshold: float | None = None) -> dict:
+    """The one simulation on `fs` with `rule`: `report` + signal rate + the trades' arrays."""
+    sig = signal_mask(fs, rule)
+    results = symbol_results(fs, sig, seed_threshold)
+    rep = report(results, fs.window)
+    n_ok = int(fs.ok.sum())
+    rep["signal_rate"] = float(sig.sum() / n_ok) if n_ok else 0.0
+    cat = lambda f, dt: np.concatenate([getattr(r.trades, f) for r in results]) if results else np.empty(0, dt)  # noqa: E731
+    rep["trade_returns"] = cat("ret", np.float64)
+    rep["trade_entry_ts"] = cat("entry_ts", np.int64)
+    rep["trade_exit_ts"] = cat("exit_ts", np.int64)
+    return rep

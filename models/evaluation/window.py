@@ -6,6 +6,7 @@ pools several validation blocks into one report.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,8 @@ import numpy as np
 
 from models.bundle.predictor import Predictor
 from models.config import Settings
-from models.evaluation.trade_sim import SymbolResult, Trades, report, take_trades
+from models.evaluation.scores import fold_scores
+from models.evaluation.trade_sim import SymbolResult, Trades, report, signal_mask, symbol_results
 from models.progress import Progress
 from models.timeutil import fmt_date
 from models.trading.rules import EntryRule
@@ -35,51 +37,31 @@ def evaluate_window(
     window: Window,
     settings: Settings,
     *,
+    rule: EntryRule | None = None,
     progress: Progress | None = None,
     key: str = "evaluate",
 ) -> WindowResult:
-    """Simulated trading of `predictor` on [window.start, window.end) (models.evaluation.trade_sim).
-
-    This is the single evaluation path: walk-forward folds and `bot evaluate` both call it.
-    """
+    """Simulated trading of `predictor` on [window.start, window.end) with `rule` (default: the
+    predictor's own thresholds, `EntryRule.from_predictor`), by the one simulation
+    (`models.evaluation.trade_sim.simulate` on the window's `fold_scores`). `primary_only` is
+    the same rule without the meta gate."""
     progress = progress or Progress()
-    tcfg = settings.train
-    cols = np.array([prep.names.index(f) for f in predictor.features], dtype=np.int64)
-    results: list[SymbolResult] = []
-    primary: list[SymbolResult] = []
-    n_sig = n_rows = 0
-    progress.begin(key, f"simulate {fmt_date(window.start)}..{fmt_date(window.end)}", len(prep.symbols))
-    for s in prep.symbols:
-        v = prep.valid.get(s)
-        if v is None:
-            raise TrainError(f"no validation rows prepared for {s}")
-        lo = int(np.searchsorted(v.ts, window.start, "left"))
-        hi = int(np.searchsorted(v.ts, window.end, "left"))
-        sl = slice(lo, hi)
-        use = v.usable[sl]
-        label_ok = v.labelled[sl] & (v.resolved[sl] < window.end) & use
-        er = np.full(hi - lo, np.nan)
-        p = np.full(hi - lo, np.nan)
-        idx = np.flatnonzero(use) + lo
-        if len(idx):
-            parts = [predictor.predict(chunk) for chunk in v.rows.iter_rows(idx, cols)]
-            er[use] = np.concatenate([q["er"] for q in parts])
-            p[use] = np.concatenate([q["p"] for q in parts])
-        # the one entry rule (models.trading.rules), with and without the meta gate
-        sig = EntryRule.from_predictor(predictor).mask(er, p) & label_ok
-        prim = EntryRule.from_predictor(predictor, use_meta=False).mask(er) & label_ok
-        with np.errstate(invalid="ignore"):
-            seed_mask = (er > tcfg.seed_metric_threshold) & label_ok
-        ts, ret, off, hold = v.ts[sl], v.ret[sl], v.exit_offset[sl], v.hold[sl]
-        results.append(SymbolResult(s, take_trades(sig, ts, ret, off, hold), ret[seed_mask].astype(np.float64)))
-        primary.append(SymbolResult(s, take_trades(prim, ts, ret, off, hold)))
-        n_sig += int(sig.sum())
-        n_rows += int(label_ok.sum())
-        progress.advance(key)
+    missing = [s for s in prep.symbols if s not in prep.valid]
+    if missing:
+        raise TrainError(f"no validation rows prepared for {', '.join(missing)}")
+    progress.begin(key, f"simulate {fmt_date(window.start)}..{fmt_date(window.end)}", 1)
+    fs = fold_scores(prep, predictor, window)
+    rule = rule or EntryRule.from_predictor(predictor)
+    sig = signal_mask(fs, rule)
+    results = symbol_results(fs, sig, settings.train.seed_metric_threshold)
+    primary = symbol_results(fs, signal_mask(fs, dataclasses.replace(rule, p_threshold=None)))
+    progress.advance(key)
     progress.end(key)
     rep = report(results, window)
     rep["primary_only"] = report(primary, window)["overall"]
-    rep["signal_rate"] = n_sig / n_rows if n_rows else 0.0
+    n_ok = int(fs.ok.sum())
+    rep["signal_rate"] = float(sig.sum() / n_ok) if n_ok else 0.0
+    rep["entry_rule"] = rule.describe()
     return WindowResult(rep, results, primary, rep["signal_rate"])
 
 
@@ -102,5 +84,5 @@ def combine(results: list[list[SymbolResult]], primary: list[list[SymbolResult]]
 def _merge(symbol: str, parts: list[SymbolResult]) -> SymbolResult:
 
     cat = lambda f: np.concatenate([getattr(p.trades, f) for p in parts])  # noqa: E731
-    t = Trades(cat("rows"), cat("exit_rows"), cat("entry_ts"), cat("exit_ts"), cat("ret"), cat("hold"))
+    t = Trades(cat("rows"), cat("entry_ts"), cat("exit_ts"), cat("ret"), cat("hold"))
     return SymbolResult(symbol, t, np.concatenate([p.seed_ret for p in parts]))

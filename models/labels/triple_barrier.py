@@ -31,6 +31,7 @@ depends on data after `resolved_ts`. Consequences used elsewhere:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,7 @@ EXIT_TIMEOUT = 3
 EXIT_GAP_TIMEOUT = 4  # the horizon ended inside an outage: sold at the next bar's open
 
 NO_TS = np.iinfo(np.int64).max
+CHUNK_ROWS = 65_536  # rows labelled per pass (the sparse tables span chunk + horizon rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,23 +111,74 @@ def triple_barrier(
     atr_pct: np.ndarray,
     cfg: LabelConfig,
     costs: Costs,
+    *,
+    chunk: int = CHUNK_ROWS,
 ) -> Labels:
     """Label every row of one symbol (see the module docstring for the exact rules).
 
     `atr_frac` (ATR as a fraction of the close) and `atr_pct` (its rolling percentile, 0..100)
     are the values known at each row's close. Prices are used in float64 whatever their dtype.
-    Cost: H vectorised passes over the rows (H = horizon_bars).
+
+    Cost: O(n log H), not O(n H). A row's first barrier touch is the first bar of its window
+    whose min(open, low) <= SL or max(open, high) >= TP; it is found by binary lifting over
+    sparse tables of block minima / maxima (log2(H) vectorised steps), and the max adverse
+    excursion is a range minimum over the same tables. Rows are done in chunks of `chunk`
+    (tables over chunk + H rows), so memory stays bounded for a year of 1m bars and H = 1440.
     """
+    st = trade_setup(candles, atr_frac, atr_pct, cfg)
+    n, ts, o, lo, cl, horizon = st.n, st.ts, st.o, st.lo, st.cl, st.horizon
+    tp, sl, entry, deadline, ok = st.tp, st.sl, st.entry, st.deadline, st.ok
+    # the last bar inside each row's hold: opening at or before the deadline (>= i + 1 where ok)
+    last_in = np.searchsorted(ts, deadline, side="right") - 1
+
+    exit_px = np.full(n, np.nan)
+    exit_off = np.zeros(n, dtype=np.int32)
+    exit_kind = np.zeros(n, dtype=np.int8)
+    at_open = np.zeros(n, dtype=bool)
+    worst = np.full(n, np.nan)
+    # a bar touches the stop when its open or its low reaches it, the take profit when its open
+    # or its high does (NaN-free prices: fmin/fmax only guard against a missing value)
+    touch_sl = np.fmin(o, lo)
+    touch_tp = np.fmax(o, st.hi)
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        rows = np.flatnonzero(ok[a:b]) + a
+        if len(rows):
+            _label_rows(rows, o, lo, cl, touch_sl, touch_tp, tp, sl, entry, ts, deadline, last_in, horizon,
+                        exit_px, exit_off, exit_kind, at_open, worst)  # fmt: skip
+
+    return finish_labels(st, costs, exit_px, exit_off, exit_kind, at_open, worst)
+
+
+@dataclass(frozen=True)
+class TradeSetup:
+    """What every row's label trade starts from: prices, entry, barriers, deadline, validity."""
+
+    n: int
+    ts: np.ndarray
+    o: np.ndarray
+    hi: np.ndarray
+    lo: np.ndarray
+    cl: np.ndarray
+    horizon: int
+    tp_frac: np.ndarray
+    sl_frac: np.ndarray
+    entry: np.ndarray
+    entry_ts: np.ndarray
+    deadline: np.ndarray
+    resolve_row: np.ndarray
+    ok: np.ndarray  # the row has a label trade: next minute present, horizon inside the data, valid barriers
+    tp: np.ndarray
+    sl: np.ndarray
+
+
+def trade_setup(candles: Candles, atr_frac: np.ndarray, atr_pct: np.ndarray, cfg: LabelConfig) -> TradeSetup:
     n = len(candles)
     if len(atr_frac) != n or len(atr_pct) != n:
         raise ValueError(f"atr arrays have {len(atr_frac)}/{len(atr_pct)} rows, candles have {n}")
     ts = candles.ts.astype(np.int64, copy=False)
     o = candles.open.astype(np.float64, copy=False)
-    hi = candles.high.astype(np.float64, copy=False)
-    lo = candles.low.astype(np.float64, copy=False)
-    cl = candles.close.astype(np.float64, copy=False)
     horizon = int(cfg.horizon_bars)
-
     tp_frac, sl_frac = barrier_fractions(atr_frac, atr_pct, cfg)
     entry = np.full(n, np.nan)
     entry[:-1] = o[1:]
@@ -133,103 +186,142 @@ def triple_barrier(
     entry_ts[:-1] = ts[1:]
     deadline = ts + horizon * MINUTE_MS
     resolve_row = np.searchsorted(ts, deadline, side="left")
-    resolved = resolve_row < n
-
     with np.errstate(invalid="ignore"):
         ok = (
             (entry_ts - ts == MINUTE_MS)
-            & resolved
+            & (resolve_row < n)
             & np.isfinite(tp_frac) & np.isfinite(sl_frac)
             & (tp_frac > 0) & (sl_frac > 0) & (sl_frac < 1)
             & np.isfinite(entry) & (entry > 0)
         )  # fmt: skip
-    tp = entry * (1.0 + tp_frac)
-    sl = entry * (1.0 - sl_frac)
+    return TradeSetup(n, ts, o, candles.high.astype(np.float64, copy=False), candles.low.astype(np.float64, copy=False),
+                      candles.close.astype(np.float64, copy=False), horizon, tp_frac, sl_frac, entry, entry_ts, deadline,
+                      resolve_row, ok, entry * (1.0 + tp_frac), entry * (1.0 - sl_frac))  # fmt: skip
 
-    active = ok.copy()
-    exit_px = np.full(n, np.nan)
-    exit_off = np.zeros(n, dtype=np.int32)
-    exit_kind = np.zeros(n, dtype=np.int8)
-    at_open = np.zeros(n, dtype=bool)
-    worst = np.where(ok, entry, np.nan)
-    last_in = np.zeros(n, dtype=np.int32)
 
-    for k in range(1, horizon + 1):
-        m = n - k
-        if m <= 0:
-            break
-        act = active[:m]
-        in_win = act & (ts[k:] <= deadline[:m])
-        if not in_win.any():
-            break  # windows only shrink with k: nothing is in any window from here on
-        oj, hj, lj = o[k:], hi[k:], lo[k:]
-        tpv, slv = tp[:m], sl[:m]
-        gap_sl = in_win & (oj <= slv)
-        gap_tp = in_win & ~gap_sl & (oj >= tpv)
-        rest = in_win & ~gap_sl & ~gap_tp
-        bar_sl = rest & (lj <= slv)
-        bar_tp = rest & ~bar_sl & (hj >= tpv)
-
-        # worst price seen while holding: the open for gap exits, the SL level for an SL fill,
-        # otherwise the bar's low (for a TP bar, assume its low came first: conservative)
-        seen = np.where(gap_sl | gap_tp, oj, np.where(bar_sl, slv, lj))
-        np.minimum(worst[:m], seen, out=worst[:m], where=in_win)
-        last_in[:m][in_win] = k
-
-        for mask, price, kind, opened in (
-            (gap_sl, oj, EXIT_SL, True),
-            (gap_tp, oj, EXIT_TP, True),
-            (bar_sl, slv, EXIT_SL, False),
-            (bar_tp, tpv, EXIT_TP, False),
-        ):
-            if mask.any():
-                idx = np.flatnonzero(mask)
-                exit_px[idx] = price[idx]
-                exit_kind[idx] = kind
-                exit_off[idx] = k
-                at_open[idx] = opened
-        act &= ~(gap_sl | gap_tp | bar_sl | bar_tp)
-
-    # still open after the last bar of the horizon: time out
-    rem = np.flatnonzero(active)
-    if rem.size:
-        last = rem + last_in[rem]  # last_in >= 1: the entry bar is always inside the window
-        exact = ts[last] == deadline[rem]
-        r_exact, r_gap = rem[exact], rem[~exact]
-        j = last[exact]
-        exit_px[r_exact] = cl[j]
-        exit_kind[r_exact] = EXIT_TIMEOUT
-        exit_off[r_exact] = last_in[r_exact]
-        # the horizon ended during an outage: sell at the open of the first bar after it
-        jn = last[~exact] + 1  # exists: it is the resolving row
-        exit_px[r_gap] = o[jn]
-        exit_kind[r_gap] = EXIT_GAP_TIMEOUT
-        exit_off[r_gap] = last_in[r_gap] + 1
-        at_open[r_gap] = True
-        worst[r_gap] = np.minimum(worst[r_gap], o[jn])
-
+def finish_labels(st: TradeSetup, costs: Costs, exit_px: np.ndarray, exit_off: np.ndarray, exit_kind: np.ndarray,
+                  at_open: np.ndarray, worst: np.ndarray) -> Labels:  # fmt: skip
+    """The label arrays from each row's exit (price, offset, kind, at an open or not, worst price)."""
+    ts, entry, entry_ts = st.ts, st.entry, st.entry_ts
     valid = exit_kind != EXIT_NONE
     vi = np.flatnonzero(valid)
-    ret = np.full(n, np.nan, dtype=np.float32)
+    ret = np.full(st.n, np.nan, dtype=np.float32)
     ret[vi] = costs.net_return(entry[vi], exit_px[vi])
-    y = np.full(n, np.nan, dtype=np.float32)
+    y = np.full(st.n, np.nan, dtype=np.float32)
     y[vi] = exit_kind[vi] == EXIT_TP
-    mae = np.full(n, np.nan, dtype=np.float32)
+    mae = np.full(st.n, np.nan, dtype=np.float32)
     mae[vi] = np.maximum(0.0, 1.0 - worst[vi] / entry[vi])
-    hold = np.full(n, np.nan, dtype=np.float32)
+    hold = np.full(st.n, np.nan, dtype=np.float32)
     exit_row = vi + exit_off[vi]
     hold[vi] = (ts[exit_row] - entry_ts[vi]) / MINUTE_MS + np.where(at_open[vi], 0.0, 1.0)
-    resolved_ts = np.full(n, NO_TS, dtype=np.int64)
-    resolved_ts[vi] = ts[resolve_row[vi]]
+    resolved_ts = np.full(st.n, NO_TS, dtype=np.int64)
+    resolved_ts[vi] = ts[st.resolve_row[vi]]
     exit_off[~valid] = 0
-    return Labels(
-        ret_net=ret,
-        y=y,
-        mae=mae,
-        hold=hold,
-        exit_offset=exit_off,
-        exit_kind=exit_kind,
-        resolved_ts=resolved_ts,
-        tp_frac=tp_frac.astype(np.float32),
-        sl_frac=sl_frac.astype(np.float32),
-    )
+    return Labels(ret_net=ret, y=y, mae=mae, hold=hold, exit_offset=exit_off, exit_kind=exit_kind, resolved_ts=resolved_ts,
+                  tp_frac=st.tp_frac.astype(np.float32), sl_frac=st.sl_frac.astype(np.float32))  # fmt: skip
+
+
+class _Sparse:
+    """Block minima (or maxima) of `x[base:stop]` over lengths 1, 2, 4, ... (a sparse table)."""
+
+    def __init__(self, x: np.ndarray, base: int, stop: int, levels: int, reduce: np.ufunc):
+        self.base = base
+        self.reduce = reduce
+        t = [np.array(x[base:stop], dtype=np.float64)]
+        for lev in range(1, levels + 1):
+            prev = t[-1]
+            w = 1 << (lev - 1)
+            if len(prev) <= w:
+                break
+            t.append(reduce(prev[:-w], prev[w:]))
+        self.t = t
+
+    def first_hit(self, start: np.ndarray, last: np.ndarray, beats: Any) -> np.ndarray:
+        """Per row, the first index j in [start, last] with beats(value[j]) (else last + 1):
+        greedy skips of 2^L bars that hold no hit, longest first (binary lifting)."""
+        pos = start.copy()
+        for lev in range(len(self.t) - 1, -1, -1):
+            w = 1 << lev
+            fits = pos + (w - 1) <= last
+            if not fits.any():
+                continue
+            tab = self.t[lev]
+            k = np.flatnonzero(fits)
+            idx = pos[k] - self.base
+            inside = idx < len(tab)
+            k, idx = k[inside], idx[inside]
+            skip = ~beats(tab[idx], k)
+            pos[k[skip]] += w
+        return pos
+
+    def range_reduce(self, a: np.ndarray, b: np.ndarray, empty: float) -> np.ndarray:
+        """reduce(x[a..b]) per row (inclusive; `empty` where b < a)."""
+        out = np.full(len(a), empty)
+        k = np.flatnonzero(b >= a)
+        if not len(k):
+            return out
+        length = b[k] - a[k] + 1
+        lev = np.minimum(np.frexp(length)[1].astype(np.int64) - 1, len(self.t) - 1)  # floor(log2(length))
+        for L in np.unique(lev).tolist():
+            m = k[lev == L]
+            tab = self.t[L]
+            w = 1 << L
+            out[m] = self.reduce(tab[a[m] - self.base], tab[b[m] - w + 1 - self.base])
+        return out
+
+
+def _label_rows(rows: np.ndarray, o: np.ndarray, lo: np.ndarray, cl: np.ndarray, touch_sl: np.ndarray,
+                touch_tp: np.ndarray, tp: np.ndarray, sl: np.ndarray, entry: np.ndarray, ts: np.ndarray,
+                deadline: np.ndarray, last_in: np.ndarray, horizon: int, exit_px: np.ndarray, exit_off: np.ndarray,
+                exit_kind: np.ndarray, at_open: np.ndarray, worst: np.ndarray) -> None:  # fmt: skip
+    """Label `rows` (all with a valid setup) in place: the module docstring's rules, vectorised."""
+    first = rows + 1
+    last = last_in[rows]
+    base, stop = int(first[0]), int(last.max()) + 1
+    levels = max(1, int(horizon).bit_length())
+    t_sl = _Sparse(touch_sl, base, stop, levels, np.fmin)
+    t_tp = _Sparse(touch_tp, base, stop, levels, np.fmax)
+    slv, tpv = sl[rows], tp[rows]
+    j_sl = t_sl.first_hit(first, last, lambda v, k: v <= slv[k])
+    j_tp = t_tp.first_hit(first, last, lambda v, k: v >= tpv[k])
+    j = np.minimum(j_sl, j_tp)
+    hit = j <= last
+    # the exit bar of a barrier hit, in the bar's own order: a gap at the open through the stop,
+    # then through the take profit, then the stop by the low, then the take profit by the high
+    h = np.flatnonzero(hit)
+    jh = j[h]
+    oj, lj = o[jh], lo[jh]
+    s, t = slv[h], tpv[h]
+    gap_sl = oj <= s
+    gap_tp = ~gap_sl & (oj >= t)
+    bar_sl = ~gap_sl & ~gap_tp & (lj <= s)
+    px = np.where(gap_sl | gap_tp, oj, np.where(bar_sl, s, t))
+    kind = np.where(gap_sl | bar_sl, EXIT_SL, EXIT_TP).astype(np.int8)
+    seen = np.where(gap_sl | gap_tp, oj, np.where(bar_sl, s, lj))  # worst price on the exit bar
+    r = rows[h]
+    exit_px[r] = px
+    exit_kind[r] = kind
+    exit_off[r] = jh - r
+    at_open[r] = gap_sl | gap_tp
+    t_lo = _Sparse(lo, base, stop, levels, np.fmin)
+    before = t_lo.range_reduce(first[h], jh - 1, np.inf)
+    worst[r] = np.fmin(np.fmin(entry[r], before), seen)
+    # no barrier inside the hold: time out at the close of the bar opening at the deadline, or,
+    # when the hold ended inside an outage, at the open of the first bar after it
+    q = np.flatnonzero(~hit)
+    if len(q):
+        r = rows[q]
+        lq = last[q]
+        low_all = t_lo.range_reduce(first[q], lq, np.inf)
+        exact = ts[lq] == deadline[r]
+        re, rg = r[exact], r[~exact]
+        exit_px[re] = cl[lq[exact]]
+        exit_kind[re] = EXIT_TIMEOUT
+        exit_off[re] = lq[exact] - re
+        worst[re] = np.fmin(entry[re], low_all[exact])
+        jn = lq[~exact] + 1  # exists: it is the resolving row
+        exit_px[rg] = o[jn]
+        exit_kind[rg] = EXIT_GAP_TIMEOUT
+        exit_off[rg] = jn - rg
+        at_open[rg] = True
+        worst[rg] = np.fmin(np.fmin(entry[rg], low_all[~exact]), o[jn])

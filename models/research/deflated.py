@@ -19,17 +19,11 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.stats import kurtosis, norm, skew
+from scipy.stats import norm
+
+from models.evaluation.trade_stats import sharpe_stats
 
 EULER_GAMMA = 0.5772156649015329
-
-
-def sharpe_stats(ret: np.ndarray) -> dict[str, float | int | None]:
-    r = np.asarray(ret, dtype=np.float64)
-    n = len(r)
-    if n < 3 or r.std(ddof=1) == 0:
-        return {"n": n, "sharpe": None, "skew": None, "kurt": None}
-    return {"n": n, "sharpe": float(r.mean() / r.std(ddof=1)), "skew": float(skew(r)), "kurt": float(kurtosis(r, fisher=False))}
 
 
 def expected_max_sharpe(n_trials: int, var_sharpe: float) -> float:

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from models.candles import MINUTE_MS
-from models.research.scores import FoldScores
+from models.evaluation.scores import FoldScores
 from models.trading.costs import Costs
 from models.training.splits import DAY_MS
 
@@ -113,3 +113,33 @@ def signal_diagnostics(fs: FoldScores, costs: Costs) -> dict[str, Any]:
     ]  # fmt: skip
     out["round_trip"] = costs.round_trip
     return out
+
+
+def monthly_ic(blocks: list[FoldScores]) -> dict[str, dict[str, Any]]:
+    """Rank IC per UTC calendar month of the blocks (e.g. a variant's inner folds, which share
+    their symbols): pooled (Spearman over the month's labelled symbol-minutes) and
+    cross-sectional (mean over the month's minutes of the IC across symbols)."""
+    from models.evaluation.trade_stats import month_of
+
+    def col(name: str) -> np.ndarray:
+        return np.concatenate([getattr(b, name)[b.ok & np.isfinite(b.er) & np.isfinite(b.ret)] for b in blocks])
+
+    er, ret, ts, sym = col("er").astype(np.float64), col("ret").astype(np.float64), col("ts"), col("sym").astype(np.int64)
+    n_sym = max(len(b.symbols) for b in blocks)
+    out: dict[str, dict[str, Any]] = {}
+    if not len(er):
+        return out
+    month = month_of(ts)
+    mins, ic = cross_sectional_ic_by_minute(ts, sym, er, ret, n_sym) if len(er) >= 30 else (np.empty(0, np.int64), np.empty(0))
+    ic_month = month_of(mins) if len(mins) else np.empty(0, dtype=object)
+    for k in sorted(set(month.tolist())):
+        sel = month == k
+        cs = ic[ic_month == k] if len(ic) else np.empty(0)
+        cs = cs[np.isfinite(cs)]
+        out[k] = {"rows": int(sel.sum()), "ic_pooled": _nan_none(_spearman(er[sel], ret[sel])),
+                  "ic_cross_sectional": float(cs.mean()) if len(cs) else None}  # fmt: skip
+    return out
+
+
+def _nan_none(x: float) -> float | None:
+    return None if not math.isfinite(x) else float(x)

@@ -15,11 +15,19 @@ A grid YAML has two product spaces:
       cost_multiple: [null, 1.0]
       top_k: [null, 3]
       use_meta: [true, false]
+    extra_rule:            # optional: single extra rules beside the product (alone if `rule` is absent)
+      - {cadence_minutes: 60, quantile: 0.9, floor: true}
+    layout:                # optional: the nested walk-forward's shape (the command line overrides it)
+      outer_days: 61
+      inner_folds: 2
+      fold_days: 61
+    promote: true          # optional: promote the chosen bundle if its outer block clears the no-edge floor
     base:                  # fixed overrides of the config sections for every variant
       train.row_stride: 5
     selection:
       min_trades: 100      # a configuration with fewer inner trades cannot be chosen
       min_fold_trades: 30  # ... nor one with fewer in any single inner fold
+      rank: stable         # stable (share of months with PF > 1 first) or best (the metric alone)
 
 Training keys are dotted paths into the `features` / `labels` / `costs` / `train` sections; the
 entry-rule keys are the fields of `models.research.entry.EntryRule`. Whatever universe a variant
@@ -35,7 +43,7 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -55,6 +63,21 @@ class Selection(BaseModel):
     min_trades: int = Field(100, ge=1, description="fewest trades over the inner folds for a configuration to be chosen")
     min_fold_trades: int = Field(0, ge=0, description="fewest trades in *each* inner fold (a choice must trade in every period)")
     metric: str = Field("sharpe_trade", description="inner figure that chooses: sharpe_trade (mean/sd of trade returns) or expectancy")
+    rank: Literal["stable", "best"] = Field(
+        "stable",
+        description="stable: the highest share of inner months with PF > 1, then the best worst month (its PF), then "
+        "`metric`; best: `metric` alone (the rule of the first research run, docs/grids/levers.yaml)",
+    )  # fmt: skip
+
+
+class Layout(BaseModel):
+    """The nested walk-forward's shape (the command line may override each)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outer_days: float = Field(14.0, gt=0, description="the outer block: the data's last N days (unless --outer names one)")
+    inner_folds: int = Field(2, ge=1, description="anchored inner walk-forward folds")
+    fold_days: float | None = Field(None, gt=0, description="length of each inner validation block; None = the inner range shared equally")
 
 
 class GridFile(BaseModel):
@@ -64,8 +87,11 @@ class GridFile(BaseModel):
     train: dict[str, list[Any]] = Field(default_factory=dict)
     extra_train: list[dict[str, Any]] = Field(default_factory=list)
     rule: dict[str, list[Any]] = Field(default_factory=dict)
+    extra_rule: list[dict[str, Any]] = Field(default_factory=list)
     base: dict[str, Any] = Field(default_factory=dict)
     selection: Selection = Selection()
+    layout: Layout = Layout()
+    promote: bool = Field(False, description="write the chosen bundle and promote it if its outer block clears the no-edge floor")
 
 
 @dataclass(frozen=True)
@@ -98,6 +124,8 @@ class Grid:
     rules: list[EntryRule]
     base: dict[str, Any]
     selection: Selection
+    layout: Layout = Layout()
+    promote: bool = False
 
     @property
     def n_configurations(self) -> int:
@@ -141,13 +169,15 @@ def parse_grid(data: dict[str, Any]) -> Grid:
         v = TrainVariant(combo, None if uni in (None, "default") else str(uni))
         if v.id not in {t.id for t in train}:
             train.append(v)
-    rules = []
-    for combo in _product(g.rule) if g.rule else [{}]:
+    rules: list[EntryRule] = []
+    for combo in [*(_product(g.rule) if g.rule else ([] if g.extra_rule else [{}])), *g.extra_rule]:
         try:
-            rules.append(EntryRule.model_validate(combo))
+            r = EntryRule.model_validate(combo)
         except ValidationError as e:
             raise GridError(f"bad entry rule {combo}: {e}") from None
-    return Grid(g.name, train, rules, dict(g.base), g.selection)
+        if r not in rules:
+            rules.append(r)
+    return Grid(g.name, train, rules, dict(g.base), g.selection, g.layout, g.promote)
 
 
 def load_grid(path: str | Path) -> Grid:

@@ -11,7 +11,9 @@ file in the work directory, keep only small label arrays in memory, drop the res
   exceed `max_train_rows` the stride grows (logged), which is what lets 30 symbols x 365
   days fit the 2.5 GB budget.
 - Validation rows (every minute from the first walk-forward validation block on) are kept
-  in full: the trading simulation decides on every bar.
+  in full: the trading simulation decides on every bar -- unless the decisions are on a
+  cadence (`valid_cadence`: e.g. 60 = only bars closing an hour), then only those rows are
+  kept and scored: a year of hourly decisions is 8,760 rows a symbol instead of 525,600.
 - `lookahead_check` (the audit's look-ahead half) runs here, on the candles already loaded.
 """
 
@@ -29,10 +31,11 @@ import structlog
 
 from models.candles import Candles, CandleSource
 from models.config import Settings, TrainConfig
-from models.labels.triple_barrier import triple_barrier
+from models.labels.triple_barrier import NO_TS, triple_barrier
 from models.progress import Progress
 from models.timeutil import DAY_MS, MINUTE_MS
 from models.trading.costs import Costs
+from models.trading.rules import entry_fractions, on_cadence
 from models.training.dataset import RowFile, RowWriter
 from models.training.featureset import FeatureSet
 from models.training.splits import stride_rows
@@ -59,16 +62,17 @@ class TrainRows:
 
 @dataclass
 class ValidRows:
-    """One symbol's every row from the first validation minute on (what simulation needs)."""
+    """One symbol's rows from the first validation minute on (every minute, or the decision
+    minutes of a cadence): what the simulation needs."""
 
     rows: RowFile
     ts: np.ndarray
     ret: np.ndarray
-    exit_offset: np.ndarray
+    exit_ts: np.ndarray  # open time of the label trade's exit bar (NO_TS without a label)
     hold: np.ndarray
     resolved: np.ndarray
     labelled: np.ndarray  # bool: a label exists
-    usable: np.ndarray  # bool: features are warm
+    usable: np.ndarray  # bool: features are warm and the bar's barriers are valid
 
 
 @dataclass
@@ -117,9 +121,11 @@ def prepare(
     load_from_ms: int | None = None,
     audit_lookahead: bool = False,
     progress: Progress | None = None,
+    valid_cadence: int = 1,
 ) -> Prepared:
     """Stage 1 (see the module docstring). `regime="fit"` fits it on the first
-    `regime_fit_days` of [start_ms, end_ms); otherwise pass a fitted model (or None)."""
+    `regime_fit_days` of [start_ms, end_ms); otherwise pass a fitted model (or None).
+    `valid_cadence`: keep only validation rows of bars closing a period of that many minutes."""
     progress = progress or Progress()
     tcfg = settings.train
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +157,9 @@ def prepare(
             raise TrainError(f"feature matrix for {sym} has shape {x.shape}, expected ({len(c)}, {len(prep.names)})")
         atr, pct = x[:, featureset.atr_frac_col], x[:, featureset.atr_pct_col]
         lab = triple_barrier(c, atr, pct, settings.labels, costs)
-        usable = np.isfinite(atr) & np.isfinite(pct)
+        # what the engine may rank and enter: warm features and valid barriers (the label's own
+        # setup conditions; whether the next minute exists is the label's business)
+        usable = np.isfinite(atr) & np.isfinite(pct) & entry_fractions(atr, pct, settings.labels)[2]
         safe = sym.replace("/", "_")
         if want_train:
             m = usable & lab.valid & stride_rows(c.ts, stride) & (c.ts >= start_ms) & (lab.resolved_ts < end_ms)
@@ -165,14 +173,16 @@ def prepare(
         if valid_from_ms is not None:
             lo = int(np.searchsorted(c.ts, valid_from_ms, "left"))
             hi = int(np.searchsorted(c.ts, end_ms, "left"))
+            sl = np.arange(lo, hi)
+            if valid_cadence > 1:
+                sl = sl[on_cadence(c.ts[sl], valid_cadence)]
             with RowWriter(work_dir / f"{safe}.valid.f32", x.shape[1]) as w:
-                w.append(x[lo:hi])
+                w.append(x[sl])
                 rf = w.close()
-            sl = slice(lo, hi)
-            prep.valid[sym] = ValidRows(rf, c.ts[sl].copy(), lab.ret_net[sl].copy(), lab.exit_offset[sl].copy(),
-                                        lab.hold[sl].copy(), lab.resolved_ts[sl].copy(), lab.valid[sl].copy(),
-                                        usable[sl].copy())  # fmt: skip
-            n_valid += hi - lo
+            exit_ts = np.where(lab.valid[sl], c.ts[np.minimum(sl + lab.exit_offset[sl], len(c) - 1)], NO_TS)
+            prep.valid[sym] = ValidRows(rf, c.ts[sl], lab.ret_net[sl], exit_ts.astype(np.int64), lab.hold[sl],
+                                        lab.resolved_ts[sl], lab.valid[sl], usable[sl])  # fmt: skip
+            n_valid += len(sl)
         if sym in audit_syms:
             prep.lookahead[sym] = lookahead_check(featureset, c, refs, regime, usable, settings.labels.horizon_bars)
         del c, x, lab, atr, pct, usable
@@ -180,7 +190,7 @@ def prepare(
     progress.end("prepare")
     del refs
     gc.collect()
-    prep.stats = {"train_rows": n_train, "valid_rows": n_valid, "stride": stride}
+    prep.stats = {"train_rows": n_train, "valid_rows": n_valid, "stride": stride, "valid_cadence": valid_cadence}
     if want_train and settings.labels.target == "cross_sectional":
         from models.labels.cross_section import relative_to_cross_section
 

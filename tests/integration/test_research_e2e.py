@@ -127,7 +127,7 @@ def test_choice_cannot_see_the_outer_block(data_dir: Path, tmp_path: Path) -> No
 def test_default_rule_reproduces_the_trainer_simulation(data_dir: Path, tmp_path: Path) -> None:
     from bot.history.sources import CsvCandleSource
     from models.config import TrainConfig
-    from models.research.scores import fold_scores
+    from models.evaluation.scores import fold_scores
     from models.training.featureset import FeatureSet
     from models.training.run import evaluate_window, fit_window, prepare
     from models.training.splits import Window

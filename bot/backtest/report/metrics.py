@@ -3,14 +3,15 @@
 Every figure names its basis, because the same word means different things on different bases:
 - `trades` blocks are **per-trade net returns** (`ClosedTrade.ret`: all costs in, relative to
   the cash the trade committed). Trades, win rate, profit factor and expectancy come from
-  `models.evaluation.trade_sim.trade_stats`, the one definition the trainer's evaluation uses too, so a
-  backtest PF and an evaluation PF are the same statistic. Quote-currency P&L and fees sit
+  `models.evaluation.trade_stats.trade_stats`, the one definition the trainer's evaluation uses too, so a
+  backtest PF and an evaluation PF are the same statistic; the expectancy's t-statistic and
+  bootstrap interval are `models.evaluation.trade_stats.expectancy_inference`, as in `bot evaluate`. Quote-currency P&L and fees sit
   beside them.
 - `portfolio` is the **portfolio equity curve** (`EquityPoint.equity`, marked to market each
   step): total and annualised return, daily Sharpe and Sortino (sqrt(365): crypto trades every
   day), max drawdown, exposure, turnover.
 - per-symbol drawdown and Sharpe are of **the symbol's realised P&L** added to the initial
-  equity at each exit (`models.evaluation.trade_sim.equity_stats`): what that symbol alone did to the
+  equity at each exit (`models.evaluation.trade_stats.equity_stats`): what that symbol alone did to the
   account, not a mark-to-market curve.
 - per-week buckets put each trade in the ISO week of its exit, and take the week's portfolio
   return from the equity curve.
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from bot.engine.records import ClosedTrade, EquityPoint
-from models.evaluation.trade_sim import equity_stats, trade_stats
+from models.evaluation.trade_stats import equity_stats, expectancy_inference, trade_stats
 from models.timeutil import DAY_MS, MINUTE_MS, fmt_ts, to_datetime
 from models.training.splits import Window
 from risk.reasons import PROTECTION_LABELS
@@ -39,47 +40,12 @@ BASIS_PORTFOLIO = "portfolio equity curve (EquityPoint.equity, marked to market 
 BASIS_SYMBOL_DD = "the symbol's realised P&L added to the initial equity at each exit"
 BASIS_WEEK = "trades bucketed by the ISO week (UTC) of their exit; return from the portfolio equity curve"
 
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 20240101
-
-
 def _f(x: Any) -> float | None:
     """A finite float, or None."""
     if x is None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
-
-
-def expectancy_inference(ret: np.ndarray) -> dict[str, Any]:
-    """Is the mean net return per trade distinguishable from zero?
-
-    Student t statistic of the mean (with its two-sided p-value) and a percentile bootstrap
-    95 % interval of the mean (fixed seed: the same trades give the same interval). Trades are
-    treated as independent, which overlapping trades in correlated symbols are not: read the
-    interval as optimistic.
-    """
-    ret = np.asarray(ret, dtype=np.float64)
-    n = len(ret)
-    out: dict[str, Any] = {"expectancy_t": None, "expectancy_p_value": None, "expectancy_ci95": None}
-    if n < 2:
-        return out
-    sd = float(ret.std(ddof=1))
-    if sd > 0:
-        from scipy.special import stdtr  # a small C ufunc; scipy is already a dependency
-
-        t = float(ret.mean() / (sd / math.sqrt(n)))
-        out["expectancy_t"] = t
-        out["expectancy_p_value"] = float(2.0 * stdtr(n - 1, -abs(t)))
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    means = np.empty(BOOTSTRAP_RESAMPLES)
-    chunk = max(1, min(BOOTSTRAP_RESAMPLES, 2_000_000 // n))  # bounded memory for many trades
-    for lo in range(0, BOOTSTRAP_RESAMPLES, chunk):
-        hi = min(BOOTSTRAP_RESAMPLES, lo + chunk)
-        means[lo:hi] = ret[rng.integers(0, n, size=(hi - lo, n))].mean(axis=1)
-    lo_q, hi_q = np.quantile(means, [0.025, 0.975])
-    out["expectancy_ci95"] = [float(lo_q), float(hi_q)]
-    return out
 
 
 class TradeArrays:
@@ -119,7 +85,7 @@ def trade_block(t: TradeArrays) -> dict[str, Any]:
     """Per-trade figures of a set of trades (see the module docstring for the basis)."""
     st: dict[str, Any] = {"basis": BASIS_TRADES, **trade_stats(t.ret)}
     st.pop("total_return", None)  # a sum of per-trade returns is not a return of anything
-    st.update(expectancy_inference(t.ret))
+    st.update({k: v for k, v in expectancy_inference(t.ret).items() if k != "trades"})
     n = len(t)
     st["net_pnl"] = float(t.pnl.sum())
     st["fees_paid"] = float(t.fees.sum())

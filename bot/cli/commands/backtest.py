@@ -324,7 +324,7 @@ def _minimal_report(out: Path, res: Any, meta: dict[str, Any]) -> dict[str, Any]
 
     import numpy as np
 
-    from models.evaluation.trade_sim import trade_stats
+    from models.evaluation.trade_stats import trade_stats
 
     rets = np.array([t.ret for t in res.trades], dtype=np.float64)
     metrics = {"overall": trade_stats(rets), "skips": dict(res.skips), "meta": meta, "fees": res.fees,

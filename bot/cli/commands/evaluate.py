@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -45,20 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup-days", type=float, help="feature warm-up data before T0 (default: all data in DIR)")
     p.add_argument("--out", metavar="FILE", help="JSON report path (default var/reports/evaluate-<bundle>-<window>.json)")
     p.set_defaults(func=_run)
-
-
-def expectancy_interval(ret: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """t-statistic of the mean trade return and a 95 % bootstrap interval (trades resampled)."""
-    r = np.asarray(ret, dtype=np.float64)
-    n = len(r)
-    if n < 2:
-        return {"trades": n, "t": None, "ci95": None}
-    sd = r.std(ddof=1)
-    t = float(r.mean() / (sd / math.sqrt(n))) if sd > 0 else None
-    rng = np.random.default_rng(seed)
-    means = r[rng.integers(0, n, size=(n_boot, n))].mean(axis=1) if n * n_boot <= 20_000_000 else None
-    ci = None if means is None else [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
-    return {"trades": n, "t": t, "ci95": ci}
 
 
 def reference_gaps(source: Any, refs: list[str], start: int, end: int, min_minutes: int = REF_GAP_MINUTES) -> list[dict[str, Any]]:
@@ -129,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     from bot.training.job import TrainingSetupError
     from models.bundle.directory import BundleError, load_bundle
     from models.evaluation.bundle_eval import evaluate_bundle
-    from models.evaluation.trade_sim import trade_stats
+    from models.evaluation.trade_stats import expectancy_inference, trade_stats
     from models.timeutil import TimeParseError, fmt_date, fmt_ts, parse_time
     from models.training.featureset import FeatureSet
     from models.training.prepare import TrainError
@@ -180,7 +165,7 @@ def _run(args: argparse.Namespace) -> int:
             rep.update({"candles": str(d), "notices": notes, "reference_gaps": gaps,
                         "label_horizon_minutes": horizon})  # fmt: skip
             _split_by_gaps(rep, gaps, trade_stats)
-            rep["expectancy_interval"] = expectancy_interval(np.array([t["ret"] for t in rep["trades"]]))
+            rep["expectancy_interval"] = expectancy_inference(np.array([t["ret"] for t in rep["trades"]]))
             runs.append(rep)
     except (BundleError, TrainError, TrainingSetupError, CandleSourceError, TimeParseError, FileNotFoundError) as e:
         console.print(f"[red]evaluate failed: {e}[/red]")
@@ -206,8 +191,10 @@ def _split_by_gaps(rep: dict[str, Any], gaps: list[dict[str, Any]], trade_stats:
 
 
 def _pooled(runs: list[dict[str, Any]], trade_stats: Any) -> dict[str, Any]:
+    from models.evaluation.trade_stats import expectancy_inference
+
     ret = np.concatenate([np.array([t["ret"] for t in r["trades"]], dtype=np.float64) for r in runs])
-    return {"directories": [r["candles"] for r in runs], "per_trade": trade_stats(ret), "expectancy_interval": expectancy_interval(ret)}
+    return {"directories": [r["candles"] for r in runs], "per_trade": trade_stats(ret), "expectancy_interval": expectancy_inference(ret)}
 
 
 def _write(cfg: Any, args: argparse.Namespace, version: str, runs: list[dict[str, Any]], pooled: dict[str, Any] | None) -> Path:
@@ -227,8 +214,8 @@ def _write(cfg: Any, args: argparse.Namespace, version: str, runs: list[dict[str
 
 
 def _ci(e: dict[str, Any]) -> str:
-    t = "-" if e.get("t") is None else f"{e['t']:.2f}"
-    ci = e.get("ci95")
+    t = "-" if e.get("expectancy_t") is None else f"{e['expectancy_t']:.2f}"
+    ci = e.get("expectancy_ci95")
     c = "-" if not ci else f"[{ci[0] * 100:+.3f}%, {ci[1] * 100:+.3f}%]"
     return f"t = {t}, 95 % bootstrap interval of the expectancy {c} over {e['trades']} trades"
 

@@ -18,7 +18,7 @@ from bot.engine import Engine, PaperBroker, TradingConfig, client_order_id, vali
 from bot.engine.records import OrderIntent
 from models.config import CostConfig
 from models.evaluation.bundle_eval import evaluate_bundle
-from models.evaluation.trade_sim import trade_stats
+from models.evaluation.trade_stats import trade_stats
 from models.timeutil import DAY_MS, HOUR_MS, MINUTE_MS
 from models.trading.costs import Costs
 from risk.config import RiskConfig

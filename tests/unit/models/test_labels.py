@@ -210,16 +210,21 @@ def random_walk(n: int, seed: int, gaps: bool) -> Candles:
     return Candles(ts, open_, hi, lo, close, np.ones(n))
 
 
-@pytest.mark.parametrize("seed,gaps", [(1, False), (2, True), (3, True)])
-def test_vectorised_labels_match_the_row_by_row_reference(seed: int, gaps: bool) -> None:
-    c = random_walk(400, seed, gaps)
+@pytest.mark.parametrize("seed,gaps,horizon,k,chunk", [
+    (1, False, 12, 1.5, 65_536), (2, True, 12, 1.5, 65_536), (3, True, 12, 1.5, 65_536),
+    # long horizons with wide barriers (many time-outs), and tiny chunks: the sparse tables of
+    # one chunk must reach H rows past it
+    (4, True, 240, 6.0, 37), (5, False, 1440, 40.0, 500), (6, True, 97, 8.0, 1),
+])  # fmt: skip
+def test_vectorised_labels_match_the_row_by_row_reference(seed: int, gaps: bool, horizon: int, k: float, chunk: int) -> None:
+    c = random_walk(400 if horizon < 100 else 3000, seed, gaps)
     rng = np.random.default_rng(seed + 100)
     atr = rng.uniform(0.002, 0.006, len(c))
     pct = rng.uniform(0, 100, len(c))
     pct[rng.random(len(c)) < 0.05] = np.nan
-    cfg = LabelConfig(horizon_bars=12)
+    cfg = LabelConfig(horizon_bars=horizon, base_k_tp=k)
     costs = Costs(0.001, 0.0002)
-    lab = triple_barrier(c, atr, pct, cfg, costs)
+    lab = triple_barrier(c, atr, pct, cfg, costs, chunk=chunk)
     ref = reference(c, atr, pct, cfg, costs)
     kinds = {"tp": EXIT_TP, "sl": EXIT_SL, "timeout": EXIT_TIMEOUT, "gap_timeout": EXIT_GAP_TIMEOUT}
     seen = set()

@@ -7,32 +7,22 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from models.evaluation.scores import FoldScores
 from models.labels.cross_section import relative_to_cross_section
 from models.research.deflated import deflated_sharpe, expected_max_sharpe
 from models.research.diagnostics import signal_diagnostics
 from models.research.entry import EntryRule, signal_mask, simulate, top_k_mask
 from models.research.grid import GridError, apply_overrides, parse_grid
 from models.research.nested import nested_split
-from models.research.scores import FoldScores
 from models.trading.costs import Costs
 from models.training.splits import DAY_MS, Window
+from tests.support.scores import synthetic_scores
 
 T0 = 1_617_321_600_000  # 2021-04-02 00:00 UTC
 
 
 def _scores(n_sym: int = 6, minutes: int = 3 * 1440, seed: int = 0, skill: float = 0.0) -> FoldScores:
-    rng = np.random.default_rng(seed)
-    ts = T0 + np.arange(minutes, dtype=np.int64) * 60_000
-    er = rng.standard_normal((n_sym, minutes)).astype(np.float32) * 0.002
-    ret = (skill * er + rng.standard_normal((n_sym, minutes)) * 0.004).astype(np.float32)
-    off = np.full((n_sym, minutes), 10, np.int32)
-    ok = np.ones((n_sym, minutes), bool)
-    ok[:, -10:] = False
-    return FoldScores(Window(int(ts[0]), int(ts[-1]) + 60_000), [f"S{i}USDT" for i in range(n_sym)], False,
-                      np.repeat(np.arange(n_sym, dtype=np.int16), minutes), np.tile(ts, n_sym), er.ravel(),
-                      np.full(n_sym * minutes, np.nan, np.float32), ret.ravel(), off.ravel(),
-                      np.full(n_sym * minutes, 10.0, np.float32), ok.ravel(),
-                      np.tile((np.arange(minutes) // 600 % 3).astype(np.int8), n_sym))  # fmt: skip
+    return synthetic_scores(n_sym, minutes, seed, skill)
 
 
 def test_grid_product_extras_and_errors() -> None:
@@ -165,3 +155,70 @@ def test_the_one_entry_rule_carries_the_levers() -> None:
     r = EntryRule(cadence_minutes=15, cost_multiple=2.0, use_meta=False).to_rule(
         er_threshold=0.001, meta_threshold=0.55, round_trip=0.0024, has_meta=True)
     assert r == Rule(0.0048, None, None, 15, None, None)
+    # the floor of the level-free rules: er > 0 replaces the fixed threshold
+    f = EntryRule(top_k=3, floor=True).to_rule(er_threshold=0.001, meta_threshold=0.55, round_trip=0.0024, has_meta=False)
+    assert f.er_threshold == 0.0 and f.top_k == 3 and f.p_threshold is None
+
+
+def test_grid_extra_rules_layout_and_the_decision_cadence() -> None:
+    from models.research.runner import decision_cadence
+
+    g = parse_grid({"name": "g", "extra_rule": [{"cadence_minutes": 60, "top_k": 1, "floor": True},
+                                                 {"cadence_minutes": 60, "quantile": 0.9, "floor": True},
+                                                 {"cadence_minutes": 60, "top_k": 1, "floor": True}],  # a duplicate
+                    "layout": {"outer_days": 61, "inner_folds": 2, "fold_days": 61}, "promote": True})  # fmt: skip
+    assert len(g.rules) == 2 and g.layout.fold_days == 61 and g.promote and g.selection.rank == "stable"
+    assert decision_cadence(g.rules) == 60  # only 1h closes are kept and scored
+    assert decision_cadence([EntryRule(cadence_minutes=15), EntryRule(cadence_minutes=60)]) == 15
+    assert decision_cadence([EntryRule(cadence_minutes=15), EntryRule()]) == 1
+    with pytest.raises(GridError, match="quantile"):
+        parse_grid({"extra_rule": [{"quantile": 1.5}]})
+
+
+def test_the_stable_choice_prefers_every_month_profitable_over_the_best_pooled_figure() -> None:
+    from models.research.runner import choose
+
+    def row(name: str, sharpe: float, share: float, worst: float) -> dict:
+        return {"variant_id": name, "rule_label": name, "eligible": True, "folds": [{"trades": 100}],
+                "inner": {"trades": 300, "sharpe_trade": sharpe},
+                "stability": {"months": 2, "share_pf_above_1": share, "worst_pf": worst}}  # fmt: skip
+
+    rows = [row("best", 0.3, 0.5, 0.6), row("steady", 0.1, 1.0, 1.1), row("steadier", 0.05, 1.0, 1.3)]
+    stable = parse_grid({"selection": {"min_trades": 10}})
+    best = parse_grid({"selection": {"min_trades": 10, "rank": "best"}})
+    assert choose(rows, stable)["variant_id"] == "steadier"  # all months profitable, the better worst month
+    assert choose(rows, best)["variant_id"] == "best"
+
+
+def test_nested_split_with_a_named_outer_block_in_another_year() -> None:
+    data = Window(T0, T0 + 42 * DAY_MS + 1226 * 60_000)
+    outer = Window(T0 + 910 * DAY_MS, T0 + 940 * DAY_MS)
+    sp = nested_split(data, outer_days=14, inner_folds=3, embargo_ms=1440 * 60_000, min_train_days=14, fold_days=7,
+                      outer=outer)  # fmt: skip
+    assert sp.inner == data and sp.outer(1440 * 60_000) == outer  # all of the data chooses; the named block judges
+    assert [f.valid.end for f in sp.folds][-1] == data.end and len(sp.folds) == 3
+    assert sp.folds[0].train.end == T0 + 21 * DAY_MS
+
+
+def test_csv_dirs_join_periods_and_refuse_disagreeing_overlaps(tmp_path) -> None:  # noqa: ANN001
+    import gzip
+    import pickle
+
+    from models.candles import CsvDirs
+
+    def write(d, rows) -> None:  # noqa: ANN001
+        d.mkdir()
+        with gzip.open(d / "BTCUSDT.csv.gz", "wt") as f:
+            f.write("ts,open,high,low,close,volume\n" + "".join(f"{t},1,2,0.5,{c},3\n" for t, c in rows))
+
+    write(tmp_path / "a", [(T0, 1.0), (T0 + 60_000, 1.5)])
+    write(tmp_path / "b", [(T0 + 60_000, 1.5), (T0 + 10 * DAY_MS, 2.0)])
+    src = pickle.loads(pickle.dumps(CsvDirs([tmp_path / "a", tmp_path / "b"])))
+    c = src.load("BTCUSDT", None, None)
+    assert c.ts.tolist() == [T0, T0 + 60_000, T0 + 10 * DAY_MS] and c.close.tolist() == [1.0, 1.5, 2.0]
+    assert len(src.load("BTCUSDT", T0 + DAY_MS, T0 + 2 * DAY_MS)) == 0 and src.symbols() == ["BTCUSDT"]
+    write(tmp_path / "c", [(T0 + 60_000, 9.0)])
+    with pytest.raises(ValueError, match="differ at ts"):
+        CsvDirs([tmp_path / "a", tmp_path / "c"]).load("BTCUSDT", None, None)
+    with pytest.raises(FileNotFoundError, match="ETHUSDT"):
+        src.load("ETHUSDT", None, None)

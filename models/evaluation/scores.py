@@ -1,19 +1,24 @@
-"""A fold's out-of-sample scores, one row per symbol-minute of its validation block.
+"""A validation block's out-of-sample scores, one row per symbol-minute (decision minute).
 
-Training is the expensive part of a configuration; the entry-rule levers (cadence, thresholds,
-cross-section rank, meta gate, regime) only change which of these rows become trades. So a
-trained variant is reduced to this table -- what `models.training.run.evaluate_window` sees -- and
-saved (npz), and every entry rule is judged on it without training again.
+The one simulation (`models.evaluation.trade_sim.simulate`) runs on this table: scoring is
+the expensive part, the entry rule (thresholds, cadence, cross-section rank, trailing quantile,
+meta gate, regime) only decides which rows become trades. The walk-forward folds and `bot
+evaluate` build it from prepared rows (`fold_scores`); the research runner saves it (npz) per
+trained variant and fold and judges every entry rule of a grid on it without training again.
+
+Rows are every minute of the block, or only the decision minutes when the rows were prepared
+on a decision cadence (`models.training.prepare.prepare(valid_cadence=...)`); a trade's exit is
+a time (`exit_ts`), so a slot frees correctly either way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from models.bundle.predictor import Predictor
 from models.training.splits import Window
 
 REGIME_COLS = ("regime_p0", "regime_p1", "regime_p2")
@@ -31,10 +36,14 @@ class FoldScores:
     er: np.ndarray  # float32, NaN where features are not warm
     p: np.ndarray  # float32 meta probability (NaN: no meta model)
     ret: np.ndarray  # float32 net return of the label trade (absolute, costs in)
-    off: np.ndarray  # int32 rows to the exit
+    exit_ts: np.ndarray  # int64 open time of the label trade's exit bar
     hold: np.ndarray  # float32 minutes held
-    ok: np.ndarray  # bool: label known inside the window and features warm
+    ok: np.ndarray  # bool: label known inside the window and features warm (may become a trade)
     regime: np.ndarray  # int8 argmax regime state (-1 unknown)
+    scored: np.ndarray  # bool: a real candle with warm features and valid barriers (ranked, and
+    #                     counted in the trailing score distribution, label or not)
+
+    FIELDS = ("sym", "ts", "er", "p", "ret", "exit_ts", "hold", "ok", "regime", "scored")
 
     def bounds(self) -> list[tuple[int, int]]:
         """(lo, hi) row range of each symbol."""
@@ -49,16 +58,19 @@ class FoldScores:
         m = remap[self.sym] >= 0
         order = np.argsort(remap[self.sym[m]], kind="stable")
         pick = np.flatnonzero(m)[order]
-        return FoldScores(self.window, [self.symbols[i] for i in keep], self.has_meta, remap[self.sym[pick]], self.ts[pick],
-                          self.er[pick], self.p[pick], self.ret[pick], self.off[pick], self.hold[pick], self.ok[pick],
-                          self.regime[pick])  # fmt: skip
+        cols = {k: getattr(self, k)[pick] for k in self.FIELDS}
+        cols["sym"] = remap[self.sym[pick]]
+        return FoldScores(self.window, [self.symbols[i] for i in keep], self.has_meta, **cols)
+
+    def replace(self, **cols: np.ndarray) -> FoldScores:
+        """The same rows with some columns replaced (e.g. the returns repriced under other costs)."""
+        return FoldScores(self.window, self.symbols, self.has_meta, **{k: cols.get(k, getattr(self, k)) for k in self.FIELDS})
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, window=np.array([self.window.start, self.window.end]), symbols=np.array(self.symbols),
-                 has_meta=np.array(self.has_meta), sym=self.sym, ts=self.ts, er=self.er, p=self.p, ret=self.ret,
-                 off=self.off, hold=self.hold, ok=self.ok, regime=self.regime)  # fmt: skip
+                 has_meta=np.array(self.has_meta), **{k: getattr(self, k) for k in self.FIELDS})  # fmt: skip
         tmp.replace(path)
 
     @staticmethod
@@ -66,15 +78,15 @@ class FoldScores:
         with np.load(path) as z:
             w = z["window"]
             return FoldScores(Window(int(w[0]), int(w[1])), [str(s) for s in z["symbols"]], bool(z["has_meta"]),
-                              z["sym"], z["ts"], z["er"], z["p"], z["ret"], z["off"], z["hold"], z["ok"],
-                              z["regime"])  # fmt: skip
+                              **{k: z[k] for k in FoldScores.FIELDS})  # fmt: skip
 
 
-def fold_scores(prep: object, predictor: Predictor, window: Window) -> FoldScores:
-    """Score every validation row of `window` (the same rows and masks as `evaluate_window`)."""
+def fold_scores(prep: object, predictor: Any, window: Window) -> FoldScores:
+    """Score every prepared validation row of `window` (any object with the `Predictor.predict`
+    interface: the leakage audit passes a lone booster)."""
     cols = np.array([prep.names.index(f) for f in predictor.features], dtype=np.int64)  # type: ignore[attr-defined]
     rcols = np.array([prep.names.index(c) for c in REGIME_COLS if c in prep.names], dtype=np.int64)  # type: ignore[attr-defined]
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("sym", "ts", "er", "p", "ret", "off", "hold", "ok", "regime")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in FoldScores.FIELDS}
     symbols = list(prep.symbols)  # type: ignore[attr-defined]
     for i, s in enumerate(symbols):
         v = prep.valid[s]  # type: ignore[attr-defined]
@@ -102,9 +114,10 @@ def fold_scores(prep: object, predictor: Predictor, window: Window) -> FoldScore
         parts["er"].append(er)
         parts["p"].append(p)
         parts["ret"].append(v.ret[sl].astype(np.float32))
-        parts["off"].append(v.exit_offset[sl].astype(np.int32))
+        parts["exit_ts"].append(v.exit_ts[sl].astype(np.int64))
         parts["hold"].append(v.hold[sl].astype(np.float32))
         parts["ok"].append(v.labelled[sl] & (v.resolved[sl] < window.end) & use)
         parts["regime"].append(reg)
+        parts["scored"].append(use & np.isfinite(er))
     cat = {k: np.concatenate(v) if v else np.empty(0) for k, v in parts.items()}
-    return FoldScores(window, symbols, predictor.meta is not None, **cat)
+    return FoldScores(window, symbols, getattr(predictor, "meta", None) is not None, **cat)
