@@ -356,6 +356,13 @@ class Config(BaseModel):
                 problems.append(f"paper.initial_equity: {eq:g} {how} allows orders of at most {largest:.4g}, under "
                                 f"trading.paper_min_notional ({self.trading.paper_min_notional:g}): no order could be "
                                 "placed")  # fmt: skip
+        r = self.risk
+        on = [name for name, active in (("stop_loss_guard", r.stop_loss_guard.stop_losses > 0),
+                                        ("low_profit_lock", r.low_profit_lock.max_loss > 0),
+                                        ("drawdown_lookback", r.drawdown_lookback.max_drawdown > 0)) if active]  # fmt: skip
+        if on and self.trading.sizing == "equal_slots":
+            problems.append(f"trading.sizing: equal_slots sizes without the risk manager, so risk.{on[0]} (and every "
+                            "other risk limit) would never act; use sizing: risk, or turn the protection off")  # fmt: skip
         if self.mode == "live" and self.live.max_entry_lag_s <= self.feed.minute_timeout_s:
             problems.append(f"live.max_entry_lag_s: {self.live.max_entry_lag_s:g} s is not longer than feed."
                             f"minute_timeout_s ({self.feed.minute_timeout_s:g} s): a minute released by that timeout "

@@ -132,6 +132,8 @@ CORPUS: tuple[BadConfig, ...] = (
       "entries would never be allowed"),
     B("equity_under_min_notional", "impossible", "paper:\n  initial_equity: 10\n", "paper.initial_equity",
       "allows orders of at most 1, under trading.paper_min_notional (5): no order could be placed"),
+    B("protection_with_equal_slots", "contradiction", "trading:\n  sizing: equal_slots\nrisk:\n  stop_loss_guard:\n    stop_losses: 3\n",
+      "trading.sizing", "risk.stop_loss_guard (and every other risk limit) would never act"),
     B("equal_slots_under_min_notional", "impossible", "paper:\n  initial_equity: 100\ntrading:\n  sizing: equal_slots\n",
       "paper.initial_equity", "100 / 30 symbols allows orders of at most 3.333"),
     B("min_probability_one", "impossible", "risk:\n  min_probability: 1\n", "risk.min_probability",
