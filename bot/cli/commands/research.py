@@ -191,7 +191,9 @@ def _plan_and_run(cfg: Config, args: argparse.Namespace, grid: Any, spec: Any, s
         for uname, syms in universes.items():
             miss = [s for s in syms if s not in present]
             if miss:
-                raise TrainingSetupError(f"universe {uname}: no candles in {where} for {', '.join(miss)}")
+                hint = ("; fill the store first: `bot import-candles DIR` (Binance's archives) or `bot backfill --days 365`"
+                        if where == "the store" else "")
+                raise TrainingSetupError(f"universe {uname}: no candles in {where} for {', '.join(miss)}{hint}")
         anchor = cfg.features.reference_symbols[0]
         b = source.bounds(anchor)
         if b is None:
