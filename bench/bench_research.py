@@ -1,6 +1,6 @@
 """Year-scale training and research on a low-spec PC: memory, time, and what the choices buy.
 
-    python -m bench research                 # records research.* (about 1.5 hours on 2 cores)
+    python -m bench research                 # records research.* (about 45 minutes on 2 idle cores)
     python -m bench.bench_research --quick   # 30 x 60 days synthetic, nothing recorded
 
 Budget (issue 20): `bot train` and `bot research` on 30 symbols x 365 days, peak RSS of the
