@@ -33,6 +33,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _main(cfg, args: argparse.Namespace) -> int:  # noqa: ANN001
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
@@ -58,17 +59,24 @@ async def _main(cfg, args: argparse.Namespace) -> int:  # noqa: ANN001
             result = await import_directory(store, args.directory, symbols, on_progress=step)
 
     reports = result.reports
-    table = Table(title=f"import {args.directory}")
-    for col in ("symbol", "rows read", "written", "duplicates skipped", "rejected", "gaps", "missing minutes", "files"):
-        table.add_column(col, justify="left" if col == "symbol" else "right")
+    # seven columns that fit 80 characters (symbols and numbers never cut); the files each
+    # symbol came from follow as one line per symbol
+    table = Table(title=f"import {args.directory}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("symbol", no_wrap=True)
+    for col in ("rows read", "written", "duplicates", "rejected", "gaps", "missing min"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in reports:
         table.add_row(r.symbol, f"{r.rows_read:,}", f"{r.written:,}", f"{r.duplicates_skipped:,}",
-                      f"{r.rejected:,}", str(r.gaps), f"{r.missing_minutes:,}", escape(r.sources))  # fmt: skip
+                      f"{r.rejected:,}", str(r.gaps), f"{r.missing_minutes:,}")  # fmt: skip
     table.add_row("total", f"{sum(r.rows_read for r in reports):,}", f"{sum(r.written for r in reports):,}",
                   f"{sum(r.duplicates_skipped for r in reports):,}", f"{sum(r.rejected for r in reports):,}",
-                  str(sum(r.gaps for r in reports)), f"{sum(r.missing_minutes for r in reports):,}",
-                  str(sum(r.files for r in reports)), style="bold")  # fmt: skip
-    wide_console().print(table)
+                  str(sum(r.gaps for r in reports)), f"{sum(r.missing_minutes for r in reports):,}", style="bold")  # fmt: skip
+    out = wide_console()
+    out.print(table)
+    for r in reports:
+        out.print(f"{r.symbol} from {escape(r.sources)}", soft_wrap=True)
+    if reports:
+        out.print(f"{sum(r.files for r in reports):,} files", soft_wrap=True)
     if result.ignored:
         console.print(f"ignored {len(result.ignored)} files not named like candle files: "
                       f"{escape(', '.join(result.ignored[:10]))}{' ...' if len(result.ignored) > 10 else ''}", soft_wrap=True)  # fmt: skip
