@@ -623,7 +623,7 @@ class Engine:
         the top k of the `ranked` rows and the trailing quantile), as `trade_sim.signal_mask`."""
         rule = self.rule
         n = len(er)
-        decision = rule.cadence_minutes == 1 or bool(on_cadence(np.array([ts], np.int64), rule.cadence_minutes)[0])
+        decision = rule.cadence_minutes == 1 or bool(on_cadence(ts, rule.cadence_minutes))
         floor = None
         if self.trailing is not None:
             # the threshold is made of earlier decision minutes only; this minute's scores join after
