@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ from tests.support.paper_daemon import (
     SPEED,
     Daemon,
     assert_books_consistent,
+    bot_ctl,
     bot_status,
     free_port,
     promote_bundle,
@@ -42,7 +42,6 @@ from tests.support.paper_daemon import (
     window,
     write_config,
 )
-from tests.support.shared_data import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -76,11 +75,7 @@ class Operator:
 
     async def cli(self, *args: str, cfg: Path | None = None) -> tuple[int, str]:
         """`bot ctl ...` as a subprocess with no terminal on stdin (the simulator runs on this loop)."""
-        p = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg or self.cfg), "ctl", *args,
-                                                 cwd=ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                                                 stderr=asyncio.subprocess.PIPE)  # fmt: skip
-        out, err = await asyncio.wait_for(p.communicate(), 120)
-        return p.returncode or 0, (out.decode() + err.decode()).strip()
+        return await bot_ctl(cfg or self.cfg, *args)
 
     async def chat(self, text: str, chat_id: int = OWNER) -> tuple[str, str, dict]:
         """A chat message to the bot; the command's row and (for the owner) the reply in the chat."""

@@ -6,8 +6,6 @@ through the live broker, on the exchange, and afterwards the store and the excha
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 
 import asyncpg
@@ -21,17 +19,13 @@ from tests.support.live_daemon import (
     write_config,
 )
 from tests.support.paper_daemon import SPEED, promote_bundle, window
-from tests.support.shared_data import ROOT
+from tests.support.paper_daemon import bot_ctl as run_bot_ctl
 
 pytestmark = pytest.mark.slow
 
 
 async def bot_ctl(cfg, *args: str) -> tuple[int, str]:  # noqa: ANN001
-    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "ctl", *args, cwd=ROOT,
-                                             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                                             stderr=asyncio.subprocess.PIPE, env={**os.environ, **LiveDaemon.keys_env()})  # fmt: skip
-    out, err = await asyncio.wait_for(p.communicate(), 120)
-    return p.returncode or 0, (out.decode() + err.decode()).strip()
+    return await run_bot_ctl(cfg, *args, env=LiveDaemon.keys_env())
 
 
 async def open_live(dsn: str) -> list[str]:

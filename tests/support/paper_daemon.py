@@ -139,6 +139,15 @@ class Daemon:
         await self.proc.wait()
 
 
+async def bot_ctl(cfg: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """`bot ctl ...` as a subprocess with no terminal on stdin: (exit status, stdout + stderr)."""
+    p = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "--config", str(cfg), "ctl", *args, cwd=ROOT,
+                                             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                                             stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})  # fmt: skip
+    out, err = await asyncio.wait_for(p.communicate(), 120)
+    return p.returncode or 0, (out.decode() + err.decode()).strip()
+
+
 async def run_until(sim: ExchangeSimulator, end: int) -> None:
     """Run the exchange clock fast to just past `end`, then hold it."""
     sim.clock.set(speed=SPEED)
